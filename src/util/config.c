@@ -1,0 +1,375 @@
+/* Config file parser: a table of keys with type, limits and where the value
+ * lives. Listener-scoped keys apply to the most recent `listener` line; they
+ * are an error before the first one. */
+#include "util/config.h"
+
+#include "util/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+
+enum cfg__type { T_U32, T_U64, T_U16, T_BOOL, T_STR, T_PATH, T_LOGLEVEL, T_SYNC, T_PROTO };
+
+struct cfg__key {
+    const char *name;
+    enum cfg__type type;
+    bool per_listener;
+    size_t offset;
+    uint64_t min, max;
+};
+
+#define G(name, type, field, min, max)                                                             \
+    {name, type, false, offsetof(struct lmq_config, field), min, max}
+#define L(name, type, field, min, max)                                                             \
+    {name, type, true, offsetof(struct lmq_listener_config, field), min, max}
+
+static const struct cfg__key cfg__keys[] = {
+    G("data_dir", T_PATH, data_dir, 0, 0),
+    G("log_level", T_LOGLEVEL, log_level, 0, 0),
+    G("max_connections", T_U32, max_connections, 1, 1000000),
+    G("max_packet_size", T_U32, max_packet_size, 64, 268435460),
+    G("max_inflight_messages", T_U32, max_inflight_messages, 1, 65535),
+    G("max_queued_messages", T_U32, max_queued_messages, 0, 10000000),
+    G("max_queued_bytes", T_U64, max_queued_bytes, 0, (uint64_t)1 << 40),
+    G("max_topic_length", T_U32, max_topic_length, 1, 65535),
+    G("max_topic_levels", T_U32, max_topic_levels, 1, 1024),
+    G("max_retained_messages", T_U32, max_retained_messages, 0, 100000000),
+    G("max_subscriptions_per_client", T_U32, max_subscriptions_per_client, 1, 1000000),
+    G("max_client_id_length", T_U32, max_client_id_length, 23, 65535),
+    G("max_keepalive", T_U16, max_keepalive, 10, 65535),
+    G("connect_timeout", T_U32, connect_timeout, 1, 3600),
+    G("allow_zero_length_clientid", T_BOOL, allow_zero_length_clientid, 0, 1),
+    G("persistent_client_expiration", T_U32, persistent_client_expiration, 0, UINT32_MAX),
+    G("store_sync", T_SYNC, store_sync, 0, 0),
+    G("sys_interval", T_U32, sys_interval, 0, 86400),
+    G("ledger_origin", T_STR, ledger_origin, 1, LMQ_CONFIG_STR - 1),
+    G("ledger_sync", T_SYNC, ledger_sync, 0, 0),
+    G("ledger_batch_max", T_U32, ledger_batch_max, 1, 100000),
+    G("ledger_batch_ms", T_U32, ledger_batch_ms, 0, 10000),
+    L("protocol", T_PROTO, protocol, 0, 0),
+    L("allow_anonymous", T_BOOL, allow_anonymous, 0, 1),
+    L("certfile", T_PATH, certfile, 0, 0),
+    L("keyfile", T_PATH, keyfile, 0, 0),
+    L("cafile", T_PATH, cafile, 0, 0),
+    L("require_certificate", T_BOOL, require_certificate, 0, 1),
+};
+
+static void cfg__err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cfg__err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void lmq_config_defaults(struct lmq_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->source, sizeof cfg->source, "(defaults)");
+    snprintf(cfg->data_dir, sizeof cfg->data_dir, "./data");
+    cfg->log_level = LMQ_LOG_INFO;
+    cfg->max_connections = 100000;
+    cfg->max_packet_size = 1048576;
+    cfg->max_inflight_messages = 100;
+    cfg->max_queued_messages = 1000;
+    cfg->max_queued_bytes = 16u * 1024 * 1024;
+    cfg->max_topic_length = 1024;
+    cfg->max_topic_levels = 32;
+    cfg->max_retained_messages = 100000;
+    cfg->max_subscriptions_per_client = 1000;
+    cfg->max_client_id_length = 256;
+    cfg->max_keepalive = 65535;
+    cfg->connect_timeout = 10;
+    cfg->allow_zero_length_clientid = true;
+    cfg->persistent_client_expiration = 0;
+    cfg->store_sync = LMQ_SYNC_ALWAYS;
+    cfg->sys_interval = 10;
+    snprintf(cfg->ledger_origin, sizeof cfg->ledger_origin, "ledgermq.local/default");
+    cfg->ledger_sync = LMQ_SYNC_ALWAYS;
+    cfg->ledger_batch_max = 1000;
+    cfg->ledger_batch_ms = 5;
+}
+
+/* Splits LINE into at most MAX whitespace-separated words (in place). */
+static size_t cfg__split(char *line, char **words, size_t max)
+{
+    size_t n = 0;
+    char *p = line;
+    while (*p) {
+        while (*p && isspace((unsigned char)*p))
+            *p++ = '\0';
+        if (!*p)
+            break;
+        if (n == max)
+            return max + 1;
+        words[n++] = p;
+        while (*p && !isspace((unsigned char)*p))
+            p++;
+    }
+    return n;
+}
+
+static int cfg__parse_u64(const char *s, uint64_t *out)
+{
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int cfg__listener(struct lmq_config *cfg, char **w, size_t n, char *err, size_t errlen)
+{
+    if (n < 2 || n > 3) {
+        cfg__err(err, errlen, "'listener' takes PORT [ADDR]");
+        return -1;
+    }
+    uint64_t port;
+    if (cfg__parse_u64(w[1], &port) < 0 || port > 65535) {
+        cfg__err(err, errlen, "listener port '%s' is not a number from 0 to 65535", w[1]);
+        return -1;
+    }
+    if (cfg->n_listeners == LMQ_MAX_LISTENERS) {
+        cfg__err(err, errlen, "more than %d listeners", LMQ_MAX_LISTENERS);
+        return -1;
+    }
+    const char *addr = n == 3 ? w[2] : "127.0.0.1";
+    unsigned char tmp[16];
+    if (inet_pton(AF_INET, addr, tmp) != 1 && inet_pton(AF_INET6, addr, tmp) != 1) {
+        cfg__err(err, errlen, "listener address '%s' is not a numeric IPv4 or IPv6 address",
+                 addr);
+        return -1;
+    }
+    struct lmq_listener_config *l = &cfg->listeners[cfg->n_listeners++];
+    memset(l, 0, sizeof *l);
+    l->port = (uint16_t)port;
+    snprintf(l->addr, sizeof l->addr, "%s", addr);
+    l->protocol = LMQ_PROTO_MQTT;
+    l->allow_anonymous = true;
+    return 0;
+}
+
+int lmq_config_apply(struct lmq_config *cfg, const char *line_in, char *err, size_t errlen)
+{
+    char line[PATH_MAX + 64];
+    if (strlen(line_in) >= sizeof line) {
+        cfg__err(err, errlen, "line too long");
+        return -1;
+    }
+    strcpy(line, line_in);
+    char *w[4];
+    size_t n = cfg__split(line, w, 3);
+    if (n == 0)
+        return 0;
+    if (n > 3) {
+        cfg__err(err, errlen, "too many values for '%s'", w[0]);
+        return -1;
+    }
+    if (strcmp(w[0], "listener") == 0)
+        return cfg__listener(cfg, w, n, err, errlen);
+
+    const struct cfg__key *k = NULL;
+    for (size_t i = 0; i < sizeof cfg__keys / sizeof cfg__keys[0]; i++)
+        if (strcmp(cfg__keys[i].name, w[0]) == 0)
+            k = &cfg__keys[i];
+    if (!k) {
+        cfg__err(err, errlen, "unknown key '%s'", w[0]);
+        return -1;
+    }
+    if (n != 2) {
+        cfg__err(err, errlen, "'%s' takes exactly one value", w[0]);
+        return -1;
+    }
+    char *base;
+    if (k->per_listener) {
+        if (cfg->n_listeners == 0) {
+            cfg__err(err, errlen, "'%s' applies to a listener: put it after a 'listener' line",
+                     w[0]);
+            return -1;
+        }
+        base = (char *)&cfg->listeners[cfg->n_listeners - 1];
+    } else {
+        base = (char *)cfg;
+    }
+    void *field = base + k->offset;
+    const char *v = w[1];
+    uint64_t u;
+    switch (k->type) {
+    case T_U16:
+    case T_U32:
+    case T_U64:
+        if (cfg__parse_u64(v, &u) < 0 || u < k->min || u > k->max) {
+            cfg__err(err, errlen, "'%s' must be a whole number from %llu to %llu, not '%s'",
+                     k->name, (unsigned long long)k->min, (unsigned long long)k->max, v);
+            return -1;
+        }
+        if (k->type == T_U16)
+            *(uint16_t *)field = (uint16_t)u;
+        else if (k->type == T_U32)
+            *(uint32_t *)field = (uint32_t)u;
+        else
+            *(uint64_t *)field = u;
+        return 0;
+    case T_BOOL:
+        if (strcmp(v, "true") == 0)
+            *(bool *)field = true;
+        else if (strcmp(v, "false") == 0)
+            *(bool *)field = false;
+        else {
+            cfg__err(err, errlen, "'%s' must be true or false, not '%s'", k->name, v);
+            return -1;
+        }
+        return 0;
+    case T_STR:
+        if (strlen(v) < k->min || strlen(v) > k->max) {
+            cfg__err(err, errlen, "'%s' must be %llu to %llu characters", k->name,
+                     (unsigned long long)k->min, (unsigned long long)k->max);
+            return -1;
+        }
+        snprintf((char *)field, LMQ_CONFIG_STR, "%s", v);
+        return 0;
+    case T_PATH:
+        if (strlen(v) >= PATH_MAX) {
+            cfg__err(err, errlen, "'%s' path too long", k->name);
+            return -1;
+        }
+        snprintf((char *)field, PATH_MAX, "%s", v);
+        return 0;
+    case T_LOGLEVEL: {
+        int lv = lmq_log_level_parse(v);
+        if (lv < 0) {
+            cfg__err(err, errlen,
+                     "'log_level' must be debug, info, notice, warning or error, not '%s'", v);
+            return -1;
+        }
+        *(int *)field = lv;
+        return 0;
+    }
+    case T_SYNC:
+        if (strcmp(v, "always") == 0)
+            *(enum lmq_sync_policy *)field = LMQ_SYNC_ALWAYS;
+        else if (strcmp(v, "batch") == 0)
+            *(enum lmq_sync_policy *)field = LMQ_SYNC_BATCH;
+        else {
+            cfg__err(err, errlen, "'%s' must be always or batch, not '%s'", k->name, v);
+            return -1;
+        }
+        return 0;
+    case T_PROTO:
+        if (strcmp(v, "mqtt") == 0)
+            *(enum lmq_listener_protocol *)field = LMQ_PROTO_MQTT;
+        else if (strcmp(v, "websockets") == 0)
+            *(enum lmq_listener_protocol *)field = LMQ_PROTO_WEBSOCKETS;
+        else {
+            cfg__err(err, errlen, "'protocol' must be mqtt or websockets, not '%s'", v);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        cfg__err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    snprintf(cfg->source, sizeof cfg->source, "%s", path);
+    char line[PATH_MAX + 64];
+    unsigned lineno = 0;
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            cfg__err(err, errlen, "%s:%u: line too long", path, lineno);
+            rc = -1;
+            break;
+        }
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)line[i];
+            if (c == '#') {
+                line[i] = '\0';
+                break;
+            }
+            if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+                cfg__err(err, errlen, "%s:%u: control character 0x%02x", path, lineno, c);
+                fclose(f);
+                return -1;
+            }
+        }
+        char reason[PATH_MAX];
+        if (lmq_config_apply(cfg, line, reason, sizeof reason) < 0) {
+            cfg__err(err, errlen, "%s:%u: %s", path, lineno, reason);
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        cfg__err(err, errlen, "%s: read error: %s", path, strerror(errno));
+        rc = -1;
+    }
+    fclose(f);
+    return rc;
+}
+
+int lmq_config_finish(struct lmq_config *cfg, int port, const char *data_dir, char *err,
+                      size_t errlen)
+{
+    if (cfg->n_listeners == 0) {
+        struct lmq_listener_config *l = &cfg->listeners[cfg->n_listeners++];
+        memset(l, 0, sizeof *l);
+        l->port = 1883;
+        snprintf(l->addr, sizeof l->addr, "127.0.0.1");
+        l->allow_anonymous = true;
+    }
+    if (port > 0) {
+        if (port > 65535) {
+            cfg__err(err, errlen, "port %d out of range", port);
+            return -1;
+        }
+        cfg->listeners[0].port = (uint16_t)port;
+    }
+    if (data_dir) {
+        if (strlen(data_dir) >= sizeof cfg->data_dir) {
+            cfg__err(err, errlen, "data dir path too long");
+            return -1;
+        }
+        snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", data_dir);
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct lmq_listener_config *l = &cfg->listeners[i];
+        if (l->protocol == LMQ_PROTO_WEBSOCKETS) {
+            cfg__err(err, errlen, "listener %u: protocol websockets is not supported yet",
+                     l->port);
+            return -1;
+        }
+        if (l->certfile[0] || l->keyfile[0] || l->cafile[0] || l->require_certificate) {
+            cfg__err(err, errlen, "listener %u: TLS is not supported yet", l->port);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (cfg->listeners[j].port == l->port && l->port != 0 &&
+                strcmp(cfg->listeners[j].addr, l->addr) == 0) {
+                cfg__err(err, errlen, "listener %s:%u is defined twice", l->addr, l->port);
+                return -1;
+            }
+    }
+    if (cfg->max_inflight_messages > cfg->max_queued_messages && cfg->max_queued_messages != 0) {
+        /* Allowed: inflight messages are not counted as queued. */
+    }
+    return 0;
+}

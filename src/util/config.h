@@ -1,0 +1,93 @@
+/* The ledgermqd configuration: defaults, limits and the parser for the
+ * Mosquitto-style config file (`key value` lines, `#` comments,
+ * `listener PORT [ADDR]` opening a listener block whose per-listener keys
+ * follow it). Every key, its default and its limits are documented in
+ * docs/CONFIG.md; a key added here must be added there too.
+ * Invariant: a struct lmq_config that lmq_config_load() accepted has every
+ * value within its documented limits, so the rest of the broker may trust it. */
+#ifndef LMQ_UTIL_CONFIG_H
+#define LMQ_UTIL_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LMQ_MAX_LISTENERS 16
+#define LMQ_MAX_LEDGER_TOPICS 64
+#define LMQ_CONFIG_STR 256
+
+enum lmq_listener_protocol {
+    LMQ_PROTO_MQTT = 0,
+    LMQ_PROTO_WEBSOCKETS = 1,
+};
+
+struct lmq_listener_config {
+    uint16_t port;
+    char addr[64];                  /* numeric IPv4/IPv6 address to bind */
+    enum lmq_listener_protocol protocol;
+    bool allow_anonymous;
+    char certfile[PATH_MAX];        /* TLS (later issue); empty = plain */
+    char keyfile[PATH_MAX];
+    char cafile[PATH_MAX];
+    bool require_certificate;
+};
+
+enum lmq_sync_policy {
+    LMQ_SYNC_ALWAYS = 0,            /* fdatasync before acknowledging */
+    LMQ_SYNC_BATCH = 1,             /* ledger: sync per batch window; store: leave to the OS */
+};
+
+struct lmq_config {
+    char source[PATH_MAX];          /* file it came from, or "(defaults)" */
+    char data_dir[PATH_MAX];
+    int log_level;                  /* enum lmq_log_level */
+
+    struct lmq_listener_config listeners[LMQ_MAX_LISTENERS];
+    size_t n_listeners;
+
+    /* Broker limits. */
+    uint32_t max_connections;
+    uint32_t max_packet_size;
+    uint32_t max_inflight_messages;
+    uint32_t max_queued_messages;
+    uint64_t max_queued_bytes;
+    uint32_t max_topic_length;
+    uint32_t max_topic_levels;
+    uint32_t max_retained_messages;
+    uint32_t max_subscriptions_per_client;
+    uint32_t max_client_id_length;
+    uint16_t max_keepalive;
+    uint32_t connect_timeout;       /* seconds allowed between accept and CONNECT */
+    bool allow_zero_length_clientid;
+    uint32_t persistent_client_expiration; /* seconds; 0 = never expire */
+    enum lmq_sync_policy store_sync;
+    uint32_t sys_interval;          /* seconds between $SYS updates; 0 = off */
+
+    /* Ledger. */
+    char ledger_origin[LMQ_CONFIG_STR];
+    enum lmq_sync_policy ledger_sync;
+    uint32_t ledger_batch_max;
+    uint32_t ledger_batch_ms;
+};
+
+/* Fills every field with its default (no listener: lmq_config_finish adds
+ * 127.0.0.1:1883 when the file named none). */
+void lmq_config_defaults(struct lmq_config *cfg);
+
+/* Reads PATH into CFG (which must hold defaults). On error returns -1 and
+ * writes "PATH:LINE: reason" into ERR. Unknown keys and bad values are
+ * errors. */
+int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t errlen);
+
+/* Applies one `key value...` line (no comment, already trimmed); used by the
+ * file loader and by tests. Returns -1 with the reason in ERR. */
+int lmq_config_apply(struct lmq_config *cfg, const char *line, char *err, size_t errlen);
+
+/* Applies command-line overrides (port > 0 replaces the first listener's
+ * port, data_dir non-NULL replaces data_dir), adds the default listener if
+ * none, and checks cross-key constraints. Returns -1 with a reason in ERR. */
+int lmq_config_finish(struct lmq_config *cfg, int port, const char *data_dir, char *err,
+                      size_t errlen);
+
+#endif
