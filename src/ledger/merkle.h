@@ -46,13 +46,19 @@ int merkle_inclusion_proof(uint64_t index, uint64_t size, merkle_get_node_fn get
 int merkle_consistency_proof(uint64_t old_size, uint64_t new_size, merkle_get_node_fn get, void *ctx,
                              uint8_t proof[][32], size_t *n);
 
+/* ISO C before C23 does not convert uint8_t (*)[32] to const uint8_t (*)[32]
+ * implicitly (-Wpedantic errors): pass a non-const proof array to the
+ * verifiers below as MERKLE_CPROOF(proof). */
+#define MERKLE_CPROOF(p) ((const uint8_t(*)[32])(p))
+
 /* RFC 9162 §2.1.3.2. 0 if valid, MERKLE_ERR_* otherwise. */
 int merkle_verify_inclusion(uint64_t index, uint64_t size, const uint8_t leaf_hash[32],
                             const uint8_t proof[][32], size_t n, const uint8_t root[32]);
 
 /* RFC 9162 §2.1.4.2, plus: old_size == new_size needs an empty proof and
- * equal roots; old_size == 0 is accepted only with an empty proof and
- * old_root == SHA-256(""). 0 if valid, MERKLE_ERR_* otherwise. */
+ * equal roots; old_size == 0 is always rejected (MERKLE_ERR_ARGS: a proof
+ * from the empty tree is meaningless, every tree extends it; the caller
+ * decides that case). 0 if valid, MERKLE_ERR_* otherwise. */
 int merkle_verify_consistency(uint64_t old_size, uint64_t new_size, const uint8_t old_root[32],
                               const uint8_t new_root[32], const uint8_t proof[][32], size_t n);
 
