@@ -1,0 +1,1628 @@
+/* The MQTT broker core (see broker.h): packet handling per connection,
+ * sessions (hash table by client id), the topic tree, retained messages,
+ * wills, QoS 1/2 state with an inflight window and offline queues, and the
+ * write-ahead of persistent state into the store.
+ *
+ * Invariants:
+ * - Output is only written by lmq_broker_flush(), after the iteration's
+ *   store batch is committed; so every ack (PUBACK, PUBREC, PUBCOMP,
+ *   SUBACK, CONNACK with a stored session) follows the state it confirms.
+ * - A session's queue holds at most max_queued_messages entries and
+ *   max_queued_bytes bytes beyond its inflight window; a slow consumer's
+ *   unwritten output never exceeds BK_SLOW_CONSUMER_BYTES for QoS 0.
+ * - Persistent sessions (clean session 0) mirror their subscriptions, queue
+ *   and incoming QoS 2 ids in the store; clean sessions never touch it. */
+#include "broker/broker.h"
+
+#include "broker/msg.h"
+#include "broker/store.h"
+#include "broker/topictree.h"
+#include "mqtt/codec.h"
+#include "mqtt/topic.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Unwritten bytes beyond which QoS 0 messages to a client are dropped. */
+#define BK_SLOW_CONSUMER_BYTES (4u * 1024 * 1024)
+
+enum bk_qstate { BK_QUEUED = 0, BK_AWAIT_ACK = 1, BK_AWAIT_COMP = 2 };
+
+/* One message in a session's inflight list or queue. */
+struct bk_entry {
+    struct bk_entry *next;
+    struct lmq_msg *msg;    /* NULL once PUBREL was sent */
+    uint64_t seq;
+    uint16_t pkid;
+    uint8_t qos;
+    uint8_t state;
+    bool dup;
+};
+
+struct bk_sub {
+    char *filter;
+    uint16_t len;
+    uint8_t qos;
+};
+
+struct bk_session {
+    struct bk_session *hnext;
+    char *id;
+    uint16_t id_len;
+    uint32_t hash;
+    struct lmq_client *client;  /* online connection, or NULL */
+    bool persistent;            /* clean session 0 */
+    bool stored;                /* has a record in the store */
+    uint8_t proto;
+    struct bk_sub *subs;
+    uint32_t nsubs, scap;
+    struct bk_entry *inf_head, *inf_tail;
+    uint32_t n_inflight;
+    struct bk_entry *q_head, *q_tail;
+    uint32_t n_queued;
+    uint64_t q_bytes;
+    uint16_t next_pkid;
+    uint16_t *qos2_in;
+    uint32_t n_qos2_in, cap_qos2_in;
+    uint64_t next_seq;
+    uint64_t disconnected_at;   /* unix seconds, 0 while online */
+    uint64_t dropped;
+};
+
+enum bk_cstate { BK_C_NEW = 0, BK_C_CONNECTED = 1, BK_C_CLOSING = 2 };
+
+struct lmq_client {
+    struct lmq_broker *b;
+    void *tctx;
+    struct lmq_outq out;
+    struct bk_session *sess;
+    struct lmq_client *prev, *next;     /* all clients */
+    struct lmq_client *dirty_next;      /* clients with output this iteration */
+    struct lmq_msg *will;
+    uint64_t last_rx;                   /* monotonic seconds */
+    uint64_t created;
+    uint16_t keepalive;
+    uint8_t state;
+    uint8_t proto;
+    bool dirty;
+    bool lost;                          /* disconnect handling done */
+    bool want_close;                    /* close after the flush */
+    char peer[48];
+};
+
+struct lmq_broker {
+    const struct lmq_config *cfg;
+    struct lmq_transport tr;
+    struct lmq_store *store;
+    bool batch_open;
+    bool batch_failed;
+    struct lmq_tree *tree;
+    struct lmq_match_set matches;
+    struct bk_session **sessions;
+    size_t n_sessions, sess_cap;
+    struct lmq_client *clients;
+    size_t n_clients;
+    struct lmq_client *dirty;
+    uint64_t now;                       /* monotonic seconds */
+    uint64_t last_sync;
+    uint64_t id_counter;
+    struct lmq_broker_stats st;
+    bool shutting_down;
+};
+
+static void bk__close(struct lmq_client *c);
+static void bk__pump(struct lmq_broker *b, struct bk_session *s);
+
+/* ------------------------------------------------------------------ */
+/* time, logging */
+
+static uint64_t bk__mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec;
+}
+
+static uint64_t bk__unix(void)
+{
+    return (uint64_t)time(NULL);
+}
+
+/* Printable name of a client for log lines: its id, else its address. */
+static const char *bk__name(const struct lmq_client *c)
+{
+    return c->sess ? c->sess->id : c->peer;
+}
+
+/* ------------------------------------------------------------------ */
+/* store batch */
+
+/* Opens the iteration's batch on the first change. Returns the store, or
+ * NULL if the store failed in this batch (the change is then not made and
+ * the acks of the batch are not sent). */
+static struct lmq_store *bk__st(struct lmq_broker *b)
+{
+    if (!b->store || b->batch_failed)
+        return NULL;
+    if (!b->batch_open) {
+        if (lmq_store_begin(b->store) < 0) {
+            b->batch_failed = true;
+            return NULL;
+        }
+        b->batch_open = true;
+    }
+    return b->store;
+}
+
+static void bk__st_check(struct lmq_broker *b, int rc, const char *what)
+{
+    if (rc == 0 || rc == LMQ_STORE_ENOTFOUND)
+        return;
+    LMQ_ERROR("store: %s: %s", what, lmq_store_strerror(rc));
+    if (rc != LMQ_STORE_EFULL)
+        b->batch_failed = true;
+}
+
+/* ------------------------------------------------------------------ */
+/* output */
+
+static void bk__dirty(struct lmq_client *c)
+{
+    if (!c->dirty) {
+        c->dirty = true;
+        c->dirty_next = c->b->dirty;
+        c->b->dirty = c;
+    }
+}
+
+static void bk__out(struct lmq_client *c, const void *p, size_t n)
+{
+    if (c->state == BK_C_CLOSING && !c->want_close)
+        return;
+    if (lmq_outq_copy(&c->out, p, n) < 0) {
+        LMQ_ERROR("client %s: out of memory queueing output; closing", bk__name(c));
+        bk__close(c);
+        return;
+    }
+    bk__dirty(c);
+}
+
+static void bk__send_ack(struct lmq_client *c, uint8_t type, uint16_t pkid)
+{
+    uint8_t buf[8];
+    int n = mqtt_encode_ack_simple(buf, sizeof buf, c->proto, type, pkid, 0);
+    if (n > 0)
+        bk__out(c, buf, (size_t)n);
+}
+
+static void bk__send_connack(struct lmq_client *c, uint8_t version, bool present, uint8_t rc)
+{
+    struct mqtt_connack ca;
+    memset(&ca, 0, sizeof ca);
+    ca.session_present = present;
+    ca.reason = rc;
+    uint8_t buf[32];
+    int n = mqtt_encode_connack(buf, sizeof buf, version, &ca);
+    if (n > 0)
+        bk__out(c, buf, (size_t)n);
+}
+
+/* Queues one PUBLISH of M to C. */
+static void bk__send_publish(struct lmq_client *c, struct lmq_msg *m, uint8_t qos, uint16_t pkid,
+                             bool dup, bool retain)
+{
+    struct mqtt_publish p;
+    memset(&p, 0, sizeof p);
+    p.qos = qos;
+    p.dup = dup;
+    p.retain = retain;
+    p.packet_id = pkid;
+    p.topic.ptr = m->topic;
+    p.topic.len = m->topic_len;
+    p.payload.len = m->payload_len;
+    size_t cap = (size_t)m->topic_len + 16;
+    bool copy = m->payload_len <= LMQ_OUTQ_COPY_MAX;
+    if (copy)
+        cap += m->payload_len;
+    uint8_t *d = lmq_outq_reserve(&c->out, cap);
+    if (!d)
+        goto fail;
+    int n = mqtt_encode_publish_header(d, cap, c->proto == MQTT_V5 ? MQTT_V5 : MQTT_V311, &p);
+    if (n < 0) {
+        lmq_outq_unreserve(&c->out, cap);
+        LMQ_ERROR("client %s: cannot encode PUBLISH to %s: %s", bk__name(c), m->topic,
+                  mqtt_err_str(n));
+        return;
+    }
+    if (copy) {
+        memcpy(d + n, m->payload, m->payload_len);
+        n += (int)m->payload_len;
+        lmq_outq_unreserve(&c->out, cap - (size_t)n);
+    } else {
+        lmq_outq_unreserve(&c->out, cap - (size_t)n);
+        if (lmq_outq_ref(&c->out, m, m->payload, m->payload_len) < 0)
+            goto fail;
+    }
+    c->b->st.msgs_out++;
+    bk__dirty(c);
+    return;
+fail:
+    LMQ_ERROR("client %s: out of memory queueing output; closing", bk__name(c));
+    bk__close(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* sessions */
+
+static uint32_t bk__hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static struct bk_session *bk__sess_find(struct lmq_broker *b, const char *id, size_t len)
+{
+    if (!b->sess_cap)
+        return NULL;
+    uint32_t h = bk__hash(id, len);
+    for (struct bk_session *s = b->sessions[h & (b->sess_cap - 1)]; s; s = s->hnext)
+        if (s->hash == h && s->id_len == len && memcmp(s->id, id, len) == 0)
+            return s;
+    return NULL;
+}
+
+static int bk__sess_table_grow(struct lmq_broker *b)
+{
+    size_t cap = b->sess_cap ? b->sess_cap * 2 : 1024;
+    struct bk_session **t = calloc(cap, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    for (size_t i = 0; i < b->sess_cap; i++) {
+        struct bk_session *s = b->sessions[i];
+        while (s) {
+            struct bk_session *nx = s->hnext;
+            s->hnext = t[s->hash & (cap - 1)];
+            t[s->hash & (cap - 1)] = s;
+            s = nx;
+        }
+    }
+    free(b->sessions);
+    b->sessions = t;
+    b->sess_cap = cap;
+    return 0;
+}
+
+static struct bk_session *bk__sess_new(struct lmq_broker *b, const char *id, size_t len)
+{
+    if (b->n_sessions + 1 > b->sess_cap && bk__sess_table_grow(b) < 0)
+        return NULL;
+    struct bk_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->id = malloc(len + 1);
+    if (!s->id) {
+        free(s);
+        return NULL;
+    }
+    memcpy(s->id, id, len);
+    s->id[len] = '\0';
+    s->id_len = (uint16_t)len;
+    s->hash = bk__hash(id, len);
+    s->next_pkid = 1;
+    s->next_seq = 1;
+    s->proto = MQTT_V311;
+    size_t i = s->hash & (b->sess_cap - 1);
+    s->hnext = b->sessions[i];
+    b->sessions[i] = s;
+    b->n_sessions++;
+    return s;
+}
+
+static void bk__entry_free(struct bk_entry *e)
+{
+    lmq_msg_unref(e->msg);
+    free(e);
+}
+
+/* Removes S from the table and frees it with its subscriptions and queue.
+ * Deletes its store record when it has one. */
+static void bk__sess_destroy(struct lmq_broker *b, struct bk_session *s)
+{
+    size_t i = s->hash & (b->sess_cap - 1);
+    struct bk_session **pp = &b->sessions[i];
+    while (*pp != s)
+        pp = &(*pp)->hnext;
+    *pp = s->hnext;
+    b->n_sessions--;
+    for (uint32_t k = 0; k < s->nsubs; k++) {
+        lmq_tree_unsubscribe(b->tree, s->subs[k].filter, s->subs[k].len, s);
+        free(s->subs[k].filter);
+    }
+    free(s->subs);
+    for (struct bk_entry *e = s->inf_head, *nx; e; e = nx) {
+        nx = e->next;
+        bk__entry_free(e);
+    }
+    for (struct bk_entry *e = s->q_head, *nx; e; e = nx) {
+        nx = e->next;
+        bk__entry_free(e);
+    }
+    free(s->qos2_in);
+    if (s->stored) {
+        struct lmq_store *st = bk__st(b);
+        if (st)
+            bk__st_check(b, lmq_store_session_del(st, s->id, s->id_len), "delete session");
+    }
+    if (s->client)
+        s->client->sess = NULL;
+    free(s->id);
+    free(s);
+}
+
+static void bk__sess_store_put(struct lmq_broker *b, struct bk_session *s)
+{
+    struct lmq_store *st = bk__st(b);
+    if (!st)
+        return;
+    struct lmq_store_session rec = {
+        .client_id = s->id,
+        .client_id_len = s->id_len,
+        .protocol_version = s->proto,
+        .expiry_interval = b->cfg->persistent_client_expiration
+                               ? b->cfg->persistent_client_expiration
+                               : UINT32_MAX,
+        .disconnected_at = s->disconnected_at,
+    };
+    int rc = lmq_store_session_put(st, &rec);
+    bk__st_check(b, rc, "put session");
+    if (rc == 0)
+        s->stored = true;
+}
+
+static void bk__entry_store(struct lmq_broker *b, struct bk_session *s, struct bk_entry *e)
+{
+    struct lmq_store *st = bk__st(b);
+    if (!st)
+        return;
+    struct lmq_msg *m = e->msg;
+    if (m && m->store_id == 0) {
+        struct lmq_store_message sm = {
+            .topic = m->topic,
+            .topic_len = m->topic_len,
+            .payload = m->payload,
+            .payload_len = m->payload_len,
+            .props = m->props,
+            .props_len = m->props_len,
+            .qos = m->qos,
+            .retain = m->retain,
+            .expiry_at = m->expiry_at,
+        };
+        uint64_t id = 0;
+        int rc = lmq_store_msg_add(st, &sm, &id);
+        bk__st_check(b, rc, "add message");
+        if (rc < 0)
+            return;
+        m->store_id = id;
+    }
+    struct lmq_store_entry se = {
+        .seq = e->seq,
+        .msg_id = m ? m->store_id : 0,
+        .qos = e->qos,
+        .state = e->state,
+        .packet_id = e->state == BK_QUEUED ? 0 : e->pkid,
+        .dup = e->dup,
+    };
+    bk__st_check(b, lmq_store_qmsg_put(st, s->id, s->id_len, &se), "put queue entry");
+}
+
+static void bk__entry_unstore(struct lmq_broker *b, struct bk_session *s, struct bk_entry *e)
+{
+    struct lmq_store *st = bk__st(b);
+    if (st)
+        bk__st_check(b, lmq_store_qmsg_del(st, s->id, s->id_len, e->seq), "delete queue entry");
+}
+
+/* ------------------------------------------------------------------ */
+/* delivery */
+
+static bool bk__pkid_used(const struct bk_session *s, uint16_t id)
+{
+    for (const struct bk_entry *e = s->inf_head; e; e = e->next)
+        if (e->pkid == id)
+            return true;
+    return false;
+}
+
+static uint16_t bk__next_pkid(struct bk_session *s)
+{
+    for (;;) {
+        uint16_t id = s->next_pkid++;
+        if (s->next_pkid == 0)
+            s->next_pkid = 1;
+        if (id != 0 && (s->n_inflight == 0 || !bk__pkid_used(s, id)))
+            return id;
+    }
+}
+
+static void bk__inflight_append(struct bk_session *s, struct bk_entry *e)
+{
+    e->next = NULL;
+    if (s->inf_tail)
+        s->inf_tail->next = e;
+    else
+        s->inf_head = e;
+    s->inf_tail = e;
+    s->n_inflight++;
+}
+
+/* Sends E (QUEUED) now: assigns a packet id, moves it inflight, persists
+ * the new state for persistent sessions. */
+static void bk__send_entry(struct lmq_broker *b, struct bk_session *s, struct bk_entry *e)
+{
+    e->pkid = bk__next_pkid(s);
+    e->state = BK_AWAIT_ACK;
+    bk__inflight_append(s, e);
+    if (s->persistent)
+        bk__entry_store(b, s, e);
+    bk__send_publish(s->client, e->msg, e->qos, e->pkid, false, e->msg->retain);
+}
+
+/* Moves queued messages into the inflight window while it has room. */
+static void bk__pump(struct lmq_broker *b, struct bk_session *s)
+{
+    while (s->client && s->client->state == BK_C_CONNECTED && s->q_head &&
+           s->n_inflight < b->cfg->max_inflight_messages) {
+        struct bk_entry *e = s->q_head;
+        s->q_head = e->next;
+        if (!s->q_head)
+            s->q_tail = NULL;
+        s->n_queued--;
+        s->q_bytes -= lmq_msg_size(e->msg);
+        bk__send_entry(b, s, e);
+    }
+}
+
+/* Delivers M to session S at QoS (already min of message and grant). */
+static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_msg *m, uint8_t qos)
+{
+    struct lmq_client *c = s->client;
+    bool online = c && c->state == BK_C_CONNECTED;
+    if (qos == 0) {
+        if (!online)
+            return; /* QoS 0 is not queued for offline sessions */
+        if (c->out.bytes > BK_SLOW_CONSUMER_BYTES) {
+            if (b->st.dropped_qos0++ % 10000 == 0)
+                LMQ_WARN("client %s: slow consumer, dropping QoS 0 messages (%" PRIu64
+                         " dropped in all)",
+                         bk__name(c), b->st.dropped_qos0);
+            return;
+        }
+        bk__send_publish(c, m, 0, 0, false, m->retain);
+        return;
+    }
+    if (online && !s->q_head && s->n_inflight < b->cfg->max_inflight_messages) {
+        struct bk_entry *e = calloc(1, sizeof *e);
+        if (!e)
+            goto drop;
+        e->msg = lmq_msg_ref(m);
+        e->qos = qos;
+        e->seq = s->next_seq++;
+        bk__send_entry(b, s, e);
+        return;
+    }
+    size_t sz = lmq_msg_size(m);
+    if ((b->cfg->max_queued_messages && s->n_queued >= b->cfg->max_queued_messages) ||
+        (b->cfg->max_queued_bytes && s->q_bytes + sz > b->cfg->max_queued_bytes) ||
+        b->cfg->max_queued_messages == 0)
+        goto drop;
+    struct bk_entry *e = calloc(1, sizeof *e);
+    if (!e)
+        goto drop;
+    e->msg = lmq_msg_ref(m);
+    e->qos = qos;
+    e->seq = s->next_seq++;
+    e->state = BK_QUEUED;
+    if (s->q_tail)
+        s->q_tail->next = e;
+    else
+        s->q_head = e;
+    s->q_tail = e;
+    s->n_queued++;
+    s->q_bytes += sz;
+    if (s->persistent)
+        bk__entry_store(b, s, e);
+    return;
+drop:
+    s->dropped++;
+    b->st.dropped_queue_full++;
+    if (s->dropped == 1 || s->dropped % 1000 == 0)
+        LMQ_WARN("session %s: queue full (%u messages, %" PRIu64
+                 " bytes), dropping QoS %u message on %s (%" PRIu64 " dropped)",
+                 s->id, s->n_queued, s->q_bytes, qos, m->topic, s->dropped);
+}
+
+/* Routes M to every matching subscription, once per session at the
+ * highest granted QoS. */
+static void bk__route(struct lmq_broker *b, struct lmq_msg *m)
+{
+    if (lmq_tree_match(b->tree, m->topic, m->topic_len, &b->matches) < 0) {
+        LMQ_ERROR("out of memory routing a message on %s", m->topic);
+        return;
+    }
+    for (size_t i = 0; i < b->matches.n; i++) {
+        struct lmq_match *mt = &b->matches.v[i];
+        uint8_t qos = mt->qos < m->qos ? mt->qos : m->qos;
+        bk__deliver(b, mt->owner, m, qos);
+    }
+}
+
+/* Sets or deletes the retained message of M's topic (memory and store). */
+static void bk__retain(struct lmq_broker *b, const char *topic, size_t tlen, const void *payload,
+                       size_t plen, const void *props, size_t props_len, uint8_t qos)
+{
+    if (plen == 0) {
+        int delta;
+        if (lmq_tree_retained(b->tree, topic, tlen)) {
+            lmq_tree_retain(b->tree, topic, tlen, NULL, &delta);
+            struct lmq_store *st = bk__st(b);
+            if (st)
+                bk__st_check(b, lmq_store_retained_del(st, topic, tlen), "delete retained");
+        }
+        return;
+    }
+    if (!lmq_tree_retained(b->tree, topic, tlen) &&
+        lmq_tree_retained_count(b->tree) >= b->cfg->max_retained_messages) {
+        LMQ_WARN("max_retained_messages (%u) reached: message on %.*s not retained",
+                 b->cfg->max_retained_messages, (int)tlen, topic);
+        return;
+    }
+    struct lmq_msg *r = lmq_msg_new(topic, tlen, payload, plen, props, props_len, qos, true);
+    if (!r) {
+        LMQ_ERROR("out of memory retaining a message on %.*s", (int)tlen, topic);
+        return;
+    }
+    int delta;
+    if (lmq_tree_retain(b->tree, topic, tlen, r, &delta) < 0)
+        LMQ_ERROR("out of memory retaining a message on %.*s", (int)tlen, topic);
+    lmq_msg_unref(r);
+    struct lmq_store *st = bk__st(b);
+    if (st) {
+        struct lmq_store_message sm = {
+            .topic = topic,
+            .topic_len = tlen,
+            .payload = payload,
+            .payload_len = plen,
+            .props = props,
+            .props_len = props_len,
+            .qos = qos,
+            .retain = true,
+        };
+        bk__st_check(b, lmq_store_retained_put(st, &sm), "put retained");
+    }
+}
+
+/* A message published (by a client or as a will). */
+static void bk__publish(struct lmq_broker *b, const char *topic, size_t tlen, const void *payload,
+                        size_t plen, const void *props, size_t props_len, uint8_t qos,
+                        bool retain)
+{
+    b->st.msgs_in++;
+    if (retain)
+        bk__retain(b, topic, tlen, payload, plen, props, props_len, qos);
+    struct lmq_msg *m = lmq_msg_new(topic, tlen, payload, plen, props, props_len, qos, false);
+    if (!m) {
+        LMQ_ERROR("out of memory routing a message on %.*s", (int)tlen, topic);
+        return;
+    }
+    bk__route(b, m);
+    lmq_msg_unref(m);
+}
+
+/* ------------------------------------------------------------------ */
+/* connection lifecycle */
+
+/* Detaches C from its session: a clean session ends, a persistent one goes
+ * offline. Publishes the will if SEND_WILL. */
+static void bk__disconnect(struct lmq_client *c, bool send_will)
+{
+    struct lmq_broker *b = c->b;
+    if (c->lost)
+        return;
+    c->lost = true;
+    struct lmq_msg *will = c->will;
+    c->will = NULL;
+    struct bk_session *s = c->sess;
+    if (s) {
+        c->sess = NULL;
+        s->client = NULL;
+        if (s->persistent) {
+            s->disconnected_at = bk__unix();
+            if (!b->shutting_down)
+                bk__sess_store_put(b, s);
+        } else {
+            bk__sess_destroy(b, s);
+        }
+    }
+    if (will && send_will && !b->shutting_down)
+        bk__publish(b, will->topic, will->topic_len, will->payload, will->payload_len,
+                    will->props, will->props_len, will->qos, will->retain);
+    lmq_msg_unref(will);
+}
+
+/* Closes C after a protocol error or on the broker's decision. The will is
+ * sent (any close that is not a DISCONNECT from the client). */
+static void bk__close(struct lmq_client *c)
+{
+    if (c->state == BK_C_CLOSING)
+        return;
+    bk__disconnect(c, true);
+    c->state = BK_C_CLOSING;
+    c->want_close = true;
+    bk__dirty(c);
+}
+
+static void bk__protocol_error(struct lmq_client *c, const char *what, int err)
+{
+    LMQ_WARN("client %s (%s): %s%s%s; closing connection", bk__name(c), c->peer, what,
+             err ? ": " : "", err ? mqtt_err_str(err) : "");
+    bk__close(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* packet handlers */
+
+static int bk__parse_will(struct lmq_client *c, const struct mqtt_connect *ct)
+{
+    struct lmq_broker *b = c->b;
+    if (!ct->will)
+        return 0;
+    int rc = mqtt_topic_name_check(ct->will_topic.ptr, ct->will_topic.len,
+                                   b->cfg->max_topic_length, b->cfg->max_topic_levels);
+    if (rc < 0) {
+        bk__protocol_error(c, "invalid will topic", rc);
+        return -1;
+    }
+    c->will = lmq_msg_new(ct->will_topic.ptr, ct->will_topic.len, ct->will_payload.ptr,
+                          ct->will_payload.len, NULL, 0, ct->will_qos, ct->will_retain);
+    if (!c->will) {
+        bk__protocol_error(c, "out of memory storing the will", 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* Resends the inflight messages of a resumed session (DUP=1), or PUBREL
+ * for those waiting for PUBCOMP, then fills the window from the queue. */
+static void bk__resume(struct lmq_broker *b, struct bk_session *s)
+{
+    struct lmq_client *c = s->client;
+    for (struct bk_entry *e = s->inf_head; e; e = e->next) {
+        if (e->state == BK_AWAIT_COMP) {
+            uint8_t buf[8];
+            int n = mqtt_encode_ack_simple(buf, sizeof buf, c->proto, MQTT_PUBREL, e->pkid, 0);
+            if (n > 0)
+                bk__out(c, buf, (size_t)n);
+        } else {
+            if (!e->dup && s->persistent) {
+                e->dup = true;
+                bk__entry_store(b, s, e);
+            }
+            e->dup = true;
+            bk__send_publish(c, e->msg, e->qos, e->pkid, true, e->msg->retain);
+        }
+    }
+    bk__pump(b, s);
+}
+
+static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t len)
+{
+    struct lmq_broker *b = c->b;
+    struct mqtt_connect ct;
+    int rc = mqtt_decode_connect(pkt, len, &ct);
+    if (rc == MQTT_E_PROTOCOL_LEVEL) {
+        LMQ_WARN("client %s: unsupported protocol level %u; refused", c->peer, ct.version);
+        bk__send_connack(c, ct.version == MQTT_V5 ? MQTT_V5 : MQTT_V311, false,
+                         ct.version == MQTT_V5 ? MQTT_RC_UNSUPPORTED_VERSION
+                                               : MQTT_CONNACK_BAD_PROTOCOL);
+        bk__close(c);
+        return -1;
+    }
+    if (rc < 0) {
+        bk__protocol_error(c, "malformed CONNECT", rc);
+        return -1;
+    }
+    if (ct.version == MQTT_V5) {
+        /* MQTT 5 sessions come with a later issue. */
+        LMQ_WARN("client %s: MQTT 5 is not supported yet; refused", c->peer);
+        bk__send_connack(c, MQTT_V5, false, MQTT_RC_UNSUPPORTED_VERSION);
+        bk__close(c);
+        return -1;
+    }
+    c->proto = ct.version;
+
+    char idbuf[64];
+    const char *id = ct.client_id.ptr;
+    size_t idlen = ct.client_id.len;
+    if (idlen == 0) {
+        if (!ct.clean_start || !b->cfg->allow_zero_length_clientid) {
+            LMQ_WARN("client %s: empty client id %s; refused (identifier rejected)", c->peer,
+                     ct.clean_start ? "not allowed" : "with clean session 0");
+            bk__send_connack(c, c->proto, false, MQTT_CONNACK_ID_REJECTED);
+            bk__close(c);
+            return -1;
+        }
+        int n = snprintf(idbuf, sizeof idbuf, "auto-%016" PRIx64 "-%" PRIu64,
+                         (uint64_t)bk__unix() * 2654435761u, ++b->id_counter);
+        id = idbuf;
+        idlen = (size_t)n;
+    }
+    if (idlen > b->cfg->max_client_id_length) {
+        LMQ_WARN("client %s: client id of %zu bytes exceeds max_client_id_length %u; refused",
+                 c->peer, idlen, b->cfg->max_client_id_length);
+        bk__send_connack(c, c->proto, false, MQTT_CONNACK_ID_REJECTED);
+        bk__close(c);
+        return -1;
+    }
+    if (bk__parse_will(c, &ct) < 0)
+        return -1;
+    c->keepalive = ct.keep_alive;
+    if (b->cfg->max_keepalive && c->keepalive > b->cfg->max_keepalive)
+        c->keepalive = b->cfg->max_keepalive; /* 3.1.1 cannot tell the client */
+
+    /* Session takeover / resumption. */
+    bool present = false;
+    struct bk_session *s = bk__sess_find(b, id, idlen);
+    if (s && s->client) {
+        struct lmq_client *old = s->client;
+        LMQ_NOTICE("client %.*s: taken over by a new connection from %s (old: %s)", (int)idlen,
+                   id, c->peer, old->peer);
+        /* Detach first so the old connection does not end the session. */
+        s->client = NULL;
+        old->sess = NULL;
+        bk__close(old);
+        s->disconnected_at = bk__unix();
+    }
+    if (s && (ct.clean_start || !s->persistent)) {
+        bk__sess_destroy(b, s);
+        s = NULL;
+    }
+    if (s) {
+        present = true;
+    } else {
+        s = bk__sess_new(b, id, idlen);
+        if (!s) {
+            LMQ_ERROR("client %s: out of memory creating a session", c->peer);
+            bk__send_connack(c, c->proto, false, MQTT_CONNACK_SERVER_UNAVAILABLE);
+            bk__close(c);
+            return -1;
+        }
+        s->persistent = !ct.clean_start;
+    }
+    s->client = c;
+    s->proto = c->proto;
+    s->disconnected_at = 0;
+    c->sess = s;
+    c->state = BK_C_CONNECTED;
+    if (s->persistent)
+        bk__sess_store_put(b, s);
+    LMQ_INFO("client %s connected from %s (clean session %d, keep-alive %u%s)", s->id, c->peer,
+             ct.clean_start, c->keepalive, present ? ", session resumed" : "");
+    bk__send_connack(c, c->proto, present, MQTT_CONNACK_ACCEPTED);
+    if (present)
+        bk__resume(b, s);
+    return 0;
+}
+
+static bool bk__qos2_has(const struct bk_session *s, uint16_t id)
+{
+    for (uint32_t i = 0; i < s->n_qos2_in; i++)
+        if (s->qos2_in[i] == id)
+            return true;
+    return false;
+}
+
+static int bk__qos2_add(struct bk_session *s, uint16_t id)
+{
+    if (s->n_qos2_in == s->cap_qos2_in) {
+        uint32_t cap = s->cap_qos2_in ? s->cap_qos2_in * 2 : 8;
+        uint16_t *v = realloc(s->qos2_in, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        s->qos2_in = v;
+        s->cap_qos2_in = cap;
+    }
+    s->qos2_in[s->n_qos2_in++] = id;
+    return 0;
+}
+
+static bool bk__qos2_del(struct bk_session *s, uint16_t id)
+{
+    for (uint32_t i = 0; i < s->n_qos2_in; i++) {
+        if (s->qos2_in[i] == id) {
+            s->qos2_in[i] = s->qos2_in[--s->n_qos2_in];
+            return true;
+        }
+    }
+    return false;
+}
+
+static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t len)
+{
+    struct lmq_broker *b = c->b;
+    struct mqtt_publish p;
+    int rc = mqtt_decode_publish(pkt, len, c->proto, &p);
+    if (rc < 0) {
+        bk__protocol_error(c, "malformed PUBLISH", rc);
+        return -1;
+    }
+    rc = mqtt_topic_name_check(p.topic.ptr, p.topic.len, b->cfg->max_topic_length,
+                               b->cfg->max_topic_levels);
+    if (rc < 0) {
+        bk__protocol_error(c, "invalid PUBLISH topic", rc);
+        return -1;
+    }
+    struct bk_session *s = c->sess;
+    if (p.qos == 2) {
+        if (bk__qos2_has(s, p.packet_id)) {
+            /* A resent PUBLISH before PUBREL: acknowledge, do not route again. */
+            bk__send_ack(c, MQTT_PUBREC, p.packet_id);
+            return 0;
+        }
+        if (bk__qos2_add(s, p.packet_id) < 0) {
+            bk__protocol_error(c, "out of memory", 0);
+            return -1;
+        }
+        if (s->persistent) {
+            struct lmq_store *st = bk__st(b);
+            if (st)
+                bk__st_check(b, lmq_store_qos2_in_put(st, s->id, s->id_len, p.packet_id),
+                             "put incoming QoS 2 id");
+        }
+    }
+    bk__publish(b, p.topic.ptr, p.topic.len, p.payload.ptr, p.payload.len, NULL, 0, p.qos,
+                p.retain);
+    if (p.qos == 1)
+        bk__send_ack(c, MQTT_PUBACK, p.packet_id);
+    else if (p.qos == 2)
+        bk__send_ack(c, MQTT_PUBREC, p.packet_id);
+    return 0;
+}
+
+static struct bk_entry *bk__inflight_find(struct bk_session *s, uint16_t pkid,
+                                          struct bk_entry **prev)
+{
+    struct bk_entry *pv = NULL;
+    for (struct bk_entry *e = s->inf_head; e; pv = e, e = e->next) {
+        if (e->pkid == pkid) {
+            *prev = pv;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static void bk__inflight_remove(struct bk_session *s, struct bk_entry *e, struct bk_entry *prev)
+{
+    if (prev)
+        prev->next = e->next;
+    else
+        s->inf_head = e->next;
+    if (s->inf_tail == e)
+        s->inf_tail = prev;
+    s->n_inflight--;
+}
+
+static int bk__handle_ack(struct lmq_client *c, const uint8_t *pkt, size_t len)
+{
+    struct lmq_broker *b = c->b;
+    struct mqtt_ack a;
+    int rc = mqtt_decode_ack(pkt, len, c->proto, &a);
+    if (rc < 0) {
+        bk__protocol_error(c, "malformed acknowledgement", rc);
+        return -1;
+    }
+    struct bk_session *s = c->sess;
+    if (a.type == MQTT_PUBREL) {
+        if (bk__qos2_del(s, a.packet_id) && s->persistent) {
+            struct lmq_store *st = bk__st(b);
+            if (st)
+                bk__st_check(b, lmq_store_qos2_in_del(st, s->id, s->id_len, a.packet_id),
+                             "delete incoming QoS 2 id");
+        }
+        bk__send_ack(c, MQTT_PUBCOMP, a.packet_id);
+        return 0;
+    }
+    struct bk_entry *prev;
+    struct bk_entry *e = bk__inflight_find(s, a.packet_id, &prev);
+    if (!e) {
+        LMQ_DEBUG("client %s: %s for unknown packet id %u ignored", s->id,
+                  mqtt_type_str(a.type), a.packet_id);
+        return 0;
+    }
+    switch (a.type) {
+    case MQTT_PUBACK:
+    case MQTT_PUBCOMP:
+        if ((a.type == MQTT_PUBACK) != (e->qos == 1) ||
+            (a.type == MQTT_PUBCOMP && e->state != BK_AWAIT_COMP)) {
+            LMQ_DEBUG("client %s: unexpected %s for packet id %u ignored", s->id,
+                      mqtt_type_str(a.type), a.packet_id);
+            return 0;
+        }
+        bk__inflight_remove(s, e, prev);
+        if (s->persistent)
+            bk__entry_unstore(b, s, e);
+        bk__entry_free(e);
+        bk__pump(b, s);
+        break;
+    case MQTT_PUBREC:
+        if (e->qos != 2) {
+            LMQ_DEBUG("client %s: PUBREC for QoS 1 packet id %u ignored", s->id, a.packet_id);
+            return 0;
+        }
+        if (e->state == BK_AWAIT_ACK) {
+            e->state = BK_AWAIT_COMP;
+            lmq_msg_unref(e->msg);
+            e->msg = NULL;
+            if (s->persistent)
+                bk__entry_store(b, s, e);
+        }
+        bk__send_ack(c, MQTT_PUBREL, a.packet_id);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+struct bk_retained_ctx {
+    struct lmq_broker *b;
+    struct bk_session *s;
+    uint8_t qos;
+};
+
+static void bk__retained_cb(void *ctx, struct lmq_msg *m)
+{
+    struct bk_retained_ctx *rc = ctx;
+    uint8_t qos = m->qos < rc->qos ? m->qos : rc->qos;
+    bk__deliver(rc->b, rc->s, m, qos);
+}
+
+static int bk__sub_add(struct bk_session *s, const char *f, size_t len, uint8_t qos)
+{
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        if (s->subs[i].len == len && memcmp(s->subs[i].filter, f, len) == 0) {
+            s->subs[i].qos = qos;
+            return 0;
+        }
+    }
+    if (s->nsubs == s->scap) {
+        uint32_t cap = s->scap ? s->scap * 2 : 4;
+        struct bk_sub *v = realloc(s->subs, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        s->subs = v;
+        s->scap = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, f, len);
+    copy[len] = '\0';
+    s->subs[s->nsubs++] = (struct bk_sub){copy, (uint16_t)len, qos};
+    return 0;
+}
+
+static bool bk__sub_has(const struct bk_session *s, const char *f, size_t len)
+{
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i].len == len && memcmp(s->subs[i].filter, f, len) == 0)
+            return true;
+    return false;
+}
+
+static bool bk__sub_del(struct bk_session *s, const char *f, size_t len)
+{
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        if (s->subs[i].len == len && memcmp(s->subs[i].filter, f, len) == 0) {
+            free(s->subs[i].filter);
+            s->subs[i] = s->subs[--s->nsubs];
+            return true;
+        }
+    }
+    return false;
+}
+
+static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t len)
+{
+    struct lmq_broker *b = c->b;
+    struct mqtt_subscribe sub;
+    int rc = mqtt_decode_subscribe(pkt, len, c->proto, &sub);
+    if (rc < 0) {
+        bk__protocol_error(c, "malformed SUBSCRIBE", rc);
+        return -1;
+    }
+    struct bk_session *s = c->sess;
+    uint8_t small[64];
+    uint8_t *codes = sub.count <= sizeof small ? small : malloc(sub.count);
+    if (!codes) {
+        bk__protocol_error(c, "out of memory", 0);
+        return -1;
+    }
+    struct mqtt_entry_iter it;
+    struct mqtt_sub_entry e;
+    uint32_t k = 0;
+    mqtt_sub_iter_init(&it, &sub);
+    while (k < sub.count && mqtt_sub_next(&it, &e)) {
+        uint8_t code = 0x80;
+        rc = mqtt_topic_filter_check(e.filter.ptr, e.filter.len, b->cfg->max_topic_length,
+                                     b->cfg->max_topic_levels);
+        if (rc < 0) {
+            LMQ_WARN("client %s: SUBSCRIBE to '%.*s' refused: %s", s->id, (int)e.filter.len,
+                     e.filter.ptr, mqtt_err_str(rc));
+        } else if (!bk__sub_has(s, e.filter.ptr, e.filter.len) &&
+                   s->nsubs >= b->cfg->max_subscriptions_per_client) {
+            LMQ_WARN("client %s: SUBSCRIBE to '%.*s' refused: max_subscriptions_per_client "
+                     "(%u) reached",
+                     s->id, (int)e.filter.len, e.filter.ptr, b->cfg->max_subscriptions_per_client);
+        } else if (bk__sub_add(s, e.filter.ptr, e.filter.len, e.qos) < 0 ||
+                   lmq_tree_subscribe(b->tree, e.filter.ptr, e.filter.len, s, e.qos, 0, NULL) <
+                       0) {
+            bk__sub_del(s, e.filter.ptr, e.filter.len);
+            LMQ_ERROR("client %s: out of memory subscribing to '%.*s'", s->id,
+                      (int)e.filter.len, e.filter.ptr);
+        } else {
+            code = e.qos;
+            if (s->persistent) {
+                struct lmq_store *st = bk__st(b);
+                struct lmq_store_sub ss = {e.filter.ptr, e.filter.len, e.qos, 0};
+                if (st)
+                    bk__st_check(b, lmq_store_sub_put(st, s->id, s->id_len, &ss),
+                                 "put subscription");
+            }
+            LMQ_DEBUG("client %s subscribed to '%.*s' at QoS %u", s->id, (int)e.filter.len,
+                      e.filter.ptr, e.qos);
+        }
+        codes[k++] = code;
+    }
+    struct mqtt_suback sa;
+    memset(&sa, 0, sizeof sa);
+    sa.packet_id = sub.packet_id;
+    sa.reasons.ptr = codes;
+    sa.reasons.len = k;
+    size_t need = (size_t)k + 16;
+    uint8_t *d = lmq_outq_reserve(&c->out, need);
+    if (d) {
+        int n = mqtt_encode_suback(d, need, c->proto, &sa);
+        lmq_outq_unreserve(&c->out, n > 0 ? need - (size_t)n : need);
+        bk__dirty(c);
+    }
+    /* Retained messages after the SUBACK. */
+    mqtt_sub_iter_init(&it, &sub);
+    for (uint32_t i = 0; i < k && mqtt_sub_next(&it, &e); i++) {
+        if (codes[i] == 0x80)
+            continue;
+        struct bk_retained_ctx rctx = {b, s, codes[i]};
+        lmq_tree_match_retained(b->tree, e.filter.ptr, e.filter.len, bk__retained_cb, &rctx);
+    }
+    if (codes != small)
+        free(codes);
+    return 0;
+}
+
+static int bk__handle_unsubscribe(struct lmq_client *c, const uint8_t *pkt, size_t len)
+{
+    struct lmq_broker *b = c->b;
+    struct mqtt_subscribe us;
+    int rc = mqtt_decode_unsubscribe(pkt, len, c->proto, &us);
+    if (rc < 0) {
+        bk__protocol_error(c, "malformed UNSUBSCRIBE", rc);
+        return -1;
+    }
+    struct bk_session *s = c->sess;
+    struct mqtt_entry_iter it;
+    struct mqtt_str f;
+    mqtt_sub_iter_init(&it, &us);
+    while (mqtt_unsub_next(&it, &f)) {
+        if (!bk__sub_del(s, f.ptr, f.len))
+            continue;
+        lmq_tree_unsubscribe(b->tree, f.ptr, f.len, s);
+        if (s->persistent) {
+            struct lmq_store *st = bk__st(b);
+            if (st)
+                bk__st_check(b, lmq_store_sub_del(st, s->id, s->id_len, f.ptr, f.len),
+                             "delete subscription");
+        }
+    }
+    struct mqtt_suback sa;
+    memset(&sa, 0, sizeof sa);
+    sa.packet_id = us.packet_id;
+    uint8_t buf[16];
+    int n = mqtt_encode_unsuback(buf, sizeof buf, c->proto, &sa);
+    if (n > 0)
+        bk__out(c, buf, (size_t)n);
+    return 0;
+}
+
+static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, const uint8_t *pkt)
+{
+    if (c->state == BK_C_NEW) {
+        if (f->type != MQTT_CONNECT) {
+            bk__protocol_error(c, mqtt_type_str(f->type), 0);
+            LMQ_DEBUG("(first packet must be CONNECT)");
+            return -1;
+        }
+        return bk__handle_connect(c, pkt, f->total_len);
+    }
+    switch (f->type) {
+    case MQTT_PUBLISH:
+        return bk__handle_publish(c, pkt, f->total_len);
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBREL:
+    case MQTT_PUBCOMP:
+        return bk__handle_ack(c, pkt, f->total_len);
+    case MQTT_SUBSCRIBE:
+        return bk__handle_subscribe(c, pkt, f->total_len);
+    case MQTT_UNSUBSCRIBE:
+        return bk__handle_unsubscribe(c, pkt, f->total_len);
+    case MQTT_PINGREQ: {
+        int rc = mqtt_decode_ping(pkt, f->total_len, c->proto);
+        if (rc < 0) {
+            bk__protocol_error(c, "malformed PINGREQ", rc);
+            return -1;
+        }
+        uint8_t buf[2];
+        int n = mqtt_encode_pingresp(buf, sizeof buf);
+        if (n > 0)
+            bk__out(c, buf, (size_t)n);
+        return 0;
+    }
+    case MQTT_DISCONNECT: {
+        struct mqtt_disconnect d;
+        int rc = mqtt_decode_disconnect(pkt, f->total_len, c->proto, &d);
+        if (rc < 0) {
+            bk__protocol_error(c, "malformed DISCONNECT", rc);
+            return -1;
+        }
+        LMQ_INFO("client %s disconnected", bk__name(c));
+        bk__disconnect(c, false);
+        c->state = BK_C_CLOSING;
+        c->want_close = true;
+        bk__dirty(c);
+        return -1;
+    }
+    case MQTT_CONNECT:
+        bk__protocol_error(c, "second CONNECT", 0);
+        return -1;
+    default:
+        bk__protocol_error(c, "unexpected packet type", 0);
+        LMQ_DEBUG("(type %u: %s)", f->type, mqtt_type_str(f->type));
+        return -1;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* public: clients */
+
+struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx, const char *peer)
+{
+    if (b->n_clients >= b->cfg->max_connections) {
+        LMQ_WARN("connection from %s refused: max_connections (%u) reached", peer,
+                 b->cfg->max_connections);
+        return NULL;
+    }
+    struct lmq_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        LMQ_ERROR("connection from %s refused: out of memory", peer);
+        return NULL;
+    }
+    c->b = b;
+    c->tctx = tctx;
+    c->proto = MQTT_V311;
+    c->created = c->last_rx = b->now;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    c->next = b->clients;
+    if (b->clients)
+        b->clients->prev = c;
+    b->clients = c;
+    b->n_clients++;
+    LMQ_DEBUG("new connection from %s", peer);
+    return c;
+}
+
+int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size_t *consumed)
+{
+    struct lmq_broker *b = c->b;
+    size_t off = 0;
+    *consumed = 0;
+    if (c->state == BK_C_CLOSING)
+        return -1;
+    c->last_rx = b->now;
+    b->st.bytes_in += len;
+    for (;;) {
+        struct mqtt_frame f;
+        int rc = mqtt_frame(data + off, len - off, b->cfg->max_packet_size, &f);
+        if (rc == MQTT_NEED_MORE)
+            break;
+        if (rc < 0) {
+            if (rc == MQTT_E_TOO_LARGE)
+                LMQ_WARN("client %s (%s): packet of %" PRIu32
+                         " bytes exceeds max_packet_size %u; closing connection",
+                         bk__name(c), c->peer, f.total_len, b->cfg->max_packet_size);
+            else
+                bk__protocol_error(c, "bad fixed header", rc);
+            bk__close(c);
+            *consumed = len;
+            return -1;
+        }
+        if (bk__handle_packet(c, &f, data + off) < 0 || c->state == BK_C_CLOSING) {
+            *consumed = len;
+            return -1;
+        }
+        off += f.total_len;
+        if (off == len)
+            break;
+    }
+    *consumed = off;
+    return 0;
+}
+
+void lmq_broker_client_lost(struct lmq_client *c, const char *why)
+{
+    if (c->state == BK_C_CLOSING)
+        return;
+    if (c->state == BK_C_CONNECTED)
+        LMQ_INFO("client %s lost: %s", bk__name(c), why);
+    else
+        LMQ_DEBUG("connection from %s lost before CONNECT: %s", c->peer, why);
+    bk__disconnect(c, true);
+    c->state = BK_C_CLOSING;
+}
+
+void lmq_broker_client_free(struct lmq_client *c)
+{
+    struct lmq_broker *b = c->b;
+    bk__disconnect(c, true);
+    if (c->dirty) {
+        struct lmq_client **pp = &b->dirty;
+        while (*pp && *pp != c)
+            pp = &(*pp)->dirty_next;
+        if (*pp)
+            *pp = c->dirty_next;
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        b->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    b->n_clients--;
+    lmq_outq_free(&c->out);
+    free(c);
+}
+
+struct lmq_outq *lmq_broker_client_outq(struct lmq_client *c)
+{
+    return &c->out;
+}
+
+void lmq_broker_client_wrote(struct lmq_client *c, size_t n)
+{
+    c->b->st.bytes_out += n;
+}
+
+/* ------------------------------------------------------------------ */
+/* public: loop hooks */
+
+void lmq_broker_flush(struct lmq_broker *b)
+{
+    b->now = bk__mono();
+    if (b->batch_open) {
+        b->batch_open = false;
+        int rc = b->batch_failed ? LMQ_STORE_EIO : lmq_store_commit(b->store);
+        if (b->batch_failed)
+            lmq_store_abort(b->store);
+        if (rc < 0) {
+            /* Nothing of this batch is durable: its acks must not leave. The
+             * clients with output are the ones it concerns; they reconnect
+             * and resend. */
+            LMQ_ERROR("store commit failed (%s): closing %s connections with pending acks",
+                      lmq_store_strerror(rc), "the");
+            for (struct lmq_client *c = b->dirty; c; c = c->dirty_next) {
+                lmq_outq_consume(&c->out, c->out.bytes);
+                bk__close(c);
+            }
+        }
+    } else if (b->batch_failed) {
+        for (struct lmq_client *c = b->dirty; c; c = c->dirty_next) {
+            lmq_outq_consume(&c->out, c->out.bytes);
+            bk__close(c);
+        }
+    }
+    b->batch_failed = false;
+    while (b->dirty) {
+        struct lmq_client *c = b->dirty;
+        b->dirty = c->dirty_next;
+        c->dirty = false;
+        c->dirty_next = NULL;
+        if (c->want_close) {
+            c->want_close = false;
+            b->tr.close(c->tctx);
+        } else if (c->out.bytes) {
+            b->tr.flush(c->tctx);
+        }
+    }
+}
+
+void lmq_broker_tick(struct lmq_broker *b)
+{
+    b->now = bk__mono();
+    for (struct lmq_client *c = b->clients; c; c = c->next) {
+        if (c->state == BK_C_NEW && b->now - c->created >= b->cfg->connect_timeout) {
+            LMQ_WARN("connection from %s: no CONNECT within %u s; closing", c->peer,
+                     b->cfg->connect_timeout);
+            bk__close(c);
+        } else if (c->state == BK_C_CONNECTED && c->keepalive &&
+                   (b->now - c->last_rx) * 2 > (uint64_t)c->keepalive * 3) {
+            LMQ_NOTICE("client %s: keep-alive timeout (%u s); closing", bk__name(c),
+                       c->keepalive);
+            bk__close(c);
+        } else if (c->out.bytes == 0 && !c->dirty) {
+            lmq_outq_trim(&c->out);
+        }
+    }
+    if (b->store && b->cfg->store_sync == LMQ_SYNC_BATCH && !b->batch_open &&
+        b->now - b->last_sync >= 1) {
+        b->last_sync = b->now;
+        lmq_store_flush(b->store);
+    }
+    /* Expire persistent sessions offline for too long. */
+    if (b->cfg->persistent_client_expiration && b->now % 60 == 0) {
+        uint64_t now = bk__unix();
+        for (size_t i = 0; i < b->sess_cap; i++) {
+            for (struct bk_session *s = b->sessions[i], *nx; s; s = nx) {
+                nx = s->hnext;
+                if (!s->client && s->disconnected_at &&
+                    now - s->disconnected_at > b->cfg->persistent_client_expiration) {
+                    LMQ_INFO("session %s expired", s->id);
+                    bk__sess_destroy(b, s);
+                }
+            }
+        }
+    }
+}
+
+void lmq_broker_shutdown(struct lmq_broker *b)
+{
+    /* Persistent sessions stay as they are in the store (marked connected:
+     * the next start treats the restart time as their disconnect time). */
+    b->shutting_down = true;
+    for (struct lmq_client *c = b->clients; c; c = c->next) {
+        if (c->state != BK_C_CLOSING) {
+            bk__disconnect(c, false);
+            c->state = BK_C_CLOSING;
+            c->want_close = true;
+            bk__dirty(c);
+        }
+    }
+}
+
+void lmq_broker_get_stats(const struct lmq_broker *b, struct lmq_broker_stats *st)
+{
+    *st = b->st;
+    st->clients = b->n_clients;
+    st->sessions = b->n_sessions;
+    st->retained = lmq_tree_retained_count(b->tree);
+}
+
+/* ------------------------------------------------------------------ */
+/* startup: load the store */
+
+struct bk_load {
+    struct lmq_broker *b;
+    struct bk_session *cur;
+    uint64_t n_sessions, n_msgs, n_retained;
+};
+
+static int bk__load_retained(void *ctx, const struct lmq_store_message *m)
+{
+    struct bk_load *L = ctx;
+    struct lmq_msg *r = lmq_msg_new(m->topic, m->topic_len, m->payload, m->payload_len, m->props,
+                                    m->props_len, m->qos, true);
+    if (!r)
+        return -ENOMEM;
+    int delta;
+    int rc = lmq_tree_retain(L->b->tree, m->topic, m->topic_len, r, &delta);
+    lmq_msg_unref(r);
+    L->n_retained++;
+    return rc < 0 ? rc : LMQ_STORE_VISIT_KEEP;
+}
+
+static struct bk_session *bk__load_sess(struct bk_load *L, const struct lmq_store_session *ss)
+{
+    if (L->cur && L->cur->id_len == ss->client_id_len &&
+        memcmp(L->cur->id, ss->client_id, ss->client_id_len) == 0)
+        return L->cur;
+    return NULL;
+}
+
+static int bk__load_session(void *ctx, const struct lmq_store_session *ss,
+                            const struct lmq_store_session_stats *stats)
+{
+    struct bk_load *L = ctx;
+    struct lmq_broker *b = L->b;
+    uint64_t now = bk__unix();
+    if (b->cfg->persistent_client_expiration && ss->disconnected_at &&
+        now - ss->disconnected_at > b->cfg->persistent_client_expiration)
+        return LMQ_STORE_VISIT_DROP;
+    struct bk_session *s = bk__sess_new(b, ss->client_id, ss->client_id_len);
+    if (!s)
+        return -ENOMEM;
+    s->persistent = true;
+    s->stored = true;
+    s->proto = ss->protocol_version ? ss->protocol_version : MQTT_V311;
+    s->disconnected_at = ss->disconnected_at ? ss->disconnected_at : now;
+    s->next_seq = stats->max_seq + 1;
+    L->cur = s;
+    L->n_sessions++;
+    return LMQ_STORE_VISIT_KEEP;
+}
+
+static int bk__load_sub(void *ctx, const struct lmq_store_session *ss,
+                        const struct lmq_store_sub *sub)
+{
+    struct bk_load *L = ctx;
+    struct bk_session *s = bk__load_sess(L, ss);
+    if (!s)
+        return LMQ_STORE_VISIT_KEEP;
+    uint8_t qos = sub->options & 3;
+    if (qos > 2)
+        qos = 2;
+    if (bk__sub_add(s, sub->filter, sub->filter_len, qos) < 0 ||
+        lmq_tree_subscribe(L->b->tree, sub->filter, sub->filter_len, s, qos, 0, NULL) < 0)
+        return -ENOMEM;
+    return LMQ_STORE_VISIT_KEEP;
+}
+
+static int bk__load_msg(void *ctx, const struct lmq_store_session *ss,
+                        const struct lmq_store_entry *se, const struct lmq_store_message *m)
+{
+    struct bk_load *L = ctx;
+    struct bk_session *s = bk__load_sess(L, ss);
+    if (!s)
+        return LMQ_STORE_VISIT_KEEP;
+    if (!m && se->state != BK_AWAIT_COMP)
+        return LMQ_STORE_VISIT_DROP;
+    struct bk_entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return -ENOMEM;
+    if (m && se->state != BK_AWAIT_COMP) {
+        e->msg = lmq_msg_new(m->topic, m->topic_len, m->payload, m->payload_len, m->props,
+                             m->props_len, m->qos, m->retain);
+        if (!e->msg) {
+            free(e);
+            return -ENOMEM;
+        }
+        e->msg->store_id = se->msg_id;
+        e->msg->expiry_at = m->expiry_at;
+    }
+    e->seq = se->seq;
+    e->qos = se->qos;
+    e->state = se->state;
+    e->pkid = se->packet_id;
+    e->dup = se->dup;
+    if (e->state == BK_QUEUED) {
+        if (s->q_tail)
+            s->q_tail->next = e;
+        else
+            s->q_head = e;
+        s->q_tail = e;
+        s->n_queued++;
+        s->q_bytes += lmq_msg_size(e->msg);
+    } else {
+        bk__inflight_append(s, e);
+    }
+    if (e->pkid >= s->next_pkid)
+        s->next_pkid = (uint16_t)(e->pkid + 1 ? e->pkid + 1 : 1);
+    L->n_msgs++;
+    return LMQ_STORE_VISIT_KEEP;
+}
+
+static int bk__load_qos2(void *ctx, const struct lmq_store_session *ss, uint16_t pkid)
+{
+    struct bk_load *L = ctx;
+    struct bk_session *s = bk__load_sess(L, ss);
+    if (!s)
+        return LMQ_STORE_VISIT_KEEP;
+    return bk__qos2_add(s, pkid) < 0 ? -ENOMEM : LMQ_STORE_VISIT_KEEP;
+}
+
+/* ------------------------------------------------------------------ */
+/* public: lifecycle */
+
+struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq_transport *tr,
+                                  char *err, size_t errlen)
+{
+    struct lmq_broker *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    b->cfg = cfg;
+    b->tr = *tr;
+    b->now = bk__mono();
+    b->tree = lmq_tree_new();
+    if (!b->tree || bk__sess_table_grow(b) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    struct lmq_store_options opt;
+    lmq_store_options_default(&opt);
+    opt.sync = cfg->store_sync;
+    int rc = lmq_store_open(cfg->data_dir, &opt, &b->store, err, errlen);
+    if (rc < 0)
+        goto fail;
+    struct lmq_store_visitor v = {
+        .retained = bk__load_retained,
+        .session = bk__load_session,
+        .sub = bk__load_sub,
+        .session_msg = bk__load_msg,
+        .qos2_in = bk__load_qos2,
+    };
+    struct bk_load L = {.b = b};
+    rc = lmq_store_load(b->store, &v, &L);
+    if (rc < 0) {
+        snprintf(err, errlen, "loading the store: %s",
+                 rc == -ENOMEM ? "out of memory" : lmq_store_strerror(rc));
+        goto fail;
+    }
+    LMQ_INFO("loaded %" PRIu64 " persistent sessions, %" PRIu64 " queued messages, %" PRIu64
+             " retained messages",
+             L.n_sessions, L.n_msgs, L.n_retained);
+    return b;
+
+fail:
+    lmq_store_close(b->store);
+    lmq_tree_free(b->tree);
+    free(b->sessions);
+    free(b);
+    return NULL;
+}
+
+void lmq_broker_free(struct lmq_broker *b)
+{
+    if (!b)
+        return;
+    if (b->batch_open) {
+        b->batch_open = false;
+        if (b->batch_failed)
+            lmq_store_abort(b->store);
+        else if (lmq_store_commit(b->store) < 0)
+            LMQ_ERROR("store: final commit failed");
+    }
+    if (b->store) {
+        lmq_store_flush(b->store);
+        lmq_store_close(b->store);
+        b->store = NULL;
+    }
+    for (size_t i = 0; i < b->sess_cap; i++) {
+        while (b->sessions[i]) {
+            struct bk_session *s = b->sessions[i];
+            s->stored = false; /* keep it in the store */
+            bk__sess_destroy(b, s);
+        }
+    }
+    free(b->sessions);
+    lmq_match_set_free(&b->matches);
+    lmq_tree_free(b->tree);
+    free(b);
+}

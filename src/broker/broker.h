@@ -1,0 +1,85 @@
+/* The MQTT broker core: sessions, subscriptions, retained messages, wills,
+ * QoS flows, offline queues and routing. It knows nothing of sockets: the
+ * transport (src/net) feeds it the bytes of a connection and it queues the
+ * bytes to send in the connection's outq, then asks the transport to flush
+ * or close through struct lmq_transport.
+ *
+ * Once per loop iteration the transport calls lmq_broker_flush(): it
+ * commits the iteration's store transaction (group commit), then releases
+ * the acks that waited for it and hands every connection with output to
+ * transport->flush. So an ack never leaves before the state it confirms is
+ * durable. Loop thread only. */
+#ifndef LMQ_BROKER_BROKER_H
+#define LMQ_BROKER_BROKER_H
+
+#include "broker/outq.h"
+#include "util/config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lmq_broker;
+struct lmq_client;
+
+/* Callbacks into the transport. TCTX is what lmq_broker_client_new got. */
+struct lmq_transport {
+    /* The client has bytes in its outq: write what you can now. */
+    void (*flush)(void *tctx);
+    /* Close the connection after writing what is queued. The transport must
+     * then stop feeding input and eventually call lmq_broker_client_free. */
+    void (*close)(void *tctx);
+};
+
+struct lmq_broker_stats {
+    uint64_t msgs_in, msgs_out;
+    uint64_t bytes_in, bytes_out;
+    uint64_t dropped_qos0;      /* slow consumer */
+    uint64_t dropped_queue_full;
+    uint64_t clients, sessions, retained, subscriptions;
+};
+
+/* Creates the broker for CFG (borrowed; must outlive the broker) and opens
+ * and loads the store under cfg->data_dir. Returns NULL with a reason in
+ * ERR on failure. */
+struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq_transport *tr,
+                                  char *err, size_t errlen);
+/* Commits and closes the store and frees everything. Clients must be gone. */
+void lmq_broker_free(struct lmq_broker *b);
+
+/* A new connection. PEER is a printable address for logs. Returns NULL if
+ * the broker refuses it (max_connections), after logging why. */
+struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx, const char *peer);
+
+/* Feeds received bytes. Handles every complete packet in DATA and stores in
+ * *CONSUMED how many bytes were used; the transport keeps the rest and
+ * passes it again with more data. Returns 0, or -1 when the connection
+ * must be closed (the broker has already called transport->close). */
+int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size_t *consumed);
+
+/* The transport lost the connection (EOF, error): publish the will etc.
+ * Idempotent; lmq_broker_client_free must still follow. */
+void lmq_broker_client_lost(struct lmq_client *c, const char *why);
+
+/* The socket is closed: release the client. */
+void lmq_broker_client_free(struct lmq_client *c);
+
+/* The client's queue of bytes to send (owned by the broker). */
+struct lmq_outq *lmq_broker_client_outq(struct lmq_client *c);
+/* The transport wrote N bytes for the client (statistics). */
+void lmq_broker_client_wrote(struct lmq_client *c, size_t n);
+
+/* Group commit and flush; see the file comment. */
+void lmq_broker_flush(struct lmq_broker *b);
+
+/* Once per second: keep-alive and connect timeouts, trims idle buffers,
+ * expires persistent sessions. */
+void lmq_broker_tick(struct lmq_broker *b);
+
+/* Shutdown: closes every client (no wills are sent for them? they are: the
+ * server closes the network connection) and commits the store. */
+void lmq_broker_shutdown(struct lmq_broker *b);
+
+void lmq_broker_get_stats(const struct lmq_broker *b, struct lmq_broker_stats *st);
+
+#endif
