@@ -1,0 +1,71 @@
+/* Value encodings of the broker store's LMDB tables (docs/STORE.md): pure
+ * encoders and decoders, no I/O, no allocation, so they are unit-tested and
+ * fuzzed on arbitrary bytes. Every value is
+ *     version (1 byte) | kind (1 byte) | fields... | CRC32C (4 bytes, LE)
+ * with the CRC over everything before it. Invariant: a decoder that returns
+ * 0 has checked the version, the kind, the CRC and that every length field
+ * fits exactly in the value; string/byte fields it returns point into the
+ * caller's buffer. */
+#ifndef LMQ_BROKER_STORE_RECORD_H
+#define LMQ_BROKER_STORE_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/store.h"
+
+#define LMQ_STORE_REC_VERSION 1
+
+/* Record kinds (the second byte). */
+#define LMQ_STORE_KIND_RETAINED 'R'
+#define LMQ_STORE_KIND_MESSAGE 'M'
+#define LMQ_STORE_KIND_REF 'C'
+#define LMQ_STORE_KIND_SESSION 'S'
+#define LMQ_STORE_KIND_SUB 'U'
+#define LMQ_STORE_KIND_ENTRY 'Q'
+#define LMQ_STORE_KIND_QOS2IN 'I'
+
+/* Decoder defects, one code per defect (lmq_store_strerror describes them). */
+enum lmq_store_rec_error {
+    LMQ_STORE_REC_ESHORT = -4101,   /* shorter than its fixed part */
+    LMQ_STORE_REC_EVERSION = -4102, /* unknown format version */
+    LMQ_STORE_REC_EKIND = -4103,    /* kind byte is not the table's */
+    LMQ_STORE_REC_ECRC = -4104,     /* CRC32C mismatch */
+    LMQ_STORE_REC_ELENGTH = -4105,  /* length fields disagree with the value size */
+    LMQ_STORE_REC_EFIELD = -4106,   /* a field is out of range (qos 3, state 9...) */
+};
+
+/* CRC32C (Castagnoli, reflected, init/xorout 0xFFFFFFFF); CRC is the value
+ * returned by a previous call, 0 to start. */
+uint32_t lmq_store_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Message bodies ('M', messages table) and retained messages ('R'). */
+size_t lmq_store_rec_message_size(const struct lmq_store_message *m);
+void lmq_store_rec_message_encode(uint8_t kind, const struct lmq_store_message *m, uint8_t *out);
+int lmq_store_rec_message_decode(uint8_t kind, const void *buf, size_t len,
+                                 struct lmq_store_message *m);
+
+/* Reference count of a body and the body's accounted size. */
+#define LMQ_STORE_REC_REF_SIZE 14
+void lmq_store_rec_ref_encode(uint32_t refcount, uint32_t msg_size, uint8_t *out);
+int lmq_store_rec_ref_decode(const void *buf, size_t len, uint32_t *refcount, uint32_t *msg_size);
+
+size_t lmq_store_rec_session_size(const struct lmq_store_session *sess);
+void lmq_store_rec_session_encode(const struct lmq_store_session *sess, uint8_t *out);
+int lmq_store_rec_session_decode(const void *buf, size_t len, struct lmq_store_session *sess);
+
+size_t lmq_store_rec_sub_size(const struct lmq_store_sub *sub);
+void lmq_store_rec_sub_encode(const struct lmq_store_sub *sub, uint8_t *out);
+int lmq_store_rec_sub_decode(const void *buf, size_t len, struct lmq_store_sub *sub);
+
+/* Queue entries; the seq is in the key, so E->seq is neither written nor read. */
+#define LMQ_STORE_REC_ENTRY_SIZE 23
+void lmq_store_rec_entry_encode(const struct lmq_store_entry *e, uint8_t *out);
+int lmq_store_rec_entry_decode(const void *buf, size_t len, struct lmq_store_entry *e);
+
+/* Incoming QoS 2 ids: the packet id is in the key, the value is a marker. */
+#define LMQ_STORE_REC_QOS2IN_SIZE 6
+void lmq_store_rec_qos2in_encode(uint8_t *out);
+int lmq_store_rec_qos2in_decode(const void *buf, size_t len);
+
+#endif
