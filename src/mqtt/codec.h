@@ -90,8 +90,9 @@ enum mqtt_err {
     MQTT_E_QOS = -40,             /* PUBLISH QoS 3 */
     MQTT_E_DUP_QOS0 = -41,        /* DUP set on a QoS 0 PUBLISH */
     MQTT_E_PACKET_ID = -42,       /* packet identifier 0 where one is required */
-    MQTT_E_TOPIC_NAME = -43,      /* PUBLISH topic holds a wildcard; or empty
-                                   * (3.1.1) / empty without a topic alias (5) */
+    MQTT_E_TOPIC_NAME = -43,      /* PUBLISH topic holds '+' or '#' (0x90) */
+    MQTT_E_NO_TOPIC = -44,        /* empty PUBLISH topic: always under 3.1.1,
+                                   * without a topic alias under 5 (0x82) */
 
     /* SUBSCRIBE / UNSUBSCRIBE / SUBACK */
     MQTT_E_NO_FILTERS = -50,      /* SUBSCRIBE/UNSUBSCRIBE without a topic filter,
