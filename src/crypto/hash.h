@@ -54,6 +54,13 @@ ssize_t crypto_hex_encode(const void *in, size_t len, char *out, size_t cap);
  * bytes written or -ENOSPC. */
 ssize_t crypto_hex_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 
+/* Strict UTF-8 (no overlong forms, no surrogates, <= U+10FFFF).
+ * crypto_utf8_next decodes one code point at p[0:len] into *cp and returns
+ * its length in bytes, or -1 if the sequence is invalid or truncated. */
+int crypto_utf8_next(const uint8_t *p, size_t len, uint32_t *cp);
+/* 1 if p[0:len] is entirely valid UTF-8, else 0. */
+int crypto_utf8_valid(const void *p, size_t len);
+
 /* Constant-time comparison of n bytes: 0 if equal. */
 int crypto_memeq(const void *a, const void *b, size_t n);
 
