@@ -89,7 +89,7 @@ struct opts {
     uint32_t window, e2e_window;
     double rate, duration, hold, drain_timeout, setup_timeout;
     uint64_t count;
-    int idle;
+    int idle, coalesce_us;
     bool probe;
 };
 
@@ -99,7 +99,7 @@ static struct opts o = {
     .pubs = 1, .subs = 1, .qos = 0, .keepalive = -1, .payload = 64,
     .window = 100, .e2e_window = 1000, .rate = 0, .duration = 10,
     .hold = 30, .drain_timeout = 10, .setup_timeout = 30, .count = 0,
-    .idle = 0, .probe = false,
+    .idle = 0, .coalesce_us = 50, .probe = false,
 };
 
 static struct conn *conns;
@@ -456,10 +456,6 @@ static void on_ready(struct conn *c)
 {
     c->state = CS_READY;
     nready++;
-    if (c->role == ROLE_IDLE) {
-        free(c->in.p); /* idle connections keep no buffers */
-        memset(&c->in, 0, sizeof c->in);
-    }
 }
 
 static int handle_packet(struct conn *c, uint8_t h, const uint8_t *b, size_t n, uint64_t now)
@@ -613,6 +609,10 @@ static void conn_read(struct conn *c)
                 return;
             c->in.off += k + rl;
         }
+        if (c->role == ROLE_IDLE && c->in.off == c->in.len) {
+            free(c->in.p); /* idle connections keep no buffers between packets */
+            memset(&c->in, 0, sizeof c->in);
+        }
         if ((size_t)r < want / 2)
             return; /* probably drained; epoll will tell us */
     }
@@ -762,6 +762,8 @@ static void usage(void)
         "  --filter F          subscribers subscribe to F (PREFIX/+)\n"
         "  --drain-timeout S   wait for outstanding deliveries (10)\n"
         "  --keepalive S       MQTT keepalive (60; 600 for --idle)\n"
+        "  --coalesce-us U     sleep U microseconds before each poll while running,\n"
+        "                      so that I/O happens in batches (50, 0 = off)\n"
         "  --idle N            open N idle connections, print IDLE_READY, hold\n"
         "  --hold S            how long --idle holds them (30; SIGTERM ends early)\n"
         "  --probe             exit 0 once the broker answers CONNECT\n",
@@ -777,7 +779,7 @@ static int parse_opts(int argc, char **argv)
         {"rate", 1, 0, 'r'}, {"duration", 1, 0, 'd'}, {"count", 1, 0, 'n'},
         {"topic", 1, 0, 't'}, {"filter", 1, 0, 'f'}, {"drain-timeout", 1, 0, 'D'},
         {"keepalive", 1, 0, 'k'}, {"idle", 1, 0, 'I'}, {"hold", 1, 0, 'H'},
-        {"probe", 0, 0, 'X'}, {"help", 0, 0, '?'}, {0, 0, 0, 0},
+        {"coalesce-us", 1, 0, 'C'}, {"probe", 0, 0, 'X'}, {"help", 0, 0, '?'}, {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -800,13 +802,15 @@ static int parse_opts(int argc, char **argv)
         case 'k': o.keepalive = atoi(optarg); break;
         case 'I': o.idle = atoi(optarg); break;
         case 'H': o.hold = atof(optarg); break;
+        case 'C': o.coalesce_us = atoi(optarg); break;
         case 'X': o.probe = true; break;
         default: usage(); return -1;
         }
     }
     if (optind != argc || o.pubs < 0 || o.subs < 0 || o.pubs > 10000 || o.subs > 10000 ||
         o.qos < 0 || o.qos > 2 || o.payload < HDR_LEN || o.payload > (1u << 20) ||
-        o.window < 1 || o.window > 60000 || o.idle < 0 || strlen(o.prefix) > 100) {
+        o.window < 1 || o.window > 60000 || o.idle < 0 || o.coalesce_us < 0 ||
+        o.coalesce_us > 100000 || strlen(o.prefix) > 100) {
         usage();
         return -1;
     }
@@ -979,6 +983,13 @@ int main(int argc, char **argv)
             timeout = 10;
         if (o.idle && idle_announced)
             timeout = 100;
+        if (o.coalesce_us > 0 && (phase == PH_RUN || phase == PH_DRAIN)) {
+            /* Let data pile up so each wakeup reads and writes big batches:
+             * without this the generator burns a core on tiny loopback
+             * segments, competing with the broker for the CPUs. */
+            struct timespec nap = {0, (long)o.coalesce_us * 1000};
+            nanosleep(&nap, NULL);
+        }
         int n = epoll_wait(ep, evs, 512, timeout);
         if (n < 0 && errno != EINTR) {
             fail("epoll_wait: %s", strerror(errno));
@@ -1116,11 +1127,11 @@ int main(int argc, char **argv)
     if (o.qos > 0 && (delivered != expected || dups > 0 || acked != sent))
         ok = false;
     printf("RESULT mode=load scenario=%s qos=%d pubs=%d subs=%d payload=%zu window=%u "
-           "e2e_window=%u rate_limit=%.0f sent=%" PRIu64 " acked=%" PRIu64 " expected=%" PRIu64
+           "e2e_window=%u rate_limit=%.0f coalesce_us=%d sent=%" PRIu64 " acked=%" PRIu64 " expected=%" PRIu64
            " delivered=%" PRIu64 " dropped=%" PRIu64 " dups=%" PRIu64 " ooo=%" PRIu64
            " foreign=%" PRIu64 " secs=%.3f msgs_per_s=%.0f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f "
            "client_rss_kib=%ld client_cpu_s=%.2f status=%s\n",
-           o.scenario, o.qos, o.pubs, o.subs, o.payload, o.window, o.e2e_window, o.rate, sent,
+           o.scenario, o.qos, o.pubs, o.subs, o.payload, o.window, o.e2e_window, o.rate, o.coalesce_us, sent,
            acked, expected, delivered, dropped, dups, ooo, foreign, secs, rate,
            percentile_ms(0.50), percentile_ms(0.99), (double)lat_max / 1e6, rss_kib("VmHWM"),
            cpu_secs(), ok ? "ok" : "error");

@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# Broker benchmark: ledgermqd against Debian's mosquitto, same machine, same
+# run, scenarios alternating between the two brokers. Usage:
+#   bash bench/run.sh BUILD_DIR            (what `make bench` runs)
+# Environment: BENCH_SECONDS (publish time per scenario and broker, 10),
+# BENCH_IDLE_CONNS (10000), BENCH_SCENARIOS (space-separated subset of the
+# names below), BENCH_OUT (table file, BUILD_DIR/bench-results.md).
+# Each broker is started fresh for every scenario (so VmHWM is that
+# scenario's peak) on a free loopback port and stopped afterwards, also on
+# failure. A broker that is missing or does not answer CONNECT is shown as
+# n/a. Needs: /usr/sbin/mosquitto, BUILD_DIR/lmqbench.
+set -u -o pipefail
+
+BUILD_DIR=${1:?usage: bench/run.sh BUILD_DIR}
+BUILD_DIR=$(cd "$BUILD_DIR" && pwd) || exit 1
+SECS=${BENCH_SECONDS:-10}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+OUT=${BENCH_OUT:-$BUILD_DIR/bench-results.md}
+GEN=$BUILD_DIR/lmqbench
+LMQD=$BUILD_DIR/ledgermqd
+MOSQ=/usr/sbin/mosquitto
+BROKERS="mosquitto ledgermq"
+
+# name | lmqbench arguments
+SCENARIOS=(
+  "qos0-1to1|--qos 0 --pubs 1 --subs 1 --e2e-window 1000"
+  "qos0-4to1|--qos 0 --pubs 4 --subs 1 --e2e-window 250"
+  "qos1-1to1|--qos 1 --pubs 1 --subs 1 --window 100"
+  "qos1-4to4|--qos 1 --pubs 4 --subs 4 --window 100 --topic lmqbench/t --filter lmqbench/t/+"
+  "qos2-1to1|--qos 2 --pubs 1 --subs 1 --window 100"
+  "qos1-1to1-10k|--qos 1 --pubs 1 --subs 1 --window 100 --rate 10000"
+  "idle-conns|"
+)
+
+if [ ! -x "$GEN" ]; then
+  echo "bench: $GEN not found: build first (make build)" >&2
+  exit 1
+fi
+if [ ! -x "$MOSQ" ]; then
+  echo "bench: $MOSQ not found (apt-get install mosquitto)" >&2
+  exit 1
+fi
+
+# The idle scenario needs IDLE_CONNS descriptors in the generator and in the
+# broker (children inherit this limit).
+want_fd=$((IDLE_CONNS + 1024))
+ulimit -n "$want_fd" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+have_fd=$(ulimit -n)
+if [ "$have_fd" != unlimited ] && [ "$have_fd" -lt $((IDLE_CONNS + 64)) ]; then
+  echo "bench: ulimit -n is $have_fd; idle scenario reduced to $((have_fd - 64)) connections" >&2
+  IDLE_CONNS=$((have_fd - 64))
+fi
+
+TMP=$(mktemp -d /tmp/lmqbench.XXXXXX)
+BROKER_PID=""
+GEN_PID=""
+cleanup() {
+  [ -n "$GEN_PID" ] && kill "$GEN_PID" 2>/dev/null
+  stop_broker
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  local p i
+  for i in $(seq 1 200); do
+    p=$((20000 + RANDOM % 12000))
+    if [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
+mosquitto_conf() { # port -> config text; documented in docs/BENCHMARKS.md
+  cat <<EOF
+listener $1 127.0.0.1
+allow_anonymous true
+persistence false
+max_connections -1
+max_keepalive 65535
+max_inflight_messages 100
+max_queued_messages 1000000
+max_queued_bytes 0
+log_dest stderr
+log_type error
+log_type warning
+connection_messages false
+EOF
+}
+
+# start_broker NAME PORT: sets BROKER_PID, returns non-zero if unavailable.
+start_broker() {
+  local name=$1 port=$2 i
+  BROKER_PID=""
+  case $name in
+    mosquitto)
+      mosquitto_conf "$port" >"$TMP/mosquitto.conf"
+      "$MOSQ" -c "$TMP/mosquitto.conf" >>"$TMP/mosquitto.log" 2>&1 &
+      BROKER_PID=$!
+      ;;
+    ledgermq)
+      [ -x "$LMQD" ] || return 1
+      rm -rf "$TMP/lmq-data"
+      mkdir -p "$TMP/lmq-data"
+      "$LMQD" -p "$port" -d "$TMP/lmq-data" >>"$TMP/ledgermqd.log" 2>&1 &
+      BROKER_PID=$!
+      ;;
+  esac
+  for i in $(seq 1 50); do # up to ~10 s
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      wait "$BROKER_PID" 2>/dev/null
+      BROKER_PID=""
+      return 1
+    fi
+    if "$GEN" --port "$port" --probe >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  stop_broker
+  return 1
+}
+
+stop_broker() {
+  local i
+  [ -n "$BROKER_PID" ] || return 0
+  kill -TERM "$BROKER_PID" 2>/dev/null
+  for i in $(seq 1 50); do
+    kill -0 "$BROKER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$BROKER_PID" 2>/dev/null
+  wait "$BROKER_PID" 2>/dev/null
+  BROKER_PID=""
+}
+
+proc_kib() { # PID FIELD -> value in KiB
+  awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null
+}
+
+kv() { # LINE KEY -> value
+  sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"
+}
+
+declare -A R # R[scenario|broker|field]
+ERRORS=()
+
+cpu_ticks() { # PID -> utime+stime in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null
+}
+
+run_load() { # scenario broker port args
+  local sc=$1 br=$2 port=$3 args=$4 out line c0 c1 t0 t1
+  c0=$(cpu_ticks "$BROKER_PID")
+  t0=$(date +%s.%N)
+  out=$(timeout $((SECS + 60)) "$GEN" --port "$port" --scenario "$sc" --duration "$SECS" $args 2>&1)
+  t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$BROKER_PID")
+  echo "$out" | grep -E '^(RESULT|ERROR)' | sed "s/^/  [$br] /"
+  line=$(grep '^RESULT' <<<"$out" | tail -1)
+  if [ -z "$line" ]; then
+    R[$sc|$br|status]="error: no result"
+    ERRORS+=("$sc/$br: lmqbench gave no result: $(tail -1 <<<"$out")")
+    return
+  fi
+  R[$sc|$br|rate]=$(kv "$line" msgs_per_s)
+  R[$sc|$br|p50]=$(kv "$line" p50_ms)
+  R[$sc|$br|p99]=$(kv "$line" p99_ms)
+  R[$sc|$br|dropped]=$(kv "$line" dropped)
+  R[$sc|$br|status]=$(kv "$line" status)
+  # CPU use over the whole lmqbench run, in % of one core: a broker near 100%
+  # (single-threaded) is the bottleneck; the generator should stay below it.
+  R[$sc|$br|bcpu]=$(awk -v a="${c0:-0}" -v b="${c1:-0}" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN{printf "%.0f", (b-a)/hz/(t1-t0)*100}')
+  R[$sc|$br|gcpu]=$(awk -v c="$(kv "$line" client_cpu_s)" -v t0="$t0" -v t1="$t1" \
+    'BEGIN{printf "%.0f", c/(t1-t0)*100}')
+  while read -r e; do [ -n "$e" ] && ERRORS+=("$br: $e"); done < <(grep '^ERROR' <<<"$out")
+}
+
+run_idle() { # scenario broker port
+  local sc=$1 br=$2 port=$3 before after line i
+  before=$(proc_kib "$BROKER_PID" VmRSS)
+  "$GEN" --port "$port" --scenario "$sc" --idle "$IDLE_CONNS" --hold 60 >"$TMP/idle.out" 2>&1 &
+  GEN_PID=$!
+  for i in $(seq 1 300); do # up to 60 s to connect
+    grep -q '^IDLE_READY' "$TMP/idle.out" && break
+    kill -0 "$GEN_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  sleep 2 # let the broker settle
+  after=$(proc_kib "$BROKER_PID" VmRSS)
+  R[$sc|$br|hwm]=$(proc_kib "$BROKER_PID" VmHWM)
+  kill -TERM "$GEN_PID" 2>/dev/null
+  wait "$GEN_PID" 2>/dev/null
+  GEN_PID=""
+  grep -E '^(IDLE_READY|RESULT|ERROR)' "$TMP/idle.out" | sed "s/^/  [$br] /"
+  line=$(grep '^RESULT' "$TMP/idle.out" | tail -1)
+  local conns
+  conns=$(kv "$line" connected)
+  R[$sc|$br|status]=$(kv "$line" status)
+  [ -n "${R[$sc|$br|status]}" ] || R[$sc|$br|status]="error: no result"
+  while read -r e; do [ -n "$e" ] && ERRORS+=("$br: $e"); done < <(grep '^ERROR' "$TMP/idle.out")
+  if [ -n "$conns" ] && [ "$conns" -gt 0 ] && [ -n "$before" ] && [ -n "$after" ]; then
+    R[$sc|$br|kib_conn]=$(awk -v a="$after" -v b="$before" -v n="$conns" 'BEGIN{printf "%.2f", (a-b)/n}')
+    R[$sc|$br|conns]=$conns
+  fi
+}
+
+selected() {
+  [ -z "${BENCH_SCENARIOS:-}" ] && return 0
+  [[ " $BENCH_SCENARIOS " == *" $1 "* ]]
+}
+
+echo "bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECS}s per scenario and broker, idle=$IDLE_CONNS conns, ulimit -n $(ulimit -n)"
+for entry in "${SCENARIOS[@]}"; do
+  sc=${entry%%|*}
+  args=${entry#*|}
+  selected "$sc" || continue
+  echo "== $sc"
+  for br in $BROKERS; do
+    port=$(free_port) || { echo "bench: no free port" >&2; exit 1; }
+    if ! start_broker "$br" "$port"; then
+      R[$sc|$br|status]="n/a"
+      echo "  [$br] n/a (not built or did not start)"
+      continue
+    fi
+    if [ "$sc" = idle-conns ]; then
+      run_idle "$sc" "$br" "$port"
+    else
+      run_load "$sc" "$br" "$port" "$args"
+      R[$sc|$br|hwm]=$(proc_kib "$BROKER_PID" VmHWM)
+    fi
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      ERRORS+=("$sc/$br: broker exited during the scenario")
+      R[$sc|$br|status]="error: broker died"
+    fi
+    stop_broker
+  done
+done
+
+# ---- table ----
+fmt_mib() { [ -n "${1:-}" ] && awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}' || echo "-"; }
+ratio() { # a b -> a/b
+  if [ -n "${1:-}" ] && [ -n "${2:-}" ] && awk -v b="$2" 'BEGIN{exit !(b>0)}'; then
+    awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'
+  else
+    echo "-"
+  fi
+}
+
+{
+  echo "| scenario | broker | msgs/s | p50 ms | p99 ms | peak RSS MiB | KiB/conn | dropped | broker CPU % | lmqbench CPU % | ledgermq/mosquitto | status |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  for entry in "${SCENARIOS[@]}"; do
+    sc=${entry%%|*}
+    selected "$sc" || continue
+    for br in $BROKERS; do
+      st=${R[$sc|$br|status]:-n/a}
+      if [ "$st" = "n/a" ]; then
+        echo "| $sc | $br | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+        continue
+      fi
+      r="-"
+      if [ "$br" = ledgermq ]; then
+        if [ "$sc" = idle-conns ]; then
+          r=$(ratio "${R[$sc|ledgermq|kib_conn]:-}" "${R[$sc|mosquitto|kib_conn]:-}")
+        else
+          r=$(ratio "${R[$sc|ledgermq|rate]:-}" "${R[$sc|mosquitto|rate]:-}")
+        fi
+      fi
+      if [ "$sc" = idle-conns ]; then
+        echo "| $sc (${R[$sc|$br|conns]:-0}) | $br | - | - | - | $(fmt_mib "${R[$sc|$br|hwm]:-}") | ${R[$sc|$br|kib_conn]:--} | - | - | - | $r | $st |"
+      else
+        echo "| $sc | $br | ${R[$sc|$br|rate]:--} | ${R[$sc|$br|p50]:--} | ${R[$sc|$br|p99]:--} | $(fmt_mib "${R[$sc|$br|hwm]:-}") | - | ${R[$sc|$br|dropped]:--} | ${R[$sc|$br|bcpu]:--} | ${R[$sc|$br|gcpu]:--} | $r | $st |"
+      fi
+    done
+  done
+  echo
+  echo "ledgermq/mosquitto: ratio of msgs/s (higher is better); for idle-conns, of KiB/conn (lower is better)."
+  echo "Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r); $(date -u +%Y-%m-%d); ${SECS}s per scenario and broker; mosquitto $("$MOSQ" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1)."
+} >"$TMP/table.md"
+
+echo
+cat "$TMP/table.md"
+cp "$TMP/table.md" "$OUT"
+
+# ---- ledger benchmark (written separately), if built ----
+for lb in "$BUILD_DIR/ledger_bench" "$BUILD_DIR/bench/ledger_bench"; do
+  if [ -x "$lb" ]; then
+    echo
+    echo "== ledger_bench"
+    lbdir="$TMP/ledger-bench"
+    mkdir -p "$lbdir"
+    lbout=$(cd "$lbdir" && timeout 300 "$lb" 2>&1)
+    lbrc=$?
+    echo "$lbout"
+    {
+      echo
+      echo "### ledger_bench"
+      echo
+      echo '```'
+      echo "$lbout"
+      [ "$lbrc" -eq 0 ] || echo "(exit code $lbrc)"
+      echo '```'
+    } >>"$OUT"
+    break
+  fi
+done
+
+echo
+echo "bench: table written to $OUT"
+if [ ${#ERRORS[@]} -gt 0 ]; then
+  echo "bench: ERRORS:"
+  printf '  %s\n' "${ERRORS[@]}"
+  {
+    echo
+    echo "Errors:"
+    printf -- '- %s\n' "${ERRORS[@]}"
+  } >>"$OUT"
+  exit 1
+fi
+exit 0
