@@ -8,6 +8,7 @@ tests of ledgermq-only behaviour are skipped there with a reason.
 LMQ_BUILD_DIR names the build dir holding ledgermqd (default <repo>/build).
 """
 import os
+import pwd
 import queue
 import signal
 import socket
@@ -96,6 +97,7 @@ class Broker:
             path = os.path.join(self.workdir, "mosquitto.conf")
             os.makedirs(self.data_dir, exist_ok=True)
             lines = ["per_listener_settings false",
+                     "user %s" % pwd.getpwuid(os.getuid()).pw_name,
                      "persistence true",
                      "persistence_location %s/" % self.data_dir,
                      "autosave_interval 1",
@@ -384,8 +386,8 @@ def clients():
     yield make
     for c in made:
         try:
-            c.c.loop_stop()
             c.c.disconnect()
+            c.c.loop_stop()
         except Exception:
             pass
 

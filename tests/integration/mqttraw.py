@@ -291,17 +291,13 @@ class RawClient:
         if isinstance(filters, str):
             filters = [(filters, 0)]
         self.send(subscribe_packet(pid, filters))
-        p = self.expect(SUBACK, timeout)
-        assert p.pid == pid
-        return p.codes
+        return self._expect_ack(SUBACK, pid, timeout).codes
 
     def unsubscribe(self, filters, pid=1):
         if isinstance(filters, str):
             filters = [filters]
         self.send(unsubscribe_packet(pid, filters))
-        p = self.expect(UNSUBACK)
-        assert p.pid == pid
-        return p
+        return self._expect_ack(UNSUBACK, pid)
 
     def publish(self, topic, payload=b"", qos=0, retain=False, dup=False, pid=None):
         """Sends a PUBLISH and completes the flow for QoS 1/2 (waiting for
@@ -354,6 +350,19 @@ class RawClient:
                 self.send(ack_packet(PUBREC, p.pid))
                 awaiting_pubrel.add(p.pid)
         return out
+
+    def recv_until_topic(self, topic, timeout=5.0, ack=True):
+        """Collects PUBLISHes until one on TOPIC (a sentinel the test
+        published last) arrives; returns those before it. Fails on timeout."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.recv_publishes(1, max(0.0, deadline - time.monotonic()), ack)
+            assert got, "sentinel %r not received; got %r" % (topic, out)
+            if got[0].topic == topic:
+                self.pending = got[1:]
+                return out
+            out += got
 
     def disconnect(self):
         self.try_send(disconnect_packet())
