@@ -1250,6 +1250,7 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
     b->st.bytes_in += len;
     for (;;) {
         struct mqtt_frame f;
+        memset(&f, 0, sizeof f);
         int rc = mqtt_frame(data + off, len - off, b->cfg->max_packet_size, &f);
         if (rc == MQTT_NEED_MORE)
             break;
@@ -1313,6 +1314,12 @@ void lmq_broker_client_free(struct lmq_client *c)
 struct lmq_outq *lmq_broker_client_outq(struct lmq_client *c)
 {
     return &c->out;
+}
+
+void lmq_broker_client_kick(struct lmq_client *c)
+{
+    if (c->out.bytes)
+        bk__dirty(c);
 }
 
 void lmq_broker_client_wrote(struct lmq_client *c, size_t n)

@@ -69,6 +69,10 @@ struct lmq_outq *lmq_broker_client_outq(struct lmq_client *c);
 /* The transport wrote N bytes for the client (statistics). */
 void lmq_broker_client_wrote(struct lmq_client *c, size_t n);
 
+/* The transport can write again (its previous write completed): the client
+ * is flushed by the next lmq_broker_flush(). */
+void lmq_broker_client_kick(struct lmq_client *c);
+
 /* Group commit and flush; see the file comment. */
 void lmq_broker_flush(struct lmq_broker *b);
 
@@ -76,8 +80,9 @@ void lmq_broker_flush(struct lmq_broker *b);
  * expires persistent sessions. */
 void lmq_broker_tick(struct lmq_broker *b);
 
-/* Shutdown: closes every client (no wills are sent for them? they are: the
- * server closes the network connection) and commits the store. */
+/* Shutdown: closes every client without publishing wills (the sessions
+ * and their state stay in the store for the next start). The caller then
+ * runs lmq_broker_flush() so queued output and the store batch go out. */
 void lmq_broker_shutdown(struct lmq_broker *b);
 
 void lmq_broker_get_stats(const struct lmq_broker *b, struct lmq_broker_stats *st);

@@ -143,7 +143,13 @@ static void net__write_cb(uv_write_t *req, int status)
         return;
     }
     lmq_broker_client_wrote(c->client, n);
-    net__flush(c);
+    /* What the broker queued meanwhile may wait for this iteration's store
+     * commit: let lmq_broker_flush() write it. A closing connection gets no
+     * new output, so its rest can go now. */
+    if (c->closing)
+        net__flush(c);
+    else
+        lmq_broker_client_kick(c->client);
 }
 
 /* ---- closing ---- */
