@@ -1656,8 +1656,9 @@ int lmq_store_load(struct lmq_store *s, const struct lmq_store_visitor *v, void 
         LMQ_WARN("store: repair committed: %zu damaged records skipped, %zu repairs", L.n_damaged, L.n_fix);
     }
     LMQ_INFO("store: loaded %zu retained messages, %zu sessions, %zu subscriptions, %zu queued "
-             "messages, %zu incoming QoS 2 ids (%zu damaged records skipped)",
-             L.n[T_RETAINED], L.n[T_SESSIONS], L.n[T_SUBS], L.n[T_QUEUE], L.n[T_QOS2IN], L.n_damaged);
+             "messages, %zu incoming QoS 2 ids%s",
+             L.n[T_RETAINED], L.n[T_SESSIONS], L.n[T_SUBS], L.n[T_QUEUE], L.n[T_QOS2IN],
+             L.n_damaged ? " (after skipping the damaged records above)" : "");
 out:
     store__txn_abort(s);
     free(L.ids.slot);
