@@ -1,0 +1,303 @@
+/* Ledger record codec. Decoding validates the whole record as
+ * deterministic CBOR first (cbor_validate_deterministic), so the typed
+ * walk that follows only has to check the schema: uint keys, required
+ * fields, types, and (for known kind + version) no unknown keys.
+ * Field tables: docs/FORMATS.md "Ledger records". */
+#include "ledger/record.h"
+
+#include <string.h>
+
+#include "crypto/hash.h"
+#include "crypto/note.h"
+#include "ledger/cbor.h"
+
+const char *ledger_record_strerror(int err)
+{
+    switch (err) {
+    case LEDGER_REC_ERR_MISSING: return "record lacks a required field";
+    case LEDGER_REC_ERR_UNKNOWN: return "record has a field unknown to its kind and version";
+    case LEDGER_REC_ERR_FIELD: return "record field has the wrong type or value";
+    case LEDGER_REC_ERR_KIND: return "not a ledger record of an encodable kind";
+    case LEDGER_REC_ERR_PAYLOAD: return "message record needs exactly one of payload and payload digest";
+    default: return cbor_strerror(err);
+    }
+}
+
+static int rec__tstr_ok(const struct ledger_bytes *b, int required, int nonempty)
+{
+    if (b->ptr == NULL)
+        return !required;
+    if (nonempty && b->len == 0)
+        return 0;
+    return crypto_utf8_valid(b->ptr, b->len);
+}
+
+static void rec__put_tstr(struct cbor_writer *w, unsigned key, const struct ledger_bytes *b)
+{
+    cbor_put_uint(w, key);
+    cbor_put_tstr(w, (const char *)b->ptr, b->len);
+}
+
+static void rec__put_bstr(struct cbor_writer *w, unsigned key, const struct ledger_bytes *b)
+{
+    cbor_put_uint(w, key);
+    cbor_put_bstr(w, b->ptr, b->len);
+}
+
+static int rec__encode_message(const struct ledger_message *m, struct cbor_writer *w)
+{
+    int has_payload = m->payload.ptr != NULL, has_digest = m->payload_digest.ptr != NULL;
+    if (has_payload == has_digest)
+        return LEDGER_REC_ERR_PAYLOAD;
+    if (has_digest && m->payload_digest.len != LEDGER_PAYLOAD_DIGEST_LEN)
+        return LEDGER_REC_ERR_FIELD;
+    if (m->topic.ptr == NULL || m->publisher.ptr == NULL || m->client_id.ptr == NULL ||
+        m->ingress_node.ptr == NULL)
+        return LEDGER_REC_ERR_MISSING;
+    if (!rec__tstr_ok(&m->topic, 1, 1) || !rec__tstr_ok(&m->publisher, 1, 1) ||
+        !rec__tstr_ok(&m->client_id, 1, 0) || !rec__tstr_ok(&m->ingress_node, 1, 1))
+        return LEDGER_REC_ERR_FIELD;
+    /* kind, version, topic, payload|digest, publisher, client id, broker time, ingress node */
+    uint64_t n = 8;
+    n += m->has_device_seq + m->has_device_time + (m->cose.ptr != NULL);
+    cbor_put_map(w, n);
+    cbor_put_uint(w, LEDGER_KEY_KIND);
+    cbor_put_uint(w, LEDGER_KIND_MESSAGE);
+    cbor_put_uint(w, LEDGER_KEY_VERSION);
+    cbor_put_uint(w, LEDGER_RECORD_VERSION);
+    rec__put_tstr(w, LEDGER_MSG_TOPIC, &m->topic);
+    if (has_payload)
+        rec__put_bstr(w, LEDGER_MSG_PAYLOAD, &m->payload);
+    else
+        rec__put_bstr(w, LEDGER_MSG_PAYLOAD_DIGEST, &m->payload_digest);
+    rec__put_tstr(w, LEDGER_MSG_PUBLISHER, &m->publisher);
+    rec__put_tstr(w, LEDGER_MSG_CLIENT_ID, &m->client_id);
+    if (m->has_device_seq) {
+        cbor_put_uint(w, LEDGER_MSG_DEVICE_SEQ);
+        cbor_put_uint(w, m->device_seq);
+    }
+    if (m->has_device_time) {
+        cbor_put_uint(w, LEDGER_MSG_DEVICE_TIME);
+        cbor_put_uint(w, m->device_time_ms);
+    }
+    cbor_put_uint(w, LEDGER_MSG_BROKER_TIME);
+    cbor_put_uint(w, m->broker_time_ms);
+    rec__put_tstr(w, LEDGER_MSG_INGRESS_NODE, &m->ingress_node);
+    if (m->cose.ptr != NULL)
+        rec__put_bstr(w, LEDGER_MSG_COSE, &m->cose);
+    return 0;
+}
+
+static int rec__node_key_ok(const struct ledger_bytes *b)
+{
+    struct note_verifier v;
+    return b->ptr != NULL && note_verifier_parse((const char *)b->ptr, b->len, &v) == 0;
+}
+
+static int rec__encode_config(const struct ledger_config *c, struct cbor_writer *w)
+{
+    if (c->origin.ptr == NULL || c->n_node_keys == 0)
+        return LEDGER_REC_ERR_MISSING;
+    if (!note_name_valid((const char *)c->origin.ptr, c->origin.len) || c->n_node_keys > LEDGER_MAX_NODE_KEYS ||
+        !rec__tstr_ok(&c->params, 0, 0))
+        return LEDGER_REC_ERR_FIELD;
+    if (c->has_quorum && (c->quorum == 0 || c->quorum > c->n_node_keys))
+        return LEDGER_REC_ERR_FIELD;
+    for (size_t i = 0; i < c->n_node_keys; i++)
+        if (!rec__node_key_ok(&c->node_keys[i]))
+            return LEDGER_REC_ERR_FIELD;
+    cbor_put_map(w, 4 + c->has_quorum + (c->params.ptr != NULL));
+    cbor_put_uint(w, LEDGER_KEY_KIND);
+    cbor_put_uint(w, LEDGER_KIND_CONFIG);
+    cbor_put_uint(w, LEDGER_KEY_VERSION);
+    cbor_put_uint(w, LEDGER_RECORD_VERSION);
+    rec__put_tstr(w, LEDGER_CFG_ORIGIN, &c->origin);
+    cbor_put_uint(w, LEDGER_CFG_NODE_KEYS);
+    cbor_put_array(w, c->n_node_keys);
+    for (size_t i = 0; i < c->n_node_keys; i++)
+        cbor_put_tstr(w, (const char *)c->node_keys[i].ptr, c->node_keys[i].len);
+    if (c->has_quorum) {
+        cbor_put_uint(w, LEDGER_CFG_QUORUM);
+        cbor_put_uint(w, c->quorum);
+    }
+    if (c->params.ptr != NULL)
+        rec__put_tstr(w, LEDGER_CFG_PARAMS, &c->params);
+    return 0;
+}
+
+int ledger_record_encode(const struct ledger_record *rec, uint8_t *buf, size_t cap, size_t *len)
+{
+    struct cbor_writer w;
+    int rc;
+    if (rec->version != 0 && rec->version != LEDGER_RECORD_VERSION)
+        return LEDGER_REC_ERR_KIND;
+    cbor_writer_init(&w, buf, cap);
+    if (rec->kind == LEDGER_KIND_MESSAGE)
+        rc = rec__encode_message(&rec->msg, &w);
+    else if (rec->kind == LEDGER_KIND_CONFIG)
+        rc = rec__encode_config(&rec->config, &w);
+    else
+        rc = LEDGER_REC_ERR_KIND;
+    if (rc != 0)
+        return rc;
+    return cbor_writer_finish(&w, len);
+}
+
+/* ---- decode ---- */
+
+static int rec__get_tstr(struct cbor_reader *r, struct ledger_bytes *b)
+{
+    const char *p;
+    size_t n;
+    int rc = cbor_get_tstr(r, &p, &n);
+    if (rc == CBOR_ERR_TYPE)
+        return LEDGER_REC_ERR_FIELD;
+    b->ptr = (const uint8_t *)p;
+    b->len = n;
+    return rc;
+}
+
+static int rec__get_bstr(struct cbor_reader *r, struct ledger_bytes *b)
+{
+    int rc = cbor_get_bstr(r, &b->ptr, &b->len);
+    return rc == CBOR_ERR_TYPE ? LEDGER_REC_ERR_FIELD : rc;
+}
+
+static int rec__get_uint(struct cbor_reader *r, uint64_t *v)
+{
+    int rc = cbor_get_uint(r, v);
+    return rc == CBOR_ERR_TYPE ? LEDGER_REC_ERR_FIELD : rc;
+}
+
+static int rec__decode_message_field(struct cbor_reader *r, uint64_t key, struct ledger_message *m, int *seen_time)
+{
+    switch (key) {
+    case LEDGER_MSG_TOPIC: return rec__get_tstr(r, &m->topic);
+    case LEDGER_MSG_PAYLOAD: return rec__get_bstr(r, &m->payload);
+    case LEDGER_MSG_PAYLOAD_DIGEST: return rec__get_bstr(r, &m->payload_digest);
+    case LEDGER_MSG_PUBLISHER: return rec__get_tstr(r, &m->publisher);
+    case LEDGER_MSG_CLIENT_ID: return rec__get_tstr(r, &m->client_id);
+    case LEDGER_MSG_DEVICE_SEQ:
+        m->has_device_seq = true;
+        return rec__get_uint(r, &m->device_seq);
+    case LEDGER_MSG_DEVICE_TIME:
+        m->has_device_time = true;
+        return rec__get_uint(r, &m->device_time_ms);
+    case LEDGER_MSG_BROKER_TIME:
+        *seen_time = 1;
+        return rec__get_uint(r, &m->broker_time_ms);
+    case LEDGER_MSG_INGRESS_NODE: return rec__get_tstr(r, &m->ingress_node);
+    case LEDGER_MSG_COSE: return rec__get_bstr(r, &m->cose);
+    default: return LEDGER_REC_ERR_UNKNOWN;
+    }
+}
+
+static int rec__check_message(const struct ledger_message *m, int seen_time)
+{
+    if (m->topic.ptr == NULL || m->publisher.ptr == NULL || m->client_id.ptr == NULL ||
+        m->ingress_node.ptr == NULL || !seen_time)
+        return LEDGER_REC_ERR_MISSING;
+    if ((m->payload.ptr != NULL) == (m->payload_digest.ptr != NULL))
+        return LEDGER_REC_ERR_PAYLOAD;
+    if (m->payload_digest.ptr != NULL && m->payload_digest.len != LEDGER_PAYLOAD_DIGEST_LEN)
+        return LEDGER_REC_ERR_FIELD;
+    if (m->topic.len == 0 || m->publisher.len == 0 || m->ingress_node.len == 0)
+        return LEDGER_REC_ERR_FIELD;
+    return 0;
+}
+
+static int rec__decode_config_field(struct cbor_reader *r, uint64_t key, struct ledger_config *c)
+{
+    int rc;
+    switch (key) {
+    case LEDGER_CFG_ORIGIN:
+        rc = rec__get_tstr(r, &c->origin);
+        if (rc == 0 && !note_name_valid((const char *)c->origin.ptr, c->origin.len))
+            return LEDGER_REC_ERR_FIELD;
+        return rc;
+    case LEDGER_CFG_NODE_KEYS: {
+        uint64_t n;
+        rc = cbor_get_array(r, &n);
+        if (rc != 0)
+            return rc == CBOR_ERR_TYPE ? LEDGER_REC_ERR_FIELD : rc;
+        if (n == 0 || n > LEDGER_MAX_NODE_KEYS)
+            return LEDGER_REC_ERR_FIELD;
+        for (uint64_t i = 0; i < n; i++) {
+            rc = rec__get_tstr(r, &c->node_keys[i]);
+            if (rc != 0)
+                return rc;
+            if (!rec__node_key_ok(&c->node_keys[i]))
+                return LEDGER_REC_ERR_FIELD;
+        }
+        c->n_node_keys = (size_t)n;
+        return 0;
+    }
+    case LEDGER_CFG_QUORUM:
+        c->has_quorum = true;
+        return rec__get_uint(r, &c->quorum);
+    case LEDGER_CFG_PARAMS: return rec__get_tstr(r, &c->params);
+    default: return LEDGER_REC_ERR_UNKNOWN;
+    }
+}
+
+static int rec__check_config(const struct ledger_config *c)
+{
+    if (c->origin.ptr == NULL || c->n_node_keys == 0)
+        return LEDGER_REC_ERR_MISSING;
+    if (c->has_quorum && (c->quorum == 0 || c->quorum > c->n_node_keys))
+        return LEDGER_REC_ERR_FIELD;
+    return 0;
+}
+
+int ledger_record_decode(const uint8_t *buf, size_t len, struct ledger_record *rec)
+{
+    struct cbor_reader r;
+    uint64_t n, key;
+    int rc;
+    memset(rec, 0, sizeof *rec);
+    rc = cbor_validate_deterministic(buf, len);
+    if (rc != 0)
+        return rc;
+    cbor_reader_init(&r, buf, len);
+    rc = cbor_get_map(&r, &n);
+    if (rc == CBOR_ERR_TYPE)
+        return LEDGER_REC_ERR_KIND;
+    if (rc != 0)
+        return rc;
+    /* Keys are sorted, so kind (0) and version (1) come first if present. */
+    if (n < 2 || cbor_get_uint(&r, &key) != 0 || key != LEDGER_KEY_KIND)
+        return LEDGER_REC_ERR_MISSING;
+    if ((rc = rec__get_uint(&r, &rec->kind)) != 0)
+        return rc;
+    if (cbor_get_uint(&r, &key) != 0 || key != LEDGER_KEY_VERSION)
+        return LEDGER_REC_ERR_MISSING;
+    if ((rc = rec__get_uint(&r, &rec->version)) != 0)
+        return rc;
+    if (rec->version == 0)
+        return LEDGER_REC_ERR_FIELD;
+    rec->raw.ptr = buf;
+    rec->raw.len = len;
+    rec->n_fields = (size_t)n;
+    rec->known = rec->version == LEDGER_RECORD_VERSION &&
+                 (rec->kind == LEDGER_KIND_MESSAGE || rec->kind == LEDGER_KIND_CONFIG);
+    int seen_time = 0;
+    for (uint64_t i = 2; i < n; i++) {
+        rc = cbor_get_uint(&r, &key);
+        if (rc != 0)
+            return rc == CBOR_ERR_TYPE ? LEDGER_REC_ERR_FIELD : rc; /* keys are uints in every kind */
+        if (!rec->known)
+            rc = cbor_skip(&r, NULL, NULL);
+        else if (rec->kind == LEDGER_KIND_MESSAGE)
+            rc = rec__decode_message_field(&r, key, &rec->msg, &seen_time);
+        else
+            rc = rec__decode_config_field(&r, key, &rec->config);
+        if (rc != 0)
+            return rc;
+    }
+    if ((rc = cbor_reader_end(&r)) != 0)
+        return rc;
+    if (!rec->known)
+        return 0;
+    return rec->kind == LEDGER_KIND_MESSAGE ? rec__check_message(&rec->msg, seen_time)
+                                            : rec__check_config(&rec->config);
+}
