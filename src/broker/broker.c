@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,8 @@ struct lmq_broker {
     struct lmq_client *dirty;
     uint64_t now;                       /* monotonic seconds */
     uint64_t last_sync;
+    uint64_t last_sys;
+    uint64_t started;
     uint64_t id_counter;
     struct lmq_broker_stats st;
     bool shutting_down;
@@ -594,7 +597,9 @@ static void bk__retain(struct lmq_broker *b, const char *topic, size_t tlen, con
     if (lmq_tree_retain(b->tree, topic, tlen, r, &delta) < 0)
         LMQ_ERROR("out of memory retaining a message on %.*s", (int)tlen, topic);
     lmq_msg_unref(r);
-    struct lmq_store *st = bk__st(b);
+    /* $SYS topics are the broker's own status, republished every
+     * sys_interval: not worth a disk write. */
+    struct lmq_store *st = (tlen >= 5 && memcmp(topic, "$SYS/", 5) == 0) ? NULL : bk__st(b);
     if (st) {
         struct lmq_store_message sm = {
             .topic = topic,
@@ -1370,6 +1375,40 @@ void lmq_broker_flush(struct lmq_broker *b)
     }
 }
 
+static void bk__sys_pub(struct lmq_broker *b, const char *topic, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void bk__sys_pub(struct lmq_broker *b, const char *topic, const char *fmt, ...)
+{
+    char val[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(val, sizeof val, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof val)
+        return;
+    uint64_t in = b->st.msgs_in; /* $SYS messages are not client traffic */
+    bk__publish(b, topic, strlen(topic), val, (size_t)n, NULL, 0, 0, true);
+    b->st.msgs_in = in;
+}
+
+/* Publishes the broker's status under $SYS/broker/ (retained, QoS 0), as
+ * Mosquitto does. */
+static void bk__sys(struct lmq_broker *b)
+{
+    bk__sys_pub(b, "$SYS/broker/version", "ledgermqd %s", LMQ_VERSION);
+    bk__sys_pub(b, "$SYS/broker/uptime", "%" PRIu64 " seconds", b->now - b->started);
+    bk__sys_pub(b, "$SYS/broker/clients/connected", "%zu", b->n_clients);
+    bk__sys_pub(b, "$SYS/broker/sessions/count", "%zu", b->n_sessions);
+    bk__sys_pub(b, "$SYS/broker/messages/received", "%" PRIu64, b->st.msgs_in);
+    bk__sys_pub(b, "$SYS/broker/messages/sent", "%" PRIu64, b->st.msgs_out);
+    bk__sys_pub(b, "$SYS/broker/messages/dropped", "%" PRIu64,
+                b->st.dropped_qos0 + b->st.dropped_queue_full);
+    bk__sys_pub(b, "$SYS/broker/bytes/received", "%" PRIu64, b->st.bytes_in);
+    bk__sys_pub(b, "$SYS/broker/bytes/sent", "%" PRIu64, b->st.bytes_out);
+    bk__sys_pub(b, "$SYS/broker/retained messages/count", "%zu",
+                lmq_tree_retained_count(b->tree));
+}
+
 void lmq_broker_tick(struct lmq_broker *b)
 {
     b->now = bk__mono();
@@ -1391,6 +1430,10 @@ void lmq_broker_tick(struct lmq_broker *b)
         b->now - b->last_sync >= 1) {
         b->last_sync = b->now;
         lmq_store_flush(b->store);
+    }
+    if (b->cfg->sys_interval && b->now - b->last_sys >= b->cfg->sys_interval) {
+        b->last_sys = b->now;
+        bk__sys(b);
     }
     /* Expire persistent sessions offline for too long. */
     if (b->cfg->persistent_client_expiration && b->now % 60 == 0) {
@@ -1566,7 +1609,7 @@ struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq
     }
     b->cfg = cfg;
     b->tr = *tr;
-    b->now = bk__mono();
+    b->now = b->started = bk__mono();
     b->tree = lmq_tree_new();
     if (!b->tree || bk__sess_table_grow(b) < 0) {
         snprintf(err, errlen, "out of memory");
