@@ -1257,6 +1257,7 @@ struct loader {
     struct fix *fix;
     size_t n_fix, cap_fix;
     size_t n_damaged;
+    size_t n_dropped; /* records the visitor dropped (expired) */
     size_t n[T_COUNT];
 };
 
@@ -1296,8 +1297,10 @@ static int cb_result(struct loader *L, int t, const MDB_val *key, int r)
 {
     if (r < 0)
         return r;
-    if (r == LMQ_STORE_VISIT_DROP)
+    if (r == LMQ_STORE_VISIT_DROP) {
+        L->n_dropped++;
         return fix_add(L, t, t == T_SESSIONS ? 2 : 0, key->mv_data, key->mv_size, 0, 0);
+    }
     return 0;
 }
 
@@ -1511,6 +1514,16 @@ static int scan_orphans(struct loader *L, const MDB_val *key, const MDB_val *val
     return damaged(L, t, key, "no session record for this client");
 }
 
+/* A recount is expected when the visitor dropped entries (expired messages
+ * or sessions) and nothing was damaged; otherwise it is worth a warning. */
+#define RECOUNT_LOG(L, ...)                                                                        \
+    do {                                                                                           \
+        if ((L)->n_damaged == 0 && (L)->n_dropped > 0)                                             \
+            LMQ_DEBUG(__VA_ARGS__);                                                                \
+        else                                                                                       \
+            LMQ_WARN(__VA_ARGS__);                                                                 \
+    } while (0)
+
 static int scan_refs(struct loader *L, const MDB_val *key, const MDB_val *val, void *arg)
 {
     (void)arg;
@@ -1527,13 +1540,14 @@ static int scan_refs(struct loader *L, const MDB_val *key, const MDB_val *val, v
         return fix_add(L, T_REFS, 0, key->mv_data, 8, 0, 0);
     if (sl->actual == 0) {
         if (rc == 0 && count != 0)
-            LMQ_WARN("store: %s is referenced by no queue entry (count said %u); body deleted", d, count);
+            RECOUNT_LOG(L, "store: %s is referenced by no queue entry (count said %u); body deleted", d,
+                        count);
         if ((rc = fix_add(L, T_REFS, 0, key->mv_data, 8, 0, 0)))
             return rc;
         return fix_add(L, T_MSGS, 0, key->mv_data, 8, 0, 0);
     }
     if (rc || count != sl->actual) {
-        LMQ_WARN("store: %s: reference count %s, recounted as %u", d,
+        RECOUNT_LOG(L, "store: %s: reference count %s, recounted as %u", d,
                  rc ? lmq_store_strerror(rc) : "wrong", sl->actual);
         uint8_t k[8];
         be64(k, id);
@@ -1617,7 +1631,8 @@ int lmq_store_load(struct lmq_store *s, const struct lmq_store_visitor *v, void 
         uint8_t k[8];
         be64(k, sl->id);
         if (sl->actual == 0) {
-            LMQ_WARN("store: message id %" PRIu64 " has no refs record and no queue entry; body deleted", sl->id);
+            LMQ_WARN("store: message id %" PRIu64 " has no refs record and no queue entry; body deleted",
+                     sl->id);
             rc = fix_add(&L, T_MSGS, 0, k, 8, 0, 0);
         } else {
             LMQ_WARN("store: message id %" PRIu64 " has no refs record; recounted as %u", sl->id, sl->actual);
@@ -1653,7 +1668,11 @@ int lmq_store_load(struct lmq_store *s, const struct lmq_store_visitor *v, void 
             goto out;
         }
         mdb_env_sync(s->env, 1);
-        LMQ_WARN("store: repair committed: %zu damaged records skipped, %zu repairs", L.n_damaged, L.n_fix);
+        if (L.n_damaged)
+            LMQ_WARN("store: repair committed: %zu damaged records skipped, %zu repairs", L.n_damaged,
+                     L.n_fix);
+        else
+            LMQ_INFO("store: %zu expired records dropped", L.n_dropped);
     }
     LMQ_INFO("store: loaded %zu retained messages, %zu sessions, %zu subscriptions, %zu queued "
              "messages, %zu incoming QoS 2 ids%s",
