@@ -1090,9 +1090,14 @@ int main(int argc, char **argv)
                "connect_s=%.2f client_rss_kib=%ld status=%s\n",
                o.scenario, nconns, nready, nconns - nready, alive,
                t_ready ? (double)(t_ready - t_setup) / 1e9 : 0.0, rss_kib("VmRSS"),
-               nready == nconns ? "ok" : "error");
+               nready == nconns && alive == nready ? "ok" : "error");
         if (nready != nconns) {
-            printf("ERROR idle: only %d of %d connections were accepted\n", nready, nconns);
+            printf("ERROR %s: only %d of %d connections were accepted\n", o.scenario, nready,
+                   nconns);
+            exit_code = 2;
+        } else if (alive != nready) {
+            printf("ERROR %s: the broker closed %d of %d idle connections\n", o.scenario,
+                   nready - alive, nready);
             exit_code = 2;
         }
         for (int i = 0; i < nconns; i++) {

@@ -183,6 +183,7 @@ run_load() { # scenario broker port args
 run_idle() { # scenario broker port
   local sc=$1 br=$2 port=$3 before after line i
   before=$(proc_kib "$BROKER_PID" VmRSS)
+  : >"$TMP/idle.out"
   "$GEN" --port "$port" --scenario "$sc" --idle "$IDLE_CONNS" --hold 60 >"$TMP/idle.out" 2>&1 &
   GEN_PID=$!
   for i in $(seq 1 300); do # up to 60 s to connect
