@@ -415,6 +415,8 @@ int mqtt_props_parse(const uint8_t *block, size_t len, unsigned type, struct mqt
             rc = utf8_scan(pr.bin.ptr, pr.bin.len, pr.id == MQTT_PROP_RESPONSE_TOPIC);
             if (rc < 0)
                 return rc == MQTT_E_TOPIC_NAME ? MQTT_E_PROP_VALUE : rc;
+            if (kind == K_PAIR && (rc = utf8_scan(pr.value2.ptr, pr.value2.len, false)) < 0)
+                return rc;
         }
         switch (pr.id) {
         case MQTT_PROP_PAYLOAD_FORMAT: out->payload_format = (uint8_t)pr.value; break;
