@@ -109,6 +109,7 @@ const char *lmq_store_strerror(int rc)
     case LMQ_STORE_ENOMEM: return "out of memory";
     case LMQ_STORE_EINVAL: return "invalid argument";
     case LMQ_STORE_ENOTFOUND: return "not found";
+    case LMQ_STORE_ENOMSG: return "message body not stored";
     case LMQ_STORE_REC_ESHORT: return "value shorter than its fixed part";
     case LMQ_STORE_REC_EVERSION: return "unknown format version";
     case LMQ_STORE_REC_EKIND: return "wrong record kind";
@@ -463,7 +464,7 @@ static int do_q_put(struct lmq_store *s, const char *cid, size_t cl, const struc
     if (e.msg_id) {
         rc = ref__get(s, e.msg_id, &count, &size);
         if (rc == MDB_NOTFOUND)
-            return LMQ_STORE_EINVAL;
+            return LMQ_STORE_ENOMSG;
         if (rc)
             return rc;
         e.msg_size = size;
@@ -631,7 +632,7 @@ static int store__replay(struct lmq_store *s, size_t n)
         size_t i;
         for (i = 0; i < n; i++) {
             rc = op__exec(s, &s->ops[i]);
-            if (rc == LMQ_STORE_EINVAL || rc == LMQ_STORE_ENOTFOUND)
+            if (rc == LMQ_STORE_EINVAL || rc == LMQ_STORE_ENOTFOUND || rc == LMQ_STORE_ENOMSG)
                 rc = 0;
             if (rc)
                 break;
@@ -704,7 +705,7 @@ static int store__apply(struct lmq_store *s, struct store__op *op, const void *s
             rc = op__exec(s, &s->ops[s->n_ops - 1]);
         if (rc == 0)
             return 0;
-        if (rc == LMQ_STORE_EINVAL || rc == LMQ_STORE_ENOTFOUND) {
+        if (rc == LMQ_STORE_EINVAL || rc == LMQ_STORE_ENOTFOUND || rc == LMQ_STORE_ENOMSG) {
             s->n_ops--;
             s->arena_len = arena_mark;
             return rc;
@@ -916,6 +917,25 @@ int lmq_store_qmsg_put(struct lmq_store *s, const char *client_id, size_t client
                            .u16 = e->packet_id, .u64a = e->seq, .u64b = e->msg_id,
                            .len = {client_id_len, 0, 0, 0}};
     return store__apply(s, &op, client_id, NULL, NULL, NULL);
+}
+
+int lmq_store_qmsg_put_msg(struct lmq_store *s, const char *client_id, size_t client_id_len,
+                           const struct lmq_store_entry *e, const struct lmq_store_message *m,
+                           uint64_t *msg_id)
+{
+    if (!e || !msg_id || (!m && e->state != LMQ_STORE_AWAIT_COMP))
+        return LMQ_STORE_EINVAL;
+    struct lmq_store_entry x = *e;
+    x.msg_id = m ? *msg_id : 0;
+    int rc = LMQ_STORE_ENOMSG;
+    if (x.msg_id)
+        rc = lmq_store_qmsg_put(s, client_id, client_id_len, &x);
+    if (rc != LMQ_STORE_ENOMSG)
+        return rc;
+    if ((rc = lmq_store_msg_add(s, m, &x.msg_id)) != 0)
+        return rc;
+    *msg_id = x.msg_id;
+    return lmq_store_qmsg_put(s, client_id, client_id_len, &x);
 }
 
 int lmq_store_qmsg_del(struct lmq_store *s, const char *client_id, size_t client_id_len,

@@ -42,6 +42,9 @@ enum lmq_store_error {
     LMQ_STORE_EINVAL = -4005,    /* bad argument: no batch open, a batch already
                                     open, qos/state out of range, msg id unknown */
     LMQ_STORE_ENOTFOUND = -4006, /* the record to delete does not exist */
+    LMQ_STORE_ENOMSG = -4007,    /* lmq_store_qmsg_put: msg_id names no stored body
+                                    (it went with its last reference, or its batch
+                                    failed): add the body again */
 };
 
 /* A short constant English description of an lmq_store_error code, of a
@@ -208,7 +211,9 @@ int lmq_store_sub_del(struct lmq_store *s, const char *client_id, size_t client_
                       const char *filter, size_t filter_len);
 
 /* Stores one message body once, whatever the number of sessions it is
- * queued for, and returns its id (never 0) in *ID. The body lives as long
+ * queued for, and returns its id (never 0) in *ID. Ids are never reused
+ * while the store stays open (a restart may reuse the id of a body deleted
+ * before it; in-memory caches of ids are rebuilt by lmq_store_load anyway). The body lives as long
  * as a queue entry references it; if no entry of this batch references it
  * by commit, it is dropped. */
 int lmq_store_msg_add(struct lmq_store *s, const struct lmq_store_message *m, uint64_t *id);
@@ -216,9 +221,20 @@ int lmq_store_msg_add(struct lmq_store *s, const struct lmq_store_message *m, ui
 /* Adds or replaces (same seq) a session queue entry: new message queued,
  * sent (AWAIT_ACK + packet_id, dup), PUBREC received (AWAIT_COMP, msg_id
  * may become 0). Maintains the bodies' reference counts. E->msg_size is
- * ignored. EINVAL if E->msg_id is not a stored body. */
+ * ignored. ENOMSG if E->msg_id is not a stored body (nothing changed). */
 int lmq_store_qmsg_put(struct lmq_store *s, const char *client_id, size_t client_id_len,
                        const struct lmq_store_entry *e);
+
+/* The convenient form for a broker that caches a body's store id on its
+ * in-memory message: *MSG_ID is that cache (0 = not stored yet). If it is 0
+ * or names a body that is gone (its last reference was deleted earlier,
+ * e.g. a retained message queued again later), M is stored first (one
+ * lmq_store_msg_add) and *MSG_ID updated; then the entry E (whose msg_id is
+ * ignored) is put with it. Returns like lmq_store_qmsg_put. M may be NULL
+ * only for an AWAIT_COMP entry without body (*MSG_ID then ignored). */
+int lmq_store_qmsg_put_msg(struct lmq_store *s, const char *client_id, size_t client_id_len,
+                           const struct lmq_store_entry *e, const struct lmq_store_message *m,
+                           uint64_t *msg_id);
 /* Deletes an entry (PUBACK / PUBCOMP received, message expired or dropped);
  * the body goes with its last reference. ENOTFOUND if absent. */
 int lmq_store_qmsg_del(struct lmq_store *s, const char *client_id, size_t client_id_len,

@@ -411,7 +411,7 @@ static void test_roundtrip(void **state)
     assert_int_equal(lmq_store_qmsg_del(s, "dev-1", 5, 4), 0); /* id3's body goes */
     assert_int_equal(lmq_store_qmsg_del(s, "dev-1", 5, 4), LMQ_STORE_ENOTFOUND);
     struct lmq_store_entry bad = {5, 999999, 1, LMQ_STORE_QUEUED, 0, false, 0};
-    assert_int_equal(lmq_store_qmsg_put(s, "dev-1", 5, &bad), LMQ_STORE_EINVAL);
+    assert_int_equal(lmq_store_qmsg_put(s, "dev-1", 5, &bad), LMQ_STORE_ENOMSG);
     bad.msg_id = id1;
     bad.qos = 3;
     assert_int_equal(lmq_store_qmsg_put(s, "dev-1", 5, &bad), LMQ_STORE_EINVAL);
@@ -547,6 +547,30 @@ static void test_refcount_1000(void **state)
     lmq_store_close(s);
     assert_int_equal(table_entries(dir, "msgs"), 0);
     assert_int_equal(table_entries(dir, "refs"), 0);
+
+    /* a cached id whose body went with its last reference: stored again */
+    s = open_ok(dir, NULL);
+    uint64_t cached = id;
+    struct lmq_store_entry e = {2, 0, 1, LMQ_STORE_QUEUED, 0, false, 0};
+    assert_int_equal(lmq_store_begin(s), 0);
+    assert_int_equal(lmq_store_qmsg_put(s, "dev-0001", 8, &(struct lmq_store_entry){2, id, 1, 0, 0, false, 0}),
+                     LMQ_STORE_ENOMSG);
+    assert_int_equal(lmq_store_qmsg_put_msg(s, "dev-0001", 8, &e, &m, &cached), 0);
+    assert_true(cached != 0); /* ids are unique per process run; a restart may reuse one */
+    uint64_t again = cached;
+    e.seq = 3;
+    assert_int_equal(lmq_store_qmsg_put_msg(s, "dev-0002", 8, &e, &m, &cached), 0);
+    assert_int_equal(cached, again); /* still stored: reused, not added */
+    assert_int_equal(lmq_store_commit(s), 0);
+    lmq_store_close(s);
+    assert_int_equal(table_entries(dir, "msgs"), 1);
+    s = open_ok(dir, NULL);
+    struct seen *S2 = load(s);
+    assert_int_equal(S2->n_msg, 2);
+    assert_int_equal(S2->msg[0].u2, again);
+    assert_int_equal(S2->msg[1].u2, again);
+    seen_free(S2);
+    lmq_store_close(s);
     rm_rf(dir);
     free(dir);
 }
