@@ -324,6 +324,9 @@ static inline int prop_read(const uint8_t **pp, const uint8_t *end, struct mqtt_
     if (id > PROP_MAX_ID || prop_kind[id] == K_NONE)
         return MQTT_E_PROP_UNKNOWN;
     o->id = (uint8_t)id;
+    o->value = 0;
+    o->bin.ptr = o->value2.ptr = NULL;
+    o->bin.len = o->value2.len = 0;
     size_t left = (size_t)(end - p);
     switch (prop_kind[id]) {
     case K_BYTE:

@@ -71,7 +71,8 @@ static void roundtrip_into(const char *hex, uint8_t version, struct mqtt_packet 
     assert_memory_equal(enc, pkt, n);
     struct mqtt_packet again;
     assert_int_equal(mqtt_decode(enc, (size_t)len, version, &again), MQTT_OK);
-    assert_true(rt_packet_eq(out, &again));
+    if (!rt_packet_eq(out, &again))
+        fail_msg("re-decoded %s differs", hex);
     copy = *out;
     assert_int_equal(rt_encode(&copy, version, NULL, 0, scratch, sizeof scratch), len);
     copy = *out;
