@@ -58,6 +58,22 @@ def test_dollar_topics_need_explicit_filter(broker, raw):
     assert wild.recv_publishes(5, timeout=1.0) == []
 
 
+def test_client_published_sys_topic_not_matched_by_wildcards(broker, raw):
+    wild = raw(broker.port)
+    wild.connect("sys-wild")
+    assert wild.subscribe([("#", 1), ("+/x", 1), ("+/+", 1)]) == [1, 1, 1]
+    expl = raw(broker.port)
+    expl.connect("sys-expl")
+    assert expl.subscribe([("$SYS/x", 1)]) == [1]
+    p = raw(broker.port)
+    p.connect("sys-pub")
+    p.publish("$SYS/x", b"s", qos=1)
+    control = expl.recv_publishes(1, timeout=1.5)
+    assert wild.recv_publishes(5, timeout=0.5) == []
+    if not control:
+        pytest.skip("this broker drops client publishes to $SYS (mosquitto does)")
+
+
 @ledgermq_only("needs sys_interval $SYS publishing by ledgermqd")
 def test_sys_topics_not_matched_by_hash(broker_factory, raw):
     b = broker_factory(config={"sys_interval": 1})

@@ -1,0 +1,235 @@
+"""Durability (issue 2, point 4): retained messages, persistent sessions,
+their subscriptions and queued/inflight QoS 1/2 messages survive a clean
+restart and a kill -9; acknowledged messages are never lost; a damaged store
+does not stop start-up."""
+import os
+import time
+
+import pytest
+
+import mqttraw as R
+from conftest import IS_MOSQUITTO, ledgermq_only
+
+# mosquitto only saves its database at shutdown/autosave: its kill -9
+# behaviour is not ledgermq's promise, so those tests are ledgermq-only.
+KILL9 = ledgermq_only("kill -9 durability is ledgermq's promise (write-ahead before the ack)")
+
+
+def connect(raw, port, cid, clean=True):
+    c = raw(port)
+    p = c.connect(cid, clean=clean)
+    assert p.rc == 0, "CONNACK %d" % p.rc
+    c.session_present = p.session_present
+    return c
+
+
+def prepare_state(b, raw):
+    """A retained message, a persistent subscriber (offline) with a QoS 1
+    and a QoS 2 subscription and queued messages."""
+    p = connect(raw, b.port, "dur-pub")
+    p.publish("dur/retained", b"kept-value", qos=1, retain=True, pid=1)
+    s = connect(raw, b.port, "dur-sub", clean=False)
+    assert s.subscribe([("dur/q1/#", 1), ("dur/q2/#", 2)]) == [1, 2]
+    s.disconnect()
+    time.sleep(0.2)
+    for i in range(5):
+        p.publish("dur/q1/x", b"q1-%d" % i, qos=1, pid=10 + i)
+        p.publish("dur/q2/x", b"q2-%d" % i, qos=2, pid=20 + i)
+    p.disconnect()
+
+
+def check_state(b, raw):
+    r = connect(raw, b.port, "dur-reader")
+    r.subscribe([("dur/retained", 1)])
+    got = r.recv_publishes(1, timeout=3)
+    assert [(m.payload, m.retain) for m in got] == [(b"kept-value", True)], \
+        "retained message lost:\n" + b.all_logs()[-3000:]
+    s = connect(raw, b.port, "dur-sub", clean=False)
+    assert s.session_present, "persistent session lost"
+    got = s.recv_publishes(10, timeout=5)
+    assert sorted(m.payload for m in got) == sorted(
+        [b"q1-%d" % i for i in range(5)] + [b"q2-%d" % i for i in range(5)]), \
+        "queued messages lost or duplicated: %r" % got
+    # subscriptions survived: live messages still routed
+    p = connect(raw, b.port, "dur-pub2")
+    p.publish("dur/q1/live", b"after", qos=1)
+    p.publish("dur/q2/live", b"after2", qos=2, pid=2)
+    got = s.recv_publishes(2, timeout=3)
+    assert sorted(m.payload for m in got) == [b"after", b"after2"], "subscriptions lost"
+
+
+def test_state_survives_clean_restart(broker_factory, raw):
+    b = broker_factory()
+    prepare_state(b, raw)
+    rc = b.stop()
+    assert rc == 0
+    b.start()
+    check_state(b, raw)
+
+
+@KILL9
+def test_state_survives_kill9(broker_factory, raw):
+    b = broker_factory()
+    prepare_state(b, raw)
+    b.restart(kill9=True)
+    check_state(b, raw)
+
+
+@KILL9
+def test_state_survives_two_kill9_in_a_row(broker_factory, raw):
+    b = broker_factory()
+    prepare_state(b, raw)
+    b.restart(kill9=True)
+    b.restart(kill9=True)
+    check_state(b, raw)
+
+
+@KILL9
+@pytest.mark.parametrize("qos", [1, 2])
+def test_acked_messages_survive_kill9(broker_factory, raw, qos):
+    """Publish N, wait for every PUBACK/PUBCOMP, kill -9 right away, restart:
+    the persistent subscriber gets all N."""
+    n = 200
+    b = broker_factory()
+    s = connect(raw, b.port, "ack-sub", clean=False)
+    s.subscribe([("ack/#", qos)])
+    s.disconnect()
+    time.sleep(0.2)
+    p = connect(raw, b.port, "ack-pub")
+    # pipeline the publishes, then collect every ack
+    for i in range(n):
+        p.send(R.publish_packet("ack/t", b"m%04d" % i, qos=qos, pid=i + 1))
+    acked = set()
+    deadline = time.monotonic() + 20
+    while len(acked) < n and time.monotonic() < deadline:
+        pk = p.recv(max(0.0, deadline - time.monotonic()))
+        assert pk is not None, "acks missing: %d of %d" % (len(acked), n)
+        if qos == 1:
+            assert pk.type == R.PUBACK
+            acked.add(pk.pid)
+        elif pk.type == R.PUBREC:
+            p.send(R.ack_packet(R.PUBREL, pk.pid))
+        else:
+            assert pk.type == R.PUBCOMP
+            acked.add(pk.pid)
+    assert len(acked) == n
+    b.restart(kill9=True)
+    s = connect(raw, b.port, "ack-sub", clean=False)
+    assert s.session_present
+    got = s.recv_publishes(n, timeout=15)
+    payloads = [m.payload for m in got]
+    missing = sorted(set(b"m%04d" % i for i in range(n)) - set(payloads))
+    assert not missing, "%d acknowledged messages lost after kill -9, e.g. %r" % (
+        len(missing), missing[:5])
+    assert len(payloads) == n, "duplicates: %d delivered for %d" % (len(payloads), n)
+    assert payloads == sorted(payloads), "order not preserved"
+
+
+@KILL9
+def test_inflight_qos1_survives_kill9(broker_factory, raw):
+    """Delivered but unacknowledged: redelivered with DUP after kill -9."""
+    b = broker_factory()
+    s = connect(raw, b.port, "infl-sub", clean=False)
+    s.subscribe([("infl/t", 1)])
+    p = connect(raw, b.port, "infl-pub")
+    p.publish("infl/t", b"pending", qos=1)
+    got = s.recv_publishes(1, ack=False)
+    assert len(got) == 1
+    b.restart(kill9=True)
+    s2 = connect(raw, b.port, "infl-sub", clean=False)
+    assert s2.session_present
+    again = s2.recv_publishes(1, timeout=5, ack=False)
+    assert [(m.payload, m.dup) for m in again] == [(b"pending", True)]
+
+
+@KILL9
+def test_qos2_inbound_state_survives_kill9(broker_factory, raw):
+    """PUBREC sent = the broker owns the message: after kill -9 the
+    publisher's PUBREL completes it and the subscriber gets it exactly once."""
+    b = broker_factory()
+    s = connect(raw, b.port, "q2in-sub", clean=False)
+    s.subscribe([("q2in/t", 2)])
+    s.disconnect()
+    time.sleep(0.2)
+    p = connect(raw, b.port, "q2in-pub", clean=False)
+    p.send(R.publish_packet("q2in/t", b"exactly-once", qos=2, pid=7))
+    assert p.expect(R.PUBREC).pid == 7
+    b.restart(kill9=True)
+    p = connect(raw, b.port, "q2in-pub", clean=False)
+    assert p.session_present
+    p.send(R.ack_packet(R.PUBREL, 7))
+    assert p.expect(R.PUBCOMP).pid == 7
+    s = connect(raw, b.port, "q2in-sub", clean=False)
+    got = s.recv_publishes(3, timeout=3)
+    assert [m.payload for m in got] == [b"exactly-once"]
+
+
+@KILL9
+def test_retained_delete_survives_kill9(broker_factory, raw):
+    b = broker_factory()
+    p = connect(raw, b.port, "rdel")
+    p.publish("rdel/t", b"v", qos=1, retain=True, pid=1)
+    p.publish("rdel/t", b"", qos=1, retain=True, pid=2)
+    b.restart(kill9=True)
+    s = connect(raw, b.port, "rdel-sub")
+    s.subscribe([("rdel/t", 1)])
+    assert s.recv_publishes(1, timeout=1.5) == []
+
+
+def store_file(b):
+    path = os.path.join(b.data_dir, "store", "data.mdb")
+    assert os.path.exists(path), "no %s (contents of data dir: %r)" % (
+        path, [os.path.join(d, f) for d, _, fs in os.walk(b.data_dir) for f in fs])
+    return path
+
+
+def serves(b, raw):
+    c = connect(raw, b.port, "after-damage")
+    c.subscribe([("dmg/t", 1)])
+    c.publish("dmg/t", b"works", qos=1)
+    got = c.recv_publishes(1)
+    return [m.payload for m in got] == [b"works"]
+
+
+def damage_truncate(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(max(4096 + 100, size // 2))
+
+
+def damage_scribble(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        for off in range(0, size, 1024):
+            f.seek(off)
+            f.write(b"\xde\xad\xbe\xef" * 64)
+
+
+def damage_zero_meta(path):
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 8192)
+
+
+@ledgermq_only("damages ledgermq's LMDB store")
+@pytest.mark.parametrize("damage", [damage_truncate, damage_scribble, damage_zero_meta],
+                         ids=["truncate", "scribble", "zero-meta-pages"])
+def test_damaged_store_does_not_stop_startup(broker_factory, raw, damage):
+    b = broker_factory()
+    prepare_state(b, raw)
+    assert b.stop() == 0
+    damage(store_file(b))
+    b.start()  # must start and listen
+    assert serves(b, raw), "broker does not serve after store damage:\n" + b.log()
+    log = b.log()
+    assert any(w in log.lower() for w in ("warning", "error", "damage", "corrupt")), \
+        "store damage not reported:\n" + log
+
+
+@ledgermq_only("damages ledgermq's LMDB store")
+def test_store_deleted_starts_empty(broker_factory, raw):
+    b = broker_factory()
+    prepare_state(b, raw)
+    assert b.stop() == 0
+    os.unlink(store_file(b))
+    b.start()
+    assert serves(b, raw)
