@@ -258,7 +258,7 @@ static void test_share_parse(void **state)
     assert_memory_equal(sh.filter.ptr, "a/+/#", 5);
     s = "$share/g//";
     assert_int_equal(mqtt_topic_share_parse(s, strlen(s), &sh), 1);
-    assert_int_equal(sh.filter.len, 2);
+    assert_int_equal(sh.filter.len, 1);
     s = "a/b";
     assert_int_equal(mqtt_topic_share_parse(s, strlen(s), &sh), 0);
     s = "$SHARE/g/a";
