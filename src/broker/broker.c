@@ -1161,8 +1161,10 @@ static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, c
 {
     if (c->state == BK_C_NEW) {
         if (f->type != MQTT_CONNECT) {
-            bk__protocol_error(c, mqtt_type_str(f->type), 0);
-            LMQ_DEBUG("(first packet must be CONNECT)");
+            char what[64];
+            snprintf(what, sizeof what, "first packet is %s, not CONNECT",
+                     mqtt_type_str(f->type));
+            bk__protocol_error(c, what, 0);
             return -1;
         }
         return bk__handle_connect(c, pkt, f->total_len);
@@ -1208,10 +1210,13 @@ static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, c
     case MQTT_CONNECT:
         bk__protocol_error(c, "second CONNECT", 0);
         return -1;
-    default:
-        bk__protocol_error(c, "unexpected packet type", 0);
-        LMQ_DEBUG("(type %u: %s)", f->type, mqtt_type_str(f->type));
+    default: {
+        char what[64];
+        snprintf(what, sizeof what, "unexpected packet type %u (%s)", f->type,
+                 mqtt_type_str(f->type));
+        bk__protocol_error(c, what, 0);
         return -1;
+    }
     }
 }
 
@@ -1257,8 +1262,20 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
         struct mqtt_frame f;
         memset(&f, 0, sizeof f);
         int rc = mqtt_frame(data + off, len - off, b->cfg->max_packet_size, &f);
-        if (rc == MQTT_NEED_MORE)
+        if (rc == MQTT_NEED_MORE) {
+            /* Judge the type before the body arrives, so garbage does not
+             * hold a connection open until the body "completes". */
+            unsigned type = data[off] >> 4;
+            if ((c->state == BK_C_NEW && type != MQTT_CONNECT) || type == 0 ||
+                (type == MQTT_AUTH && c->proto != MQTT_V5)) {
+                bk__protocol_error(c, c->state == BK_C_NEW ? "first packet is not CONNECT"
+                                                           : "invalid packet type",
+                                   0);
+                *consumed = len;
+                return -1;
+            }
             break;
+        }
         if (rc < 0) {
             if (rc == MQTT_E_TOO_LARGE)
                 LMQ_WARN("client %s (%s): packet of %" PRIu32
