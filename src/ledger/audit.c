@@ -405,7 +405,8 @@ int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_au
             if (fr) {
                 /* Damage before a later commit is tampering; after the
                  * last commit it is an uncommitted (torn) tail. */
-                bool committed_after = next || a->blocks_n > c.height;
+                bool committed_after = next || a->blocks_n > c.height ||
+                                       store_find_commit(map + off + 1, fsz - off - 1) >= 0;
                 if (committed_after)
                     finding(a, true,
                             "ledger/" SEG_NAME_FMT " offset %llu: %s frame (record %llu, block "

@@ -1114,10 +1114,12 @@ static int replay(struct ledger *l, uint64_t start)
             uint32_t len;
             int fr = store_frame_check(map + off, fsize - off, &type, &len);
             if (fr) {
-                if (next) {
-                    seterr(l, "ledger/" SEG_NAME_FMT " offset %u: damaged frame before later "
-                              "segments",
-                           seg, off);
+                long later = next ? 0 : store_find_commit(map + off + 1, fsize - off - 1);
+                if (next || later >= 0) {
+                    seterr(l, "ledger/" SEG_NAME_FMT " offset %u: damaged frame (%s) before "
+                              "committed data%s",
+                           seg, off, fr == -EAGAIN ? "truncated" : "bad CRC or header",
+                           next ? " in later segments" : "");
                     rc = LEDGER_ERR_CORRUPT;
                 } else {
                     rc = cut_tail(l, seg, last_commit, off, fsize,

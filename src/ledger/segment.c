@@ -44,6 +44,23 @@ int store_frame_check(const uint8_t *buf, size_t avail, uint8_t *type, uint32_t 
     return 0;
 }
 
+long store_find_commit(const uint8_t *buf, size_t len)
+{
+    for (size_t off = 0; off + FRAME_HEADER_LEN + LEDGER_BLOCK_HEADER_LEN <= len; off++) {
+        const uint8_t *p = buf + off;
+        if (p[4] != FRAME_COMMIT || (p[5] | p[6] | p[7]) ||
+            memcmp(p + FRAME_HEADER_LEN, LEDGER_BLOCK_MAGIC, 4) != 0)
+            continue;
+        uint8_t type;
+        uint32_t n;
+        struct ledger_block b;
+        if (store_frame_check(p, len - off, &type, &n) == 0 && n > LEDGER_BLOCK_HEADER_LEN &&
+            ledger_block_decode(p + FRAME_HEADER_LEN, &b) == 0)
+            return (long)off;
+    }
+    return -1;
+}
+
 void store_seg_header(uint8_t hdr[SEG_HEADER_LEN], uint32_t seg)
 {
     memcpy(hdr, SEG_MAGIC, 8);

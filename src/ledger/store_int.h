@@ -77,6 +77,13 @@ void store_frame_header(uint8_t hdr[FRAME_HEADER_LEN], uint8_t type, const void 
  * unknown type or a length over FRAME_MAX_PAYLOAD. */
 int store_frame_check(const uint8_t *buf, size_t avail, uint8_t *type, uint32_t *len);
 
+/* Offset of the first whole commit frame (valid CRC, decodable block
+ * header) that starts anywhere in buf[0:len], or -1. Used after a damaged
+ * frame to tell a torn tail (nothing committed after it) from damage in
+ * committed data. Scans byte by byte; the cheap header checks reject
+ * almost every position. */
+long store_find_commit(const uint8_t *buf, size_t len);
+
 void store_seg_header(uint8_t hdr[SEG_HEADER_LEN], uint32_t seg);
 /* 0 if hdr is a valid header of segment number seg, else -EBADMSG. */
 int store_seg_header_check(const uint8_t hdr[SEG_HEADER_LEN], uint32_t seg);

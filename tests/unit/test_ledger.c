@@ -1,0 +1,506 @@
+/* Tests for the ledger store (src/ledger/log.c, segment.c, block.c, audit.c):
+ * append/read round trips, proofs at every size checked with
+ * merkle_verify_*, reopen, the block chain, checkpoint signatures, the
+ * lock, torn tails cut at every byte offset of the last batch, and damage
+ * refused with the file and offset named. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crypto/hash.h"
+#include "crypto/note.h"
+#include "ledger/audit.h"
+#include "ledger/block.h"
+#include "ledger/checkpoint.h"
+#include "ledger/log.h"
+#include "ledger/merkle.h"
+#include "util/log.h"
+
+static char errbuf[1024];
+
+static void make_dir(char *dir, size_t cap)
+{
+    snprintf(dir, cap, "/tmp/lmq-test-ledger-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+}
+
+static void run(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    assert_int_equal(system(cmd), 0);
+}
+
+static struct ledger *open_rw(const char *dir)
+{
+    struct ledger_options o;
+    ledger_options_default(&o);
+    o.origin = "example.com/test-log";
+    struct ledger *l = NULL;
+    int rc = ledger_open(dir, &o, &l, errbuf, sizeof errbuf);
+    if (rc)
+        fprintf(stderr, "ledger_open: %d %s\n", rc, errbuf);
+    assert_int_equal(rc, 0);
+    return l;
+}
+
+static int try_open(const char *dir, bool ro, struct ledger **l)
+{
+    struct ledger_options o;
+    ledger_options_default(&o);
+    o.origin = NULL;
+    o.read_only = ro;
+    errbuf[0] = 0;
+    return ledger_open(dir, &o, l, errbuf, sizeof errbuf);
+}
+
+/* Record i: deterministic bytes of varying length (0..300). */
+static size_t make_record(uint64_t i, uint8_t *buf)
+{
+    size_t len = (size_t)((i * 37) % 301);
+    for (size_t k = 0; k < len; k++)
+        buf[k] = (uint8_t)(i * 131 + k * 7);
+    return len;
+}
+
+static void append_n(struct ledger *l, size_t n, uint64_t time_ms)
+{
+    static uint8_t bufs[64][512];
+    struct ledger_record_buf recs[64];
+    assert_true(n <= 64);
+    uint64_t first = ledger_size(l);
+    for (size_t k = 0; k < n; k++) {
+        recs[k].data = bufs[k];
+        recs[k].len = make_record(first + k, bufs[k]);
+    }
+    struct ledger_commit cm;
+    assert_int_equal(ledger_append_batch(l, recs, n, time_ms, &cm), 0);
+    assert_int_equal(cm.first_index, first);
+    assert_int_equal(cm.count, n);
+    assert_int_equal(cm.tree_size, first + n);
+    assert_int_equal(ledger_size(l), first + n);
+}
+
+/* The tree root recomputed independently from the records. */
+static void naive_root(struct ledger *l, uint64_t size, uint8_t out[32])
+{
+    struct merkle_frontier f;
+    merkle_frontier_init(&f);
+    uint8_t rec[512], leaf[32];
+    for (uint64_t i = 0; i < size; i++) {
+        size_t len = make_record(i, rec);
+        merkle_leaf_hash(rec, len, leaf);
+        assert_int_equal(merkle_frontier_append(&f, leaf, NULL, NULL), 0);
+    }
+    (void)l;
+    merkle_frontier_root(&f, out);
+}
+
+static void check_all(struct ledger *l)
+{
+    uint64_t size = ledger_size(l);
+    uint8_t root[32], want[32];
+    ledger_root(l, root);
+    naive_root(l, size, want);
+    assert_memory_equal(root, want, 32);
+    uint8_t buf[512], exp[512];
+    for (uint64_t i = 0; i < size; i++) {
+        size_t len, elen = make_record(i, exp);
+        assert_int_equal(ledger_get(l, i, buf, sizeof buf, &len), 0);
+        assert_int_equal(len, elen);
+        assert_memory_equal(buf, exp, len);
+    }
+    assert_int_equal(ledger_get(l, size, buf, sizeof buf, &(size_t){0}), -ERANGE);
+    /* Inclusion proofs at many sizes, consistency between many pairs. */
+    uint8_t proof[MERKLE_MAX_PROOF][32];
+    size_t n;
+    for (uint64_t s = 1; s <= size; s += (s < 40 ? 1 : 7)) {
+        uint8_t r[32];
+        assert_int_equal(ledger_root_at(l, s, r), 0);
+        naive_root(l, s, want);
+        assert_memory_equal(r, want, 32);
+        for (uint64_t i = 0; i < s; i += (s < 20 ? 1 : 3)) {
+            uint8_t leaf[32];
+            size_t len = make_record(i, exp);
+            merkle_leaf_hash(exp, len, leaf);
+            assert_int_equal(ledger_inclusion_proof(l, i, s, proof, &n), 0);
+            assert_int_equal(merkle_verify_inclusion(i, s, leaf, (const uint8_t(*)[32])proof, n, r), 0);
+        }
+        for (uint64_t o = 1; o <= s; o += (o < 10 ? 1 : 5)) {
+            uint8_t ro[32];
+            assert_int_equal(ledger_root_at(l, o, ro), 0);
+            assert_int_equal(ledger_consistency_proof(l, o, s, proof, &n), 0);
+            assert_int_equal(merkle_verify_consistency(o, s, ro, r, (const uint8_t(*)[32])proof, n), 0);
+        }
+    }
+}
+
+static void check_chain_and_checkpoints(struct ledger *l)
+{
+    uint8_t pk[32];
+    ledger_public_key(l, pk);
+    struct note_verifier v;
+    assert_int_equal(note_verifier_init(&v, ledger_origin(l), pk), 0);
+    char vkey[NOTE_VKEY_MAX];
+    assert_true(ledger_verifier_key(l, vkey, sizeof vkey) > 0);
+    struct note_verifier v2;
+    assert_int_equal(note_verifier_parse(vkey, strlen(vkey), &v2), 0);
+    assert_int_equal(v2.key_id, v.key_id);
+
+    uint8_t prev[32] = {0};
+    uint64_t next_first = 0;
+    for (uint64_t h = 0; h < ledger_height(l); h++) {
+        struct ledger_block b;
+        assert_int_equal(ledger_block(l, h, &b), 0);
+        assert_int_equal(b.height, h);
+        assert_memory_equal(b.prev_hash, prev, 32);
+        assert_int_equal(b.first_index, next_first);
+        assert_int_equal(b.signer_key_id, v.key_id);
+        uint8_t r[32];
+        assert_int_equal(ledger_root_at(l, b.tree_size, r), 0);
+        assert_memory_equal(r, b.root, 32);
+        char note[LEDGER_MAX_CHECKPOINT];
+        size_t len;
+        assert_int_equal(ledger_block_checkpoint(l, h, note, sizeof note, &len), 0);
+        struct checkpoint cp;
+        assert_int_equal(checkpoint_verify(note, len, &v, 1, 1, ledger_origin(l), NULL, &cp), 0);
+        assert_int_equal(cp.size, b.tree_size);
+        assert_memory_equal(cp.root, b.root, 32);
+        assert_true(cp.has_block);
+        assert_int_equal(cp.block_height, h);
+        assert_memory_equal(cp.block_hash, b.hash, 32);
+        uint64_t hh;
+        assert_int_equal(ledger_block_at_size(l, b.tree_size, &hh), 0);
+        assert_int_equal(hh, h);
+        assert_int_equal(ledger_block_of_index(l, b.first_index, &hh), 0);
+        assert_int_equal(hh, h);
+        assert_int_equal(ledger_block_of_index(l, b.tree_size - 1, &hh), 0);
+        assert_int_equal(hh, h);
+        memcpy(prev, b.hash, 32);
+        next_first = b.tree_size;
+    }
+    assert_int_equal(next_first, ledger_size(l));
+}
+
+static void audit_ok(const char *dir)
+{
+    struct ledger_audit_stats st;
+    char err[256];
+    int rc = ledger_audit(dir, NULL, NULL, NULL, NULL, &st, err, sizeof err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(st.problems, 0);
+}
+
+static void test_round_trip_and_reopen(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct ledger *l = open_rw(dir);
+    assert_int_equal(ledger_size(l), 0);
+    assert_int_equal(ledger_height(l), 0);
+    char note[LEDGER_MAX_CHECKPOINT];
+    size_t len;
+    assert_int_equal(ledger_latest_checkpoint(l, note, sizeof note, &len), -ENOENT);
+    for (size_t b = 1; b <= 20; b++)
+        append_n(l, b % 9 + 1, 1000 + b);
+    assert_int_equal(ledger_height(l), 20);
+    check_all(l);
+    check_chain_and_checkpoints(l);
+    uint8_t root[32];
+    ledger_root(l, root);
+    uint64_t size = ledger_size(l);
+    ledger_close(l);
+
+    /* Key file exists with mode 0600. */
+    char kp[128];
+    snprintf(kp, sizeof kp, "%s/node.key", dir);
+    struct stat st;
+    assert_int_equal(stat(kp, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    l = open_rw(dir);
+    assert_int_equal(ledger_size(l), size);
+    uint8_t root2[32];
+    ledger_root(l, root2);
+    assert_memory_equal(root, root2, 32);
+    append_n(l, 5, 5000);
+    check_all(l);
+    check_chain_and_checkpoints(l);
+
+    /* Second writer is refused; a reader is fine. */
+    struct ledger *l2 = NULL;
+    assert_int_equal(try_open(dir, false, &l2), LEDGER_ERR_LOCKED);
+    assert_non_null(strstr(errbuf, "LOCK"));
+    assert_int_equal(try_open(dir, true, &l2), 0);
+    assert_int_equal(ledger_size(l2), ledger_size(l));
+    assert_int_equal(ledger_append_batch(l2, &(struct ledger_record_buf){(const uint8_t *)"x", 1}, 1,
+                                         1, NULL),
+                     LEDGER_ERR_READONLY);
+    ledger_close(l2);
+    ledger_close(l);
+
+    /* A different origin is refused. */
+    struct ledger_options o;
+    ledger_options_default(&o);
+    o.origin = "example.com/other";
+    assert_int_equal(ledger_open(dir, &o, &l2, errbuf, sizeof errbuf), LEDGER_ERR_ORIGIN);
+
+    audit_ok(dir);
+    run("rm -rf %s", dir);
+}
+
+static void test_segment_roll(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct ledger_options o;
+    ledger_options_default(&o);
+    o.segment_max = 4096;
+    struct ledger *l;
+    assert_int_equal(ledger_open(dir, &o, &l, errbuf, sizeof errbuf), 0);
+    for (int b = 0; b < 40; b++)
+        append_n(l, 7, (uint64_t)b);
+    ledger_close(l);
+    char p[128];
+    snprintf(p, sizeof p, "%s/ledger/seg-00000003", dir);
+    assert_int_equal(access(p, F_OK), 0);
+    assert_int_equal(ledger_open(dir, &o, &l, errbuf, sizeof errbuf), 0);
+    check_all(l);
+    check_chain_and_checkpoints(l);
+    ledger_close(l);
+    audit_ok(dir);
+    /* Derived files deleted: rebuilt from the segments on open. */
+    run("rm -rf %s/ledger/index %s/ledger/blocks %s/ledger/nodes/*", dir, dir, dir);
+    assert_int_equal(ledger_open(dir, &o, &l, errbuf, sizeof errbuf), 0);
+    assert_int_equal(ledger_size(l), 280);
+    check_all(l);
+    check_chain_and_checkpoints(l);
+    ledger_close(l);
+    audit_ok(dir);
+    run("rm -rf %s", dir);
+}
+
+static off_t file_len(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+static void flip_byte(const char *path, off_t off)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, off), 1);
+    b ^= 0x40;
+    assert_int_equal(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+/* A crash while writing the last batch leaves the derived files as they
+ * were before it and any prefix of the batch's segment write. Every such
+ * prefix must open as the log before the batch (or, for the whole write,
+ * after it) and audit clean. */
+static void test_torn_tail_every_offset(void **state)
+{
+    (void)state;
+    char dir[64], base[80], seg[128];
+    make_dir(dir, sizeof dir);
+    snprintf(base, sizeof base, "%s-base", dir);
+    struct ledger *l = open_rw(dir);
+    for (int b = 0; b < 4; b++)
+        append_n(l, 3, (uint64_t)b);
+    uint64_t size0 = ledger_size(l);
+    uint8_t root0[32];
+    ledger_root(l, root0);
+    ledger_close(l);
+    run("cp -a %s %s", dir, base);
+    snprintf(seg, sizeof seg, "%s/ledger/seg-00000000", dir);
+    off_t s0 = file_len(seg);
+    l = open_rw(dir);
+    append_n(l, 3, 99);
+    uint8_t root1[32];
+    ledger_root(l, root1);
+    ledger_close(l);
+    off_t s1 = file_len(seg);
+    run("cp %s %s-full", seg, base);
+    lmq_log_set_level(LMQ_LOG_ERROR);
+    for (off_t t = s0; t <= s1; t++) {
+        char tdir[128];
+        snprintf(tdir, sizeof tdir, "%s-t", dir);
+        run("rm -rf %s && cp -a %s %s && cp %s-full %s/ledger/seg-00000000 && truncate -s %lld "
+            "%s/ledger/seg-00000000",
+            tdir, base, tdir, base, tdir, (long long)t, tdir);
+        struct ledger *lt;
+        int rc = try_open(tdir, false, &lt);
+        if (rc)
+            fprintf(stderr, "cut at %lld: %s\n", (long long)t, errbuf);
+        assert_int_equal(rc, 0);
+        uint8_t r[32];
+        ledger_root(lt, r);
+        if (t == s1) {
+            assert_int_equal(ledger_size(lt), size0 + 3);
+            assert_memory_equal(r, root1, 32);
+        } else {
+            assert_int_equal(ledger_size(lt), size0);
+            assert_memory_equal(r, root0, 32);
+        }
+        /* The recovered log accepts appends and stays auditable. */
+        append_n(lt, 2, 7);
+        ledger_close(lt);
+        audit_ok(tdir);
+        char s[160];
+        snprintf(s, sizeof s, "%s/ledger/seg-00000000", tdir);
+        if (t < s1)
+            assert_int_equal(file_len(s), s0 + (file_len(s) - s0)); /* cut then regrown */
+    }
+    /* Garbage after the last commit (a torn write of junk) is cut too. */
+    run("rm -rf %s-t && cp -a %s %s-t && head -c 100 /dev/urandom >> %s-t/ledger/seg-00000000", dir,
+        base, dir, dir);
+    char tdir[128];
+    snprintf(tdir, sizeof tdir, "%s-t", dir);
+    struct ledger *lt;
+    assert_int_equal(try_open(tdir, false, &lt), 0);
+    assert_int_equal(ledger_size(lt), size0);
+    ledger_close(lt);
+    lmq_log_set_level(LMQ_LOG_INFO);
+    run("rm -rf %s %s %s-full %s-t", dir, base, base, dir);
+}
+
+static void test_damage_refused(void **state)
+{
+    (void)state;
+    char dir[64], seg[128], path[160];
+    make_dir(dir, sizeof dir);
+    struct ledger *l = open_rw(dir);
+    for (int b = 0; b < 5; b++)
+        append_n(l, 4, (uint64_t)b);
+    ledger_close(l);
+    snprintf(seg, sizeof seg, "%s/ledger/seg-00000000", dir);
+    char cp[128];
+    snprintf(cp, sizeof cp, "%s-c", dir);
+    lmq_log_set_level(LMQ_LOG_ERROR);
+
+    /* 1. A byte of a record in the last block: open refuses naming it. */
+    run("rm -rf %s && cp -a %s %s", cp, dir, cp);
+    snprintf(path, sizeof path, "%s/ledger/seg-00000000", cp);
+    off_t len = file_len(path);
+    /* the last block's commit frame is at the end; its records before it.
+     * Find record 19 (the last) through the index. */
+    snprintf(path, sizeof path, "%s/ledger/index", cp);
+    int fd = open(path, O_RDONLY);
+    uint8_t e[16];
+    assert_int_equal(pread(fd, e, 16, 19 * 16), 16);
+    close(fd);
+    uint32_t off19 = (uint32_t)e[0] | (uint32_t)e[1] << 8 | (uint32_t)e[2] << 16 | (uint32_t)e[3] << 24;
+    snprintf(path, sizeof path, "%s/ledger/seg-00000000", cp);
+    flip_byte(path, off19 + 12 + 1);
+    struct ledger *x;
+    assert_int_equal(try_open(cp, false, &x), LEDGER_ERR_CORRUPT);
+    char want[64];
+    snprintf(want, sizeof want, "seg-00000000 offset %u", off19);
+    assert_non_null(strstr(errbuf, want));
+    assert_non_null(strstr(errbuf, "record 19"));
+    (void)len;
+
+    /* 2. A record in the middle of the log, with derived files lost so the
+     * replay reads it: refused (committed data follows), not truncated. */
+    run("rm -rf %s && cp -a %s %s && rm -rf %s/ledger/index %s/ledger/blocks %s/ledger/nodes/*", cp,
+        dir, cp, cp, cp, cp);
+    snprintf(path, sizeof path, "%s/ledger/seg-00000000", cp);
+    flip_byte(path, 28 + 12 + 3); /* record 1 (record 0 is empty) */
+    assert_int_equal(try_open(cp, false, &x), LEDGER_ERR_CORRUPT);
+    if (!strstr(errbuf, "seg-00000000 offset 28"))
+        fprintf(stderr, "got: %s\n", errbuf);
+    assert_non_null(strstr(errbuf, "seg-00000000 offset 28"));
+    assert_int_equal(file_len(path), file_len(seg)); /* nothing cut */
+
+    /* 3. A stored node of the last block. */
+    run("rm -rf %s && cp -a %s %s", cp, dir, cp);
+    snprintf(path, sizeof path, "%s/ledger/nodes/00", cp);
+    flip_byte(path, 18 * 32 + 5);
+    assert_int_equal(try_open(cp, false, &x), LEDGER_ERR_CORRUPT);
+    assert_non_null(strstr(errbuf, "nodes/00 offset 576"));
+
+    /* 4. The block chain: the last block entry changed (CRC still valid
+     * would need a forger; a flipped byte fails its CRC and the entry is
+     * rebuilt from the segment — the segment is the truth). Flip the last
+     * commit frame's checkpoint instead: refused. */
+    run("rm -rf %s && cp -a %s %s", cp, dir, cp);
+    snprintf(path, sizeof path, "%s/ledger/seg-00000000", cp);
+    flip_byte(path, file_len(path) - 10);
+    assert_int_equal(try_open(cp, false, &x), LEDGER_ERR_CORRUPT);
+    assert_non_null(strstr(errbuf, "seg-00000000 offset"));
+    assert_non_null(strstr(errbuf, "block 4"));
+
+    /* The auditor names each of these too. */
+    struct ledger_audit_stats st;
+    char err[256];
+    assert_int_equal(ledger_audit(cp, NULL, NULL, NULL, NULL, &st, err, sizeof err),
+                     LEDGER_ERR_CORRUPT);
+    assert_true(st.problems > 0);
+    run("rm -rf %s && cp -a %s %s", cp, dir, cp);
+    snprintf(path, sizeof path, "%s/ledger/nodes/01", cp);
+    flip_byte(path, 3 * 32);
+    assert_int_equal(ledger_audit(cp, NULL, NULL, NULL, NULL, &st, err, sizeof err),
+                     LEDGER_ERR_CORRUPT);
+    assert_int_equal(st.problems, 1);
+    run("rm -rf %s && cp -a %s %s", cp, dir, cp);
+    snprintf(path, sizeof path, "%s/ledger/blocks", cp);
+    flip_byte(path, 128 * 2 + 50);
+    assert_int_equal(ledger_audit(cp, NULL, NULL, NULL, NULL, &st, err, sizeof err),
+                     LEDGER_ERR_CORRUPT);
+    lmq_log_set_level(LMQ_LOG_INFO);
+    run("rm -rf %s %s", dir, cp);
+}
+
+static void test_block_encoding(void **state)
+{
+    (void)state;
+    struct ledger_block b = {.height = 7, .first_index = 100, .count = 5, .tree_size = 105,
+                             .time_ms = 1700000000000ull, .signer_key_id = 0xdeadbeef};
+    memset(b.prev_hash, 0xaa, 32);
+    memset(b.root, 0x55, 32);
+    uint8_t hdr[LEDGER_BLOCK_HEADER_LEN];
+    ledger_block_encode(&b, hdr);
+    assert_memory_equal(hdr, "LMB1", 4);
+    assert_int_equal(hdr[11], 7);
+    assert_int_equal(hdr[108], 0xde);
+    uint8_t h[32];
+    crypto_sha256(hdr, sizeof hdr, h);
+    assert_memory_equal(h, b.hash, 32);
+    struct ledger_block d;
+    assert_int_equal(ledger_block_decode(hdr, &d), 0);
+    assert_int_equal(d.tree_size, 105);
+    assert_memory_equal(d.hash, b.hash, 32);
+    hdr[63]++; /* tree_size no longer first + count */
+    assert_int_equal(ledger_block_decode(hdr, &d), -EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_block_encoding),
+        cmocka_unit_test(test_round_trip_and_reopen),
+        cmocka_unit_test(test_segment_roll),
+        cmocka_unit_test(test_torn_tail_every_offset),
+        cmocka_unit_test(test_damage_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
