@@ -63,4 +63,12 @@ int receipt_verify(const struct receipt *r, const struct note_verifier *verifier
 ssize_t receipt_write_tlog_proof(const struct receipt *r, const uint8_t *extra, size_t extra_len,
                                  char *out, size_t cap);
 
+/* Parses a tlog-proof@v1 text. Fills index, n_proof/proof, checkpoint
+ * (a view into text) and tree_size (from the checkpoint body, not yet
+ * verified); record stays NULL (a tlog-proof does not carry it: the
+ * verifier has the record). The optional extra data is returned as a view
+ * of its base64 (may be NULL). 0 or RECEIPT_ERR_MALFORMED. */
+int receipt_parse_tlog_proof(const char *text, size_t len, struct receipt *r, const char **extra_b64,
+                             size_t *extra_b64_len);
+
 #endif

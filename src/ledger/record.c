@@ -88,10 +88,14 @@ static int rec__encode_message(const struct ledger_message *m, struct cbor_write
     return 0;
 }
 
-static int rec__node_key_ok(const struct ledger_bytes *b)
+/* A node key is an Ed25519 verifier key named by the ledger's origin:
+ * every node signs checkpoints under the origin name with its own key, so
+ * any C2SP verifier holding the node keys treats them as log keys. */
+static int rec__node_key_ok(const struct ledger_bytes *b, const struct ledger_bytes *origin)
 {
     struct note_verifier v;
-    return b->ptr != NULL && note_verifier_parse((const char *)b->ptr, b->len, &v) == 0;
+    return b->ptr != NULL && origin->ptr != NULL && note_verifier_parse((const char *)b->ptr, b->len, &v) == 0 &&
+           v.type == NOTE_SIG_ED25519 && v.name_len == origin->len && memcmp(v.name, origin->ptr, origin->len) == 0;
 }
 
 static int rec__encode_config(const struct ledger_config *c, struct cbor_writer *w)
@@ -104,7 +108,7 @@ static int rec__encode_config(const struct ledger_config *c, struct cbor_writer 
     if (c->has_quorum && (c->quorum == 0 || c->quorum > c->n_node_keys))
         return LEDGER_REC_ERR_FIELD;
     for (size_t i = 0; i < c->n_node_keys; i++)
-        if (!rec__node_key_ok(&c->node_keys[i]))
+        if (!rec__node_key_ok(&c->node_keys[i], &c->origin))
             return LEDGER_REC_ERR_FIELD;
     cbor_put_map(w, 4 + c->has_quorum + (c->params.ptr != NULL));
     cbor_put_uint(w, LEDGER_KEY_KIND);
@@ -226,7 +230,7 @@ static int rec__decode_config_field(struct cbor_reader *r, uint64_t key, struct 
             rc = rec__get_tstr(r, &c->node_keys[i]);
             if (rc != 0)
                 return rc;
-            if (!rec__node_key_ok(&c->node_keys[i]))
+            if (!rec__node_key_ok(&c->node_keys[i], &c->origin))
                 return LEDGER_REC_ERR_FIELD;
         }
         c->n_node_keys = (size_t)n;

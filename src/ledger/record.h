@@ -46,7 +46,7 @@ enum ledger_record_key {
     LEDGER_MSG_COSE = 11,          /* bstr COSE_Sign1, optional */
     /* kind 2, ledger configuration */
     LEDGER_CFG_ORIGIN = 2,         /* tstr, required */
-    LEDGER_CFG_NODE_KEYS = 3,      /* array of tstr verifier keys, required, 1..32 */
+    LEDGER_CFG_NODE_KEYS = 3,      /* array of tstr Ed25519 verifier keys named <origin>, 1..32 */
     LEDGER_CFG_QUORUM = 4,         /* uint, optional (cosignatures needed) */
     LEDGER_CFG_PARAMS = 5,         /* tstr, optional free text */
 };

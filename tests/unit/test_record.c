@@ -44,13 +44,12 @@ static void make_fixtures(void)
     const void *parts[2] = {salt, payload};
     size_t lens[2] = {32, sizeof payload - 1};
     crypto_sha256_parts(parts, lens, 2, digest_example);
-    static const char *const names[3] = {"node-a", "node-b", "node-c"};
     for (int i = 0; i < 3; i++) {
         uint8_t seed[32], pk[32], sk[64];
         memset(seed, i + 1, sizeof seed);
         assert_int_equal(crypto_ed25519_seed_keypair(pk, sk, seed), 0);
         struct note_verifier v;
-        assert_int_equal(note_verifier_init(&v, names[i], pk), 0);
+        assert_int_equal(note_verifier_init(&v, "ledger.example/plant1", pk), 0);
         assert_true(note_verifier_format(&v, vkeys[i], sizeof vkeys[i]) > 0);
     }
 }
@@ -107,11 +106,12 @@ static const char want_signed_hex[] =
     "abababababababababababababababababababababababababababababababababababababababababababababababab"
     "abababab";
 static const char want_config_hex[] =
-    "a60002010102756c65646765722e6578616d706c652f706c616e74310383783c6e6f64652d612b38653436306132302b"
-    "4159714934393130436647562f564c624c54793658584c4b5a776d2f485a5153472f4e306941473044323963783c6e6f"
-    "64652d622b64363365653537312b415945356477366f6652646656714e555a734e4d66737a4c6a597152744f34336f6c"
-    "33324431755079624f55783c6e6f64652d632b63613531383362642b4165314a4b4d596f30634c4736756b444f4a425a"
-    "6c57457057536336584750354e6a624252685373687a66520402056b62617463685f6d733d3130";
+    "a60002010102756c65646765722e6578616d706c652f706c616e74310383784b6c65646765722e6578616d706c652f70"
+    "6c616e74312b34326461626462342b4159714934393130436647562f564c624c54793658584c4b5a776d2f485a515347"
+    "2f4e306941473044323963784b6c65646765722e6578616d706c652f706c616e74312b34353037333331342b41594535"
+    "6477366f6652646656714e555a734e4d66737a4c6a597152744f34336f6c33324431755079624f55784b6c6564676572"
+    "2e6578616d706c652f706c616e74312b30653836646537322b4165314a4b4d596f30634c4736756b444f4a425a6c5745"
+    "7057536336584750354e6a624252685373687a66520402056b62617463685f6d733d3130";
 
 static void emit_example(const char *name, const uint8_t *buf, size_t len, const char *want)
 {
@@ -225,6 +225,9 @@ static void test_encode_rejects(void **state)
     assert_int_equal(ledger_record_encode(&r, buf, sizeof buf, &len), LEDGER_REC_ERR_FIELD);
     example_config(&r);
     r.config.node_keys[1] = B("not a key");
+    assert_int_equal(ledger_record_encode(&r, buf, sizeof buf, &len), LEDGER_REC_ERR_FIELD);
+    example_config(&r);
+    r.config.origin = B("ledger.example/other"); /* node keys named differently */
     assert_int_equal(ledger_record_encode(&r, buf, sizeof buf, &len), LEDGER_REC_ERR_FIELD);
     example_config(&r);
     r.config.origin = B("has space");
