@@ -43,44 +43,44 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 1: {
         uint8_t kind = which == 0 ? LMQ_STORE_KIND_MESSAGE : LMQ_STORE_KIND_RETAINED;
         struct lmq_store_message m;
-        if (lmq_store_rec_message_decode(kind, v, n, &m) == 0) {
-            lmq_store_rec_message_encode(kind, &m, out);
+        if (lmq_store_rec_message_decode(0, kind, v, n, &m) == 0) {
+            lmq_store_rec_message_encode(0, kind, &m, out);
             same(v, n, lmq_store_rec_message_size(&m));
         }
         break;
     }
     case 2: {
         struct lmq_store_session s;
-        if (lmq_store_rec_session_decode(v, n, &s) == 0) {
-            lmq_store_rec_session_encode(&s, out);
+        if (lmq_store_rec_session_decode(0, v, n, &s) == 0) {
+            lmq_store_rec_session_encode(0, &s, out);
             same(v, n, lmq_store_rec_session_size(&s));
         }
         break;
     }
     case 3: {
         struct lmq_store_sub s;
-        if (lmq_store_rec_sub_decode(v, n, &s) == 0) {
-            lmq_store_rec_sub_encode(&s, out);
+        if (lmq_store_rec_sub_decode(0, v, n, &s) == 0) {
+            lmq_store_rec_sub_encode(0, &s, out);
             same(v, n, lmq_store_rec_sub_size(&s));
         }
         break;
     }
     case 4: {
         struct lmq_store_entry e;
-        if (lmq_store_rec_entry_decode(v, n, &e) == 0) {
-            lmq_store_rec_entry_encode(&e, out);
+        if (lmq_store_rec_entry_decode(0, v, n, &e) == 0) {
+            lmq_store_rec_entry_encode(0, &e, out);
             same(v, n, LMQ_STORE_REC_ENTRY_SIZE);
         }
         break;
     }
     case 5: {
         uint32_t count, msize;
-        if (lmq_store_rec_ref_decode(v, n, &count, &msize) == 0) {
-            lmq_store_rec_ref_encode(count, msize, out);
+        if (lmq_store_rec_ref_decode(0, v, n, &count, &msize) == 0) {
+            lmq_store_rec_ref_encode(0, count, msize, out);
             same(v, n, LMQ_STORE_REC_REF_SIZE);
         }
-        if (lmq_store_rec_qos2in_decode(v, n) == 0) {
-            lmq_store_rec_qos2in_encode(out);
+        if (lmq_store_rec_qos2in_decode(0, v, n) == 0) {
+            lmq_store_rec_qos2in_encode(0, out);
             same(v, n, LMQ_STORE_REC_QOS2IN_SIZE);
         }
         break;

@@ -243,6 +243,13 @@ static void key__describe(int t, const uint8_t *k, size_t kl, char *out, size_t 
 
 /* ---- small LMDB helpers ---- */
 
+/* Values' CRCs cover their key (see broker/store_record.h). */
+static uint32_t kcrc(const void *k, size_t kl)
+{
+    return lmq_store_crc32c(0, k, kl);
+}
+#define KCRC(mdbval) kcrc((mdbval)->mv_data, (mdbval)->mv_size)
+
 static MDB_val mval(const void *p, size_t n)
 {
     MDB_val v = {n, (void *)p};
@@ -280,7 +287,7 @@ static int ref__get(struct lmq_store *s, uint64_t id, uint32_t *count, uint32_t 
     int rc = mdb_get(s->txn, s->dbi[T_REFS], &key, &val);
     if (rc)
         return rc;
-    rc = lmq_store_rec_ref_decode(val.mv_data, val.mv_size, count, size);
+    rc = lmq_store_rec_ref_decode(kcrc(k, 8), val.mv_data, val.mv_size, count, size);
     if (rc) {
         LMQ_ERROR("store: damaged record in table refs, key message id %" PRIu64 ": %s",
                   id, lmq_store_strerror(rc));
@@ -296,7 +303,7 @@ static int ref__set(struct lmq_store *s, uint64_t id, uint32_t count, uint32_t s
     int rc = put_reserve(s, T_REFS, k, 8, LMQ_STORE_REC_REF_SIZE, &w, 0);
     if (rc)
         return rc;
-    lmq_store_rec_ref_encode(count, size, w);
+    lmq_store_rec_ref_encode(kcrc(k, 8), count, size, w);
     return 0;
 }
 
@@ -339,7 +346,7 @@ static int do_ret_put(struct lmq_store *s, const struct lmq_store_message *m)
     int rc = put_reserve(s, T_RETAINED, k, kl, lmq_store_rec_message_size(&r), &w, 0);
     if (rc)
         return rc;
-    lmq_store_rec_message_encode(LMQ_STORE_KIND_RETAINED, &r, w);
+    lmq_store_rec_message_encode(kcrc(k, kl), LMQ_STORE_KIND_RETAINED, &r, w);
     return 0;
 }
 
@@ -357,7 +364,7 @@ static int do_sess_put(struct lmq_store *s, const struct lmq_store_session *sess
     int rc = put_reserve(s, T_SESSIONS, k, kl, lmq_store_rec_session_size(sess), &w, 0);
     if (rc)
         return rc;
-    lmq_store_rec_session_encode(sess, w);
+    lmq_store_rec_session_encode(kcrc(k, kl), sess, w);
     return 0;
 }
 
@@ -382,7 +389,7 @@ static int range_del(struct lmq_store *s, int t, const uint8_t *prefix, size_t p
         uint64_t mid = 0;
         if (decref) {
             struct lmq_store_entry e;
-            if (lmq_store_rec_entry_decode(val.mv_data, val.mv_size, &e) == 0)
+            if (lmq_store_rec_entry_decode(kcrc(key.mv_data, key.mv_size), val.mv_data, val.mv_size, &e) == 0)
                 mid = e.msg_id;
         }
         rc = mdb_cursor_del(c, 0);
@@ -425,7 +432,7 @@ static int do_sub_put(struct lmq_store *s, const char *cid, size_t cl, const str
     int rc = put_reserve(s, T_SUBS, k, kl, lmq_store_rec_sub_size(sub), &w, 0);
     if (rc)
         return rc;
-    lmq_store_rec_sub_encode(sub, w);
+    lmq_store_rec_sub_encode(kcrc(k, kl), sub, w);
     return 0;
 }
 
@@ -436,7 +443,7 @@ static int do_msg_add(struct lmq_store *s, uint64_t id, const struct lmq_store_m
     int rc = put_reserve(s, T_MSGS, k, 8, lmq_store_rec_message_size(m), &w, MDB_NOOVERWRITE);
     if (rc)
         return rc;
-    lmq_store_rec_message_encode(LMQ_STORE_KIND_MESSAGE, m, w);
+    lmq_store_rec_message_encode(kcrc(k, 8), LMQ_STORE_KIND_MESSAGE, m, w);
     return ref__set(s, id, 0, (uint32_t)(m->topic_len + m->payload_len + m->props_len));
 }
 
@@ -456,7 +463,7 @@ static int do_q_put(struct lmq_store *s, const char *cid, size_t cl, const struc
     uint32_t count = 0, size = 0;
     MDB_val key = mval(k, kl), val;
     int rc = mdb_get(s->txn, s->dbi[T_QUEUE], &key, &val);
-    if (rc == 0 && lmq_store_rec_entry_decode(val.mv_data, val.mv_size, &old) == 0)
+    if (rc == 0 && lmq_store_rec_entry_decode(kcrc(k, kl), val.mv_data, val.mv_size, &old) == 0)
         old_mid = old.msg_id;
     else if (rc && rc != MDB_NOTFOUND)
         return rc;
@@ -475,7 +482,7 @@ static int do_q_put(struct lmq_store *s, const char *cid, size_t cl, const struc
         return rc;
     if ((rc = put_reserve(s, T_QUEUE, k, kl, LMQ_STORE_REC_ENTRY_SIZE, &w, 0)) != 0)
         return rc;
-    lmq_store_rec_entry_encode(&e, w);
+    lmq_store_rec_entry_encode(kcrc(k, kl), &e, w);
     return 0;
 }
 
@@ -491,7 +498,7 @@ static int do_q_del(struct lmq_store *s, const char *cid, size_t cl, uint64_t se
         return LMQ_STORE_ENOTFOUND;
     if (rc)
         return rc;
-    if (lmq_store_rec_entry_decode(val.mv_data, val.mv_size, &e) == 0)
+    if (lmq_store_rec_entry_decode(kcrc(k, kl), val.mv_data, val.mv_size, &e) == 0)
         mid = e.msg_id;
     if ((rc = mdb_del(s->txn, s->dbi[T_QUEUE], &key, NULL)) != 0)
         return rc;
@@ -512,7 +519,7 @@ static int do_q2_put(struct lmq_store *s, const char *cid, size_t cl, uint16_t p
     int rc = put_reserve(s, T_QOS2IN, k, kl, LMQ_STORE_REC_QOS2IN_SIZE, &w, 0);
     if (rc)
         return rc;
-    lmq_store_rec_qos2in_encode(w);
+    lmq_store_rec_qos2in_encode(kcrc(k, kl), w);
     return 0;
 }
 
@@ -910,8 +917,8 @@ int lmq_store_qmsg_put(struct lmq_store *s, const char *client_id, size_t client
     /* Accept exactly what the decoder accepts. */
     uint8_t buf[LMQ_STORE_REC_ENTRY_SIZE];
     struct lmq_store_entry chk;
-    lmq_store_rec_entry_encode(e, buf);
-    if (lmq_store_rec_entry_decode(buf, sizeof buf, &chk) != 0)
+    lmq_store_rec_entry_encode(0, e, buf);
+    if (lmq_store_rec_entry_decode(0, buf, sizeof buf, &chk) != 0)
         return LMQ_STORE_EINVAL;
     struct store__op op = {.kind = OP_Q_PUT, .b0 = e->qos, .b1 = e->state, .b2 = e->dup,
                            .u16 = e->packet_id, .u64a = e->seq, .u64b = e->msg_id,
@@ -1363,7 +1370,7 @@ static int scan_retained(struct loader *L, const MDB_val *key, const MDB_val *va
 {
     (void)arg;
     struct lmq_store_message m;
-    int rc = lmq_store_rec_message_decode(LMQ_STORE_KIND_RETAINED, val->mv_data, val->mv_size, &m);
+    int rc = lmq_store_rec_message_decode(KCRC(key), LMQ_STORE_KIND_RETAINED, val->mv_data, val->mv_size, &m);
     if (rc)
         return damaged(L, T_RETAINED, key, lmq_store_strerror(rc));
     L->n[T_RETAINED]++;
@@ -1374,7 +1381,7 @@ static int scan_msgs(struct loader *L, const MDB_val *key, const MDB_val *val, v
 {
     (void)arg;
     struct lmq_store_message m;
-    int rc = key->mv_size == 8 ? lmq_store_rec_message_decode(LMQ_STORE_KIND_MESSAGE, val->mv_data,
+    int rc = key->mv_size == 8 ? lmq_store_rec_message_decode(KCRC(key), LMQ_STORE_KIND_MESSAGE, val->mv_data,
                                                               val->mv_size, &m)
                                : LMQ_STORE_REC_EFIELD;
     uint64_t id = key->mv_size == 8 ? get_be64(key->mv_data) : 0;
@@ -1394,7 +1401,7 @@ static int scan_subs(struct loader *L, const MDB_val *key, const MDB_val *val, v
 {
     struct sess_ctx *sc = arg;
     struct lmq_store_sub sub;
-    int rc = lmq_store_rec_sub_decode(val->mv_data, val->mv_size, &sub);
+    int rc = lmq_store_rec_sub_decode(KCRC(key), val->mv_data, val->mv_size, &sub);
     if (sc->counting) {
         sc->st.n_subs += rc == 0;
         return 0;
@@ -1410,7 +1417,7 @@ static const char *entry_load(struct loader *L, const MDB_val *key, const MDB_va
                               struct lmq_store_entry *e, struct lmq_store_message *m, bool *has_m,
                               bool need_body)
 {
-    int rc = lmq_store_rec_entry_decode(val->mv_data, val->mv_size, e);
+    int rc = lmq_store_rec_entry_decode(KCRC(key), val->mv_data, val->mv_size, e);
     if (rc)
         return lmq_store_strerror(rc);
     if (key->mv_size < 8)
@@ -1428,7 +1435,7 @@ static const char *entry_load(struct loader *L, const MDB_val *key, const MDB_va
     be64(k, e->msg_id);
     MDB_val mk = mval(k, 8), mv;
     if (mdb_get(L->s->txn, L->s->dbi[T_MSGS], &mk, &mv) ||
-        lmq_store_rec_message_decode(LMQ_STORE_KIND_MESSAGE, mv.mv_data, mv.mv_size, m))
+        lmq_store_rec_message_decode(kcrc(k, 8), LMQ_STORE_KIND_MESSAGE, mv.mv_data, mv.mv_size, m))
         return "its message body is missing or damaged";
     e->msg_size = (uint32_t)(m->topic_len + m->payload_len + m->props_len);
     *has_m = true;
@@ -1466,7 +1473,7 @@ static int scan_queue(struct loader *L, const MDB_val *key, const MDB_val *val, 
 static int scan_qos2(struct loader *L, const MDB_val *key, const MDB_val *val, void *arg)
 {
     struct sess_ctx *sc = arg;
-    int rc = lmq_store_rec_qos2in_decode(val->mv_data, val->mv_size);
+    int rc = lmq_store_rec_qos2in_decode(KCRC(key), val->mv_data, val->mv_size);
     const uint8_t *k = key->mv_data;
     uint16_t pid = key->mv_size >= 2 ? (uint16_t)((k[key->mv_size - 2] << 8) | k[key->mv_size - 1]) : 0;
     if (!rc && pid == 0)
@@ -1487,7 +1494,7 @@ static int scan_sessions(struct loader *L, const MDB_val *key, const MDB_val *va
     (void)arg;
     struct sess_ctx sc;
     memset(&sc, 0, sizeof sc);
-    int rc = lmq_store_rec_session_decode(val->mv_data, val->mv_size, &sc.sess);
+    int rc = lmq_store_rec_session_decode(KCRC(key), val->mv_data, val->mv_size, &sc.sess);
     uint8_t k[KEY_MAX];
     if (rc == 0) {
         size_t kl = key__name(k, sc.sess.client_id, sc.sess.client_id_len, CID_BUDGET);
@@ -1548,7 +1555,7 @@ static int scan_refs(struct loader *L, const MDB_val *key, const MDB_val *val, v
 {
     (void)arg;
     uint32_t count, size;
-    int rc = lmq_store_rec_ref_decode(val->mv_data, val->mv_size, &count, &size);
+    int rc = lmq_store_rec_ref_decode(KCRC(key), val->mv_data, val->mv_size, &count, &size);
     if (key->mv_size != 8)
         return damaged(L, T_REFS, key, "bad key");
     uint64_t id = get_be64(key->mv_data);
@@ -1575,7 +1582,7 @@ static int scan_refs(struct loader *L, const MDB_val *key, const MDB_val *val, v
         struct lmq_store_message m;
         size = 0;
         if (mdb_get(L->s->txn, L->s->dbi[T_MSGS], &mk, &mv) == 0 &&
-            lmq_store_rec_message_decode(LMQ_STORE_KIND_MESSAGE, mv.mv_data, mv.mv_size, &m) == 0)
+            lmq_store_rec_message_decode(kcrc(k, 8), LMQ_STORE_KIND_MESSAGE, mv.mv_data, mv.mv_size, &m) == 0)
             size = (uint32_t)(m.topic_len + m.payload_len + m.props_len);
         return fix_add(L, T_REFS, 1, key->mv_data, 8, sl->actual, size);
     }
@@ -1660,7 +1667,7 @@ int lmq_store_load(struct lmq_store *s, const struct lmq_store_visitor *v, void 
             struct lmq_store_message m;
             uint32_t size = 0;
             if (mdb_get(s->txn, s->dbi[T_MSGS], &mk, &mv) == 0 &&
-                lmq_store_rec_message_decode(LMQ_STORE_KIND_MESSAGE, mv.mv_data, mv.mv_size, &m) == 0)
+                lmq_store_rec_message_decode(kcrc(k, 8), LMQ_STORE_KIND_MESSAGE, mv.mv_data, mv.mv_size, &m) == 0)
                 size = (uint32_t)(m.topic_len + m.payload_len + m.props_len);
             rc = fix_add(&L, T_REFS, 1, k, 8, sl->actual, size);
         }

@@ -68,15 +68,15 @@ static uint64_t get64(const uint8_t *p)
     return v;
 }
 
-static void seal(uint8_t *out, uint8_t kind, size_t total)
+static void seal(uint32_t key_crc, uint8_t *out, uint8_t kind, size_t total)
 {
     out[0] = LMQ_STORE_REC_VERSION;
     out[1] = kind;
-    put32(out + total - CRC, lmq_store_crc32c(0, out, total - CRC));
+    put32(out + total - CRC, lmq_store_crc32c(key_crc, out, total - CRC));
 }
 
 /* Common checks: fixed part present, version, kind, CRC. */
-static int check(const void *buf, size_t len, uint8_t kind, size_t min_len)
+static int check(uint32_t key_crc, const void *buf, size_t len, uint8_t kind, size_t min_len)
 {
     const uint8_t *p = buf;
     if (len < HDR + CRC || len < min_len)
@@ -85,7 +85,7 @@ static int check(const void *buf, size_t len, uint8_t kind, size_t min_len)
         return LMQ_STORE_REC_EVERSION;
     if (p[1] != kind)
         return LMQ_STORE_REC_EKIND;
-    if (get32(p + len - CRC) != lmq_store_crc32c(0, p, len - CRC))
+    if (get32(p + len - CRC) != lmq_store_crc32c(key_crc, p, len - CRC))
         return LMQ_STORE_REC_ECRC;
     return 0;
 }
@@ -100,7 +100,7 @@ size_t lmq_store_rec_message_size(const struct lmq_store_message *m)
     return MSG_FIXED + m->topic_len + m->props_len + m->payload_len + CRC;
 }
 
-void lmq_store_rec_message_encode(uint8_t kind, const struct lmq_store_message *m, uint8_t *out)
+void lmq_store_rec_message_encode(uint32_t key_crc, uint8_t kind, const struct lmq_store_message *m, uint8_t *out)
 {
     size_t total = lmq_store_rec_message_size(m);
     uint8_t *p = out + HDR;
@@ -121,13 +121,13 @@ void lmq_store_rec_message_encode(uint8_t kind, const struct lmq_store_message *
     p += m->props_len;
     if (m->payload_len)
         memcpy(p, m->payload, m->payload_len);
-    seal(out, kind, total);
+    seal(key_crc, out, kind, total);
 }
 
-int lmq_store_rec_message_decode(uint8_t kind, const void *buf, size_t len,
+int lmq_store_rec_message_decode(uint32_t key_crc, uint8_t kind, const void *buf, size_t len,
                                  struct lmq_store_message *m)
 {
-    int rc = check(buf, len, kind, MSG_FIXED + CRC);
+    int rc = check(key_crc, buf, len, kind, MSG_FIXED + CRC);
     if (rc)
         return rc;
     const uint8_t *p = (const uint8_t *)buf + HDR;
@@ -160,16 +160,16 @@ int lmq_store_rec_message_decode(uint8_t kind, const void *buf, size_t len,
 }
 
 /* ---- ref: refcount(4) msg_size(4) ---- */
-void lmq_store_rec_ref_encode(uint32_t refcount, uint32_t msg_size, uint8_t *out)
+void lmq_store_rec_ref_encode(uint32_t key_crc, uint32_t refcount, uint32_t msg_size, uint8_t *out)
 {
     put32(out + HDR, refcount);
     put32(out + HDR + 4, msg_size);
-    seal(out, LMQ_STORE_KIND_REF, LMQ_STORE_REC_REF_SIZE);
+    seal(key_crc, out, LMQ_STORE_KIND_REF, LMQ_STORE_REC_REF_SIZE);
 }
 
-int lmq_store_rec_ref_decode(const void *buf, size_t len, uint32_t *refcount, uint32_t *msg_size)
+int lmq_store_rec_ref_decode(uint32_t key_crc, const void *buf, size_t len, uint32_t *refcount, uint32_t *msg_size)
 {
-    int rc = check(buf, len, LMQ_STORE_KIND_REF, LMQ_STORE_REC_REF_SIZE);
+    int rc = check(key_crc, buf, len, LMQ_STORE_KIND_REF, LMQ_STORE_REC_REF_SIZE);
     if (rc)
         return rc;
     if (len != LMQ_STORE_REC_REF_SIZE)
@@ -187,7 +187,7 @@ size_t lmq_store_rec_session_size(const struct lmq_store_session *sess)
     return SESS_FIXED + sess->client_id_len + CRC;
 }
 
-void lmq_store_rec_session_encode(const struct lmq_store_session *sess, uint8_t *out)
+void lmq_store_rec_session_encode(uint32_t key_crc, const struct lmq_store_session *sess, uint8_t *out)
 {
     uint8_t *p = out + HDR;
     *p++ = sess->protocol_version;
@@ -198,12 +198,12 @@ void lmq_store_rec_session_encode(const struct lmq_store_session *sess, uint8_t 
     put16(p, (uint16_t)sess->client_id_len);
     p += 2;
     memcpy(p, sess->client_id, sess->client_id_len);
-    seal(out, LMQ_STORE_KIND_SESSION, lmq_store_rec_session_size(sess));
+    seal(key_crc, out, LMQ_STORE_KIND_SESSION, lmq_store_rec_session_size(sess));
 }
 
-int lmq_store_rec_session_decode(const void *buf, size_t len, struct lmq_store_session *sess)
+int lmq_store_rec_session_decode(uint32_t key_crc, const void *buf, size_t len, struct lmq_store_session *sess)
 {
-    int rc = check(buf, len, LMQ_STORE_KIND_SESSION, SESS_FIXED + CRC);
+    int rc = check(key_crc, buf, len, LMQ_STORE_KIND_SESSION, SESS_FIXED + CRC);
     if (rc)
         return rc;
     const uint8_t *p = (const uint8_t *)buf + HDR;
@@ -229,7 +229,7 @@ size_t lmq_store_rec_sub_size(const struct lmq_store_sub *sub)
     return SUB_FIXED + sub->filter_len + CRC;
 }
 
-void lmq_store_rec_sub_encode(const struct lmq_store_sub *sub, uint8_t *out)
+void lmq_store_rec_sub_encode(uint32_t key_crc, const struct lmq_store_sub *sub, uint8_t *out)
 {
     uint8_t *p = out + HDR;
     *p++ = sub->options;
@@ -238,12 +238,12 @@ void lmq_store_rec_sub_encode(const struct lmq_store_sub *sub, uint8_t *out)
     put16(p, (uint16_t)sub->filter_len);
     p += 2;
     memcpy(p, sub->filter, sub->filter_len);
-    seal(out, LMQ_STORE_KIND_SUB, lmq_store_rec_sub_size(sub));
+    seal(key_crc, out, LMQ_STORE_KIND_SUB, lmq_store_rec_sub_size(sub));
 }
 
-int lmq_store_rec_sub_decode(const void *buf, size_t len, struct lmq_store_sub *sub)
+int lmq_store_rec_sub_decode(uint32_t key_crc, const void *buf, size_t len, struct lmq_store_sub *sub)
 {
-    int rc = check(buf, len, LMQ_STORE_KIND_SUB, SUB_FIXED + CRC);
+    int rc = check(key_crc, buf, len, LMQ_STORE_KIND_SUB, SUB_FIXED + CRC);
     if (rc)
         return rc;
     const uint8_t *p = (const uint8_t *)buf + HDR;
@@ -263,7 +263,7 @@ int lmq_store_rec_sub_decode(const void *buf, size_t len, struct lmq_store_sub *
 }
 
 /* ---- entry: qos(1) state(1) flags(1: bit 0 dup) packet_id(2) msg_id(8) msg_size(4) ---- */
-void lmq_store_rec_entry_encode(const struct lmq_store_entry *e, uint8_t *out)
+void lmq_store_rec_entry_encode(uint32_t key_crc, const struct lmq_store_entry *e, uint8_t *out)
 {
     uint8_t *p = out + HDR;
     p[0] = e->qos;
@@ -272,12 +272,12 @@ void lmq_store_rec_entry_encode(const struct lmq_store_entry *e, uint8_t *out)
     put16(p + 3, e->packet_id);
     put64(p + 5, e->msg_id);
     put32(p + 13, e->msg_size);
-    seal(out, LMQ_STORE_KIND_ENTRY, LMQ_STORE_REC_ENTRY_SIZE);
+    seal(key_crc, out, LMQ_STORE_KIND_ENTRY, LMQ_STORE_REC_ENTRY_SIZE);
 }
 
-int lmq_store_rec_entry_decode(const void *buf, size_t len, struct lmq_store_entry *e)
+int lmq_store_rec_entry_decode(uint32_t key_crc, const void *buf, size_t len, struct lmq_store_entry *e)
 {
-    int rc = check(buf, len, LMQ_STORE_KIND_ENTRY, LMQ_STORE_REC_ENTRY_SIZE);
+    int rc = check(key_crc, buf, len, LMQ_STORE_KIND_ENTRY, LMQ_STORE_REC_ENTRY_SIZE);
     if (rc)
         return rc;
     if (len != LMQ_STORE_REC_ENTRY_SIZE)
@@ -300,14 +300,14 @@ int lmq_store_rec_entry_decode(const void *buf, size_t len, struct lmq_store_ent
     return 0;
 }
 
-void lmq_store_rec_qos2in_encode(uint8_t *out)
+void lmq_store_rec_qos2in_encode(uint32_t key_crc, uint8_t *out)
 {
-    seal(out, LMQ_STORE_KIND_QOS2IN, LMQ_STORE_REC_QOS2IN_SIZE);
+    seal(key_crc, out, LMQ_STORE_KIND_QOS2IN, LMQ_STORE_REC_QOS2IN_SIZE);
 }
 
-int lmq_store_rec_qos2in_decode(const void *buf, size_t len)
+int lmq_store_rec_qos2in_decode(uint32_t key_crc, const void *buf, size_t len)
 {
-    int rc = check(buf, len, LMQ_STORE_KIND_QOS2IN, LMQ_STORE_REC_QOS2IN_SIZE);
+    int rc = check(key_crc, buf, len, LMQ_STORE_KIND_QOS2IN, LMQ_STORE_REC_QOS2IN_SIZE);
     if (rc)
         return rc;
     return len == LMQ_STORE_REC_QOS2IN_SIZE ? 0 : LMQ_STORE_REC_ELENGTH;

@@ -2,7 +2,9 @@
  * encoders and decoders, no I/O, no allocation, so they are unit-tested and
  * fuzzed on arbitrary bytes. Every value is
  *     version (1 byte) | kind (1 byte) | fields... | CRC32C (4 bytes, LE)
- * with the CRC over everything before it. Invariant: a decoder that returns
+ * with the CRC over the record's LMDB key followed by everything before it
+ * in the value: every function takes KEY_CRC = lmq_store_crc32c(0, key,
+ * key length), so a value moved to another key, or a damaged key, fails. Invariant: a decoder that returns
  * 0 has checked the version, the kind, the CRC and that every length field
  * fits exactly in the value; string/byte fields it returns point into the
  * caller's buffer. */
@@ -41,31 +43,31 @@ uint32_t lmq_store_crc32c(uint32_t crc, const void *data, size_t len);
 
 /* Message bodies ('M', messages table) and retained messages ('R'). */
 size_t lmq_store_rec_message_size(const struct lmq_store_message *m);
-void lmq_store_rec_message_encode(uint8_t kind, const struct lmq_store_message *m, uint8_t *out);
-int lmq_store_rec_message_decode(uint8_t kind, const void *buf, size_t len,
+void lmq_store_rec_message_encode(uint32_t key_crc, uint8_t kind, const struct lmq_store_message *m, uint8_t *out);
+int lmq_store_rec_message_decode(uint32_t key_crc, uint8_t kind, const void *buf, size_t len,
                                  struct lmq_store_message *m);
 
 /* Reference count of a body and the body's accounted size. */
 #define LMQ_STORE_REC_REF_SIZE 14
-void lmq_store_rec_ref_encode(uint32_t refcount, uint32_t msg_size, uint8_t *out);
-int lmq_store_rec_ref_decode(const void *buf, size_t len, uint32_t *refcount, uint32_t *msg_size);
+void lmq_store_rec_ref_encode(uint32_t key_crc, uint32_t refcount, uint32_t msg_size, uint8_t *out);
+int lmq_store_rec_ref_decode(uint32_t key_crc, const void *buf, size_t len, uint32_t *refcount, uint32_t *msg_size);
 
 size_t lmq_store_rec_session_size(const struct lmq_store_session *sess);
-void lmq_store_rec_session_encode(const struct lmq_store_session *sess, uint8_t *out);
-int lmq_store_rec_session_decode(const void *buf, size_t len, struct lmq_store_session *sess);
+void lmq_store_rec_session_encode(uint32_t key_crc, const struct lmq_store_session *sess, uint8_t *out);
+int lmq_store_rec_session_decode(uint32_t key_crc, const void *buf, size_t len, struct lmq_store_session *sess);
 
 size_t lmq_store_rec_sub_size(const struct lmq_store_sub *sub);
-void lmq_store_rec_sub_encode(const struct lmq_store_sub *sub, uint8_t *out);
-int lmq_store_rec_sub_decode(const void *buf, size_t len, struct lmq_store_sub *sub);
+void lmq_store_rec_sub_encode(uint32_t key_crc, const struct lmq_store_sub *sub, uint8_t *out);
+int lmq_store_rec_sub_decode(uint32_t key_crc, const void *buf, size_t len, struct lmq_store_sub *sub);
 
 /* Queue entries; the seq is in the key, so E->seq is neither written nor read. */
 #define LMQ_STORE_REC_ENTRY_SIZE 23
-void lmq_store_rec_entry_encode(const struct lmq_store_entry *e, uint8_t *out);
-int lmq_store_rec_entry_decode(const void *buf, size_t len, struct lmq_store_entry *e);
+void lmq_store_rec_entry_encode(uint32_t key_crc, const struct lmq_store_entry *e, uint8_t *out);
+int lmq_store_rec_entry_decode(uint32_t key_crc, const void *buf, size_t len, struct lmq_store_entry *e);
 
 /* Incoming QoS 2 ids: the packet id is in the key, the value is a marker. */
 #define LMQ_STORE_REC_QOS2IN_SIZE 6
-void lmq_store_rec_qos2in_encode(uint8_t *out);
-int lmq_store_rec_qos2in_decode(const void *buf, size_t len);
+void lmq_store_rec_qos2in_encode(uint32_t key_crc, uint8_t *out);
+int lmq_store_rec_qos2in_decode(uint32_t key_crc, const void *buf, size_t len);
 
 #endif

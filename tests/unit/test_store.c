@@ -298,6 +298,38 @@ static void corrupt(const char *dir, const char *table, size_t nth, long off)
     free(copy);
 }
 
+/* Puts a copy of the Nth value of TABLE under the same key with its last 8
+ * bytes (a queue seq) replaced by SEQ: a value under the wrong key. */
+static void copy_value(const char *dir, const char *table, size_t nth, uint64_t seq)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/store", dir);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *c;
+    MDB_val k, v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, table, 0, &dbi), 0);
+    assert_int_equal(mdb_cursor_open(txn, dbi, &c), 0);
+    assert_int_equal(mdb_cursor_get(c, &k, &v, MDB_FIRST), 0);
+    for (size_t i = 0; i < nth; i++)
+        assert_int_equal(mdb_cursor_get(c, &k, &v, MDB_NEXT), 0);
+    uint8_t key[512], val[512];
+    memcpy(key, k.mv_data, k.mv_size);
+    memcpy(val, v.mv_data, v.mv_size);
+    for (int i = 0; i < 8; i++)
+        key[k.mv_size - 1 - i] = (uint8_t)(seq >> (8 * i));
+    MDB_val nk = {k.mv_size, key}, nv = {v.mv_size, val};
+    mdb_cursor_close(c);
+    assert_int_equal(mdb_put(txn, dbi, &nk, &nv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
 /* ---- tests ---- */
 
 static void test_record_codec(void **state)
@@ -309,43 +341,43 @@ static void test_record_codec(void **state)
     m.props_len = 5;
     m.expiry_at = 12345;
     size_t n = lmq_store_rec_message_size(&m);
-    lmq_store_rec_message_encode(LMQ_STORE_KIND_MESSAGE, &m, buf);
-    assert_int_equal(lmq_store_rec_message_decode(LMQ_STORE_KIND_MESSAGE, buf, n, &d), 0);
+    lmq_store_rec_message_encode(0, LMQ_STORE_KIND_MESSAGE, &m, buf);
+    assert_int_equal(lmq_store_rec_message_decode(0, LMQ_STORE_KIND_MESSAGE, buf, n, &d), 0);
     assert_int_equal(d.topic_len, 3);
     assert_memory_equal(d.payload, "hello", 5);
     assert_int_equal(d.props_len, 5);
     assert_int_equal(d.expiry_at, 12345);
-    assert_int_equal(lmq_store_rec_message_decode(LMQ_STORE_KIND_RETAINED, buf, n, &d),
+    assert_int_equal(lmq_store_rec_message_decode(0, LMQ_STORE_KIND_RETAINED, buf, n, &d),
                      LMQ_STORE_REC_EKIND);
-    assert_int_equal(lmq_store_rec_message_decode(LMQ_STORE_KIND_MESSAGE, buf, n - 1, &d),
+    assert_int_equal(lmq_store_rec_message_decode(0, LMQ_STORE_KIND_MESSAGE, buf, n - 1, &d),
                      LMQ_STORE_REC_ECRC);
-    assert_int_equal(lmq_store_rec_message_decode(LMQ_STORE_KIND_MESSAGE, buf, 5, &d),
+    assert_int_equal(lmq_store_rec_message_decode(0, LMQ_STORE_KIND_MESSAGE, buf, 5, &d),
                      LMQ_STORE_REC_ESHORT);
     buf[0] = 9;
-    assert_int_equal(lmq_store_rec_message_decode(LMQ_STORE_KIND_MESSAGE, buf, n, &d),
+    assert_int_equal(lmq_store_rec_message_decode(0, LMQ_STORE_KIND_MESSAGE, buf, n, &d),
                      LMQ_STORE_REC_EVERSION);
     buf[0] = 1;
     buf[10] ^= 1;
-    assert_int_equal(lmq_store_rec_message_decode(LMQ_STORE_KIND_MESSAGE, buf, n, &d),
+    assert_int_equal(lmq_store_rec_message_decode(0, LMQ_STORE_KIND_MESSAGE, buf, n, &d),
                      LMQ_STORE_REC_ECRC);
     /* crc32c check value */
     assert_int_equal(lmq_store_crc32c(0, "123456789", 9), 0xE3069283u);
 
     struct lmq_store_entry e = {7, 99, 2, LMQ_STORE_AWAIT_ACK, 513, true, 77}, e2;
-    lmq_store_rec_entry_encode(&e, buf);
-    assert_int_equal(lmq_store_rec_entry_decode(buf, LMQ_STORE_REC_ENTRY_SIZE, &e2), 0);
+    lmq_store_rec_entry_encode(0, &e, buf);
+    assert_int_equal(lmq_store_rec_entry_decode(0, buf, LMQ_STORE_REC_ENTRY_SIZE, &e2), 0);
     assert_int_equal(e2.msg_id, 99);
     assert_int_equal(e2.packet_id, 513);
     assert_true(e2.dup);
     assert_int_equal(e2.msg_size, 77);
     e.state = LMQ_STORE_QUEUED; /* queued with a packet id is invalid */
-    lmq_store_rec_entry_encode(&e, buf);
-    assert_int_equal(lmq_store_rec_entry_decode(buf, LMQ_STORE_REC_ENTRY_SIZE, &e2),
+    lmq_store_rec_entry_encode(0, &e, buf);
+    assert_int_equal(lmq_store_rec_entry_decode(0, buf, LMQ_STORE_REC_ENTRY_SIZE, &e2),
                      LMQ_STORE_REC_EFIELD);
 
     struct lmq_store_sub sub = {"x/#", 3, 0x21, 268435455u}, sub2;
-    lmq_store_rec_sub_encode(&sub, buf);
-    assert_int_equal(lmq_store_rec_sub_decode(buf, lmq_store_rec_sub_size(&sub), &sub2), 0);
+    lmq_store_rec_sub_encode(0, &sub, buf);
+    assert_int_equal(lmq_store_rec_sub_decode(0, buf, lmq_store_rec_sub_size(&sub), &sub2), 0);
     assert_int_equal(sub2.sub_id, 268435455u);
     assert_int_equal(sub2.options, 0x21);
 
@@ -353,11 +385,11 @@ static void test_record_codec(void **state)
     ss.protocol_version = 5;
     ss.expiry_interval = 3600;
     ss.disconnected_at = 1700000000;
-    lmq_store_rec_session_encode(&ss, buf);
-    assert_int_equal(lmq_store_rec_session_decode(buf, lmq_store_rec_session_size(&ss), &ss2), 0);
+    lmq_store_rec_session_encode(0, &ss, buf);
+    assert_int_equal(lmq_store_rec_session_decode(0, buf, lmq_store_rec_session_size(&ss), &ss2), 0);
     assert_int_equal(ss2.expiry_interval, 3600);
     assert_int_equal(ss2.disconnected_at, 1700000000);
-    assert_int_equal(lmq_store_rec_session_decode(buf, lmq_store_rec_session_size(&ss) + 1, &ss2),
+    assert_int_equal(lmq_store_rec_session_decode(0, buf, lmq_store_rec_session_size(&ss) + 1, &ss2),
                      LMQ_STORE_REC_ECRC);
     assert_int_equal(lmq_store_session_expires_at(&ss2, 5), 1700003600);
 }
@@ -896,6 +928,7 @@ static void test_damaged_records(void **state)
     corrupt(dir, "sessions", 2, 3);   /* c2: session record */
     corrupt(dir, "queue", 0, -1);     /* c0 seq 1: CRC byte */
     corrupt(dir, "msgs", 1, -3);      /* body of id[1]: referenced by c0, c1 */
+    copy_value(dir, "queue", 3, 1000); /* c1 seq 1's value also under c1 seq 1000 */
 
     capture_start();
     struct seen *S = reload(dir);
@@ -907,6 +940,7 @@ static void test_damaged_records(void **state)
     snprintf(want, sizeof want, "table msgs, key message id %llu", (unsigned long long)id[1]);
     assert_non_null(strstr(log, want));
     assert_non_null(strstr(log, "table queue, key client \"c1\" seq 2: its message body"));
+    assert_non_null(strstr(log, "table queue, key client \"c1\" seq 1000: CRC32C mismatch"));
     assert_non_null(strstr(log, "repair committed"));
     assert_int_equal(S->n_ret, 2);
     assert_string_equal(S->ret[0].a, "r/0");
