@@ -57,6 +57,8 @@ GEN_PID=""
 cleanup() {
   [ -n "$GEN_PID" ] && kill "$GEN_PID" 2>/dev/null
   stop_broker
+  # keep the brokers' logs for a post-mortem
+  mkdir -p "$BUILD_DIR/bench-logs" && cp "$TMP"/*.log "$BUILD_DIR/bench-logs/" 2>/dev/null
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -91,6 +93,19 @@ connection_messages false
 EOF
 }
 
+ledgermq_conf() { # port -> config text (docs/CONFIG.md); same limits as mosquitto's
+  cat <<EOF
+listener $1 127.0.0.1
+allow_anonymous true
+log_level warning
+max_connections 1000000
+max_keepalive 65535
+max_inflight_messages 100
+max_queued_messages 1000000
+max_queued_bytes 0
+EOF
+}
+
 # start_broker NAME PORT: sets BROKER_PID, returns non-zero if unavailable.
 start_broker() {
   local name=$1 port=$2 i
@@ -105,7 +120,8 @@ start_broker() {
       [ -x "$LMQD" ] || return 1
       rm -rf "$TMP/lmq-data"
       mkdir -p "$TMP/lmq-data"
-      "$LMQD" -p "$port" -d "$TMP/lmq-data" >>"$TMP/ledgermqd.log" 2>&1 &
+      ledgermq_conf "$port" >"$TMP/ledgermq.conf"
+      "$LMQD" -c "$TMP/ledgermq.conf" -p "$port" -d "$TMP/lmq-data" >>"$TMP/ledgermq.log" 2>&1 &
       BROKER_PID=$!
       ;;
   esac
@@ -215,7 +231,11 @@ selected() {
   [[ " $BENCH_SCENARIOS " == *" $1 "* ]]
 }
 
-echo "bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECS}s per scenario and broker, idle=$IDLE_CONNS conns, ulimit -n $(ulimit -n)"
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+echo "bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECS}s per scenario and broker, idle=$IDLE_CONNS conns, ulimit -n $(ulimit -n), load average $LOAD_START"
+if awk -v l="$LOAD_START" 'BEGIN{exit !(l > 0.5)}'; then
+  echo "bench: WARNING: load average $LOAD_START: other processes compete for the CPUs; figures will be low and noisy" >&2
+fi
 for entry in "${SCENARIOS[@]}"; do
   sc=${entry%%|*}
   args=${entry#*|}
@@ -226,6 +246,7 @@ for entry in "${SCENARIOS[@]}"; do
     if ! start_broker "$br" "$port"; then
       R[$sc|$br|status]="n/a"
       echo "  [$br] n/a (not built or did not start)"
+      [ -s "$TMP/$br.log" ] && tail -3 "$TMP/$br.log" | sed 's/^/    /'
       continue
     fi
     if [ "$sc" = idle-conns ]; then
@@ -237,6 +258,7 @@ for entry in "${SCENARIOS[@]}"; do
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then
       ERRORS+=("$sc/$br: broker exited during the scenario")
       R[$sc|$br|status]="error: broker died"
+      tail -5 "$TMP/$br.log" 2>/dev/null | sed 's/^/    /'
     fi
     stop_broker
   done
@@ -281,7 +303,7 @@ ratio() { # a b -> a/b
   done
   echo
   echo "ledgermq/mosquitto: ratio of msgs/s (higher is better); for idle-conns, of KiB/conn (lower is better)."
-  echo "Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r); $(date -u +%Y-%m-%d); ${SECS}s per scenario and broker; mosquitto $("$MOSQ" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1)."
+  echo "Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r); $(date -u +%Y-%m-%d); ${SECS}s per scenario and broker; mosquitto $("$MOSQ" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1); load average at start $LOAD_START, at end $(cut -d' ' -f1 /proc/loadavg)."
 } >"$TMP/table.md"
 
 echo
@@ -312,7 +334,7 @@ for lb in "$BUILD_DIR/ledger_bench" "$BUILD_DIR/bench/ledger_bench"; do
 done
 
 echo
-echo "bench: table written to $OUT"
+echo "bench: table written to $OUT; broker logs in $BUILD_DIR/bench-logs"
 if [ ${#ERRORS[@]} -gt 0 ]; then
   echo "bench: ERRORS:"
   printf '  %s\n' "${ERRORS[@]}"
