@@ -1641,13 +1641,13 @@ uint8_t mqtt_err_reason(int err)
     case MQTT_E_PASSWORD_FLAG:
     case MQTT_E_CONNACK_FLAGS:
     case MQTT_E_QOS:
+    case MQTT_E_DUP_QOS0:
     case MQTT_E_SUB_OPTIONS:
-    case MQTT_E_SUB_QOS:
     case MQTT_E_PROP_UNKNOWN:
     case MQTT_E_PROP_NOT_ALLOWED:
     case MQTT_E_PROP_LENGTH: return MQTT_RC_MALFORMED;
     case MQTT_E_REASON_CODE:
-    case MQTT_E_DUP_QOS0:
+    case MQTT_E_SUB_QOS:
     case MQTT_E_PACKET_ID:
     case MQTT_E_NO_TOPIC:
     case MQTT_E_NO_FILTERS:

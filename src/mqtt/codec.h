@@ -189,10 +189,15 @@ enum mqtt_connack_v4 {
     MQTT_CONNACK_NOT_AUTHORIZED = 0x05,
 };
 
-/* MQTT 5 reason code for a decoder/topic error: 0x81 malformed, 0x82
- * protocol error, 0x84 unsupported protocol version, 0x95 packet too large,
- * 0x99 payload format invalid, 0x8F / 0x90 for topic filters / names.
- * Returns 0x00 for MQTT_OK and 0x80 for anything unknown. */
+/* MQTT 5 reason code for a decoder/topic error: 0x81 malformed (framing,
+ * flags, lengths, UTF-8, QoS 3, DUP on QoS 0, unknown or misplaced
+ * properties), 0x82 protocol error (packet id 0, empty SUBSCRIBE, duplicate
+ * or zero-valued properties, retain handling 3, subscription QoS 3, reason
+ * code not allowed), 0x84 unsupported protocol version / name, 0x95 packet
+ * too large, 0x99 payload format invalid, 0x90 topic name errors (incl.
+ * TOPIC_EMPTY/TOO_LONG/TOO_DEEP: use 0x8F yourself when checking a filter),
+ * 0x8F filter-only errors, 0x83 for encoder/argument errors. Returns 0x00
+ * for MQTT_OK and 0x80 for anything unknown. */
 uint8_t mqtt_err_reason(int err);
 /* Static, human-readable description of ERR for logs; never NULL. */
 const char *mqtt_err_str(int err);

@@ -1168,6 +1168,36 @@ static void test_err_strings(void **state)
     assert_int_equal(mqtt_err_reason(MQTT_E_FIXED_FLAGS), 0x81);
     assert_int_equal(mqtt_err_reason(MQTT_E_UTF8), 0x81);
     assert_int_equal(mqtt_err_reason(MQTT_E_NO_FILTERS), 0x82);
+    assert_int_equal(mqtt_err_reason(MQTT_E_DUP_QOS0), 0x81);
+    assert_int_equal(mqtt_err_reason(MQTT_E_QOS), 0x81);
+    assert_int_equal(mqtt_err_reason(MQTT_E_SUB_OPTIONS), 0x81);
+    assert_int_equal(mqtt_err_reason(MQTT_E_SUB_QOS), 0x82);
+    assert_int_equal(mqtt_err_reason(MQTT_E_RETAIN_HANDLING), 0x82);
+    assert_int_equal(mqtt_err_reason(MQTT_E_PACKET_ID), 0x82);
+    assert_int_equal(mqtt_err_reason(MQTT_E_PROP_VALUE), 0x82);
+    assert_int_equal(mqtt_err_reason(MQTT_E_NO_TOPIC), 0x82);
+    /* every defined error has its own description */
+    static const int all[] = {
+        MQTT_E_VARINT, MQTT_E_TOO_LARGE, MQTT_E_PACKET_TYPE, MQTT_E_FIXED_FLAGS, MQTT_E_SHORT,
+        MQTT_E_TRAILING, MQTT_E_UTF8, MQTT_E_WRONG_TYPE, MQTT_E_BAD_VERSION_ARG,
+        MQTT_E_PROTOCOL_NAME, MQTT_E_PROTOCOL_LEVEL, MQTT_E_CONNECT_RESERVED, MQTT_E_WILL_QOS,
+        MQTT_E_WILL_RETAIN, MQTT_E_PASSWORD_FLAG, MQTT_E_CONNACK_FLAGS, MQTT_E_REASON_CODE,
+        MQTT_E_QOS, MQTT_E_DUP_QOS0, MQTT_E_PACKET_ID, MQTT_E_TOPIC_NAME, MQTT_E_NO_TOPIC,
+        MQTT_E_NO_FILTERS, MQTT_E_SUB_OPTIONS, MQTT_E_SUB_QOS, MQTT_E_RETAIN_HANDLING,
+        MQTT_E_PROP_UNKNOWN, MQTT_E_PROP_NOT_ALLOWED, MQTT_E_PROP_DUPLICATE, MQTT_E_PROP_VALUE,
+        MQTT_E_PROP_LENGTH, MQTT_E_AUTH_DATA, MQTT_E_PAYLOAD_FORMAT, MQTT_E_TOPIC_EMPTY,
+        MQTT_E_TOPIC_TOO_LONG, MQTT_E_TOPIC_TOO_DEEP, MQTT_E_TOPIC_WILDCARD, MQTT_E_FILTER_HASH,
+        MQTT_E_FILTER_PLUS, MQTT_E_SHARE_GROUP, MQTT_E_SHARE_FILTER, MQTT_E_BUFFER,
+        MQTT_E_INVALID};
+    size_t na = sizeof all / sizeof all[0];
+    for (size_t i = 0; i < na; i++) {
+        assert_string_not_equal(mqtt_err_str(all[i]), "unknown MQTT codec error");
+        assert_int_not_equal(mqtt_err_reason(all[i]), 0x80);
+        for (size_t j = 0; j < i; j++) {
+            assert_int_not_equal(all[i], all[j]);
+            assert_string_not_equal(mqtt_err_str(all[i]), mqtt_err_str(all[j]));
+        }
+    }
     assert_int_equal(mqtt_err_reason(MQTT_E_PROTOCOL_NAME), 0x84);
     assert_int_equal(mqtt_err_reason(MQTT_E_TOPIC_NAME), 0x90);
     assert_int_equal(mqtt_err_reason(MQTT_E_FILTER_HASH), 0x8F);
