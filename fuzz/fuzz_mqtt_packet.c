@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);              \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -55,7 +55,9 @@ static void walk(const struct mqtt_packet *pk)
             sink += (size_t)mqtt_topic_name_check(pk->u.connect.will_topic.ptr,
                                                   pk->u.connect.will_topic.len, 0, 0);
         break;
-    case MQTT_CONNACK: walk_props(&pk->u.connack.props); break;
+    case MQTT_CONNACK:
+        walk_props(&pk->u.connack.props);
+        break;
     case MQTT_PUBLISH: {
         const struct mqtt_publish *p = &pk->u.publish;
         walk_props(&p->props);
@@ -87,7 +89,8 @@ static void walk(const struct mqtt_packet *pk)
         CHECK(n == s->count);
         break;
     }
-    default: break;
+    default:
+        break;
     }
 }
 

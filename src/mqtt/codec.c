@@ -15,7 +15,7 @@
 #define HIGH8 0x8080808080808080ull
 /* Non-zero iff some byte of V is zero (exact for the test, see Hacker's
  * Delight 6-1: false positives only above a true zero byte). */
-#define HAS_ZERO(v) (((v) - ONES8) & ~(v) & HIGH8)
+#define HAS_ZERO(v) (((v)-ONES8) & ~(v)&HIGH8)
 #define HAS_BYTE(v, b) HAS_ZERO((v) ^ (ONES8 * (uint8_t)(b)))
 
 /* Validates MQTT UTF-8; with NO_WILD also rejects '+' and '#' (returning
@@ -52,8 +52,8 @@ static inline int utf8_scan(const uint8_t *s, size_t len, bool no_wild)
             if (len - i < 3)
                 return MQTT_E_UTF8;
             uint8_t c1 = s[i + 1];
-            uint8_t lo = c == 0xE0 ? 0xA0 : 0x80;   /* overlong */
-            uint8_t hi = c == 0xED ? 0x9F : 0xBF;   /* surrogates */
+            uint8_t lo = c == 0xE0 ? 0xA0 : 0x80; /* overlong */
+            uint8_t hi = c == 0xED ? 0x9F : 0xBF; /* surrogates */
             if (c1 < lo || c1 > hi || (s[i + 2] & 0xC0) != 0x80)
                 return MQTT_E_UTF8;
             i += 3;
@@ -61,8 +61,8 @@ static inline int utf8_scan(const uint8_t *s, size_t len, bool no_wild)
             if (len - i < 4)
                 return MQTT_E_UTF8;
             uint8_t c1 = s[i + 1];
-            uint8_t lo = c == 0xF0 ? 0x90 : 0x80;   /* overlong */
-            uint8_t hi = c == 0xF4 ? 0x8F : 0xBF;   /* > U+10FFFF */
+            uint8_t lo = c == 0xF0 ? 0x90 : 0x80; /* overlong */
+            uint8_t hi = c == 0xF4 ? 0x8F : 0xBF; /* > U+10FFFF */
             if (c1 < lo || c1 > hi || (s[i + 2] & 0xC0) != 0x80 || (s[i + 3] & 0xC0) != 0x80)
                 return MQTT_E_UTF8;
             i += 4;
@@ -422,48 +422,84 @@ int mqtt_props_parse(const uint8_t *block, size_t len, unsigned type, struct mqt
                 return rc;
         }
         switch (pr.id) {
-        case MQTT_PROP_PAYLOAD_FORMAT: out->payload_format = (uint8_t)pr.value; break;
-        case MQTT_PROP_MESSAGE_EXPIRY: out->message_expiry = pr.value; break;
-        case MQTT_PROP_CONTENT_TYPE: out->content_type = bin_str(pr.bin); break;
+        case MQTT_PROP_PAYLOAD_FORMAT:
+            out->payload_format = (uint8_t)pr.value;
+            break;
+        case MQTT_PROP_MESSAGE_EXPIRY:
+            out->message_expiry = pr.value;
+            break;
+        case MQTT_PROP_CONTENT_TYPE:
+            out->content_type = bin_str(pr.bin);
+            break;
         case MQTT_PROP_RESPONSE_TOPIC:
             if (pr.bin.len == 0)
                 return MQTT_E_PROP_VALUE;
             out->response_topic = bin_str(pr.bin);
             break;
-        case MQTT_PROP_CORRELATION_DATA: out->correlation_data = pr.bin; break;
+        case MQTT_PROP_CORRELATION_DATA:
+            out->correlation_data = pr.bin;
+            break;
         case MQTT_PROP_SUBSCRIPTION_ID:
             if (pr.value == 0)
                 return MQTT_E_PROP_VALUE;
             if (out->sub_id_count++ == 0)
                 out->subscription_id = pr.value;
             break;
-        case MQTT_PROP_SESSION_EXPIRY: out->session_expiry = pr.value; break;
-        case MQTT_PROP_ASSIGNED_CLIENT_ID: out->assigned_client_id = bin_str(pr.bin); break;
-        case MQTT_PROP_SERVER_KEEP_ALIVE: out->server_keep_alive = (uint16_t)pr.value; break;
-        case MQTT_PROP_AUTH_METHOD: out->auth_method = bin_str(pr.bin); break;
-        case MQTT_PROP_AUTH_DATA: out->auth_data = pr.bin; break;
-        case MQTT_PROP_REQUEST_PROBLEM_INFO: out->request_problem_info = (uint8_t)pr.value; break;
-        case MQTT_PROP_WILL_DELAY: out->will_delay = pr.value; break;
+        case MQTT_PROP_SESSION_EXPIRY:
+            out->session_expiry = pr.value;
+            break;
+        case MQTT_PROP_ASSIGNED_CLIENT_ID:
+            out->assigned_client_id = bin_str(pr.bin);
+            break;
+        case MQTT_PROP_SERVER_KEEP_ALIVE:
+            out->server_keep_alive = (uint16_t)pr.value;
+            break;
+        case MQTT_PROP_AUTH_METHOD:
+            out->auth_method = bin_str(pr.bin);
+            break;
+        case MQTT_PROP_AUTH_DATA:
+            out->auth_data = pr.bin;
+            break;
+        case MQTT_PROP_REQUEST_PROBLEM_INFO:
+            out->request_problem_info = (uint8_t)pr.value;
+            break;
+        case MQTT_PROP_WILL_DELAY:
+            out->will_delay = pr.value;
+            break;
         case MQTT_PROP_REQUEST_RESPONSE_INFO:
             out->request_response_info = (uint8_t)pr.value;
             break;
-        case MQTT_PROP_RESPONSE_INFO: out->response_info = bin_str(pr.bin); break;
-        case MQTT_PROP_SERVER_REFERENCE: out->server_reference = bin_str(pr.bin); break;
-        case MQTT_PROP_REASON_STRING: out->reason_string = bin_str(pr.bin); break;
+        case MQTT_PROP_RESPONSE_INFO:
+            out->response_info = bin_str(pr.bin);
+            break;
+        case MQTT_PROP_SERVER_REFERENCE:
+            out->server_reference = bin_str(pr.bin);
+            break;
+        case MQTT_PROP_REASON_STRING:
+            out->reason_string = bin_str(pr.bin);
+            break;
         case MQTT_PROP_RECEIVE_MAXIMUM:
             if (pr.value == 0)
                 return MQTT_E_PROP_VALUE;
             out->receive_maximum = (uint16_t)pr.value;
             break;
-        case MQTT_PROP_TOPIC_ALIAS_MAXIMUM: out->topic_alias_maximum = (uint16_t)pr.value; break;
+        case MQTT_PROP_TOPIC_ALIAS_MAXIMUM:
+            out->topic_alias_maximum = (uint16_t)pr.value;
+            break;
         case MQTT_PROP_TOPIC_ALIAS:
             if (pr.value == 0)
                 return MQTT_E_PROP_VALUE;
             out->topic_alias = (uint16_t)pr.value;
             break;
-        case MQTT_PROP_MAXIMUM_QOS: out->maximum_qos = (uint8_t)pr.value; break;
-        case MQTT_PROP_RETAIN_AVAILABLE: out->retain_available = (uint8_t)pr.value; break;
-        case MQTT_PROP_USER: out->user_count++; break;
+        case MQTT_PROP_MAXIMUM_QOS:
+            out->maximum_qos = (uint8_t)pr.value;
+            break;
+        case MQTT_PROP_RETAIN_AVAILABLE:
+            out->retain_available = (uint8_t)pr.value;
+            break;
+        case MQTT_PROP_USER:
+            out->user_count++;
+            break;
         case MQTT_PROP_MAXIMUM_PACKET_SIZE:
             if (pr.value == 0)
                 return MQTT_E_PROP_VALUE;
@@ -472,9 +508,14 @@ int mqtt_props_parse(const uint8_t *block, size_t len, unsigned type, struct mqt
         case MQTT_PROP_WILDCARD_SUB_AVAILABLE:
             out->wildcard_sub_available = (uint8_t)pr.value;
             break;
-        case MQTT_PROP_SUB_ID_AVAILABLE: out->sub_id_available = (uint8_t)pr.value; break;
-        case MQTT_PROP_SHARED_SUB_AVAILABLE: out->shared_sub_available = (uint8_t)pr.value; break;
-        default: return MQTT_E_PROP_UNKNOWN;
+        case MQTT_PROP_SUB_ID_AVAILABLE:
+            out->sub_id_available = (uint8_t)pr.value;
+            break;
+        case MQTT_PROP_SHARED_SUB_AVAILABLE:
+            out->shared_sub_available = (uint8_t)pr.value;
+            break;
+        default:
+            return MQTT_E_PROP_UNKNOWN;
         }
     }
     if ((out->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_DATA)) &&
@@ -551,29 +592,52 @@ bool mqtt_prop_next_sub_id(struct mqtt_prop_iter *it, uint32_t *id)
 static long prop_field_size(const struct mqtt_props *p, unsigned id)
 {
     switch (prop_kind[id]) {
-    case K_BYTE: return 2;
-    case K_U16: return 3;
-    case K_U32: return 5;
+    case K_BYTE:
+        return 2;
+    case K_U16:
+        return 3;
+    case K_U32:
+        return 5;
     case K_VARINT: {
         int n = mqtt_varint_size(p->subscription_id);
         if (n == 0 || p->subscription_id == 0)
             return MQTT_E_INVALID;
         return 1 + n;
     }
-    default: break;
+    default:
+        break;
     }
     size_t l;
     switch (id) {
-    case MQTT_PROP_CONTENT_TYPE: l = p->content_type.len; break;
-    case MQTT_PROP_RESPONSE_TOPIC: l = p->response_topic.len; break;
-    case MQTT_PROP_CORRELATION_DATA: l = p->correlation_data.len; break;
-    case MQTT_PROP_ASSIGNED_CLIENT_ID: l = p->assigned_client_id.len; break;
-    case MQTT_PROP_AUTH_METHOD: l = p->auth_method.len; break;
-    case MQTT_PROP_AUTH_DATA: l = p->auth_data.len; break;
-    case MQTT_PROP_RESPONSE_INFO: l = p->response_info.len; break;
-    case MQTT_PROP_SERVER_REFERENCE: l = p->server_reference.len; break;
-    case MQTT_PROP_REASON_STRING: l = p->reason_string.len; break;
-    default: return MQTT_E_INVALID;
+    case MQTT_PROP_CONTENT_TYPE:
+        l = p->content_type.len;
+        break;
+    case MQTT_PROP_RESPONSE_TOPIC:
+        l = p->response_topic.len;
+        break;
+    case MQTT_PROP_CORRELATION_DATA:
+        l = p->correlation_data.len;
+        break;
+    case MQTT_PROP_ASSIGNED_CLIENT_ID:
+        l = p->assigned_client_id.len;
+        break;
+    case MQTT_PROP_AUTH_METHOD:
+        l = p->auth_method.len;
+        break;
+    case MQTT_PROP_AUTH_DATA:
+        l = p->auth_data.len;
+        break;
+    case MQTT_PROP_RESPONSE_INFO:
+        l = p->response_info.len;
+        break;
+    case MQTT_PROP_SERVER_REFERENCE:
+        l = p->server_reference.len;
+        break;
+    case MQTT_PROP_REASON_STRING:
+        l = p->reason_string.len;
+        break;
+    default:
+        return MQTT_E_INVALID;
     }
     if (l > 65535)
         return MQTT_E_INVALID;
@@ -649,26 +713,48 @@ static uint8_t *props_write_body(uint8_t *w, const struct mqtt_props *p)
         m &= m - 1;
         *w++ = (uint8_t)id;
         switch (id) {
-        case MQTT_PROP_PAYLOAD_FORMAT: *w++ = p->payload_format; break;
-        case MQTT_PROP_MESSAGE_EXPIRY: w = put_u32(w, p->message_expiry); break;
-        case MQTT_PROP_CONTENT_TYPE: w = put_lstr(w, p->content_type.ptr, p->content_type.len); break;
+        case MQTT_PROP_PAYLOAD_FORMAT:
+            *w++ = p->payload_format;
+            break;
+        case MQTT_PROP_MESSAGE_EXPIRY:
+            w = put_u32(w, p->message_expiry);
+            break;
+        case MQTT_PROP_CONTENT_TYPE:
+            w = put_lstr(w, p->content_type.ptr, p->content_type.len);
+            break;
         case MQTT_PROP_RESPONSE_TOPIC:
             w = put_lstr(w, p->response_topic.ptr, p->response_topic.len);
             break;
         case MQTT_PROP_CORRELATION_DATA:
             w = put_lstr(w, p->correlation_data.ptr, p->correlation_data.len);
             break;
-        case MQTT_PROP_SUBSCRIPTION_ID: w += mqtt_varint_encode(w, p->subscription_id); break;
-        case MQTT_PROP_SESSION_EXPIRY: w = put_u32(w, p->session_expiry); break;
+        case MQTT_PROP_SUBSCRIPTION_ID:
+            w += mqtt_varint_encode(w, p->subscription_id);
+            break;
+        case MQTT_PROP_SESSION_EXPIRY:
+            w = put_u32(w, p->session_expiry);
+            break;
         case MQTT_PROP_ASSIGNED_CLIENT_ID:
             w = put_lstr(w, p->assigned_client_id.ptr, p->assigned_client_id.len);
             break;
-        case MQTT_PROP_SERVER_KEEP_ALIVE: w = put_u16(w, p->server_keep_alive); break;
-        case MQTT_PROP_AUTH_METHOD: w = put_lstr(w, p->auth_method.ptr, p->auth_method.len); break;
-        case MQTT_PROP_AUTH_DATA: w = put_lstr(w, p->auth_data.ptr, p->auth_data.len); break;
-        case MQTT_PROP_REQUEST_PROBLEM_INFO: *w++ = p->request_problem_info; break;
-        case MQTT_PROP_WILL_DELAY: w = put_u32(w, p->will_delay); break;
-        case MQTT_PROP_REQUEST_RESPONSE_INFO: *w++ = p->request_response_info; break;
+        case MQTT_PROP_SERVER_KEEP_ALIVE:
+            w = put_u16(w, p->server_keep_alive);
+            break;
+        case MQTT_PROP_AUTH_METHOD:
+            w = put_lstr(w, p->auth_method.ptr, p->auth_method.len);
+            break;
+        case MQTT_PROP_AUTH_DATA:
+            w = put_lstr(w, p->auth_data.ptr, p->auth_data.len);
+            break;
+        case MQTT_PROP_REQUEST_PROBLEM_INFO:
+            *w++ = p->request_problem_info;
+            break;
+        case MQTT_PROP_WILL_DELAY:
+            w = put_u32(w, p->will_delay);
+            break;
+        case MQTT_PROP_REQUEST_RESPONSE_INFO:
+            *w++ = p->request_response_info;
+            break;
         case MQTT_PROP_RESPONSE_INFO:
             w = put_lstr(w, p->response_info.ptr, p->response_info.len);
             break;
@@ -678,16 +764,35 @@ static uint8_t *props_write_body(uint8_t *w, const struct mqtt_props *p)
         case MQTT_PROP_REASON_STRING:
             w = put_lstr(w, p->reason_string.ptr, p->reason_string.len);
             break;
-        case MQTT_PROP_RECEIVE_MAXIMUM: w = put_u16(w, p->receive_maximum); break;
-        case MQTT_PROP_TOPIC_ALIAS_MAXIMUM: w = put_u16(w, p->topic_alias_maximum); break;
-        case MQTT_PROP_TOPIC_ALIAS: w = put_u16(w, p->topic_alias); break;
-        case MQTT_PROP_MAXIMUM_QOS: *w++ = p->maximum_qos; break;
-        case MQTT_PROP_RETAIN_AVAILABLE: *w++ = p->retain_available; break;
-        case MQTT_PROP_MAXIMUM_PACKET_SIZE: w = put_u32(w, p->maximum_packet_size); break;
-        case MQTT_PROP_WILDCARD_SUB_AVAILABLE: *w++ = p->wildcard_sub_available; break;
-        case MQTT_PROP_SUB_ID_AVAILABLE: *w++ = p->sub_id_available; break;
-        case MQTT_PROP_SHARED_SUB_AVAILABLE: *w++ = p->shared_sub_available; break;
-        default: break;
+        case MQTT_PROP_RECEIVE_MAXIMUM:
+            w = put_u16(w, p->receive_maximum);
+            break;
+        case MQTT_PROP_TOPIC_ALIAS_MAXIMUM:
+            w = put_u16(w, p->topic_alias_maximum);
+            break;
+        case MQTT_PROP_TOPIC_ALIAS:
+            w = put_u16(w, p->topic_alias);
+            break;
+        case MQTT_PROP_MAXIMUM_QOS:
+            *w++ = p->maximum_qos;
+            break;
+        case MQTT_PROP_RETAIN_AVAILABLE:
+            *w++ = p->retain_available;
+            break;
+        case MQTT_PROP_MAXIMUM_PACKET_SIZE:
+            w = put_u32(w, p->maximum_packet_size);
+            break;
+        case MQTT_PROP_WILDCARD_SUB_AVAILABLE:
+            *w++ = p->wildcard_sub_available;
+            break;
+        case MQTT_PROP_SUB_ID_AVAILABLE:
+            *w++ = p->sub_id_available;
+            break;
+        case MQTT_PROP_SHARED_SUB_AVAILABLE:
+            *w++ = p->shared_sub_available;
+            break;
+        default:
+            break;
         }
     }
     return put_bytes(w, p->extra.ptr, p->extra.len);
@@ -785,10 +890,9 @@ static const uint8_t rc_suback5[] = {0x00, 0x01, 0x02, 0x80, 0x83, 0x87,
                                      0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2};
 static const uint8_t rc_suback4[] = {0x00, 0x01, 0x02, 0x80};
 static const uint8_t rc_unsuback[] = {0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91};
-static const uint8_t rc_disconnect[] = {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89,
-                                        0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
-                                        0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D,
-                                        0x9E, 0x9F, 0xA0, 0xA1, 0xA2};
+static const uint8_t rc_disconnect[] = {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D,
+                                        0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99,
+                                        0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2};
 static const uint8_t rc_auth[] = {0x00, 0x18, 0x19};
 
 #define RC_OK(tbl, rc) (memchr((tbl), (rc), sizeof(tbl)) != NULL)
@@ -959,8 +1063,8 @@ int mqtt_decode_ack(const uint8_t *pkt, size_t len, uint8_t version, struct mqtt
         return MQTT_E_PACKET_ID;
     if (version == MQTT_V5 && rd_left(&r)) {
         rd_u8(&r, &out->reason);
-        bool ok = type <= MQTT_PUBREC ? RC_OK(rc_puback, out->reason)
-                                      : RC_OK(rc_pubrel, out->reason);
+        bool ok =
+            type <= MQTT_PUBREC ? RC_OK(rc_puback, out->reason) : RC_OK(rc_pubrel, out->reason);
         if (!ok)
             return MQTT_E_REASON_CODE;
         if (rd_left(&r) && (rc = rd_props(&r, type, &out->props)) < 0)
@@ -1204,22 +1308,34 @@ int mqtt_decode(const uint8_t *pkt, size_t len, uint8_t version, struct mqtt_pac
     out->type = pkt[0] >> 4;
     out->flags = pkt[0] & 0x0F;
     switch (out->type) {
-    case MQTT_CONNECT: return mqtt_decode_connect(pkt, len, &out->u.connect);
-    case MQTT_CONNACK: return mqtt_decode_connack(pkt, len, version, &out->u.connack);
-    case MQTT_PUBLISH: return mqtt_decode_publish(pkt, len, version, &out->u.publish);
+    case MQTT_CONNECT:
+        return mqtt_decode_connect(pkt, len, &out->u.connect);
+    case MQTT_CONNACK:
+        return mqtt_decode_connack(pkt, len, version, &out->u.connack);
+    case MQTT_PUBLISH:
+        return mqtt_decode_publish(pkt, len, version, &out->u.publish);
     case MQTT_PUBACK:
     case MQTT_PUBREC:
     case MQTT_PUBREL:
-    case MQTT_PUBCOMP: return mqtt_decode_ack(pkt, len, version, &out->u.ack);
-    case MQTT_SUBSCRIBE: return mqtt_decode_subscribe(pkt, len, version, &out->u.subscribe);
-    case MQTT_SUBACK: return mqtt_decode_suback(pkt, len, version, &out->u.suback);
-    case MQTT_UNSUBSCRIBE: return mqtt_decode_unsubscribe(pkt, len, version, &out->u.subscribe);
-    case MQTT_UNSUBACK: return mqtt_decode_unsuback(pkt, len, version, &out->u.suback);
+    case MQTT_PUBCOMP:
+        return mqtt_decode_ack(pkt, len, version, &out->u.ack);
+    case MQTT_SUBSCRIBE:
+        return mqtt_decode_subscribe(pkt, len, version, &out->u.subscribe);
+    case MQTT_SUBACK:
+        return mqtt_decode_suback(pkt, len, version, &out->u.suback);
+    case MQTT_UNSUBSCRIBE:
+        return mqtt_decode_unsubscribe(pkt, len, version, &out->u.subscribe);
+    case MQTT_UNSUBACK:
+        return mqtt_decode_unsuback(pkt, len, version, &out->u.suback);
     case MQTT_PINGREQ:
-    case MQTT_PINGRESP: return mqtt_decode_ping(pkt, len, version);
-    case MQTT_DISCONNECT: return mqtt_decode_disconnect(pkt, len, version, &out->u.disconnect);
-    case MQTT_AUTH: return mqtt_decode_auth(pkt, len, version, &out->u.auth);
-    default: return MQTT_E_PACKET_TYPE;
+    case MQTT_PINGRESP:
+        return mqtt_decode_ping(pkt, len, version);
+    case MQTT_DISCONNECT:
+        return mqtt_decode_disconnect(pkt, len, version, &out->u.disconnect);
+    case MQTT_AUTH:
+        return mqtt_decode_auth(pkt, len, version, &out->u.auth);
+    default:
+        return MQTT_E_PACKET_TYPE;
     }
 }
 
@@ -1370,9 +1486,8 @@ static long publish_header_rl(uint8_t version, const struct mqtt_publish *p, siz
 static uint8_t *put_publish_header(uint8_t *w, uint8_t version, const struct mqtt_publish *p,
                                    size_t rl)
 {
-    w = put_fixed(w, (uint8_t)(MQTT_PUBLISH << 4 | (p->dup ? 8 : 0) | p->qos << 1 |
-                               (p->retain ? 1 : 0)),
-                  rl);
+    w = put_fixed(
+        w, (uint8_t)(MQTT_PUBLISH << 4 | (p->dup ? 8 : 0) | p->qos << 1 | (p->retain ? 1 : 0)), rl);
     w = put_lstr(w, p->topic.ptr, p->topic.len);
     if (p->qos)
         w = put_u16(w, p->packet_id);
@@ -1453,9 +1568,8 @@ int mqtt_encode_ack_simple(uint8_t *buf, size_t cap, uint8_t version, uint8_t ty
     return mqtt_encode_ack(buf, cap, version, &a);
 }
 
-int mqtt_encode_subscribe(uint8_t *buf, size_t cap, uint8_t version,
-                          const struct mqtt_subscribe *s, const struct mqtt_sub_entry *entries,
-                          size_t n)
+int mqtt_encode_subscribe(uint8_t *buf, size_t cap, uint8_t version, const struct mqtt_subscribe *s,
+                          const struct mqtt_sub_entry *entries, size_t n)
 {
     if (check_version(version) < 0 || n == 0 || s->packet_id == 0)
         return MQTT_E_INVALID;
@@ -1627,7 +1741,8 @@ int mqtt_encode_auth(uint8_t *buf, size_t cap, const struct mqtt_auth *a)
 uint8_t mqtt_err_reason(int err)
 {
     switch (err) {
-    case MQTT_OK: return MQTT_RC_SUCCESS;
+    case MQTT_OK:
+        return MQTT_RC_SUCCESS;
     case MQTT_E_VARINT:
     case MQTT_E_PACKET_TYPE:
     case MQTT_E_FIXED_FLAGS:
@@ -1645,7 +1760,8 @@ uint8_t mqtt_err_reason(int err)
     case MQTT_E_SUB_OPTIONS:
     case MQTT_E_PROP_UNKNOWN:
     case MQTT_E_PROP_NOT_ALLOWED:
-    case MQTT_E_PROP_LENGTH: return MQTT_RC_MALFORMED;
+    case MQTT_E_PROP_LENGTH:
+        return MQTT_RC_MALFORMED;
     case MQTT_E_REASON_CODE:
     case MQTT_E_SUB_QOS:
     case MQTT_E_PACKET_ID:
@@ -1654,134 +1770,232 @@ uint8_t mqtt_err_reason(int err)
     case MQTT_E_RETAIN_HANDLING:
     case MQTT_E_PROP_DUPLICATE:
     case MQTT_E_PROP_VALUE:
-    case MQTT_E_AUTH_DATA: return MQTT_RC_PROTOCOL_ERROR;
+    case MQTT_E_AUTH_DATA:
+        return MQTT_RC_PROTOCOL_ERROR;
     case MQTT_E_PROTOCOL_NAME:
-    case MQTT_E_PROTOCOL_LEVEL: return MQTT_RC_UNSUPPORTED_VERSION;
-    case MQTT_E_TOO_LARGE: return MQTT_RC_PACKET_TOO_LARGE;
-    case MQTT_E_PAYLOAD_FORMAT: return MQTT_RC_PAYLOAD_FORMAT_INVALID;
+    case MQTT_E_PROTOCOL_LEVEL:
+        return MQTT_RC_UNSUPPORTED_VERSION;
+    case MQTT_E_TOO_LARGE:
+        return MQTT_RC_PACKET_TOO_LARGE;
+    case MQTT_E_PAYLOAD_FORMAT:
+        return MQTT_RC_PAYLOAD_FORMAT_INVALID;
     case MQTT_E_TOPIC_NAME:
     case MQTT_E_TOPIC_EMPTY:
     case MQTT_E_TOPIC_TOO_LONG:
     case MQTT_E_TOPIC_TOO_DEEP:
-    case MQTT_E_TOPIC_WILDCARD: return MQTT_RC_TOPIC_NAME_INVALID;
+    case MQTT_E_TOPIC_WILDCARD:
+        return MQTT_RC_TOPIC_NAME_INVALID;
     case MQTT_E_FILTER_HASH:
     case MQTT_E_FILTER_PLUS:
     case MQTT_E_SHARE_GROUP:
-    case MQTT_E_SHARE_FILTER: return MQTT_RC_TOPIC_FILTER_INVALID;
+    case MQTT_E_SHARE_FILTER:
+        return MQTT_RC_TOPIC_FILTER_INVALID;
     case MQTT_E_BUFFER:
     case MQTT_E_INVALID:
-    case MQTT_E_BAD_VERSION_ARG: return MQTT_RC_IMPL_SPECIFIC;
-    default: return MQTT_RC_UNSPECIFIED;
+    case MQTT_E_BAD_VERSION_ARG:
+        return MQTT_RC_IMPL_SPECIFIC;
+    default:
+        return MQTT_RC_UNSPECIFIED;
     }
 }
 
 const char *mqtt_err_str(int err)
 {
     switch (err) {
-    case MQTT_OK: return "ok";
-    case MQTT_NEED_MORE: return "need more bytes";
-    case MQTT_E_VARINT: return "variable byte integer longer than 4 bytes";
-    case MQTT_E_TOO_LARGE: return "packet larger than the maximum packet size";
-    case MQTT_E_PACKET_TYPE: return "invalid packet type";
-    case MQTT_E_FIXED_FLAGS: return "reserved fixed header flags are wrong";
-    case MQTT_E_SHORT: return "packet ends inside a field";
-    case MQTT_E_TRAILING: return "unexpected bytes after the last field";
-    case MQTT_E_UTF8: return "invalid UTF-8 string (or U+0000)";
-    case MQTT_E_WRONG_TYPE: return "packet type does not match the decoder";
-    case MQTT_E_BAD_VERSION_ARG: return "protocol version argument is not 4 or 5";
-    case MQTT_E_PROTOCOL_NAME: return "protocol name is not MQTT";
-    case MQTT_E_PROTOCOL_LEVEL: return "unsupported protocol level";
-    case MQTT_E_CONNECT_RESERVED: return "CONNECT reserved flag is set";
-    case MQTT_E_WILL_QOS: return "invalid will QoS";
-    case MQTT_E_WILL_RETAIN: return "will retain set without will flag";
-    case MQTT_E_PASSWORD_FLAG: return "password flag without username flag";
-    case MQTT_E_CONNACK_FLAGS: return "invalid CONNACK acknowledge flags";
-    case MQTT_E_REASON_CODE: return "reason code not allowed in this packet";
-    case MQTT_E_QOS: return "PUBLISH QoS 3";
-    case MQTT_E_DUP_QOS0: return "DUP flag set on a QoS 0 PUBLISH";
-    case MQTT_E_PACKET_ID: return "packet identifier 0";
-    case MQTT_E_TOPIC_NAME: return "wildcard in PUBLISH topic name";
-    case MQTT_E_NO_TOPIC: return "empty PUBLISH topic without topic alias";
-    case MQTT_E_NO_FILTERS: return "no topic filters / reason codes";
-    case MQTT_E_SUB_OPTIONS: return "reserved subscription option bits set";
-    case MQTT_E_SUB_QOS: return "subscription QoS 3";
-    case MQTT_E_RETAIN_HANDLING: return "retain handling 3";
-    case MQTT_E_PROP_UNKNOWN: return "unknown property identifier";
-    case MQTT_E_PROP_NOT_ALLOWED: return "property not allowed in this packet";
-    case MQTT_E_PROP_DUPLICATE: return "property included more than once";
-    case MQTT_E_PROP_VALUE: return "property value not allowed";
-    case MQTT_E_PROP_LENGTH: return "property runs past its block";
-    case MQTT_E_AUTH_DATA: return "authentication data without authentication method";
-    case MQTT_E_PAYLOAD_FORMAT: return "payload is not UTF-8 but format indicator says so";
-    case MQTT_E_TOPIC_EMPTY: return "empty topic";
-    case MQTT_E_TOPIC_TOO_LONG: return "topic too long";
-    case MQTT_E_TOPIC_TOO_DEEP: return "topic has too many levels";
-    case MQTT_E_TOPIC_WILDCARD: return "wildcard in topic name";
-    case MQTT_E_FILTER_HASH: return "'#' not alone in the last level";
-    case MQTT_E_FILTER_PLUS: return "'+' not alone in its level";
-    case MQTT_E_SHARE_GROUP: return "invalid shared subscription group";
-    case MQTT_E_SHARE_FILTER: return "shared subscription without a filter";
-    case MQTT_E_BUFFER: return "output buffer too small";
-    case MQTT_E_INVALID: return "value cannot be encoded";
-    default: return "unknown MQTT codec error";
+    case MQTT_OK:
+        return "ok";
+    case MQTT_NEED_MORE:
+        return "need more bytes";
+    case MQTT_E_VARINT:
+        return "variable byte integer longer than 4 bytes";
+    case MQTT_E_TOO_LARGE:
+        return "packet larger than the maximum packet size";
+    case MQTT_E_PACKET_TYPE:
+        return "invalid packet type";
+    case MQTT_E_FIXED_FLAGS:
+        return "reserved fixed header flags are wrong";
+    case MQTT_E_SHORT:
+        return "packet ends inside a field";
+    case MQTT_E_TRAILING:
+        return "unexpected bytes after the last field";
+    case MQTT_E_UTF8:
+        return "invalid UTF-8 string (or U+0000)";
+    case MQTT_E_WRONG_TYPE:
+        return "packet type does not match the decoder";
+    case MQTT_E_BAD_VERSION_ARG:
+        return "protocol version argument is not 4 or 5";
+    case MQTT_E_PROTOCOL_NAME:
+        return "protocol name is not MQTT";
+    case MQTT_E_PROTOCOL_LEVEL:
+        return "unsupported protocol level";
+    case MQTT_E_CONNECT_RESERVED:
+        return "CONNECT reserved flag is set";
+    case MQTT_E_WILL_QOS:
+        return "invalid will QoS";
+    case MQTT_E_WILL_RETAIN:
+        return "will retain set without will flag";
+    case MQTT_E_PASSWORD_FLAG:
+        return "password flag without username flag";
+    case MQTT_E_CONNACK_FLAGS:
+        return "invalid CONNACK acknowledge flags";
+    case MQTT_E_REASON_CODE:
+        return "reason code not allowed in this packet";
+    case MQTT_E_QOS:
+        return "PUBLISH QoS 3";
+    case MQTT_E_DUP_QOS0:
+        return "DUP flag set on a QoS 0 PUBLISH";
+    case MQTT_E_PACKET_ID:
+        return "packet identifier 0";
+    case MQTT_E_TOPIC_NAME:
+        return "wildcard in PUBLISH topic name";
+    case MQTT_E_NO_TOPIC:
+        return "empty PUBLISH topic without topic alias";
+    case MQTT_E_NO_FILTERS:
+        return "no topic filters / reason codes";
+    case MQTT_E_SUB_OPTIONS:
+        return "reserved subscription option bits set";
+    case MQTT_E_SUB_QOS:
+        return "subscription QoS 3";
+    case MQTT_E_RETAIN_HANDLING:
+        return "retain handling 3";
+    case MQTT_E_PROP_UNKNOWN:
+        return "unknown property identifier";
+    case MQTT_E_PROP_NOT_ALLOWED:
+        return "property not allowed in this packet";
+    case MQTT_E_PROP_DUPLICATE:
+        return "property included more than once";
+    case MQTT_E_PROP_VALUE:
+        return "property value not allowed";
+    case MQTT_E_PROP_LENGTH:
+        return "property runs past its block";
+    case MQTT_E_AUTH_DATA:
+        return "authentication data without authentication method";
+    case MQTT_E_PAYLOAD_FORMAT:
+        return "payload is not UTF-8 but format indicator says so";
+    case MQTT_E_TOPIC_EMPTY:
+        return "empty topic";
+    case MQTT_E_TOPIC_TOO_LONG:
+        return "topic too long";
+    case MQTT_E_TOPIC_TOO_DEEP:
+        return "topic has too many levels";
+    case MQTT_E_TOPIC_WILDCARD:
+        return "wildcard in topic name";
+    case MQTT_E_FILTER_HASH:
+        return "'#' not alone in the last level";
+    case MQTT_E_FILTER_PLUS:
+        return "'+' not alone in its level";
+    case MQTT_E_SHARE_GROUP:
+        return "invalid shared subscription group";
+    case MQTT_E_SHARE_FILTER:
+        return "shared subscription without a filter";
+    case MQTT_E_BUFFER:
+        return "output buffer too small";
+    case MQTT_E_INVALID:
+        return "value cannot be encoded";
+    default:
+        return "unknown MQTT codec error";
     }
 }
 
 const char *mqtt_reason_str(uint8_t rc)
 {
     switch (rc) {
-    case 0x00: return "Success";
-    case 0x01: return "Granted QoS 1";
-    case 0x02: return "Granted QoS 2";
-    case 0x04: return "Disconnect with Will Message";
-    case 0x10: return "No matching subscribers";
-    case 0x11: return "No subscription existed";
-    case 0x18: return "Continue authentication";
-    case 0x19: return "Re-authenticate";
-    case 0x80: return "Unspecified error";
-    case 0x81: return "Malformed Packet";
-    case 0x82: return "Protocol Error";
-    case 0x83: return "Implementation specific error";
-    case 0x84: return "Unsupported Protocol Version";
-    case 0x85: return "Client Identifier not valid";
-    case 0x86: return "Bad User Name or Password";
-    case 0x87: return "Not authorized";
-    case 0x88: return "Server unavailable";
-    case 0x89: return "Server busy";
-    case 0x8A: return "Banned";
-    case 0x8B: return "Server shutting down";
-    case 0x8C: return "Bad authentication method";
-    case 0x8D: return "Keep Alive timeout";
-    case 0x8E: return "Session taken over";
-    case 0x8F: return "Topic Filter invalid";
-    case 0x90: return "Topic Name invalid";
-    case 0x91: return "Packet Identifier in use";
-    case 0x92: return "Packet Identifier not found";
-    case 0x93: return "Receive Maximum exceeded";
-    case 0x94: return "Topic Alias invalid";
-    case 0x95: return "Packet too large";
-    case 0x96: return "Message rate too high";
-    case 0x97: return "Quota exceeded";
-    case 0x98: return "Administrative action";
-    case 0x99: return "Payload format invalid";
-    case 0x9A: return "Retain not supported";
-    case 0x9B: return "QoS not supported";
-    case 0x9C: return "Use another server";
-    case 0x9D: return "Server moved";
-    case 0x9E: return "Shared Subscriptions not supported";
-    case 0x9F: return "Connection rate exceeded";
-    case 0xA0: return "Maximum connect time";
-    case 0xA1: return "Subscription Identifiers not supported";
-    case 0xA2: return "Wildcard Subscriptions not supported";
-    default: return "Unknown reason code";
+    case 0x00:
+        return "Success";
+    case 0x01:
+        return "Granted QoS 1";
+    case 0x02:
+        return "Granted QoS 2";
+    case 0x04:
+        return "Disconnect with Will Message";
+    case 0x10:
+        return "No matching subscribers";
+    case 0x11:
+        return "No subscription existed";
+    case 0x18:
+        return "Continue authentication";
+    case 0x19:
+        return "Re-authenticate";
+    case 0x80:
+        return "Unspecified error";
+    case 0x81:
+        return "Malformed Packet";
+    case 0x82:
+        return "Protocol Error";
+    case 0x83:
+        return "Implementation specific error";
+    case 0x84:
+        return "Unsupported Protocol Version";
+    case 0x85:
+        return "Client Identifier not valid";
+    case 0x86:
+        return "Bad User Name or Password";
+    case 0x87:
+        return "Not authorized";
+    case 0x88:
+        return "Server unavailable";
+    case 0x89:
+        return "Server busy";
+    case 0x8A:
+        return "Banned";
+    case 0x8B:
+        return "Server shutting down";
+    case 0x8C:
+        return "Bad authentication method";
+    case 0x8D:
+        return "Keep Alive timeout";
+    case 0x8E:
+        return "Session taken over";
+    case 0x8F:
+        return "Topic Filter invalid";
+    case 0x90:
+        return "Topic Name invalid";
+    case 0x91:
+        return "Packet Identifier in use";
+    case 0x92:
+        return "Packet Identifier not found";
+    case 0x93:
+        return "Receive Maximum exceeded";
+    case 0x94:
+        return "Topic Alias invalid";
+    case 0x95:
+        return "Packet too large";
+    case 0x96:
+        return "Message rate too high";
+    case 0x97:
+        return "Quota exceeded";
+    case 0x98:
+        return "Administrative action";
+    case 0x99:
+        return "Payload format invalid";
+    case 0x9A:
+        return "Retain not supported";
+    case 0x9B:
+        return "QoS not supported";
+    case 0x9C:
+        return "Use another server";
+    case 0x9D:
+        return "Server moved";
+    case 0x9E:
+        return "Shared Subscriptions not supported";
+    case 0x9F:
+        return "Connection rate exceeded";
+    case 0xA0:
+        return "Maximum connect time";
+    case 0xA1:
+        return "Subscription Identifiers not supported";
+    case 0xA2:
+        return "Wildcard Subscriptions not supported";
+    default:
+        return "Unknown reason code";
     }
 }
 
 const char *mqtt_type_str(unsigned type)
 {
-    static const char *const names[16] = {
-        "?",      "CONNECT", "CONNACK",  "PUBLISH",     "PUBACK",   "PUBREC",
-        "PUBREL", "PUBCOMP", "SUBSCRIBE", "SUBACK",     "UNSUBSCRIBE", "UNSUBACK",
-        "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH"};
+    static const char *const names[16] = {"?",         "CONNECT",  "CONNACK",     "PUBLISH",
+                                          "PUBACK",    "PUBREC",   "PUBREL",      "PUBCOMP",
+                                          "SUBSCRIBE", "SUBACK",   "UNSUBSCRIBE", "UNSUBACK",
+                                          "PINGREQ",   "PINGRESP", "DISCONNECT",  "AUTH"};
     return type < 16 ? names[type] : "?";
 }

@@ -63,36 +63,36 @@ enum mqtt_err {
     MQTT_NEED_MORE = 1, /* framer / varint decoder: not enough bytes yet */
 
     /* framing (malformed packet, except TOO_LARGE) */
-    MQTT_E_VARINT = -1,           /* variable byte integer longer than 4 bytes */
-    MQTT_E_TOO_LARGE = -2,        /* packet exceeds the caller's maximum size */
-    MQTT_E_PACKET_TYPE = -3,      /* type 0, or AUTH under MQTT 3.1.1 */
-    MQTT_E_FIXED_FLAGS = -4,      /* reserved fixed-header flag bits wrong */
-    MQTT_E_SHORT = -5,            /* packet ends inside a field */
-    MQTT_E_TRAILING = -6,         /* bytes left over after the last field */
-    MQTT_E_UTF8 = -7,             /* string is not well-formed UTF-8 or holds U+0000 */
-    MQTT_E_WRONG_TYPE = -8,       /* a per-type decoder got another packet type */
-    MQTT_E_BAD_VERSION_ARG = -9,  /* caller passed a version other than 4 or 5 */
+    MQTT_E_VARINT = -1,          /* variable byte integer longer than 4 bytes */
+    MQTT_E_TOO_LARGE = -2,       /* packet exceeds the caller's maximum size */
+    MQTT_E_PACKET_TYPE = -3,     /* type 0, or AUTH under MQTT 3.1.1 */
+    MQTT_E_FIXED_FLAGS = -4,     /* reserved fixed-header flag bits wrong */
+    MQTT_E_SHORT = -5,           /* packet ends inside a field */
+    MQTT_E_TRAILING = -6,        /* bytes left over after the last field */
+    MQTT_E_UTF8 = -7,            /* string is not well-formed UTF-8 or holds U+0000 */
+    MQTT_E_WRONG_TYPE = -8,      /* a per-type decoder got another packet type */
+    MQTT_E_BAD_VERSION_ARG = -9, /* caller passed a version other than 4 or 5 */
 
     /* CONNECT */
-    MQTT_E_PROTOCOL_NAME = -20,   /* protocol name is not "MQTT" */
-    MQTT_E_PROTOCOL_LEVEL = -21,  /* unsupported level: CONNACK 0x01 (3.1.1) / 0x84 (5) */
+    MQTT_E_PROTOCOL_NAME = -20,    /* protocol name is not "MQTT" */
+    MQTT_E_PROTOCOL_LEVEL = -21,   /* unsupported level: CONNACK 0x01 (3.1.1) / 0x84 (5) */
     MQTT_E_CONNECT_RESERVED = -22, /* CONNECT flags bit 0 set */
-    MQTT_E_WILL_QOS = -23,        /* will QoS 3, or non-zero without the will flag */
-    MQTT_E_WILL_RETAIN = -24,     /* will retain without the will flag */
-    MQTT_E_PASSWORD_FLAG = -25,   /* 3.1.1: password flag without username flag */
+    MQTT_E_WILL_QOS = -23,         /* will QoS 3, or non-zero without the will flag */
+    MQTT_E_WILL_RETAIN = -24,      /* will retain without the will flag */
+    MQTT_E_PASSWORD_FLAG = -25,    /* 3.1.1: password flag without username flag */
 
     /* CONNACK and acks */
-    MQTT_E_CONNACK_FLAGS = -30,   /* reserved acknowledge flags, or session present
-                                   * with a non-zero return code */
-    MQTT_E_REASON_CODE = -31,     /* reason/return code not allowed for this packet */
+    MQTT_E_CONNACK_FLAGS = -30, /* reserved acknowledge flags, or session present
+                                 * with a non-zero return code */
+    MQTT_E_REASON_CODE = -31,   /* reason/return code not allowed for this packet */
 
     /* PUBLISH */
-    MQTT_E_QOS = -40,             /* PUBLISH QoS 3 */
-    MQTT_E_DUP_QOS0 = -41,        /* DUP set on a QoS 0 PUBLISH */
-    MQTT_E_PACKET_ID = -42,       /* packet identifier 0 where one is required */
-    MQTT_E_TOPIC_NAME = -43,      /* PUBLISH topic holds '+' or '#' (0x90) */
-    MQTT_E_NO_TOPIC = -44,        /* empty PUBLISH topic: always under 3.1.1,
-                                   * without a topic alias under 5 (0x82) */
+    MQTT_E_QOS = -40,        /* PUBLISH QoS 3 */
+    MQTT_E_DUP_QOS0 = -41,   /* DUP set on a QoS 0 PUBLISH */
+    MQTT_E_PACKET_ID = -42,  /* packet identifier 0 where one is required */
+    MQTT_E_TOPIC_NAME = -43, /* PUBLISH topic holds '+' or '#' (0x90) */
+    MQTT_E_NO_TOPIC = -44,   /* empty PUBLISH topic: always under 3.1.1,
+                              * without a topic alias under 5 (0x82) */
 
     /* SUBSCRIBE / UNSUBSCRIBE / SUBACK */
     MQTT_E_NO_FILTERS = -50,      /* SUBSCRIBE/UNSUBSCRIBE without a topic filter,
@@ -102,34 +102,34 @@ enum mqtt_err {
     MQTT_E_RETAIN_HANDLING = -53, /* retain handling 3 */
 
     /* MQTT 5 properties */
-    MQTT_E_PROP_UNKNOWN = -60,    /* unknown property identifier (malformed) */
+    MQTT_E_PROP_UNKNOWN = -60,     /* unknown property identifier (malformed) */
     MQTT_E_PROP_NOT_ALLOWED = -61, /* property not allowed in this packet (malformed) */
-    MQTT_E_PROP_DUPLICATE = -62,  /* property present twice (protocol error) */
-    MQTT_E_PROP_VALUE = -63,      /* forbidden value: 0 receive maximum / topic alias /
-                                   * maximum packet size / subscription identifier,
-                                   * a boolean not 0 or 1, maximum QoS > 1, wildcard
-                                   * in response topic (protocol error) */
-    MQTT_E_PROP_LENGTH = -64,     /* property length runs past the packet (malformed) */
-    MQTT_E_AUTH_DATA = -65,       /* authentication data without a method */
+    MQTT_E_PROP_DUPLICATE = -62,   /* property present twice (protocol error) */
+    MQTT_E_PROP_VALUE = -63,       /* forbidden value: 0 receive maximum / topic alias /
+                                    * maximum packet size / subscription identifier,
+                                    * a boolean not 0 or 1, maximum QoS > 1, wildcard
+                                    * in response topic (protocol error) */
+    MQTT_E_PROP_LENGTH = -64,      /* property length runs past the packet (malformed) */
+    MQTT_E_AUTH_DATA = -65,        /* authentication data without a method */
 
     /* payload checks on request (mqtt_payload_check) */
-    MQTT_E_PAYLOAD_FORMAT = -70,  /* payload format indicator 1 but not UTF-8 */
+    MQTT_E_PAYLOAD_FORMAT = -70, /* payload format indicator 1 but not UTF-8 */
 
     /* topic names and filters (mqtt/topic.h) */
-    MQTT_E_TOPIC_EMPTY = -80,     /* zero-length topic name or filter */
-    MQTT_E_TOPIC_TOO_LONG = -81,  /* longer than the caller's limit */
-    MQTT_E_TOPIC_TOO_DEEP = -82,  /* more levels than the caller's limit */
-    MQTT_E_TOPIC_WILDCARD = -83,  /* '+' or '#' in a topic name */
-    MQTT_E_FILTER_HASH = -84,     /* '#' not alone in the last level */
-    MQTT_E_FILTER_PLUS = -85,     /* '+' not alone in its level */
-    MQTT_E_SHARE_GROUP = -86,     /* $share/ with an empty group or a group holding
-                                   * '+', '#' */
-    MQTT_E_SHARE_FILTER = -87,    /* $share/group without "/filter" */
+    MQTT_E_TOPIC_EMPTY = -80,    /* zero-length topic name or filter */
+    MQTT_E_TOPIC_TOO_LONG = -81, /* longer than the caller's limit */
+    MQTT_E_TOPIC_TOO_DEEP = -82, /* more levels than the caller's limit */
+    MQTT_E_TOPIC_WILDCARD = -83, /* '+' or '#' in a topic name */
+    MQTT_E_FILTER_HASH = -84,    /* '#' not alone in the last level */
+    MQTT_E_FILTER_PLUS = -85,    /* '+' not alone in its level */
+    MQTT_E_SHARE_GROUP = -86,    /* $share/ with an empty group or a group holding
+                                  * '+', '#' */
+    MQTT_E_SHARE_FILTER = -87,   /* $share/group without "/filter" */
 
     /* encoders */
-    MQTT_E_BUFFER = -90,          /* output buffer too small */
-    MQTT_E_INVALID = -91,         /* argument out of range (string > 65535 bytes,
-                                   * packet > 268435455, QoS > 2, ...) */
+    MQTT_E_BUFFER = -90,  /* output buffer too small */
+    MQTT_E_INVALID = -91, /* argument out of range (string > 65535 bytes,
+                           * packet > 268435455, QoS > 2, ...) */
 };
 
 /* MQTT 5 reason codes (and the 3.1.1 CONNACK return codes 0x01..0x05). */
@@ -394,10 +394,10 @@ int mqtt_props_copy(uint8_t *buf, size_t cap, struct mqtt_bin raw, uint64_t excl
 /* Packets. Fields absent in MQTT 3.1.1 are zero/empty there. */
 
 struct mqtt_connect {
-    uint8_t version;        /* protocol level: 4 or 5 (set even on
-                             * MQTT_E_PROTOCOL_LEVEL, so the caller can
-                             * answer in the client's dialect) */
-    bool clean_start;       /* 3.1.1 "clean session" */
+    uint8_t version;  /* protocol level: 4 or 5 (set even on
+                       * MQTT_E_PROTOCOL_LEVEL, so the caller can
+                       * answer in the client's dialect) */
+    bool clean_start; /* 3.1.1 "clean session" */
     bool will;
     uint8_t will_qos;
     bool will_retain;
@@ -409,13 +409,13 @@ struct mqtt_connect {
     struct mqtt_str will_topic; /* UTF-8 checked only; check the name with
                                  * mqtt_topic_name_check() */
     struct mqtt_bin will_payload;
-    struct mqtt_str username;  /* ptr NULL if absent */
-    struct mqtt_bin password;  /* ptr NULL if absent */
+    struct mqtt_str username; /* ptr NULL if absent */
+    struct mqtt_bin password; /* ptr NULL if absent */
 };
 
 struct mqtt_connack {
     bool session_present;
-    uint8_t reason;         /* 3.1.1 return code or MQTT 5 reason code */
+    uint8_t reason; /* 3.1.1 return code or MQTT 5 reason code */
     struct mqtt_props props;
 };
 
@@ -423,18 +423,18 @@ struct mqtt_publish {
     uint8_t qos;
     bool dup;
     bool retain;
-    uint16_t packet_id;     /* 0 for QoS 0 */
-    struct mqtt_str topic;  /* UTF-8 checked, no wildcards; empty only with a
-                             * v5 topic alias */
+    uint16_t packet_id;    /* 0 for QoS 0 */
+    struct mqtt_str topic; /* UTF-8 checked, no wildcards; empty only with a
+                            * v5 topic alias */
     struct mqtt_props props;
     struct mqtt_bin payload;
 };
 
 /* PUBACK, PUBREC, PUBREL, PUBCOMP. */
 struct mqtt_ack {
-    uint8_t type;           /* MQTT_PUBACK .. MQTT_PUBCOMP */
+    uint8_t type; /* MQTT_PUBACK .. MQTT_PUBCOMP */
     uint16_t packet_id;
-    uint8_t reason;         /* 0 when absent */
+    uint8_t reason; /* 0 when absent */
     struct mqtt_props props;
 };
 
@@ -450,14 +450,14 @@ struct mqtt_subscribe {
 /* One SUBSCRIBE entry. For encoding only FILTER and the option fields are
  * read (OPTIONS is ignored). */
 struct mqtt_sub_entry {
-    struct mqtt_str filter;  /* UTF-8 checked only: validate with
-                              * mqtt_topic_filter_check() and reject per
-                              * entry in the SUBACK (0x80 / 0x8F) */
+    struct mqtt_str filter; /* UTF-8 checked only: validate with
+                             * mqtt_topic_filter_check() and reject per
+                             * entry in the SUBACK (0x80 / 0x8F) */
     uint8_t qos;
-    bool no_local;           /* 5 only */
+    bool no_local;            /* 5 only */
     bool retain_as_published; /* 5 only */
-    uint8_t retain_handling; /* 5 only: 0, 1, 2 */
-    uint8_t options;         /* the raw options byte */
+    uint8_t retain_handling;  /* 5 only: 0, 1, 2 */
+    uint8_t options;          /* the raw options byte */
 };
 
 struct mqtt_entry_iter {
@@ -476,13 +476,13 @@ struct mqtt_suback {
 };
 
 struct mqtt_disconnect {
-    uint8_t reason;          /* 0 when absent */
+    uint8_t reason; /* 0 when absent */
     struct mqtt_props props;
 };
 
 /* MQTT 5 only. */
 struct mqtt_auth {
-    uint8_t reason;          /* 0 when absent */
+    uint8_t reason; /* 0 when absent */
     struct mqtt_props props;
 };
 
@@ -522,8 +522,7 @@ int mqtt_decode_subscribe(const uint8_t *pkt, size_t len, uint8_t version,
 int mqtt_decode_unsubscribe(const uint8_t *pkt, size_t len, uint8_t version,
                             struct mqtt_subscribe *out);
 int mqtt_decode_suback(const uint8_t *pkt, size_t len, uint8_t version, struct mqtt_suback *out);
-int mqtt_decode_unsuback(const uint8_t *pkt, size_t len, uint8_t version,
-                         struct mqtt_suback *out);
+int mqtt_decode_unsuback(const uint8_t *pkt, size_t len, uint8_t version, struct mqtt_suback *out);
 /* PINGREQ and PINGRESP: checks flags and an empty body. */
 int mqtt_decode_ping(const uint8_t *pkt, size_t len, uint8_t version);
 int mqtt_decode_disconnect(const uint8_t *pkt, size_t len, uint8_t version,
@@ -571,9 +570,8 @@ int mqtt_encode_ack_simple(uint8_t *buf, size_t cap, uint8_t version, uint8_t ty
 
 /* ENTRIES/N are the topic filters with their options. S->entries and
  * S->count are ignored. */
-int mqtt_encode_subscribe(uint8_t *buf, size_t cap, uint8_t version,
-                          const struct mqtt_subscribe *s, const struct mqtt_sub_entry *entries,
-                          size_t n);
+int mqtt_encode_subscribe(uint8_t *buf, size_t cap, uint8_t version, const struct mqtt_subscribe *s,
+                          const struct mqtt_sub_entry *entries, size_t n);
 int mqtt_encode_unsubscribe(uint8_t *buf, size_t cap, uint8_t version,
                             const struct mqtt_subscribe *s, const struct mqtt_str *filters,
                             size_t n);

@@ -32,8 +32,7 @@ int mqtt_topic_filter_check(const char *filter, size_t len, size_t max_len, unsi
 
 /* True if the (valid) topic FILTER matches the (valid) topic NAME.
  * Shared subscriptions are not unwrapped here: pass the inner filter. */
-bool mqtt_topic_matches(const char *filter, size_t filter_len, const char *name,
-                        size_t name_len);
+bool mqtt_topic_matches(const char *filter, size_t filter_len, const char *name, size_t name_len);
 
 /* True if FILTER contains '+' or '#'. */
 bool mqtt_topic_has_wildcard(const char *filter, size_t len);

@@ -30,7 +30,7 @@ static inline int rt_props_prepare(struct mqtt_props *p, uint8_t *scratch, size_
  * extra property bytes (needs 2 * packet size). Returns the length or a
  * negative error. */
 static inline int rt_encode(struct mqtt_packet *pk, uint8_t version, uint8_t *buf, size_t cap,
-                     uint8_t *scratch, size_t scap)
+                            uint8_t *scratch, size_t scap)
 {
     static struct mqtt_sub_entry ents[RT_MAX_ENTRIES];
     static struct mqtt_str filts[RT_MAX_ENTRIES];
@@ -94,8 +94,10 @@ static inline int rt_encode(struct mqtt_packet *pk, uint8_t version, uint8_t *bu
         return pk->type == MQTT_SUBACK ? mqtt_encode_suback(buf, cap, version, &s)
                                        : mqtt_encode_unsuback(buf, cap, version, &s);
     }
-    case MQTT_PINGREQ: return mqtt_encode_pingreq(buf, cap);
-    case MQTT_PINGRESP: return mqtt_encode_pingresp(buf, cap);
+    case MQTT_PINGREQ:
+        return mqtt_encode_pingreq(buf, cap);
+    case MQTT_PINGRESP:
+        return mqtt_encode_pingresp(buf, cap);
     case MQTT_DISCONNECT: {
         struct mqtt_disconnect d = pk->u.disconnect;
         if ((rc = rt_props_prepare(&d.props, scratch, scap)) < 0)
@@ -108,7 +110,8 @@ static inline int rt_encode(struct mqtt_packet *pk, uint8_t version, uint8_t *bu
             return rc;
         return mqtt_encode_auth(buf, cap, &a);
     }
-    default: return MQTT_E_INVALID;
+    default:
+        return MQTT_E_INVALID;
     }
 }
 
@@ -189,7 +192,8 @@ static inline bool rt_props_eq(const struct mqtt_props *a, const struct mqtt_pro
             return true;
         if (pa.id != pb.id || pa.value != pb.value)
             return false;
-        if (pa.id == MQTT_PROP_USER && (!rt_bin_eq(pa.bin, pb.bin) || !rt_bin_eq(pa.value2, pb.value2)))
+        if (pa.id == MQTT_PROP_USER &&
+            (!rt_bin_eq(pa.bin, pb.bin) || !rt_bin_eq(pa.value2, pb.value2)))
             return false;
     }
 }
@@ -202,14 +206,14 @@ static inline bool rt_packet_eq(const struct mqtt_packet *x, const struct mqtt_p
     switch (x->type) {
     case MQTT_CONNECT: {
         const struct mqtt_connect *a = &x->u.connect, *b = &y->u.connect;
-        return a->version == b->version && a->clean_start == b->clean_start &&
-               a->will == b->will && a->will_qos == b->will_qos &&
-               a->will_retain == b->will_retain && a->keep_alive == b->keep_alive &&
-               rt_props_eq(&a->props, &b->props) && rt_str_eq(a->client_id, b->client_id) &&
+        return a->version == b->version && a->clean_start == b->clean_start && a->will == b->will &&
+               a->will_qos == b->will_qos && a->will_retain == b->will_retain &&
+               a->keep_alive == b->keep_alive && rt_props_eq(&a->props, &b->props) &&
+               rt_str_eq(a->client_id, b->client_id) &&
                rt_props_eq(&a->will_props, &b->will_props) &&
                rt_str_eq(a->will_topic, b->will_topic) &&
-               rt_bin_eq(a->will_payload, b->will_payload) &&
-               rt_str_eq(a->username, b->username) && rt_bin_eq(a->password, b->password);
+               rt_bin_eq(a->will_payload, b->will_payload) && rt_str_eq(a->username, b->username) &&
+               rt_bin_eq(a->password, b->password);
     }
     case MQTT_CONNACK: {
         const struct mqtt_connack *a = &x->u.connack, *b = &y->u.connack;
@@ -248,7 +252,8 @@ static inline bool rt_packet_eq(const struct mqtt_packet *x, const struct mqtt_p
     case MQTT_AUTH:
         return x->u.auth.reason == y->u.auth.reason &&
                rt_props_eq(&x->u.auth.props, &y->u.auth.props);
-    default: return true;
+    default:
+        return true;
     }
 }
 

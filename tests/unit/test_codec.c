@@ -422,8 +422,7 @@ static void test_connect_errors(void **state)
     expect_err("10 10 00 04 'MQTT' 04 03 00 3C 00 04 'test'", 4, MQTT_E_CONNECT_RESERVED);
     expect_err("10 11 00 04 'MQTT' 05 01 00 3C 00 00 04 'test'", 5, MQTT_E_CONNECT_RESERVED);
     /* will QoS 3 */
-    expect_err("10 14 00 04 'MQTT' 04 1E 00 3C 00 01 'c' 00 01 't' 00 02 'hi'", 4,
-               MQTT_E_WILL_QOS);
+    expect_err("10 14 00 04 'MQTT' 04 1E 00 3C 00 01 'c' 00 01 't' 00 02 'hi'", 4, MQTT_E_WILL_QOS);
     /* will QoS 1 without will flag */
     expect_err("10 0D 00 04 'MQTT' 04 0A 00 3C 00 01 'c'", 4, MQTT_E_WILL_QOS);
     /* will retain without will flag */
@@ -534,7 +533,7 @@ static void test_subscribe_errors(void **state)
     expect_err("A2 03 00 01 00", 5, MQTT_E_NO_FILTERS);
     expect_err("82 06 00 00 00 01 'a' 00", 4, MQTT_E_PACKET_ID);
     expect_err("A2 05 00 00 00 01 'a'", 4, MQTT_E_PACKET_ID);
-    expect_err("82 06 00 01 00 01 'a' 04", 4, MQTT_E_SUB_OPTIONS);  /* no-local in 3.1.1 */
+    expect_err("82 06 00 01 00 01 'a' 04", 4, MQTT_E_SUB_OPTIONS); /* no-local in 3.1.1 */
     expect_err("82 06 00 01 00 01 'a' 80", 4, MQTT_E_SUB_OPTIONS);
     expect_err("82 07 00 01 00 00 01 'a' 40", 5, MQTT_E_SUB_OPTIONS);
     expect_err("82 06 00 01 00 01 'a' 03", 4, MQTT_E_SUB_QOS);
@@ -557,24 +556,49 @@ static void test_subscribe_errors(void **state)
 static bool spec_allows(unsigned id, unsigned ctx)
 {
     switch (id) {
-    case 0x01: case 0x02: case 0x03: case 0x08: case 0x09:
+    case 0x01:
+    case 0x02:
+    case 0x03:
+    case 0x08:
+    case 0x09:
         return ctx == MQTT_PUBLISH || ctx == 0;
-    case 0x0B: return ctx == MQTT_PUBLISH || ctx == MQTT_SUBSCRIBE;
-    case 0x11: return ctx == MQTT_CONNECT || ctx == MQTT_CONNACK || ctx == MQTT_DISCONNECT;
-    case 0x12: case 0x13: case 0x1A: case 0x24: case 0x25: case 0x28: case 0x29: case 0x2A:
+    case 0x0B:
+        return ctx == MQTT_PUBLISH || ctx == MQTT_SUBSCRIBE;
+    case 0x11:
+        return ctx == MQTT_CONNECT || ctx == MQTT_CONNACK || ctx == MQTT_DISCONNECT;
+    case 0x12:
+    case 0x13:
+    case 0x1A:
+    case 0x24:
+    case 0x25:
+    case 0x28:
+    case 0x29:
+    case 0x2A:
         return ctx == MQTT_CONNACK;
-    case 0x15: case 0x16: return ctx == MQTT_CONNECT || ctx == MQTT_CONNACK || ctx == MQTT_AUTH;
-    case 0x17: case 0x19: return ctx == MQTT_CONNECT;
-    case 0x18: return ctx == 0;
-    case 0x1C: return ctx == MQTT_CONNACK || ctx == MQTT_DISCONNECT;
+    case 0x15:
+    case 0x16:
+        return ctx == MQTT_CONNECT || ctx == MQTT_CONNACK || ctx == MQTT_AUTH;
+    case 0x17:
+    case 0x19:
+        return ctx == MQTT_CONNECT;
+    case 0x18:
+        return ctx == 0;
+    case 0x1C:
+        return ctx == MQTT_CONNACK || ctx == MQTT_DISCONNECT;
     case 0x1F:
         return ctx == MQTT_CONNACK || (ctx >= MQTT_PUBACK && ctx <= MQTT_PUBCOMP) ||
                ctx == MQTT_SUBACK || ctx == MQTT_UNSUBACK || ctx == MQTT_DISCONNECT ||
                ctx == MQTT_AUTH;
-    case 0x21: case 0x22: case 0x27: return ctx == MQTT_CONNECT || ctx == MQTT_CONNACK;
-    case 0x23: return ctx == MQTT_PUBLISH;
-    case 0x26: return ctx != MQTT_PINGREQ && ctx != MQTT_PINGRESP;
-    default: return false;
+    case 0x21:
+    case 0x22:
+    case 0x27:
+        return ctx == MQTT_CONNECT || ctx == MQTT_CONNACK;
+    case 0x23:
+        return ctx == MQTT_PUBLISH;
+    case 0x26:
+        return ctx != MQTT_PINGREQ && ctx != MQTT_PINGRESP;
+    default:
+        return false;
     }
 }
 
@@ -583,28 +607,49 @@ static size_t prop_sample(unsigned id, uint8_t *b)
 {
     b[0] = (uint8_t)id;
     switch (id) {
-    case 0x01: case 0x17: case 0x19: case 0x24: case 0x25: case 0x28: case 0x29: case 0x2A:
+    case 0x01:
+    case 0x17:
+    case 0x19:
+    case 0x24:
+    case 0x25:
+    case 0x28:
+    case 0x29:
+    case 0x2A:
         b[1] = 1;
         return 2;
-    case 0x13: case 0x21: case 0x22: case 0x23:
+    case 0x13:
+    case 0x21:
+    case 0x22:
+    case 0x23:
         b[1] = 0;
         b[2] = 7;
         return 3;
-    case 0x02: case 0x11: case 0x18: case 0x27:
+    case 0x02:
+    case 0x11:
+    case 0x18:
+    case 0x27:
         memcpy(b + 1, "\0\0\1\0", 4);
         return 5;
     case 0x0B:
         b[1] = 0x81;
         b[2] = 0x01;
         return 3;
-    case 0x03: case 0x08: case 0x09: case 0x12: case 0x15: case 0x16: case 0x1A: case 0x1C:
+    case 0x03:
+    case 0x08:
+    case 0x09:
+    case 0x12:
+    case 0x15:
+    case 0x16:
+    case 0x1A:
+    case 0x1C:
     case 0x1F:
         memcpy(b + 1, "\0\2ab", 4);
         return 5;
     case 0x26:
         memcpy(b + 1, "\0\1k\0\1v", 6);
         return 7;
-    default: return 0;
+    default:
+        return 0;
     }
 }
 
@@ -677,8 +722,8 @@ static void test_props_values(void **state)
     n = hx("22 00 00 11 00 00 00 00", b, sizeof b);
     assert_int_equal(mqtt_props_parse(b, n, MQTT_CONNECT, &pr), MQTT_OK);
     /* booleans must be 0/1; maximum QoS 0/1 */
-    const char *bad_bytes[] = {"01 02", "17 02", "19 FF", "24 02", "25 02", "28 02", "29 02",
-                               "2A 02"};
+    const char *bad_bytes[] = {"01 02", "17 02", "19 FF", "24 02",
+                               "25 02", "28 02", "29 02", "2A 02"};
     const unsigned ctx[] = {MQTT_PUBLISH, MQTT_CONNECT, MQTT_CONNECT, MQTT_CONNACK,
                             MQTT_CONNACK, MQTT_CONNACK, MQTT_CONNACK, MQTT_CONNACK};
     for (size_t i = 0; i < sizeof ctx / sizeof ctx[0]; i++) {
@@ -741,8 +786,9 @@ static void test_props_encode_copy(void **state)
                             MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) |
                                 MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID));
     assert_int_equal(c, 5 + 7 + 7);
-    assert_int_equal(mqtt_props_copy(NULL, 0, d.raw, MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) |
-                                                          MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID)),
+    assert_int_equal(mqtt_props_copy(NULL, 0, d.raw,
+                                     MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) |
+                                         MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID)),
                      c);
     assert_memory_equal(cp, want + 1, 5);
     assert_memory_equal(cp + 5, want + 9, 14);
@@ -783,8 +829,13 @@ static void test_varint_edges(void **state)
         uint32_t v;
         const char *hex;
     } cases[] = {
-        {0, "00"},           {127, "7F"},          {128, "80 01"},          {16383, "FF 7F"},
-        {16384, "80 80 01"}, {2097151, "FF FF 7F"}, {2097152, "80 80 80 01"},
+        {0, "00"},
+        {127, "7F"},
+        {128, "80 01"},
+        {16383, "FF 7F"},
+        {16384, "80 80 01"},
+        {2097151, "FF FF 7F"},
+        {2097152, "80 80 80 01"},
         {268435455, "FF FF FF 7F"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -852,8 +903,8 @@ static const char *stream_pkts[] = {
 
 /* Feeds STREAM to a streaming reader in chunks of CHUNK bytes (0 = one
  * split at SPLIT), checking that it yields exactly the packets above. */
-static void feed(const uint8_t *stream, size_t len, size_t chunk, size_t split,
-                 const size_t *lens, size_t npk)
+static void feed(const uint8_t *stream, size_t len, size_t chunk, size_t split, const size_t *lens,
+                 size_t npk)
 {
     uint8_t rbuf[BUF];
     size_t have = 0, pos = 0, got = 0, off_expect = 0;
@@ -941,39 +992,40 @@ static void test_utf8(void **state)
         "",
         "'abc'",
         "'abcdefghijklmnopqrstuvwxyz/0123456789'",
-        "01 7F",                       /* controls may be accepted */
-        "C2 80",                       /* U+0080 */
-        "DF BF",                       /* U+07FF */
-        "E0 A0 80",                    /* U+0800 */
-        "ED 9F BF",                    /* U+D7FF */
-        "EE 80 80",                    /* U+E000 */
-        "EF BF BF",                    /* U+FFFF non-character: MAY accept */
-        "EF BB BF",                    /* BOM U+FEFF must not be stripped */
-        "F0 90 80 80",                 /* U+10000 */
-        "F4 8F BF BF",                 /* U+10FFFF */
+        "01 7F",       /* controls may be accepted */
+        "C2 80",       /* U+0080 */
+        "DF BF",       /* U+07FF */
+        "E0 A0 80",    /* U+0800 */
+        "ED 9F BF",    /* U+D7FF */
+        "EE 80 80",    /* U+E000 */
+        "EF BF BF",    /* U+FFFF non-character: MAY accept */
+        "EF BB BF",    /* BOM U+FEFF must not be stripped */
+        "F0 90 80 80", /* U+10000 */
+        "F4 8F BF BF", /* U+10FFFF */
         "'aaaaaaaa' F0 9F 98 80 'bbbbbbbbbbbb'",
     };
     static const char *bad[] = {
         "00",
-        "'abcdefg' 00",                /* U+0000 inside the 8-byte fast path */
+        "'abcdefg' 00", /* U+0000 inside the 8-byte fast path */
         "'abcdefghijk' 00 'zzzz'",
-        "80",                          /* lone continuation */
+        "80", /* lone continuation */
         "BF",
-        "C0 80",                       /* overlong U+0000 */
-        "C1 BF",                       /* overlong */
-        "E0 80 80",                    /* overlong 3-byte */
+        "C0 80",    /* overlong U+0000 */
+        "C1 BF",    /* overlong */
+        "E0 80 80", /* overlong 3-byte */
         "E0 9F BF",
-        "F0 80 80 80",                 /* overlong 4-byte */
+        "F0 80 80 80", /* overlong 4-byte */
         "F0 8F BF BF",
-        "ED A0 80",                    /* U+D800 surrogate */
-        "ED BF BF",                    /* U+DFFF */
-        "F4 90 80 80",                 /* U+110000 */
+        "ED A0 80",    /* U+D800 surrogate */
+        "ED BF BF",    /* U+DFFF */
+        "F4 90 80 80", /* U+110000 */
         "F5 80 80 80",
-        "FE", "FF",
-        "C2",                          /* truncated */
+        "FE",
+        "FF",
+        "C2", /* truncated */
         "E2 82",
         "F0 9F 98",
-        "C2 41",                       /* bad continuation */
+        "C2 41", /* bad continuation */
         "E2 28 A1",
         "F0 9F 28 80",
         "F0 9F 98 28",
@@ -1055,10 +1107,8 @@ static void test_encoders(void **state)
     assert_int_equal(mqtt_encode_ack_simple(out, sizeof out, 5, MQTT_PUBREC, 1, 0x10), 5);
     wn = hx("50 03 00 01 10", want, sizeof want);
     assert_memory_equal(out, want, wn);
-    assert_int_equal(mqtt_encode_ack_simple(out, sizeof out, 5, MQTT_PUBACK, 0, 0),
-                     MQTT_E_INVALID);
-    assert_int_equal(mqtt_encode_ack_simple(out, sizeof out, 5, MQTT_SUBACK, 1, 0),
-                     MQTT_E_INVALID);
+    assert_int_equal(mqtt_encode_ack_simple(out, sizeof out, 5, MQTT_PUBACK, 0, 0), MQTT_E_INVALID);
+    assert_int_equal(mqtt_encode_ack_simple(out, sizeof out, 5, MQTT_SUBACK, 1, 0), MQTT_E_INVALID);
     assert_int_equal(mqtt_encode_ack_simple(out, 3, 4, MQTT_PUBACK, 1, 0), MQTT_E_BUFFER);
 
     /* CONNACK, PING, DISCONNECT */
@@ -1177,18 +1227,49 @@ static void test_err_strings(void **state)
     assert_int_equal(mqtt_err_reason(MQTT_E_PROP_VALUE), 0x82);
     assert_int_equal(mqtt_err_reason(MQTT_E_NO_TOPIC), 0x82);
     /* every defined error has its own description */
-    static const int all[] = {
-        MQTT_E_VARINT, MQTT_E_TOO_LARGE, MQTT_E_PACKET_TYPE, MQTT_E_FIXED_FLAGS, MQTT_E_SHORT,
-        MQTT_E_TRAILING, MQTT_E_UTF8, MQTT_E_WRONG_TYPE, MQTT_E_BAD_VERSION_ARG,
-        MQTT_E_PROTOCOL_NAME, MQTT_E_PROTOCOL_LEVEL, MQTT_E_CONNECT_RESERVED, MQTT_E_WILL_QOS,
-        MQTT_E_WILL_RETAIN, MQTT_E_PASSWORD_FLAG, MQTT_E_CONNACK_FLAGS, MQTT_E_REASON_CODE,
-        MQTT_E_QOS, MQTT_E_DUP_QOS0, MQTT_E_PACKET_ID, MQTT_E_TOPIC_NAME, MQTT_E_NO_TOPIC,
-        MQTT_E_NO_FILTERS, MQTT_E_SUB_OPTIONS, MQTT_E_SUB_QOS, MQTT_E_RETAIN_HANDLING,
-        MQTT_E_PROP_UNKNOWN, MQTT_E_PROP_NOT_ALLOWED, MQTT_E_PROP_DUPLICATE, MQTT_E_PROP_VALUE,
-        MQTT_E_PROP_LENGTH, MQTT_E_AUTH_DATA, MQTT_E_PAYLOAD_FORMAT, MQTT_E_TOPIC_EMPTY,
-        MQTT_E_TOPIC_TOO_LONG, MQTT_E_TOPIC_TOO_DEEP, MQTT_E_TOPIC_WILDCARD, MQTT_E_FILTER_HASH,
-        MQTT_E_FILTER_PLUS, MQTT_E_SHARE_GROUP, MQTT_E_SHARE_FILTER, MQTT_E_BUFFER,
-        MQTT_E_INVALID};
+    static const int all[] = {MQTT_E_VARINT,
+                              MQTT_E_TOO_LARGE,
+                              MQTT_E_PACKET_TYPE,
+                              MQTT_E_FIXED_FLAGS,
+                              MQTT_E_SHORT,
+                              MQTT_E_TRAILING,
+                              MQTT_E_UTF8,
+                              MQTT_E_WRONG_TYPE,
+                              MQTT_E_BAD_VERSION_ARG,
+                              MQTT_E_PROTOCOL_NAME,
+                              MQTT_E_PROTOCOL_LEVEL,
+                              MQTT_E_CONNECT_RESERVED,
+                              MQTT_E_WILL_QOS,
+                              MQTT_E_WILL_RETAIN,
+                              MQTT_E_PASSWORD_FLAG,
+                              MQTT_E_CONNACK_FLAGS,
+                              MQTT_E_REASON_CODE,
+                              MQTT_E_QOS,
+                              MQTT_E_DUP_QOS0,
+                              MQTT_E_PACKET_ID,
+                              MQTT_E_TOPIC_NAME,
+                              MQTT_E_NO_TOPIC,
+                              MQTT_E_NO_FILTERS,
+                              MQTT_E_SUB_OPTIONS,
+                              MQTT_E_SUB_QOS,
+                              MQTT_E_RETAIN_HANDLING,
+                              MQTT_E_PROP_UNKNOWN,
+                              MQTT_E_PROP_NOT_ALLOWED,
+                              MQTT_E_PROP_DUPLICATE,
+                              MQTT_E_PROP_VALUE,
+                              MQTT_E_PROP_LENGTH,
+                              MQTT_E_AUTH_DATA,
+                              MQTT_E_PAYLOAD_FORMAT,
+                              MQTT_E_TOPIC_EMPTY,
+                              MQTT_E_TOPIC_TOO_LONG,
+                              MQTT_E_TOPIC_TOO_DEEP,
+                              MQTT_E_TOPIC_WILDCARD,
+                              MQTT_E_FILTER_HASH,
+                              MQTT_E_FILTER_PLUS,
+                              MQTT_E_SHARE_GROUP,
+                              MQTT_E_SHARE_FILTER,
+                              MQTT_E_BUFFER,
+                              MQTT_E_INVALID};
     size_t na = sizeof all / sizeof all[0];
     for (size_t i = 0; i < na; i++) {
         assert_string_not_equal(mqtt_err_str(all[i]), "unknown MQTT codec error");

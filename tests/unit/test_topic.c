@@ -27,8 +27,9 @@ static int filter_check(const char *s)
 static void test_name_check(void **state)
 {
     (void)state;
-    static const char *ok[] = {"a", "a/b", "/", "//", "/a", "a/", "$SYS/x", "a b", "ü/€/😀",
-                               "sport/tennis/player1", "$share/g/x"};
+    static const char *ok[] = {"a",         "a/b",    "/",   "//",    "/a",
+                               "a/",        "$SYS/x", "a b", "ü/€/😀", "sport/tennis/player1",
+                               "$share/g/x"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (name_check(ok[i]) != MQTT_OK)
             fail_msg("rejected name %s", ok[i]);
@@ -54,9 +55,24 @@ static void test_name_check(void **state)
 static void test_filter_check(void **state)
 {
     (void)state;
-    static const char *ok[] = {"#", "+", "+/+", "/+", "+/", "a/#", "a/+/b", "a/+/#", "/#", "//",
-                               "$SYS/#", "sport/tennis/player1/#", "sport/+/player1", "+/#",
-                               "$share/g/a/#", "$share/g/+", "$share/g//", "$shareX/#",
+    static const char *ok[] = {"#",
+                               "+",
+                               "+/+",
+                               "/+",
+                               "+/",
+                               "a/#",
+                               "a/+/b",
+                               "a/+/#",
+                               "/#",
+                               "//",
+                               "$SYS/#",
+                               "sport/tennis/player1/#",
+                               "sport/+/player1",
+                               "+/#",
+                               "$share/g/a/#",
+                               "$share/g/+",
+                               "$share/g//",
+                               "$shareX/#",
                                "$share"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (filter_check(ok[i]) != MQTT_OK)
@@ -285,10 +301,7 @@ static void test_iter(void **state)
         const char *levels[6];
         size_t n;
     } cases[] = {
-        {"a//b/", {"a", "", "b", ""}, 4},
-        {"", {""}, 1},
-        {"/", {"", ""}, 2},
-        {"abc", {"abc"}, 1},
+        {"a//b/", {"a", "", "b", ""}, 4},   {"", {""}, 1}, {"/", {"", ""}, 2}, {"abc", {"abc"}, 1},
         {"/a/+/#", {"", "a", "+", "#"}, 4},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -315,9 +328,9 @@ static void test_iter(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_name_check),   cmocka_unit_test(test_filter_check),
+        cmocka_unit_test(test_name_check),    cmocka_unit_test(test_filter_check),
         cmocka_unit_test(test_matches_table), cmocka_unit_test(test_matches_exhaustive),
-        cmocka_unit_test(test_share_parse),  cmocka_unit_test(test_iter),
+        cmocka_unit_test(test_share_parse),   cmocka_unit_test(test_iter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
