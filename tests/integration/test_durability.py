@@ -233,3 +233,55 @@ def test_store_deleted_starts_empty(broker_factory, raw):
     os.unlink(store_file(b))
     b.start()
     assert serves(b, raw)
+
+
+@KILL9
+def test_kill9_under_load_loses_no_acked_message(broker_factory, raw):
+    """kill -9 while a publisher streams QoS 1 messages: every message whose
+    PUBACK reached the publisher before the crash is delivered after it."""
+    b = broker_factory()
+    s = connect(raw, b.port, "load-sub", clean=False)
+    s.subscribe([("load/#", 1)])
+    s.disconnect()
+    time.sleep(0.2)
+    p = connect(raw, b.port, "load-pub")
+    total = 3000
+    acked = set()
+    sent = 0
+    window = 200
+    killed = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sent < total:
+        while sent < total and sent - len(acked) < window:
+            p.send(R.publish_packet("load/t", b"L%05d" % sent, qos=1, pid=sent % 65535 + 1))
+            sent += 1
+        pk = p.recv(5)
+        assert pk is not None
+        assert pk.type == R.PUBACK
+        acked.add(pk.pid - 1)
+        if not killed and len(acked) >= 500:
+            b.kill()  # SIGKILL with ~200 messages in flight
+            killed = True
+            # acks already in our socket buffer count too
+            try:
+                while True:
+                    pk = p.recv(1)
+                    if pk is None:
+                        break
+                    acked.add(pk.pid - 1)
+            except R.Closed:
+                pass
+            break
+    assert killed, "never reached 500 acks"
+    b.start()
+    s = connect(raw, b.port, "load-sub", clean=False)
+    got = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ms = s.recv_publishes(1000, timeout=1.5)
+        if not ms:
+            break
+        got |= {int(m.payload[1:]) for m in ms}
+    lost = sorted(acked - got)
+    assert not lost, "%d of %d acknowledged messages lost, e.g. %r" % (
+        len(lost), len(acked), lost[:10])

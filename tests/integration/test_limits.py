@@ -190,9 +190,10 @@ def test_max_subscriptions_per_client(broker_factory, raw):
 
 
 def test_slow_qos0_consumer_bounded_memory(broker_factory, raw):
-    """A subscriber that never reads while 50 MB of QoS 0 is published: the
-    broker drops for it instead of buffering; RSS stays bounded; the
-    publisher and other clients keep being served."""
+    """A subscriber that never reads while 200 MB of QoS 0 is published: the
+    broker drops for it instead of buffering (RSS grows by less than half of
+    what was published, and stays under 200 MB); the publisher and other
+    clients keep being served."""
     b = broker_factory()
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -205,7 +206,8 @@ def test_slow_qos0_consumer_bounded_memory(broker_factory, raw):
     watcher = PahoClient(b.port, client_id="flood-watch")
     watcher.subscribe("other/#", 1)
 
-    rss_max = [b.rss_kb() or 0]
+    rss0 = b.rss_kb() or 0
+    rss_max = [rss0]
     stop = threading.Event()
 
     def sample():
@@ -221,9 +223,9 @@ def test_slow_qos0_consumer_bounded_memory(broker_factory, raw):
     pub.sock.settimeout(15)
     chunk = R.publish_packet("flood/x", b"\xab" * 65536, qos=0)
     try:
-        for i in range(800):  # 50 MiB
+        for i in range(3200):  # 200 MiB
             pub.send(chunk)
-            if i % 100 == 99:
+            if i % 400 == 399:
                 watcher.publish("other/t", b"%d" % i, qos=1, timeout=10)
     except socket.timeout:
         pytest.fail("broker stopped reading the publisher (backpressure from a slow QoS 0 "
@@ -237,6 +239,8 @@ def test_slow_qos0_consumer_bounded_memory(broker_factory, raw):
     watcher.disconnect()
     assert b.running()
     assert rss_max[0] < 200 * 1024, "broker RSS reached %d MB" % (rss_max[0] // 1024)
+    assert rss_max[0] - rss0 < 100 * 1024, "broker RSS grew by %d MB for a 200 MB flood" % (
+        (rss_max[0] - rss0) // 1024)
     slow.close()
 
 
@@ -250,3 +254,42 @@ def test_limit_violation_is_logged(broker_factory, raw):
     assert wait_for(lambda: "logme" in b.log()[before:] and
                     any(w in b.log()[before:] for w in ("warning", "notice", "error")), 3), \
         "no log line about the oversize packet:\n" + b.log()[before:]
+
+
+def test_slow_qos1_consumer_bounded_memory(broker_factory, raw):
+    """An online QoS 1 subscriber that never reads nor acks while 100 MB of
+    QoS 1 is published: the publisher still gets every PUBACK, the broker
+    keeps at most its queue limits for the subscriber, RSS stays bounded."""
+    b = broker_factory(config={"max_queued_messages": 100, "max_queued_bytes": 4 * 1024 * 1024})
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.settimeout(5)
+    slow.connect(("127.0.0.1", b.port))
+    slow.sendall(R.connect_packet("slow1", keepalive=0, clean=False))
+    slow.sendall(R.subscribe_packet(1, [("flood1/#", 1)]))
+    time.sleep(0.3)
+    rss0 = b.rss_kb() or 0
+    rss_max = rss0
+    pub = connect(raw, b.port, "flood1-pub")
+    pub.sock.settimeout(15)
+    payload = b"\xcd" * 32768
+    n, window, acked = 3200, 64, 0
+    sent = 0
+    deadline = time.monotonic() + 60
+    while acked < n:
+        assert time.monotonic() < deadline, "publisher starved: %d of %d acked" % (acked, n)
+        while sent < n and sent - acked < window:
+            pub.send(R.publish_packet("flood1/x", payload, qos=1, pid=sent % 65535 + 1))
+            sent += 1
+        pk = pub.recv(10)
+        assert pk is not None, "no PUBACK within 10 s (%d of %d acked)" % (acked, n)
+        assert pk.type == R.PUBACK
+        acked += 1
+        if acked % 200 == 0:
+            rss_max = max(rss_max, b.rss_kb() or 0)
+    rss_max = max(rss_max, b.rss_kb() or 0)
+    assert b.running()
+    assert rss_max < 200 * 1024, "broker RSS reached %d MB" % (rss_max // 1024)
+    assert rss_max - rss0 < 60 * 1024, "broker RSS grew by %d MB" % ((rss_max - rss0) // 1024)
+    assert witness_ok(b.port)
+    slow.close()
