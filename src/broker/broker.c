@@ -73,6 +73,7 @@ struct bk_session {
     uint64_t next_seq;
     uint64_t disconnected_at;   /* unix seconds, 0 while online */
     uint64_t dropped;
+    bool congested;             /* online and its queue is above the high mark */
 };
 
 enum bk_cstate { BK_C_NEW = 0, BK_C_CONNECTED = 1, BK_C_CLOSING = 2 };
@@ -93,6 +94,9 @@ struct lmq_client {
     bool dirty;
     bool lost;                          /* disconnect handling done */
     bool want_close;                    /* close after the flush */
+    bool paused;                        /* input paused: it published to a
+                                           congested session */
+    struct lmq_client *paused_next;
     char peer[48];
 };
 
@@ -116,10 +120,20 @@ struct lmq_broker {
     uint64_t id_counter;
     struct lmq_broker_stats st;
     bool shutting_down;
+    /* Publisher flow control: a publisher whose QoS 1/2 message lands in an
+     * online session's queue above half its limit is paused (no more input
+     * read) until some congested session drains below a quarter, or a tick
+     * passes; so fast publishers meet the pace of their subscribers instead
+     * of overflowing their queues. */
+    uint32_t n_congested;
+    bool hit_congested;
+    bool resume_pending;
+    struct lmq_client *paused;
 };
 
 static void bk__close(struct lmq_client *c);
 static void bk__pump(struct lmq_broker *b, struct bk_session *s);
+static void bk__decongest(struct lmq_broker *b, struct bk_session *s);
 
 /* ------------------------------------------------------------------ */
 /* time, logging */
@@ -360,6 +374,7 @@ static void bk__sess_destroy(struct lmq_broker *b, struct bk_session *s)
         bk__entry_free(e);
     }
     free(s->qos2_in);
+    bk__decongest(b, s);
     if (s->stored) {
         struct lmq_store *st = bk__st(b);
         if (st)
@@ -456,6 +471,29 @@ static uint16_t bk__next_pkid(struct bk_session *s)
     }
 }
 
+static bool bk__over_high(const struct lmq_broker *b, const struct bk_session *s)
+{
+    const struct lmq_config *cfg = b->cfg;
+    return (cfg->max_queued_messages && s->n_queued >= (cfg->max_queued_messages + 1) / 2) ||
+           (cfg->max_queued_bytes && s->q_bytes >= cfg->max_queued_bytes / 2);
+}
+
+static bool bk__under_low(const struct lmq_broker *b, const struct bk_session *s)
+{
+    const struct lmq_config *cfg = b->cfg;
+    return (!cfg->max_queued_messages || s->n_queued <= cfg->max_queued_messages / 4) &&
+           (!cfg->max_queued_bytes || s->q_bytes <= cfg->max_queued_bytes / 4);
+}
+
+static void bk__decongest(struct lmq_broker *b, struct bk_session *s)
+{
+    if (s->congested) {
+        s->congested = false;
+        b->n_congested--;
+        b->resume_pending = true;
+    }
+}
+
 static void bk__inflight_append(struct bk_session *s, struct bk_entry *e)
 {
     e->next = NULL;
@@ -492,6 +530,8 @@ static void bk__pump(struct lmq_broker *b, struct bk_session *s)
         s->q_bytes -= lmq_msg_size(e->msg);
         bk__send_entry(b, s, e);
     }
+    if (s->congested && bk__under_low(b, s))
+        bk__decongest(b, s);
 }
 
 /* Delivers M to session S at QoS (already min of message and grant). */
@@ -543,6 +583,12 @@ static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_m
     s->q_bytes += sz;
     if (s->persistent)
         bk__entry_store(b, s, e);
+    if (online && !s->congested && bk__over_high(b, s)) {
+        s->congested = true;
+        b->n_congested++;
+    }
+    if (s->congested)
+        b->hit_congested = true;
     return;
 drop:
     s->dropped++;
@@ -649,6 +695,7 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
     if (s) {
         c->sess = NULL;
         s->client = NULL;
+        bk__decongest(b, s);
         if (s->persistent) {
             s->disconnected_at = bk__unix();
             if (!b->shutting_down)
@@ -893,8 +940,15 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
                              "put incoming QoS 2 id");
         }
     }
+    b->hit_congested = false;
     bk__publish(b, p.topic.ptr, p.topic.len, p.payload.ptr, p.payload.len, NULL, 0, p.qos,
                 p.retain);
+    if (b->hit_congested && !c->paused && b->tr.pause) {
+        c->paused = true;
+        c->paused_next = b->paused;
+        b->paused = c;
+        b->tr.pause(c->tctx);
+    }
     if (p.qos == 1)
         bk__send_ack(c, MQTT_PUBACK, p.packet_id);
     else if (p.qos == 2)
@@ -1292,7 +1346,7 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
             return -1;
         }
         off += f.total_len;
-        if (off == len)
+        if (off == len || c->paused)
             break;
     }
     *consumed = off;
@@ -1321,6 +1375,13 @@ void lmq_broker_client_free(struct lmq_client *c)
             pp = &(*pp)->dirty_next;
         if (*pp)
             *pp = c->dirty_next;
+    }
+    if (c->paused) {
+        struct lmq_client **pp = &b->paused;
+        while (*pp && *pp != c)
+            pp = &(*pp)->paused_next;
+        if (*pp)
+            *pp = c->paused_next;
     }
     if (c->prev)
         c->prev->next = c->next;
@@ -1352,9 +1413,28 @@ void lmq_broker_client_wrote(struct lmq_client *c, size_t n)
 /* ------------------------------------------------------------------ */
 /* public: loop hooks */
 
+/* Lets the paused publishers read again (before the commit: what they
+ * publish now goes into this batch). */
+static void bk__resume_publishers(struct lmq_broker *b)
+{
+    b->resume_pending = false;
+    struct lmq_client *list = b->paused;
+    b->paused = NULL;
+    while (list) {
+        struct lmq_client *c = list;
+        list = c->paused_next;
+        c->paused_next = NULL;
+        c->paused = false;
+        if (c->state != BK_C_CLOSING)
+            b->tr.resume(c->tctx);
+    }
+}
+
 void lmq_broker_flush(struct lmq_broker *b)
 {
     b->now = bk__mono();
+    if (b->resume_pending && b->paused)
+        bk__resume_publishers(b);
     if (b->batch_open) {
         b->batch_open = false;
         int rc = b->batch_failed ? LMQ_STORE_EIO : lmq_store_commit(b->store);
@@ -1429,7 +1509,11 @@ static void bk__sys(struct lmq_broker *b)
 void lmq_broker_tick(struct lmq_broker *b)
 {
     b->now = bk__mono();
+    if (b->paused)
+        b->resume_pending = true;
     for (struct lmq_client *c = b->clients; c; c = c->next) {
+        if (c->paused)
+            c->last_rx = b->now; /* we are not reading it: not its fault */
         if (c->state == BK_C_NEW && b->now - c->created >= b->cfg->connect_timeout) {
             LMQ_WARN("connection from %s: no CONNECT within %u s; closing", c->peer,
                      b->cfg->connect_timeout);

@@ -29,6 +29,11 @@ struct lmq_transport {
     /* Close the connection after writing what is queued. The transport must
      * then stop feeding input and eventually call lmq_broker_client_free. */
     void (*close)(void *tctx);
+    /* Stop reading the connection (flow control). */
+    void (*pause)(void *tctx);
+    /* Read again: first feed the bytes kept from before the pause (through
+     * lmq_broker_input, which may pause again), then resume reading. */
+    void (*resume)(void *tctx);
 };
 
 struct lmq_broker_stats {

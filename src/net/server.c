@@ -38,6 +38,7 @@ struct net__conn {
     struct lmq_outq wq;         /* bytes owned by the pending uv_write */
     uint32_t closing_since;     /* tick count when close was requested */
     bool writing;
+    bool paused;                /* flow control: not reading */
     bool closing;               /* no more input; close after the write */
     bool handle_closed;
 };
@@ -208,9 +209,49 @@ static void net__tr_flush(void *tctx)
     net__flush(tctx);
 }
 
+static void net__tr_pause(void *tctx)
+{
+    struct net__conn *c = tctx;
+    if (c->closing || c->handle_closed)
+        return;
+    c->paused = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+static void net__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void net__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static int net__keep_rest(struct net__conn *c, const uint8_t *p, size_t n);
+
+static void net__tr_resume(void *tctx)
+{
+    struct net__conn *c = tctx;
+    if (!c->paused || c->closing || c->handle_closed)
+        return;
+    c->paused = false;
+    if (c->rest_len) {
+        size_t used = 0;
+        if (lmq_broker_input(c->client, c->rest, c->rest_len, &used) < 0)
+            return; /* the broker closes it */
+        if (net__keep_rest(c, c->rest + used, c->rest_len - used) < 0) {
+            lmq_broker_client_lost(c->client, "out of memory");
+            net__close(c);
+            return;
+        }
+        if (c->paused)
+            return;
+    }
+    int r = uv_read_start((uv_stream_t *)&c->tcp, net__alloc_cb, net__read_cb);
+    if (r < 0) {
+        lmq_broker_client_lost(c->client, uv_strerror(r));
+        net__close(c);
+    }
+}
+
 static const struct lmq_transport net__transport = {
     .flush = net__tr_flush,
     .close = net__tr_close,
+    .pause = net__tr_pause,
+    .resume = net__tr_resume,
 };
 
 /* ---- reading ---- */
