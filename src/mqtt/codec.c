@@ -904,6 +904,7 @@ int mqtt_decode_connect(const uint8_t *pkt, size_t len, struct mqtt_connect *out
 {
     struct rd r;
     uint8_t flags;
+    out->version = 0;
     int rc = rd_fixed(pkt, len, MQTT_CONNECT, &r, &flags);
     if (rc < 0)
         return rc;

@@ -387,16 +387,25 @@ int mqtt_prop_encode_sub_id(uint8_t *buf, size_t cap, uint32_t id);
 /* Copies the properties of a validated block RAW whose ids are NOT in
  * EXCLUDE (a mask of MQTT_PROP_BIT()s) to BUF, e.g. to forward a PUBLISH's
  * properties minus topic alias and subscription identifiers. Returns bytes
- * written (no length prefix) or a negative error; BUF NULL = size only. */
+ * written (no length prefix) or a negative error; BUF NULL = size only.
+ * Forwarding a v5 PUBLISH to one subscriber, for example:
+ *     n = mqtt_props_copy(tmp, cap, in->props.raw,
+ *                         MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) |
+ *                         MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID));
+ *     n += mqtt_prop_encode_sub_id(tmp + n, cap - n, sub_id);   (if any)
+ *     out.props = (struct mqtt_props){.extra = {tmp, n}};
+ *     h = mqtt_encode_publish_header(hdr, sizeof hdr, MQTT_V5, &out);
+ *     writev(fd, {hdr, h}, {shared payload}) */
 int mqtt_props_copy(uint8_t *buf, size_t cap, struct mqtt_bin raw, uint64_t exclude);
 
 /* ------------------------------------------------------------------ */
 /* Packets. Fields absent in MQTT 3.1.1 are zero/empty there. */
 
 struct mqtt_connect {
-    uint8_t version;  /* protocol level: 4 or 5 (set even on
-                       * MQTT_E_PROTOCOL_LEVEL, so the caller can
-                       * answer in the client's dialect) */
+    uint8_t version;  /* protocol level: 4 or 5. Set as soon as it is
+                       * read, so it is valid on MQTT_E_PROTOCOL_LEVEL and
+                       * on every later error: answer in the client's
+                       * dialect (0 if the packet ended before it) */
     bool clean_start; /* 3.1.1 "clean session" */
     bool will;
     uint8_t will_qos;

@@ -418,6 +418,13 @@ static void test_connect_errors(void **state)
     assert_int_equal(mqtt_decode_connect(pkt, n, &c), MQTT_E_PROTOCOL_LEVEL);
     assert_int_equal(c.version, 3);
     assert_int_equal(mqtt_err_reason(MQTT_E_PROTOCOL_LEVEL), 0x84);
+    /* the version is known on later errors too */
+    n = P("10 0E 00 04 'MQTT' 05 1E 00 3C 00 00 01 'c'");
+    assert_int_equal(mqtt_decode_connect(pkt, n, &c), MQTT_E_WILL_QOS);
+    assert_int_equal(c.version, 5);
+    n = P("10 07 00 04 'MQTT'");
+    assert_int_equal(mqtt_decode_connect(pkt, n, &c), MQTT_E_SHORT);
+    assert_int_equal(c.version, 0);
 
     expect_err("10 10 00 04 'MQTT' 04 03 00 3C 00 04 'test'", 4, MQTT_E_CONNECT_RESERVED);
     expect_err("10 11 00 04 'MQTT' 05 01 00 3C 00 00 04 'test'", 5, MQTT_E_CONNECT_RESERVED);
@@ -1203,6 +1210,42 @@ static void test_encoders(void **state)
     assert_memory_equal(out, want, wn);
 }
 
+/* The fan-out recipe from codec.h: forward a v5 PUBLISH minus its topic
+ * alias, with the subscriber's own subscription identifier, header and
+ * payload written separately. */
+static void test_forward_publish(void **state)
+{
+    (void)state;
+    size_t n = P("32 1B 00 03 'a/b' 00 05 11 23 00 01 26 00 01 'a' 00 01 'b' 02 00 00 00 3C 0B 07 "
+                 "'hi'");
+    struct mqtt_publish in;
+    assert_int_equal(mqtt_decode_publish(pkt, n, 5, &in), MQTT_OK);
+    uint8_t tmp[64], hdr[64], whole[128];
+    int k = mqtt_props_copy(tmp, sizeof tmp, in.props.raw,
+                            MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) |
+                                MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID));
+    assert_int_equal(k, 7 + 5);
+    k += mqtt_prop_encode_sub_id(tmp + k, sizeof tmp - (size_t)k, 42);
+    struct mqtt_publish out = in;
+    out.packet_id = 9;
+    memset(&out.props, 0, sizeof out.props);
+    out.props.extra.ptr = tmp;
+    out.props.extra.len = (size_t)k;
+    int h = mqtt_encode_publish_header(hdr, sizeof hdr, 5, &out);
+    assert_true(h > 0);
+    memcpy(whole, hdr, (size_t)h);
+    memcpy(whole + h, in.payload.ptr, in.payload.len);
+    struct mqtt_publish got;
+    assert_int_equal(mqtt_decode_publish(whole, (size_t)h + in.payload.len, 5, &got), MQTT_OK);
+    assert_int_equal(got.packet_id, 9);
+    assert_false(mqtt_props_has(&got.props, MQTT_PROP_TOPIC_ALIAS));
+    assert_int_equal(got.props.subscription_id, 42);
+    assert_int_equal(got.props.sub_id_count, 1);
+    assert_int_equal(got.props.message_expiry, 60);
+    assert_int_equal(got.props.user_count, 1);
+    assert_true(bin_is(got.payload, "hi"));
+}
+
 static void test_err_strings(void **state)
 {
     (void)state;
@@ -1309,6 +1352,7 @@ int main(void)
         cmocka_unit_test(test_large_packets),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_encoders),
+        cmocka_unit_test(test_forward_publish),
         cmocka_unit_test(test_err_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
