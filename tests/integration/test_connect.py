@@ -167,3 +167,10 @@ def test_session_present_flag(broker, raw):
     p = d.connect("sp-client", clean=False)
     assert not p.session_present, "clean session 1 must have discarded the old session"
     d.disconnect()
+
+
+@pytest.mark.parametrize("topic", ["w/#", "w/+/x", ""], ids=["hash", "plus", "empty"])
+def test_will_topic_invalid_closed(broker, raw, topic):
+    c = raw(broker.port)
+    c.send(R.connect_packet("badwill", will=(topic, b"x", 0, False)))
+    assert_refused_and_closed(c)

@@ -285,3 +285,40 @@ def test_kill9_under_load_loses_no_acked_message(broker_factory, raw):
     lost = sorted(acked - got)
     assert not lost, "%d of %d acknowledged messages lost, e.g. %r" % (
         len(lost), len(acked), lost[:10])
+
+
+@ledgermq_only("damages ledgermq's LMDB store")
+def test_damaged_record_skipped_rest_kept(broker_factory, raw):
+    """Scribble over the bytes of one retained message in the store: on
+    start the damage is reported, that record is dropped (or intact), and
+    every other record is kept."""
+    b = broker_factory()
+    p = connect(raw, b.port, "many-ret")
+    for i in range(50):
+        p.publish("keep/%02d" % i, b"MARKER-%02d-" % i + b"z" * 200, qos=1, retain=True,
+                  pid=i + 1)
+    p.disconnect()
+    assert b.stop() == 0
+    path = store_file(b)
+    data = bytearray(open(path, "rb").read())
+    target = b"MARKER-17-"
+    hits = 0
+    pos = data.find(target)
+    while pos >= 0:
+        data[pos + 20:pos + 60] = b"\x00\xff" * 20  # inside the payload
+        hits += 1
+        pos = data.find(target, pos + 1)
+    assert hits, "payload not found in %s (compressed or elsewhere?)" % path
+    open(path, "r+b").write(bytes(data))
+    b.start()
+    s = connect(raw, b.port, "many-ret-sub")
+    s.subscribe([("keep/#", 1)])
+    got = {m.topic: m.payload for m in s.recv_publishes(50, timeout=3)}
+    others = {"keep/%02d" % i for i in range(50) if i != 17}
+    assert others <= set(got), "intact records lost: %r" % sorted(others - set(got))
+    for t, v in got.items():
+        i = int(t.split("/")[1])
+        assert v == b"MARKER-%02d-" % i + b"z" * 200, "damaged payload served for %s" % t
+    assert "keep/17" not in got
+    assert any(w in b.log().lower() for w in ("damag", "corrupt", "crc", "checksum")), \
+        "damage not reported:\n" + b.log()

@@ -215,3 +215,17 @@ def test_persistent_session_survives_many_reconnects(broker, raw):
         s.disconnect()
         time.sleep(0.1)
     assert seen == [b"%02d" % i for i in range(n)]
+
+
+def test_takeover_redelivers_unacked_to_new_connection(broker, raw):
+    a = connect(raw, broker.port, "takeover-r", clean=False)
+    a.subscribe([("tr/t", 1)])
+    p = connect(raw, broker.port, "tr-pub")
+    p.publish("tr/t", b"unacked", qos=1)
+    first = a.recv_publishes(1, ack=False)
+    assert len(first) == 1
+    b = connect(raw, broker.port, "takeover-r", clean=False)
+    assert b.session_present
+    assert a.wait_closed(5)
+    got = b.recv_publishes(1, timeout=3, ack=False)
+    assert [(m.payload, m.dup) for m in got] == [(b"unacked", True)]
