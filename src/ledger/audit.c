@@ -47,6 +47,8 @@ struct audit {
 
     int index_fd, blocks_fd;
     uint64_t index_n, blocks_n;
+    uint8_t *ibuf;           /* sequential window of the index file */
+    uint64_t ibuf_first, ibuf_n;
     struct node_reader nodes[STORE_MAX_LEVELS];
     uint64_t lag_reported;   /* derived files end: warn once */
     uint64_t cur_record;     /* record being hashed (for emit reports) */
@@ -124,6 +126,22 @@ static void audit_emit(void *ctx, unsigned level, uint64_t index, const uint8_t 
                     (unsigned long long)index, (unsigned long long)(index << level),
                     (unsigned long long)(((index + 1) << level) - 1));
     }
+}
+
+/* Index entry i through a sequential window; 0, or <0 on a read error. */
+static int index_read(struct audit *a, uint64_t i, uint8_t e[INDEX_ENTRY_LEN])
+{
+    if (i < a->ibuf_first || i >= a->ibuf_first + a->ibuf_n) {
+        uint64_t n = a->index_n - i < NODE_BUF_NODES * 2 ? a->index_n - i : NODE_BUF_NODES * 2;
+        int rc = store_pread_full(a->index_fd, a->ibuf, n * INDEX_ENTRY_LEN,
+                                  (off_t)(i * INDEX_ENTRY_LEN));
+        if (rc)
+            return rc;
+        a->ibuf_first = i;
+        a->ibuf_n = n;
+    }
+    memcpy(e, a->ibuf + (i - a->ibuf_first) * INDEX_ENTRY_LEN, INDEX_ENTRY_LEN);
+    return 0;
 }
 
 /* get_node over the stored node files (already compared in this pass). */
@@ -331,6 +349,11 @@ int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_au
     a->blocks_fd = open(path, O_RDONLY | O_CLOEXEC);
     uint64_t isz = fsize_of(a->index_fd), bsz = fsize_of(a->blocks_fd);
     a->index_n = isz / INDEX_ENTRY_LEN;
+    a->ibuf = malloc(NODE_BUF_NODES * 2 * INDEX_ENTRY_LEN);
+    if (!a->ibuf) {
+        rc = -ENOMEM;
+        goto out;
+    }
     a->blocks_n = bsz / BLOCK_ENTRY_LEN;
     for (unsigned k = 0; k < STORE_MAX_LEVELS; k++) {
         snprintf(path, sizeof path, "%s/" STORE_NODES_DIR "/%02u", a->dir, k);
@@ -398,6 +421,7 @@ int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_au
         uint64_t off = SEG_HEADER_LEN;
         uint64_t batch_first = a->tree_size, batch_n = 0;
         uint64_t last_commit_end = off;
+        uint64_t dropped = 0;
         while (off < fsz) {
             uint8_t type;
             uint32_t len;
@@ -433,8 +457,7 @@ int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_au
                     uint8_t e[INDEX_ENTRY_LEN];
                     uint64_t pos;
                     uint32_t elen;
-                    if (store_pread_full(a->index_fd, e, sizeof e, (off_t)(i * INDEX_ENTRY_LEN)) ||
-                        store_index_entry_parse(e, &pos, &elen))
+                    if (index_read(a, i, e) || store_index_entry_parse(e, &pos, &elen))
                         finding(a, true, "ledger/index offset %llu: entry of record %llu is damaged",
                                 (unsigned long long)(i * INDEX_ENTRY_LEN), (unsigned long long)i);
                     else if (pos != POS_MAKE(seg, off) || elen != len)
@@ -467,6 +490,12 @@ int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_au
                 last_commit_end = off + FRAME_HEADER_LEN + len;
             }
             off += FRAME_HEADER_LEN + len;
+            /* Keep the resident set small: drop mapped pages behind us. */
+            if (off - dropped >= (16u << 20)) {
+                uint64_t upto = off & ~(uint64_t)((1u << 20) - 1);
+                madvise(map + dropped, upto - dropped, MADV_DONTNEED);
+                dropped = upto;
+            }
         }
         if (!stop && batch_n > 0) {
             if (next)
@@ -514,6 +543,7 @@ out:
             close(a->nodes[k].fd);
         free(a->nodes[k].buf);
     }
+    free(a->ibuf);
     free(a);
     return rc;
 }

@@ -58,6 +58,8 @@ struct ledger {
     int index_fd;
     int blocks_fd;
     int node_fd[STORE_MAX_LEVELS];
+    uint8_t *node_map[STORE_MAX_LEVELS]; /* read mappings, possibly past EOF */
+    size_t node_map_len[STORE_MAX_LEVELS];
     struct seg_slot segs[SEG_CACHE];
     uint32_t cur_seg; /* segment appends go to */
     uint32_t cur_off; /* its committed length (0: file not created yet) */
@@ -189,15 +191,42 @@ static uint64_t file_size(int fd)
 
 /* ---- node access ---- */
 
+static void unmap_nodes(struct ledger *l)
+{
+    for (unsigned k = 0; k < STORE_MAX_LEVELS; k++) {
+        if (l->node_map[k])
+            munmap(l->node_map[k], l->node_map_len[k]);
+        l->node_map[k] = NULL;
+        l->node_map_len[k] = 0;
+    }
+}
+
+/* Nodes are read through a shared mapping of each level file that is made
+ * larger than the file (twice its size, at least 1 MiB), so that nodes the
+ * writer appends later are reachable without remapping; only nodes below
+ * the committed size, which the file always holds, are ever touched. */
 int ledger_get_node(void *ctx, unsigned level, uint64_t index, uint8_t out[32])
 {
     struct ledger *l = ctx;
     if (level >= STORE_MAX_LEVELS || index >= (l->size >> level))
         return MERKLE_ERR_ARGS;
-    int fd = node_fd(l, level, false);
-    if (fd < 0)
-        return fd;
-    return store_pread_full(fd, out, NODE_LEN, (off_t)(index * NODE_LEN));
+    uint64_t end = (index + 1) * NODE_LEN;
+    if (end > l->node_map_len[level]) {
+        int fd = node_fd(l, level, false);
+        if (fd < 0)
+            return fd;
+        uint64_t want = end * 2 > (1u << 20) ? end * 2 : (1u << 20);
+        want = (want + 0xfffff) & ~(uint64_t)0xfffff;
+        void *m = mmap(NULL, want, PROT_READ, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED)
+            return store_pread_full(fd, out, NODE_LEN, (off_t)(index * NODE_LEN));
+        if (l->node_map[level])
+            munmap(l->node_map[level], l->node_map_len[level]);
+        l->node_map[level] = m;
+        l->node_map_len[level] = want;
+    }
+    memcpy(out, l->node_map[level] + index * NODE_LEN, NODE_LEN);
+    return 0;
 }
 
 /* get_node over stored nodes plus the nodes staged by the current batch. */
@@ -965,6 +994,7 @@ static int find_derived(struct ledger *l, uint64_t *h_out, struct ledger_block *
 
 static int truncate_derived(struct ledger *l)
 {
+    unmap_nodes(l);
     if (ftruncate(l->index_fd, (off_t)(l->size * INDEX_ENTRY_LEN)) != 0 ||
         ftruncate(l->blocks_fd, (off_t)(l->height * BLOCK_ENTRY_LEN)) != 0)
         return -errno;
@@ -1408,6 +1438,7 @@ void ledger_close(struct ledger *l)
         close(l->blocks_fd);
     if (l->cur_fd >= 0)
         close(l->cur_fd);
+    unmap_nodes(l);
     for (unsigned k = 0; k < STORE_MAX_LEVELS; k++) {
         if (l->node_fd[k] >= 0)
             close(l->node_fd[k]);
