@@ -498,6 +498,15 @@ static void test_publish_errors(void **state)
     assert_int_equal(mqtt_decode_publish(pkt, n, 5, &pb), MQTT_OK);
     assert_int_equal(mqtt_payload_check(&pb.props, pb.payload), MQTT_E_PAYLOAD_FORMAT);
     assert_int_equal(mqtt_err_reason(MQTT_E_PAYLOAD_FORMAT), 0x99);
+    /* no indicator (or 0): binary payloads are not checked */
+    n = P("30 06 00 01 'x' 00 C0 80");
+    assert_int_equal(mqtt_decode_publish(pkt, n, 5, &pb), MQTT_OK);
+    assert_int_equal(mqtt_payload_check(&pb.props, pb.payload), MQTT_OK);
+    assert_int_equal(mqtt_payload_check(NULL, pb.payload), MQTT_OK);
+    /* empty response topic */
+    expect_err("30 07 00 01 'x' 03 08 00 00", 5, MQTT_E_PROP_VALUE);
+    struct mqtt_packet any;
+    assert_int_equal(mqtt_decode(pkt, 0, 5, &any), MQTT_E_SHORT);
 }
 
 static void test_ack_errors(void **state)
