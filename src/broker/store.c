@@ -1032,6 +1032,7 @@ static bool env_damaged(int rc)
 
 #define DAMAGED_FORMAT (-1)
 #define DAMAGED_TRUNCATED (-2)
+#define DAMAGED_BOUNDS (-3)
 
 static void store__env_close(struct lmq_store *s)
 {
@@ -1121,7 +1122,7 @@ fail:
 }
 
 /* Moves data.mdb and lock.mdb to <store>/damaged-<UTC time>/. */
-static int store__move_aside(struct lmq_store *s, const char *why)
+static int store__move_aside(struct lmq_store *s, const char *why, bool salvaged)
 {
     char dd[PATH_MAX + 64], from[PATH_MAX + 16], to[PATH_MAX + 96];
     time_t now = time(NULL);
@@ -1154,11 +1155,234 @@ static int store__move_aside(struct lmq_store *s, const char *why)
             return LMQ_STORE_EIO;
         }
     }
-    LMQ_ERROR("store: the LMDB environment in %s cannot be opened (%s); moved data.mdb (%lld bytes) "
-              "to %s and starting with an EMPTY store: every retained message, persistent session, "
-              "subscription and queued message stored in it is lost",
-              s->dir, why, size, dd);
+    if (salvaged)
+        LMQ_ERROR("store: the LMDB environment in %s is damaged (%s); moved data.mdb (%lld bytes) to "
+                  "%s and continuing with the records salvaged from it (logged above)",
+                  s->dir, why, size, dd);
+    else
+        LMQ_ERROR("store: the LMDB environment in %s cannot be opened (%s); moved data.mdb (%lld "
+                  "bytes) to %s and starting with an EMPTY store: every retained message, "
+                  "persistent session, subscription and queued message stored in it is lost",
+                  s->dir, why, size, dd);
     return 0;
+}
+
+/* Reads every record of every table once (keys, values, overflow pages):
+ * LMDB does not checksum pages, so a damaged B-tree shows only when walked.
+ * Returns 0, or the structural LMDB error and the table in *BAD. */
+struct map_bounds {
+    const uint8_t *lo, *hi;
+};
+
+/* The part of the map that holds pages (beyond it: SIGBUS or SIGSEGV).
+ * LMDB does not export its map address (me_mapaddr is only set with
+ * MDB_FIXEDMAP), so it is looked up in /proc/self/maps; {NULL, NULL} if it
+ * cannot be found, and then nothing is checked. */
+static struct map_bounds map_bounds(struct lmq_store *s)
+{
+    struct map_bounds b = {NULL, NULL};
+    MDB_envinfo info;
+    MDB_stat st;
+    char path[PATH_MAX + 16], real[PATH_MAX], line[PATH_MAX + 256];
+    snprintf(path, sizeof path, "%s/data.mdb", s->dir);
+    if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &st) || !realpath(path, real))
+        return b;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return b;
+    size_t rl = strlen(real);
+    while (fgets(line, sizeof line, f)) {
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == ' '))
+            line[--n] = 0;
+        unsigned long lo, hi;
+        if (n < rl || strcmp(line + n - rl, real) != 0 || (n > rl && line[n - rl - 1] != ' ') ||
+            sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+            continue;
+        size_t used = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+        if (used > hi - lo)
+            used = hi - lo;
+        b.lo = (const uint8_t *)(uintptr_t)lo;
+        b.hi = b.lo + used;
+        break;
+    }
+    fclose(f);
+    return b;
+}
+
+/* A damaged node can claim a size that runs past the data (LMDB only
+ * checks page numbers): such a key or value must never be read. */
+static bool in_map(const struct map_bounds *b, const MDB_val *v)
+{
+    const uint8_t *p = v->mv_data;
+    if (!b->lo || v->mv_size == 0)
+        return true;
+    return p >= b->lo && p <= b->hi && v->mv_size <= (size_t)(b->hi - p);
+}
+
+static int store__preflight(struct lmq_store *s, int *bad)
+{
+    struct map_bounds mb = map_bounds(s);
+    for (int t = 0; t < T_COUNT; t++) {
+        MDB_txn *txn;
+        MDB_cursor *c;
+        MDB_val k, v;
+        int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+        if (rc)
+            return rc;
+        if ((rc = mdb_cursor_open(txn, s->dbi[t], &c)) == 0) {
+            for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+                 rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+                if (!in_map(&mb, &k) || !in_map(&mb, &v)) {
+                    rc = DAMAGED_BOUNDS;
+                    break;
+                }
+            }
+            mdb_cursor_close(c);
+        }
+        mdb_txn_abort(txn);
+        if (rc != MDB_NOTFOUND) {
+            *bad = t;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* LMDB's default key order. */
+static int key_cmp(const MDB_val *a, const MDB_val *b)
+{
+    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    int c = n ? memcmp(a->mv_data, b->mv_data, n) : 0;
+    return c ? c : (a->mv_size > b->mv_size) - (a->mv_size < b->mv_size);
+}
+
+/* Copies the readable records of table T into NTXN/NDBI: forwards from the
+ * first until an error, then backwards from the last down to where the
+ * forward walk stopped. */
+static int salvage_table(struct lmq_store *s, int t, MDB_txn *ntxn, MDB_dbi ndbi)
+{
+    uint8_t last[KEY_MAX];
+    MDB_val lastk = {0, last};
+    bool have_last = false;
+    size_t kept = 0, skipped = 0;
+    struct map_bounds mb = map_bounds(s);
+    int err = 0;
+    for (int dir = 0; dir < 2; dir++) {
+        MDB_txn *txn;
+        MDB_cursor *c;
+        MDB_val k, v;
+        int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+        if (rc)
+            return rc;
+        if ((rc = mdb_cursor_open(txn, s->dbi[t], &c)) == 0) {
+            for (rc = mdb_cursor_get(c, &k, &v, dir ? MDB_LAST : MDB_FIRST); rc == 0;
+                 rc = mdb_cursor_get(c, &k, &v, dir ? MDB_PREV : MDB_NEXT)) {
+                if (!in_map(&mb, &k) || k.mv_size > KEY_MAX) {
+                    rc = MDB_CORRUPTED; /* cannot even tell where we are */
+                    break;
+                }
+                if (dir && have_last && key_cmp(&k, &lastk) <= 0) {
+                    rc = MDB_NOTFOUND;
+                    break;
+                }
+                if (!in_map(&mb, &v)) {
+                    char d[600];
+                    key__describe(t, k.mv_data, k.mv_size, d, sizeof d);
+                    LMQ_ERROR("store: table %s, key %s: the value's size runs past the data "
+                              "(%zu bytes); record lost",
+                              table_names[t], d, v.mv_size);
+                    skipped++;
+                    continue;
+                }
+                int prc = mdb_put(ntxn, ndbi, &k, &v, 0);
+                if (prc) {
+                    rc = prc;
+                    break;
+                }
+                kept++;
+                if (!dir && k.mv_size <= KEY_MAX) {
+                    memcpy(last, k.mv_data, k.mv_size);
+                    lastk.mv_size = k.mv_size;
+                    have_last = true;
+                }
+            }
+            mdb_cursor_close(c);
+        }
+        mdb_txn_abort(txn);
+        if (rc == MDB_NOTFOUND)
+            break; /* the walk finished: nothing (more) lost */
+        if (!env_damaged(rc) && rc != MDB_BAD_TXN)
+            return rc; /* our side failed (e.g. the new map is full) */
+        err = rc;
+    }
+    if (err)
+        LMQ_ERROR("store: table %s: an unreadable part of the B-tree is lost (%s); %zu records "
+                  "around it salvaged",
+                  table_names[t], mdb_strerror(err), kept);
+    else if (skipped)
+        LMQ_ERROR("store: table %s: %zu records salvaged, %zu lost", table_names[t], kept, skipped);
+    return 0;
+}
+
+/* Rebuilds the environment from what is readable: copies every table into
+ * <store>/salvage.tmp/, moves the damaged files aside, puts the copy in
+ * their place and reopens. Record-level checks follow in lmq_store_load. */
+static int store__salvage(struct lmq_store *s, const char *why)
+{
+    char tmp[PATH_MAX + 32], a[PATH_MAX + 64], b[PATH_MAX + 64];
+    snprintf(tmp, sizeof tmp, "%s/salvage.tmp", s->dir);
+    snprintf(a, sizeof a, "%s/data.mdb", tmp);
+    unlink(a);
+    snprintf(a, sizeof a, "%s/lock.mdb", tmp);
+    unlink(a);
+    if (mkdir(tmp, 0700) && errno != EEXIST)
+        return -errno;
+    MDB_env *ne = NULL;
+    MDB_txn *ntxn = NULL;
+    struct stat st;
+    snprintf(a, sizeof a, "%s/data.mdb", s->dir);
+    uint64_t size = s->map_size;
+    if (stat(a, &st) == 0 && (uint64_t)st.st_size > size)
+        size = (uint64_t)st.st_size;
+    int rc = mdb_env_create(&ne);
+    if (rc)
+        return rc;
+    if ((rc = mdb_env_set_maxdbs(ne, T_COUNT)) || (rc = mdb_env_set_mapsize(ne, (size_t)size)) ||
+        (rc = mdb_env_open(ne, tmp, MDB_NOSYNC | MDB_NOMETASYNC, 0600)) ||
+        (rc = mdb_txn_begin(ne, NULL, 0, &ntxn)))
+        goto fail;
+    for (int t = 0; t < T_COUNT; t++) {
+        MDB_dbi ndbi;
+        if ((rc = mdb_dbi_open(ntxn, table_names[t], MDB_CREATE, &ndbi)) ||
+            (rc = salvage_table(s, t, ntxn, ndbi)))
+            goto fail;
+    }
+    rc = mdb_txn_commit(ntxn);
+    ntxn = NULL;
+    if (rc || (rc = mdb_env_sync(ne, 1)))
+        goto fail;
+    mdb_env_close(ne);
+    ne = NULL;
+    store__env_close(s);
+    if ((rc = store__move_aside(s, why, true)) != 0)
+        return rc;
+    snprintf(a, sizeof a, "%s/data.mdb", tmp);
+    snprintf(b, sizeof b, "%s/data.mdb", s->dir);
+    if (rename(a, b) != 0)
+        return -errno;
+    snprintf(a, sizeof a, "%s/lock.mdb", tmp);
+    unlink(a);
+    rmdir(tmp);
+    s->next_msg_id = 0;
+    return store__env_open(s);
+fail:
+    if (ntxn)
+        mdb_txn_abort(ntxn);
+    if (ne)
+        mdb_env_close(ne);
+    LMQ_ERROR("store: salvaging %s failed: %s", s->dir, mdb_strerror(rc));
+    return rc ? rc : LMQ_STORE_EIO;
 }
 
 int lmq_store_open(const char *data_dir, const struct lmq_store_options *opt,
@@ -1205,12 +1429,33 @@ int lmq_store_open(const char *data_dir, const struct lmq_store_options *opt,
         const char *why = rc == DAMAGED_FORMAT      ? "unknown store format version"
                           : rc == DAMAGED_TRUNCATED ? "data.mdb is truncated"
                                                     : mdb_strerror(rc);
-        if ((rc = store__move_aside(s, why)) != 0) {
+        if ((rc = store__move_aside(s, why, false)) != 0) {
             snprintf(err, errlen, "damaged store in %s could not be moved aside", s->dir);
             goto fail_unlock;
         }
         s->next_msg_id = 0;
         rc = store__env_open(s);
+    } else if (rc == 0) {
+        int bad = 0;
+        int prc = store__preflight(s, &bad);
+        if (prc && (env_damaged(prc) || prc == MDB_BAD_TXN || prc == DAMAGED_BOUNDS)) {
+            char why[160];
+            snprintf(why, sizeof why, "table %s: %s", table_names[bad],
+                     prc == DAMAGED_BOUNDS ? "a record's size runs past the data" : mdb_strerror(prc));
+            LMQ_ERROR("store: %s: damaged B-tree in %s; salvaging the readable records", s->dir, why);
+            if (store__salvage(s, why) != 0) {
+                store__env_close(s);
+                if ((rc = store__move_aside(s, why, false)) != 0) {
+                    snprintf(err, errlen, "damaged store in %s could not be moved aside", s->dir);
+                    goto fail_unlock;
+                }
+                s->next_msg_id = 0;
+                rc = store__env_open(s);
+            }
+        } else if (prc) {
+            store__env_close(s);
+            rc = prc;
+        }
     }
     if (rc) {
         snprintf(err, errlen, "%s: cannot open LMDB environment: %s", s->dir,
