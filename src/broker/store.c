@@ -1345,6 +1345,7 @@ static int store__salvage(struct lmq_store *s, const char *why)
     uint64_t size = s->map_size;
     if (stat(a, &st) == 0 && (uint64_t)st.st_size > size)
         size = (uint64_t)st.st_size;
+    size *= 2; /* a rebuilt tree can be less dense; the map is only address space */
     int rc = mdb_env_create(&ne);
     if (rc)
         return rc;
@@ -1503,6 +1504,17 @@ struct idmap {
     size_t mask;
 };
 
+/* The slot of ID, or NULL if absent. */
+static struct idslot *idmap_find(struct idmap *m, uint64_t id)
+{
+    size_t i = (size_t)(id * 0x9E3779B97F4A7C15ull) & m->mask;
+    while (m->slot[i].id && m->slot[i].id != id)
+        i = (i + 1) & m->mask;
+    return m->slot[i].id ? &m->slot[i] : NULL;
+}
+
+/* The slot of ID, inserted if absent. The map is sized for every body and
+ * refs record (at most half full), and only those are inserted. */
 static struct idslot *idmap_get(struct idmap *m, uint64_t id)
 {
     size_t i = (size_t)(id * 0x9E3779B97F4A7C15ull) & m->mask;
@@ -1671,8 +1683,8 @@ static const char *entry_load(struct loader *L, const MDB_val *key, const MDB_va
     *has_m = false;
     if (e->msg_id == 0)
         return NULL;
-    struct idslot *sl = idmap_get(&L->ids, e->msg_id);
-    if (!sl->valid)
+    struct idslot *sl = idmap_find(&L->ids, e->msg_id);
+    if (!sl || !sl->valid)
         return "its message body is missing or damaged";
     if (!need_body)
         return NULL;
@@ -1710,7 +1722,7 @@ static int scan_queue(struct loader *L, const MDB_val *key, const MDB_val *val, 
                 ? L->v->session_msg(L->ctx, &sc->sess, &e, has_m ? &m : NULL)
                 : LMQ_STORE_VISIT_KEEP;
     if (r == LMQ_STORE_VISIT_KEEP && e.msg_id)
-        idmap_get(&L->ids, e.msg_id)->actual++;
+        idmap_find(&L->ids, e.msg_id)->actual++; /* entry_load found it valid */
     L->n[T_QUEUE] += r == LMQ_STORE_VISIT_KEEP;
     return cb_result(L, T_QUEUE, key, r);
 }
@@ -1871,14 +1883,13 @@ int lmq_store_load(struct lmq_store *s, const struct lmq_store_visitor *v, void 
         s->txn = NULL;
         return store__fail("begin load", rc);
     }
-    MDB_stat st1, st2, st3;
-    if ((rc = mdb_stat(s->txn, s->dbi[T_MSGS], &st1)) || (rc = mdb_stat(s->txn, s->dbi[T_REFS], &st2)) ||
-        (rc = mdb_stat(s->txn, s->dbi[T_QUEUE], &st3))) {
+    MDB_stat st1, st2;
+    if ((rc = mdb_stat(s->txn, s->dbi[T_MSGS], &st1)) || (rc = mdb_stat(s->txn, s->dbi[T_REFS], &st2))) {
         rc = store__fail("stat", rc);
         goto out;
     }
     size_t cap = 64;
-    while (cap < 2 * (st1.ms_entries + st2.ms_entries + st3.ms_entries) + 64)
+    while (cap < 2 * (st1.ms_entries + st2.ms_entries) + 64)
         cap *= 2;
     L.ids.slot = calloc(cap, sizeof *L.ids.slot);
     L.ids.mask = cap - 1;

@@ -81,8 +81,13 @@ struct lmq_store;
  * session and queued message in it is lost (the files are kept there for
  * forensics), and an empty store is opened. A broker that starts empty
  * serves its clients, which reconnect and resubscribe; a broker that refuses
- * to start serves nobody and needs an operator anyway. Damage inside
- * individual records is handled record by record by lmq_store_load().
+ * to start serves nobody and needs an operator anyway. Every table is then
+ * walked once (LMDB does not checksum pages): if a B-tree is damaged, the
+ * readable records are salvaged into a fresh environment that replaces it
+ * (the damaged files go to damaged-<time>/ too), with ERROR lines saying
+ * what was lost. Damage inside individual records is handled record by
+ * record by lmq_store_load(). Call it at startup (it may take a while on a
+ * big store: the walk reads everything once).
  *
  * Returns 0 and *OUT (free with lmq_store_close), or a negative code with a
  * reason in ERR (ERRLEN may be 0). Failures other than ELOCKED are
@@ -211,11 +216,11 @@ int lmq_store_sub_del(struct lmq_store *s, const char *client_id, size_t client_
                       const char *filter, size_t filter_len);
 
 /* Stores one message body once, whatever the number of sessions it is
- * queued for, and returns its id (never 0) in *ID. Ids are never reused
- * while the store stays open (a restart may reuse the id of a body deleted
- * before it; in-memory caches of ids are rebuilt by lmq_store_load anyway). The body lives as long
+ * queued for, and returns its id (never 0) in *ID. The body lives as long
  * as a queue entry references it; if no entry of this batch references it
- * by commit, it is dropped. */
+ * by commit, it is dropped. Ids are never reused while the store is open
+ * (a restart may reuse the id of a body deleted before it; in-memory
+ * caches of ids are rebuilt from lmq_store_load anyway). */
 int lmq_store_msg_add(struct lmq_store *s, const struct lmq_store_message *m, uint64_t *id);
 
 /* Adds or replaces (same seq) a session queue entry: new message queued,

@@ -788,12 +788,15 @@ static void test_commit_timing(void **state)
 
 /* Child of the crash test: commits batches START, START+1, ... forever,
  * writing each batch number to FD after its commit returned. */
-static void crash_child(const char *dir, int fd, uint64_t start)
+static void crash_child(const char *dir, int fd, uint64_t start, enum lmq_sync_policy sync)
 {
     struct lmq_store *s;
+    struct lmq_store_options opt;
     char err[256];
     lmq_log_set_level(LMQ_LOG_ERROR);
-    if (lmq_store_open(dir, NULL, &s, err, sizeof err))
+    lmq_store_options_default(&opt);
+    opt.sync = sync; /* batch: no fsync, but the page cache survives kill -9 */
+    if (lmq_store_open(dir, &opt, &s, err, sizeof err))
         _exit(2);
     if (lmq_store_load(s, NULL, NULL))
         _exit(3);
@@ -840,7 +843,7 @@ static void test_kill9(void **state)
         assert_true(pid >= 0);
         if (pid == 0) {
             close(p[0]);
-            crash_child(dir, p[1], next);
+            crash_child(dir, p[1], next, round % 2 ? LMQ_SYNC_BATCH : LMQ_SYNC_ALWAYS);
         }
         close(p[1]);
         struct timespec d = {0, (long)(5 + rand_r(&seed) % 60) * 1000000L};
