@@ -934,6 +934,8 @@ int lmq_store_qmsg_put_msg(struct lmq_store *s, const char *client_id, size_t cl
         return LMQ_STORE_EINVAL;
     struct lmq_store_entry x = *e;
     x.msg_id = m ? *msg_id : 0;
+    if (!m) /* AWAIT_COMP without body */
+        return lmq_store_qmsg_put(s, client_id, client_id_len, &x);
     int rc = LMQ_STORE_ENOMSG;
     if (x.msg_id)
         rc = lmq_store_qmsg_put(s, client_id, client_id_len, &x);

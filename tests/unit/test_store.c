@@ -595,12 +595,15 @@ static void test_refcount_1000(void **state)
     e.seq = 3;
     assert_int_equal(lmq_store_qmsg_put_msg(s, "dev-0002", 8, &e, &m, &cached), 0);
     assert_int_equal(cached, again); /* still stored: reused, not added */
+    struct lmq_store_entry comp = {3, 0, 2, LMQ_STORE_AWAIT_COMP, 9, false, 0};
+    assert_int_equal(lmq_store_qmsg_put_msg(s, "dev-0003", 8, &comp, NULL, &cached), 0);
+    assert_int_equal(cached, again);
     assert_int_equal(lmq_store_commit(s), 0);
     lmq_store_close(s);
     assert_int_equal(table_entries(dir, "msgs"), 1);
     s = open_ok(dir, NULL);
     struct seen *S2 = load(s);
-    assert_int_equal(S2->n_msg, 2);
+    assert_int_equal(S2->n_msg, 3);
     assert_int_equal(S2->msg[0].u2, again);
     assert_int_equal(S2->msg[1].u2, again);
     seen_free(S2);
