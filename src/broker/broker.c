@@ -31,6 +31,9 @@
 
 /* Unwritten bytes beyond which QoS 0 messages to a client are dropped. */
 #define BK_SLOW_CONSUMER_BYTES (4u * 1024 * 1024)
+/* Seconds without an ack after which a congested subscriber stops pausing
+ * its publishers. */
+#define BK_STALL_S 2
 
 enum bk_qstate { BK_QUEUED = 0, BK_AWAIT_ACK = 1, BK_AWAIT_COMP = 2 };
 
@@ -74,6 +77,7 @@ struct bk_session {
     uint64_t disconnected_at;   /* unix seconds, 0 while online */
     uint64_t dropped;
     bool congested;             /* online and its queue is above the high mark */
+    uint64_t last_progress;     /* monotonic s of its last ack (flow control) */
 };
 
 enum bk_cstate { BK_C_NEW = 0, BK_C_CONNECTED = 1, BK_C_CLOSING = 2 };
@@ -585,9 +589,12 @@ static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_m
         bk__entry_store(b, s, e);
     if (online && !s->congested && bk__over_high(b, s)) {
         s->congested = true;
+        s->last_progress = b->now;
         b->n_congested++;
     }
-    if (s->congested)
+    /* A subscriber that acknowledges nothing for BK_STALL_S seconds no
+     * longer slows its publishers down: its queue overflows and drops. */
+    if (s->congested && b->now - s->last_progress < BK_STALL_S)
         b->hit_congested = true;
     return;
 drop:
@@ -943,7 +950,10 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
     b->hit_congested = false;
     bk__publish(b, p.topic.ptr, p.topic.len, p.payload.ptr, p.payload.len, NULL, 0, p.qos,
                 p.retain);
-    if (b->hit_congested && !c->paused && b->tr.pause) {
+    /* Only a pure publisher is paused: one with messages of its own in
+     * flight must keep being read for their acks, or two clients that
+     * publish to each other would wait on each other. */
+    if (b->hit_congested && !c->paused && b->tr.pause && s->n_inflight == 0 && !s->q_head) {
         c->paused = true;
         c->paused_next = b->paused;
         b->paused = c;
@@ -1017,6 +1027,7 @@ static int bk__handle_ack(struct lmq_client *c, const uint8_t *pkt, size_t len)
             return 0;
         }
         bk__inflight_remove(s, e, prev);
+        s->last_progress = b->now;
         if (s->persistent)
             bk__entry_unstore(b, s, e);
         bk__entry_free(e);
