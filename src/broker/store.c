@@ -807,6 +807,11 @@ int lmq_store_commit(struct lmq_store *s)
         }
     }
     log__reset(s);
+    if (rc == ENOSPC || rc == EDQUOT) {
+        store__txn_abort(s);
+        LMQ_ERROR("store: commit failed, batch lost: %s (disk full)", strerror(rc));
+        return LMQ_STORE_EFULL;
+    }
     if (rc) {
         store__txn_abort(s);
         store__fail("commit", rc);
@@ -1388,6 +1393,31 @@ fail:
     return rc ? rc : LMQ_STORE_EIO;
 }
 
+/* A salvage killed between moving the damaged data.mdb aside and putting
+ * the (complete, synced) copy in its place leaves store/data.mdb missing and
+ * salvage.tmp/data.mdb present: finish it. Any other leftover salvage.tmp is
+ * an unfinished copy: removed (the walk will salvage again if needed). */
+static void store__finish_salvage(struct lmq_store *s)
+{
+    char tmp[PATH_MAX + 32], a[PATH_MAX + 64], b[PATH_MAX + 64];
+    struct stat st;
+    snprintf(tmp, sizeof tmp, "%s/salvage.tmp", s->dir);
+    if (stat(tmp, &st) != 0)
+        return;
+    snprintf(a, sizeof a, "%s/data.mdb", tmp);
+    snprintf(b, sizeof b, "%s/data.mdb", s->dir);
+    if (stat(b, &st) != 0 && errno == ENOENT && stat(a, &st) == 0) {
+        if (rename(a, b) == 0)
+            LMQ_WARN("store: completed an interrupted salvage of %s", s->dir);
+        else
+            LMQ_ERROR("store: cannot move %s to %s: %s", a, b, strerror(errno));
+    }
+    unlink(a);
+    snprintf(a, sizeof a, "%s/lock.mdb", tmp);
+    unlink(a);
+    rmdir(tmp);
+}
+
 int lmq_store_open(const char *data_dir, const struct lmq_store_options *opt,
                    struct lmq_store **out, char *err, size_t errlen)
 {
@@ -1427,6 +1457,7 @@ int lmq_store_open(const char *data_dir, const struct lmq_store_options *opt,
     }
     if ((rc = store__lock(s, err, errlen)) != 0)
         goto fail_free;
+    store__finish_salvage(s);
     rc = store__env_open(s);
     if (rc == DAMAGED_FORMAT || rc == DAMAGED_TRUNCATED || env_damaged(rc)) {
         const char *why = rc == DAMAGED_FORMAT      ? "unknown store format version"

@@ -179,8 +179,9 @@ int lmq_store_begin(struct lmq_store *s);
  * durable (fdatasync) before returning. Free if the batch made no change.
  * Message bodies added in the batch that no queue entry references are
  * dropped. Returns 0, LMQ_STORE_EFULL (the map limit was reached while
- * committing: the WHOLE batch is lost; the broker must not send its acks and
- * should disconnect the clients concerned), or LMQ_STORE_EIO (same, logged).
+ * committing, or the disk is full: the WHOLE batch is lost; the broker must
+ * not send its acks and should disconnect the clients concerned), or
+ * LMQ_STORE_EIO (same, logged).
  * The batch is closed in every case. */
 int lmq_store_commit(struct lmq_store *s);
 

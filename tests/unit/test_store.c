@@ -1129,6 +1129,22 @@ static void test_structural_damage(void **state)
     assert_int_equal(S->n_sess, 1);
     seen_free(S);
     assert_int_equal(count_damaged_dirs(dir), 1);
+
+    /* a salvage killed between moving the damaged file aside and putting
+     * the copy in place is finished at the next open */
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/store/salvage.tmp", dir);
+    assert_int_equal(mkdir(a, 0700), 0);
+    snprintf(a, sizeof a, "%s/store/salvage.tmp/data.mdb", dir);
+    snprintf(b, sizeof b, "%s/store/data.mdb", dir);
+    assert_int_equal(rename(b, a), 0);
+    capture_start();
+    S = reload(dir);
+    log = capture_end();
+    assert_non_null(strstr(log, "completed an interrupted salvage"));
+    assert_int_equal(S->n_sess, 1);
+    assert_true(S->n_ret > 100);
+    seen_free(S);
     rm_rf(dir);
     free(dir);
 }
