@@ -3,6 +3,8 @@
 # run, scenarios alternating between the two brokers. Usage:
 #   bash bench/run.sh BUILD_DIR            (what `make bench` runs)
 # Environment: BENCH_SECONDS (publish time per scenario and broker, 10),
+# BENCH_NICE (e.g. -10: run brokers and generator at that nice level, as
+# root, so that background jobs on a shared machine disturb them less),
 # BENCH_IDLE_CONNS (10000), BENCH_SCENARIOS (space-separated subset of the
 # names below), BENCH_OUT (table file, BUILD_DIR/bench-results.md).
 # Each broker is started fresh for every scenario (so VmHWM is that
@@ -20,6 +22,16 @@ GEN=$BUILD_DIR/lmqbench
 LMQD=$BUILD_DIR/ledgermqd
 MOSQ=/usr/sbin/mosquitto
 BROKERS="mosquitto ledgermq"
+NICE=()
+if [ -n "${BENCH_NICE:-}" ]; then
+  # With the kernel's autogroup scheduling, nice only counts within a
+  # session: run in a session of our own and give it the nice level too.
+  if [ -z "${LMQ_BENCH_SESSION:-}" ] && command -v setsid >/dev/null; then
+    LMQ_BENCH_SESSION=1 exec setsid --wait bash "$0" "$@"
+  fi
+  echo "$BENCH_NICE" >/proc/self/autogroup 2>/dev/null || echo "bench: could not renice the autogroup" >&2
+  NICE=(nice -n "$BENCH_NICE")
+fi
 
 # name | lmqbench arguments
 SCENARIOS=(
@@ -113,7 +125,7 @@ start_broker() {
   case $name in
     mosquitto)
       mosquitto_conf "$port" >"$TMP/mosquitto.conf"
-      "$MOSQ" -c "$TMP/mosquitto.conf" >>"$TMP/mosquitto.log" 2>&1 &
+      "${NICE[@]}" "$MOSQ" -c "$TMP/mosquitto.conf" >>"$TMP/mosquitto.log" 2>&1 &
       BROKER_PID=$!
       ;;
     ledgermq)
@@ -121,7 +133,7 @@ start_broker() {
       rm -rf "$TMP/lmq-data"
       mkdir -p "$TMP/lmq-data"
       ledgermq_conf "$port" >"$TMP/ledgermq.conf"
-      "$LMQD" -c "$TMP/ledgermq.conf" -p "$port" -d "$TMP/lmq-data" >>"$TMP/ledgermq.log" 2>&1 &
+      "${NICE[@]}" "$LMQD" -c "$TMP/ledgermq.conf" -p "$port" -d "$TMP/lmq-data" >>"$TMP/ledgermq.log" 2>&1 &
       BROKER_PID=$!
       ;;
   esac
@@ -172,7 +184,7 @@ run_load() { # scenario broker port args
   local sc=$1 br=$2 port=$3 args=$4 out line c0 c1 t0 t1
   c0=$(cpu_ticks "$BROKER_PID")
   t0=$(date +%s.%N)
-  out=$(timeout $((SECS + 60)) "$GEN" --port "$port" --scenario "$sc" --duration "$SECS" $args 2>&1)
+  out=$("${NICE[@]}" timeout $((SECS + 60)) "$GEN" --port "$port" --scenario "$sc" --duration "$SECS" $args 2>&1)
   t1=$(date +%s.%N)
   c1=$(cpu_ticks "$BROKER_PID")
   echo "$out" | grep -E '^(RESULT|ERROR)' | sed "s/^/  [$br] /"
@@ -200,7 +212,7 @@ run_idle() { # scenario broker port
   local sc=$1 br=$2 port=$3 before after line i
   before=$(proc_kib "$BROKER_PID" VmRSS)
   : >"$TMP/idle.out"
-  "$GEN" --port "$port" --scenario "$sc" --idle "$IDLE_CONNS" --hold 60 >"$TMP/idle.out" 2>&1 &
+  "${NICE[@]}" "$GEN" --port "$port" --scenario "$sc" --idle "$IDLE_CONNS" --hold 60 >"$TMP/idle.out" 2>&1 &
   GEN_PID=$!
   for i in $(seq 1 300); do # up to 60 s to connect
     grep -q '^IDLE_READY' "$TMP/idle.out" && break
@@ -303,7 +315,7 @@ ratio() { # a b -> a/b
   done
   echo
   echo "ledgermq/mosquitto: ratio of msgs/s (higher is better); for idle-conns, of KiB/conn (lower is better)."
-  echo "Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r); $(date -u +%Y-%m-%d); ${SECS}s per scenario and broker; mosquitto $("$MOSQ" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1); load average at start $LOAD_START, at end $(cut -d' ' -f1 /proc/loadavg)."
+  echo "Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r); $(date -u +%Y-%m-%d); ${SECS}s per scenario and broker; mosquitto $("$MOSQ" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1); load average at start $LOAD_START, at end $(cut -d' ' -f1 /proc/loadavg)${BENCH_NICE:+; nice $BENCH_NICE}."
 } >"$TMP/table.md"
 
 echo
