@@ -189,3 +189,41 @@ def test_python_cwt_verifies_in_c(key):
     assert rc == 1 and "not yet valid" in out
     rc, out = c_verify(cwt(sk, pk, sub="d-someoneelse"), pk, mode="cwt", **env)
     assert rc == 1 and "subject" in out
+
+
+def test_smart_meter_publishes_signed_readings(broker, tmp_path):
+    """sdk/examples/smart_meter (built with `make -C sdk`) publishes QoS 1
+    envelopes over its raw MQTT client; a paho subscriber receives them and
+    each one verifies here with PyNaCl and in the C verifier."""
+    from conftest import PahoClient
+    sdk = os.path.join(REPO, "sdk")
+    p = subprocess.run(["make", "-s", "-C", sdk], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    sub = PahoClient(broker.port)
+    sub.subscribe("meters/+/readings", qos=1)
+    keyfile = str(tmp_path / "meter.key")
+    args = [os.path.join(sdk, "examples", "smart_meter"), "-k", keyfile, "-n", "3", "-i", "0",
+            "127.0.0.1", str(broker.port), "meters/m1/readings"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert oct(os.stat(keyfile).st_mode & 0o777) == "0o600"
+    seed = bytes.fromhex(open(keyfile).read().strip())
+    pk = bytes(nacl.signing.SigningKey(seed).verify_key)
+    assert p.stdout.splitlines()[0] == "device " + device_id(pk)
+    seqs = []
+    for _ in range(3):
+        m = sub.get()
+        msg = cbor2.loads(m.payload)
+        prot_bytes, _unprot, payload, sig = msg.value
+        nacl.signing.VerifyKey(pk).verify(cbor2.dumps(["Signature1", prot_bytes, b"", payload]), sig)
+        prot = cbor2.loads(prot_bytes)
+        assert prot[4] == device_id(pk).encode()
+        seqs.append(prot[SEQ_LABEL])
+        rc, out = c_verify(m.payload, pk)
+        assert rc == 0, out
+    assert seqs == [1, 2, 3]
+    # a restart continues the sequence
+    p = subprocess.run(args[:4] + ["1"] + args[5:], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert cbor2.loads(cbor2.loads(sub.get().payload).value[0])[SEQ_LABEL] == 4
+    sub.c.disconnect()
