@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -312,6 +314,110 @@ static void test_receipts(void **state)
     assert_int_equal(lmq_sdk_vkey_parse(vkey, (size_t)vl, name, sizeof(name), pk), LMQ_SDK_ERR_MALFORMED);
 }
 
+/* ---- the transparency-dev inclusion vectors, through the SDK verifier ---- */
+
+static const char *jfind(const char *doc, const char *name)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\"", name);
+    const char *p = strstr(doc, pat);
+    assert_non_null(p);
+    p = strchr(p + strlen(pat), ':');
+    assert_non_null(p);
+    p++;
+    while (*p == ' ' || *p == '\n')
+        p++;
+    return p;
+}
+
+/* Decodes the base64 string at p (after its opening quote) into out;
+ * returns the decoded length or -1; *next points past the closing quote. */
+static long jb64(const char *p, uint8_t *out, size_t cap, const char **next)
+{
+    assert_true(*p == '"');
+    const char *e = strchr(p + 1, '"');
+    assert_non_null(e);
+    *next = e + 1;
+    return lmqsdk__b64_decode(p + 1, (size_t)(e - p - 1), out, cap);
+}
+
+static int sdk_inclusion_case(const char *doc)
+{
+    uint8_t root[64], leaf[64], proof[LMQ_SDK_MAX_PROOF + 8][32];
+    const char *next;
+    uint64_t idx = strtoull(jfind(doc, "leafIdx"), NULL, 10);
+    uint64_t size = strtoull(jfind(doc, "treeSize"), NULL, 10);
+    long rl = jb64(jfind(doc, "root"), root, sizeof(root), &next);
+    long ll = jb64(jfind(doc, "leafHash"), leaf, sizeof(leaf), &next);
+    const char *p = jfind(doc, "proof");
+    size_t n = 0;
+    bool bad_hash = rl != 32 || ll != 32;
+    if (strncmp(p, "null", 4) != 0) {
+        assert_true(*p == '[');
+        p++;
+        for (;;) {
+            while (*p == ' ' || *p == '\n' || *p == ',')
+                p++;
+            if (*p == ']')
+                break;
+            uint8_t h[64];
+            long hl = jb64(p, h, sizeof(h), &next);
+            p = next;
+            if (hl != 32 || n >= LMQ_SDK_MAX_PROOF) {
+                bad_hash = true;
+                continue;
+            }
+            memcpy(proof[n++], h, 32);
+        }
+    }
+    if (bad_hash)
+        return LMQ_SDK_ERR_PROOF;
+    return lmq_sdk_verify_inclusion(idx, size, leaf, (const uint8_t(*)[32])proof, n, root);
+}
+
+static void walk_inclusion(const char *dir, int *happy, int *bad)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char path[1024];
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        if (S_ISDIR(st.st_mode)) {
+            walk_inclusion(path, happy, bad);
+            continue;
+        }
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        static char doc[65536];
+        size_t len = fread(doc, 1, sizeof(doc) - 1, f);
+        fclose(f);
+        doc[len] = '\0';
+        bool want_err = strncmp(jfind(doc, "wantErr"), "true", 4) == 0;
+        int rc = sdk_inclusion_case(doc);
+        if (want_err != (rc != 0))
+            fail_msg("%s: SDK verifier returned %d", path, rc);
+        if (want_err)
+            (*bad)++;
+        else
+            (*happy)++;
+    }
+    closedir(d);
+}
+
+static void test_inclusion_vectors(void **state)
+{
+    (void)state;
+    int happy = 0, bad = 0;
+    walk_inclusion(LMQ_TESTDATA_DIR "/merkle/inclusion", &happy, &bad);
+    assert_true(happy >= 5);
+    assert_true(bad >= 40);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +425,7 @@ int main(void)
         cmocka_unit_test(test_envelopes_interop),
         cmocka_unit_test(test_token_interop),
         cmocka_unit_test(test_receipts),
+        cmocka_unit_test(test_inclusion_vectors),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
