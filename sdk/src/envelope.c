@@ -204,16 +204,19 @@ int lmq_sdk_envelope_verify(const uint8_t *env, size_t len, const uint8_t pk[LMQ
                     return LMQ_SDK_ERR_MALFORMED;
                 if (major != 1 || v != 7)
                     return LMQ_SDK_ERR_ALG;
+                if (has_alg)
+                    return LMQ_SDK_ERR_MALFORMED; /* duplicate label */
                 has_alg = 1;
             } else if (km == 0 && kv == 4) {
                 if (lmqsdk__rhead(&p, pend, &major, &v) != 0 || major != 2 ||
-                    v > (uint64_t)(pend - p))
+                    v > (uint64_t)(pend - p) || e.kid != NULL)
                     return LMQ_SDK_ERR_MALFORMED;
                 e.kid = p;
                 e.kid_len = (size_t)v;
                 p += v;
             } else if (km == 1 && (kv == 65536 || kv == 65537)) {
-                if (lmqsdk__rhead(&p, pend, &major, &v) != 0 || major != 0)
+                if (lmqsdk__rhead(&p, pend, &major, &v) != 0 || major != 0 ||
+                    (kv == 65536 ? has_seq : has_time))
                     return LMQ_SDK_ERR_MALFORMED;
                 if (kv == 65536) {
                     e.seq = v;

@@ -125,6 +125,18 @@ static void test_envelopes_interop(void **state)
     assert_int_equal(lmq_sdk_token_make(&key, "x", 1, 2, fixed_rng, &v, tok, sizeof(tok), &tlen), 0);
     assert_int_equal(lmq_sdk_envelope_verify(tok, tlen, key.pk, scratch, sizeof(scratch), &e),
                      LMQ_SDK_ERR_ALG);
+    /* duplicate label in the protected header (the broker refuses it as
+     * non-deterministic; the SDK as malformed) */
+    {
+        static const uint8_t dup[] = {0xa5, 0x01, 0x27, 0x04, 0x41, 0x61, 0x3a, 0x00, 0x01, 0x00, 0x00, 0x01,
+                                      0x3a, 0x00, 0x01, 0x00, 0x00, 0x02, 0x3a, 0x00, 0x01, 0x00, 0x01, 0x03};
+        assert_int_equal(cose_sign1_sign(dup, sizeof(dup), NULL, 0, NULL, 0, "x", 1, key.sk, true, b,
+                                         sizeof(b), &blen),
+                         0);
+        assert_int_equal(lmq_sdk_envelope_verify(b, blen, key.pk, scratch, sizeof(scratch), &e),
+                         LMQ_SDK_ERR_MALFORMED);
+        assert_int_equal(cose_envelope_verify(b, blen, key.pk, NULL), COSE_ERR_NONCANONICAL);
+    }
     /* empty payload, output too small at every size */
     assert_int_equal(lmq_sdk_envelope_sign(&key, 1, 1, NULL, 0, a, sizeof(a), &alen), 0);
     assert_int_equal(cose_envelope_verify(a, alen, key.pk, NULL), 0);
