@@ -257,10 +257,12 @@ static MDB_val mval(const void *p, size_t n)
 }
 
 /* Maps an LMDB/errno failure to a store code, logging it. */
+#define IS_STORE_CODE(rc) ((rc) <= -4000 && (rc) > -5000)
+
 static int store__fail(const char *what, int rc)
 {
-    if (rc == MDB_MAP_FULL)
-        return MDB_MAP_FULL;
+    if (rc == MDB_MAP_FULL || IS_STORE_CODE(rc))
+        return rc; /* a store code was logged where it arose */
     LMQ_ERROR("store: %s: %s", what, mdb_strerror(rc));
     return rc == ENOMEM ? LMQ_STORE_ENOMEM : LMQ_STORE_EIO;
 }
@@ -718,9 +720,9 @@ static int store__apply(struct lmq_store *s, struct store__op *op, const void *s
             return rc;
         }
         if (rc != MDB_MAP_FULL) {
-            store__fail("write", rc);
+            rc = store__fail("write", rc);
             store__batch_fail(s);
-            return LMQ_STORE_EIO;
+            return rc == LMQ_STORE_ENOMEM ? rc : LMQ_STORE_EIO;
         }
         store__txn_abort(s);
         int grown = store__grow(s);
