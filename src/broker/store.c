@@ -1612,8 +1612,16 @@ static int damaged(struct loader *L, int t, const MDB_val *key, const char *what
     return fix_add(L, t, 0, key->mv_data, key->mv_size, 0, 0);
 }
 
+/* Any other non-negative callback result means keep: a record is only
+ * deleted when the visitor says DROP. */
+static int visit_norm(int r)
+{
+    return r < 0 || r == LMQ_STORE_VISIT_DROP ? r : LMQ_STORE_VISIT_KEEP;
+}
+
 static int cb_result(struct loader *L, int t, const MDB_val *key, int r)
 {
+    r = visit_norm(r);
     if (r < 0)
         return r;
     if (r == LMQ_STORE_VISIT_DROP) {
@@ -1756,6 +1764,7 @@ static int scan_queue(struct loader *L, const MDB_val *key, const MDB_val *val, 
     int r = L->v && L->v->session_msg
                 ? L->v->session_msg(L->ctx, &sc->sess, &e, has_m ? &m : NULL)
                 : LMQ_STORE_VISIT_KEEP;
+    r = visit_norm(r);
     if (r == LMQ_STORE_VISIT_KEEP && e.msg_id)
         idmap_find(&L->ids, e.msg_id)->actual++; /* entry_load found it valid */
     L->n[T_QUEUE] += r == LMQ_STORE_VISIT_KEEP;
@@ -1810,6 +1819,7 @@ static int scan_sessions(struct loader *L, const MDB_val *key, const MDB_val *va
         return rc;
     sc.counting = false;
     int r = L->v && L->v->session ? L->v->session(L->ctx, &sc.sess, &sc.st) : LMQ_STORE_VISIT_KEEP;
+    r = visit_norm(r);
     if (r != LMQ_STORE_VISIT_KEEP)
         return cb_result(L, T_SESSIONS, key, r);
     L->n[T_SESSIONS]++;
