@@ -169,6 +169,13 @@ class Broker:
         except OSError:
             return ""
 
+    def wait_log(self, pattern, since=0, timeout=3.0):
+        """Waits until the log text after offset SINCE matches the regex
+        PATTERN (multiline); returns the match or None."""
+        import re
+        rx = re.compile(pattern, re.M)
+        return wait_for(lambda: rx.search(self.log()[since:]), timeout)
+
     def all_logs(self):
         out = []
         for i in range(1, self.starts + 1):

@@ -247,13 +247,27 @@ def test_slow_qos0_consumer_bounded_memory(broker_factory, raw):
 @ledgermq_only("checks ledgermqd's log")
 def test_limit_violation_is_logged(broker_factory, raw):
     b = broker_factory(config={"max_packet_size": 1024})
-    before = len(b.log())
     big = connect(raw, b.port, "logme")
+    before = len(b.log())
     big.send(R.publish_packet("l/big", b"x" * 5000))
     assert big.wait_closed(5)
-    assert wait_for(lambda: "logme" in b.log()[before:] and
-                    any(w in b.log()[before:] for w in ("warning", "notice", "error")), 3), \
+    assert b.wait_log(r"(warning|notice|error).*logme.*max_packet_size|"
+                      r"(warning|notice|error).*max_packet_size.*logme", before), \
         "no log line about the oversize packet:\n" + b.log()[before:]
+
+
+@ledgermq_only("checks ledgermqd's log")
+def test_queue_full_is_logged(broker_factory, raw):
+    b = broker_factory(config={"max_queued_messages": 2})
+    s = connect(raw, b.port, "qfull", clean=False)
+    s.subscribe([("qf/t", 1)])
+    s.disconnect()
+    before = len(b.log())
+    p = connect(raw, b.port, "qf-pub")
+    for i in range(5):
+        p.publish("qf/t", b"x", qos=1, pid=i + 1)
+    assert b.wait_log(r"(warning|notice|error).*qfull", before), \
+        "no log line about dropping for a full queue:\n" + b.log()[before:]
 
 
 def test_slow_qos1_consumer_bounded_memory(broker_factory, raw):
