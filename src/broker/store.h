@@ -40,7 +40,7 @@ enum lmq_store_error {
     LMQ_STORE_EIO = -4003,       /* I/O or LMDB failure; the details were logged */
     LMQ_STORE_ENOMEM = -4004,
     LMQ_STORE_EINVAL = -4005,    /* bad argument: no batch open, a batch already
-                                    open, qos/state out of range, msg id unknown */
+                                    open, qos/state out of range, bad lengths */
     LMQ_STORE_ENOTFOUND = -4006, /* the record to delete does not exist */
     LMQ_STORE_ENOMSG = -4007,    /* lmq_store_qmsg_put: msg_id names no stored body
                                     (it went with its last reference, or its batch
