@@ -322,3 +322,32 @@ def test_damaged_record_skipped_rest_kept(broker_factory, raw):
     assert "keep/17" not in got
     assert any(w in b.log().lower() for w in ("damag", "corrupt", "crc", "checksum")), \
         "damage not reported:\n" + b.log()
+
+
+@KILL9
+def test_outbound_qos2_awaiting_pubcomp_survives_kill9(broker_factory, raw):
+    """Subscriber sent PUBREC and got PUBREL, broker killed before PUBCOMP:
+    after restart the flow completes and the message is not delivered as a
+    new one."""
+    b = broker_factory()
+    s = connect(raw, b.port, "q2out-sub", clean=False)
+    s.subscribe([("q2out/t", 2)])
+    p = connect(raw, b.port, "q2out-pub")
+    p.publish("q2out/t", b"once-only", qos=2)
+    m = s.expect(R.PUBLISH)
+    s.send(R.ack_packet(R.PUBREC, m.pid))
+    assert s.expect(R.PUBREL).pid == m.pid
+    b.restart(kill9=True)
+    s = connect(raw, b.port, "q2out-sub", clean=False)
+    assert s.session_present
+    pk = s.recv(5)
+    assert pk is not None, "nothing resent for the QoS 2 flow after kill -9"
+    if pk.type == R.PUBLISH:
+        # tolerated: the PUBREL state was not yet durable; it must be the
+        # same message, same packet id, DUP set (the receiver dedupes it)
+        assert (pk.payload, pk.pid, pk.dup) == (b"once-only", m.pid, True), pk
+        s.send(R.ack_packet(R.PUBREC, pk.pid))
+        pk = s.expect(R.PUBREL)
+    assert pk.type == R.PUBREL and pk.pid == m.pid, pk
+    s.send(R.ack_packet(R.PUBCOMP, m.pid))
+    s.expect_nothing(1.0)
