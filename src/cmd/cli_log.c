@@ -181,11 +181,11 @@ int cli_log_get(struct cli *c, int argc, char **argv)
     }
     if (rc) {
         int code = rc == LEDGER_ERR_CORRUPT ? CLI_FAIL : CLI_ERR;
-        cli_error(code, "log get %llu: %s%s", (unsigned long long)index,
-                  rc == -ERANGE ? "no such record; log size is " : ledger_strerror(rc),
-                  rc == -ERANGE ? "" : "");
         if (rc == -ERANGE)
-            fprintf(stderr, "ledgermq: log size is %llu\n", (unsigned long long)ledger_size(l));
+            cli_error(code, "log get %llu: no such record (log size is %llu)",
+                      (unsigned long long)index, (unsigned long long)ledger_size(l));
+        else
+            cli_error(code, "log get %llu: %s", (unsigned long long)index, ledger_strerror(rc));
         free(buf);
         ledger_close(l);
         return code;
