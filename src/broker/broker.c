@@ -55,29 +55,31 @@ struct bk_sub {
 };
 
 struct bk_session {
+    /* Laid out without padding: an idle connection's session is most of
+     * what it costs. */
     struct bk_session *hnext;
-    char *id;
-    uint16_t id_len;
-    uint32_t hash;
     struct lmq_client *client;  /* online connection, or NULL */
-    bool persistent;            /* clean session 0 */
-    bool stored;                /* has a record in the store */
-    uint8_t proto;
     struct bk_sub *subs;
-    uint32_t nsubs, scap;
     struct bk_entry *inf_head, *inf_tail;
-    uint32_t n_inflight;
     struct bk_entry *q_head, *q_tail;
-    uint32_t n_queued;
-    uint64_t q_bytes;
-    uint16_t next_pkid;
     uint16_t *qos2_in;
-    uint32_t n_qos2_in, cap_qos2_in;
+    uint64_t q_bytes;
     uint64_t next_seq;
     uint64_t disconnected_at;   /* unix seconds, 0 while online */
-    uint64_t dropped;
+    uint32_t hash;
+    uint32_t nsubs, scap;
+    uint32_t n_inflight;
+    uint32_t n_queued;
+    uint32_t n_qos2_in, cap_qos2_in;
+    uint32_t dropped;
+    uint32_t last_progress;     /* monotonic s of its last ack (flow control) */
+    uint16_t id_len;
+    uint16_t next_pkid;
+    bool persistent;            /* clean session 0 */
+    bool stored;                /* has a record in the store */
     bool congested;             /* online and its queue is above the high mark */
-    uint64_t last_progress;     /* monotonic s of its last ack (flow control) */
+    uint8_t proto;
+    char id[];                  /* client id, NUL-terminated */
 };
 
 enum bk_cstate { BK_C_NEW = 0, BK_C_CONNECTED = 1, BK_C_CLOSING = 2 };
@@ -89,9 +91,10 @@ struct lmq_client {
     struct bk_session *sess;
     struct lmq_client *prev, *next;     /* all clients */
     struct lmq_client *dirty_next;      /* clients with output this iteration */
+    struct lmq_client *paused_next;
     struct lmq_msg *will;
-    uint64_t last_rx;                   /* monotonic seconds */
-    uint64_t created;
+    uint32_t last_rx;                   /* monotonic seconds */
+    uint32_t created;
     uint16_t keepalive;
     uint8_t state;
     uint8_t proto;
@@ -100,8 +103,7 @@ struct lmq_client {
     bool want_close;                    /* close after the flush */
     bool paused;                        /* input paused: it published to a
                                            congested session */
-    struct lmq_client *paused_next;
-    char peer[48];
+    char peer[40];                      /* "a.b.c.d:port" or "[v6]:port" (may be cut) */
 };
 
 struct lmq_broker {
@@ -324,16 +326,12 @@ static int bk__sess_table_grow(struct lmq_broker *b)
 
 static struct bk_session *bk__sess_new(struct lmq_broker *b, const char *id, size_t len)
 {
-    if (b->n_sessions + 1 > b->sess_cap && bk__sess_table_grow(b) < 0)
+    /* Chains of two on average: the table costs 4 bytes per session. */
+    if (b->n_sessions + 1 > 2 * b->sess_cap && bk__sess_table_grow(b) < 0)
         return NULL;
-    struct bk_session *s = calloc(1, sizeof *s);
+    struct bk_session *s = calloc(1, sizeof *s + len + 1);
     if (!s)
         return NULL;
-    s->id = malloc(len + 1);
-    if (!s->id) {
-        free(s);
-        return NULL;
-    }
     memcpy(s->id, id, len);
     s->id[len] = '\0';
     s->id_len = (uint16_t)len;
@@ -386,7 +384,6 @@ static void bk__sess_destroy(struct lmq_broker *b, struct bk_session *s)
     }
     if (s->client)
         s->client->sess = NULL;
-    free(s->id);
     free(s);
 }
 
@@ -589,12 +586,12 @@ static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_m
         bk__entry_store(b, s, e);
     if (online && !s->congested && bk__over_high(b, s)) {
         s->congested = true;
-        s->last_progress = b->now;
+        s->last_progress = (uint32_t)b->now;
         b->n_congested++;
     }
     /* A subscriber that acknowledges nothing for BK_STALL_S seconds no
      * longer slows its publishers down: its queue overflows and drops. */
-    if (s->congested && b->now - s->last_progress < BK_STALL_S)
+    if (s->congested && (uint32_t)b->now - s->last_progress < BK_STALL_S)
         b->hit_congested = true;
     return;
 drop:
@@ -602,7 +599,7 @@ drop:
     b->st.dropped_queue_full++;
     if (s->dropped == 1 || s->dropped % 1000 == 0)
         LMQ_WARN("session %s: queue full (%u messages, %" PRIu64
-                 " bytes), dropping QoS %u message on %s (%" PRIu64 " dropped)",
+                 " bytes), dropping QoS %u message on %s (%" PRIu32 " dropped)",
                  s->id, s->n_queued, s->q_bytes, qos, m->topic, s->dropped);
 }
 
@@ -1027,7 +1024,7 @@ static int bk__handle_ack(struct lmq_client *c, const uint8_t *pkt, size_t len)
             return 0;
         }
         bk__inflight_remove(s, e, prev);
-        s->last_progress = b->now;
+        s->last_progress = (uint32_t)b->now;
         if (s->persistent)
             bk__entry_unstore(b, s, e);
         bk__entry_free(e);
@@ -1303,7 +1300,7 @@ struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx, const
     c->b = b;
     c->tctx = tctx;
     c->proto = MQTT_V311;
-    c->created = c->last_rx = b->now;
+    c->created = c->last_rx = (uint32_t)b->now;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     c->next = b->clients;
     if (b->clients)
@@ -1321,7 +1318,7 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
     *consumed = 0;
     if (c->state == BK_C_CLOSING)
         return -1;
-    c->last_rx = b->now;
+    c->last_rx = (uint32_t)b->now;
     b->st.bytes_in += len;
     for (;;) {
         struct mqtt_frame f;
@@ -1524,13 +1521,13 @@ void lmq_broker_tick(struct lmq_broker *b)
         b->resume_pending = true;
     for (struct lmq_client *c = b->clients; c; c = c->next) {
         if (c->paused)
-            c->last_rx = b->now; /* we are not reading it: not its fault */
-        if (c->state == BK_C_NEW && b->now - c->created >= b->cfg->connect_timeout) {
+            c->last_rx = (uint32_t)b->now; /* we are not reading it: not its fault */
+        if (c->state == BK_C_NEW && (uint32_t)b->now - c->created >= b->cfg->connect_timeout) {
             LMQ_WARN("connection from %s: no CONNECT within %u s; closing", c->peer,
                      b->cfg->connect_timeout);
             bk__close(c);
         } else if (c->state == BK_C_CONNECTED && c->keepalive &&
-                   (b->now - c->last_rx) * 2 > (uint64_t)c->keepalive * 3) {
+                   ((uint32_t)b->now - c->last_rx) * (uint64_t)2 > (uint64_t)c->keepalive * 3) {
             LMQ_NOTICE("client %s: keep-alive timeout (%u s); closing", bk__name(c),
                        c->keepalive);
             bk__close(c);

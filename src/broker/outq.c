@@ -20,15 +20,17 @@ static int oq__seg(struct lmq_outq *q)
 
 uint8_t *lmq_outq_reserve(struct lmq_outq *q, size_t n)
 {
-    if (q->len + n > q->cap) {
+    if ((size_t)q->len + n > q->cap) {
         size_t cap = q->cap ? q->cap : 256;
-        while (cap < q->len + n)
+        while (cap < (size_t)q->len + n)
             cap *= 2;
+        if (cap > UINT32_MAX)
+            return NULL;
         uint8_t *b = realloc(q->buf, cap);
         if (!b)
             return NULL;
         q->buf = b;
-        q->cap = cap;
+        q->cap = (uint32_t)cap;
     }
     struct lmq_outseg *last = q->nsegs ? &q->segs[q->nsegs - 1] : NULL;
     if (last && !last->ref && last->off + last->len == q->len) {
@@ -39,7 +41,7 @@ uint8_t *lmq_outq_reserve(struct lmq_outq *q, size_t n)
         q->segs[q->nsegs++] = (struct lmq_outseg){NULL, NULL, q->len, n};
     }
     uint8_t *p = q->buf + q->len;
-    q->len += n;
+    q->len += (uint32_t)n;
     q->bytes += n;
     return p;
 }
@@ -48,7 +50,7 @@ void lmq_outq_unreserve(struct lmq_outq *q, size_t n)
 {
     struct lmq_outseg *last = &q->segs[q->nsegs - 1];
     last->len -= n;
-    q->len -= n;
+    q->len -= (uint32_t)n;
     q->bytes -= n;
     if (last->len == 0)
         q->nsegs--;
@@ -111,7 +113,7 @@ void lmq_outq_consume(struct lmq_outq *q, size_t n)
         struct lmq_outseg *s = &q->segs[q->head];
         size_t left = s->len - q->head_off;
         if (n < left) {
-            q->head_off += n;
+            q->head_off += (uint32_t)n;
             return;
         }
         n -= left;

@@ -26,12 +26,12 @@ struct lmq_outseg {
 
 struct lmq_outq {
     uint8_t *buf;
-    size_t len, cap;
     struct lmq_outseg *segs;
+    size_t bytes;           /* bytes not yet written */
+    uint32_t len, cap;      /* copy buffer (bounded by the broker's limits) */
     uint32_t nsegs, scap;
     uint32_t head;          /* first segment not fully written */
-    size_t head_off;        /* bytes of segs[head] already written */
-    size_t bytes;           /* bytes not yet written */
+    uint32_t head_off;      /* bytes of segs[head] already written */
 };
 
 /* Reserves N bytes at the end of the copy buffer and returns where to
