@@ -33,6 +33,7 @@ extern "C" {
 #define LMQ_SDK_DEVICE_ID_LEN 34 /* "d-" + 32 base32 characters */
 #define LMQ_SDK_CTI_LEN 16       /* random token id made by lmq_sdk_token_make */
 #define LMQ_SDK_MAX_PROOF 64
+#define LMQ_SDK_MAX_KEYS 32 /* node keys per quorum check */
 
 /* Header labels and claims (identical to the broker's). */
 #define LMQ_SDK_COSE_TAG_SIGN1 18
@@ -144,6 +145,16 @@ struct lmq_sdk_receipt {
 int lmq_sdk_receipt_verify(const char *json, size_t json_len, const char *log_name,
                            const uint8_t log_pk[LMQ_SDK_PK_LEN], const char *origin,
                            uint8_t *scratch, size_t scratch_cap, struct lmq_sdk_receipt *out);
+
+/* Like lmq_sdk_receipt_verify, but the checkpoint must carry valid
+ * signature lines (all under log_name, the origin) by at least quorum of
+ * the n_keys node keys (1 <= n_keys <= LMQ_SDK_MAX_KEYS, quorum <= n_keys;
+ * quorum 0 means 1). A failing signature of a listed key is
+ * LMQ_SDK_ERR_SIGNATURE; too few is LMQ_SDK_ERR_UNSIGNED. */
+int lmq_sdk_receipt_verify_quorum(const char *json, size_t json_len, const char *log_name,
+                                  const uint8_t (*log_pks)[LMQ_SDK_PK_LEN], size_t n_keys,
+                                  size_t quorum, const char *origin, uint8_t *scratch,
+                                  size_t scratch_cap, struct lmq_sdk_receipt *out);
 
 /* RFC 9162 §2.1.3.2 inclusion proof check. 0 or LMQ_SDK_ERR_PROOF. */
 int lmq_sdk_verify_inclusion(uint64_t index, uint64_t size, const uint8_t leaf_hash[32],

@@ -188,16 +188,17 @@ static int lmqsdk__parse_u64(const char *p, size_t len, uint64_t *v)
     return 0;
 }
 
-/* Verifies the note's signature by (name, pk) and parses the checkpoint
- * body into out. */
+/* Verifies the note's signature lines by (name, pks[i]) — at least quorum
+ * distinct keys must verify — and parses the checkpoint body into out. */
 static int lmqsdk__checkpoint(const char *note, size_t len, const char *name,
-                              const uint8_t pk[32], uint64_t *size, struct lmq_sdk_receipt *out)
+                              const uint8_t (*pks)[32], size_t n_keys, size_t quorum,
+                              uint64_t *size, struct lmq_sdk_receipt *out)
 {
     static const char dash[] = "\xe2\x80\x94 "; /* U+2014 and a space */
     const char *split = NULL, *s, *p, *e, *end = note + len;
-    size_t text_len, name_len = strlen(name), i;
-    uint8_t kid_hash[32], kid_in[256 + 2 + 32];
-    int found = 0;
+    size_t text_len, name_len = strlen(name), i, k, n_ok = 0;
+    uint8_t kid_in[256 + 2 + 32], kids[LMQ_SDK_MAX_KEYS][4];
+    unsigned char ok[LMQ_SDK_MAX_KEYS];
 
     /* text / signatures split at the last blank line */
     for (s = note; s + 1 < end; s++)
@@ -207,11 +208,16 @@ static int lmqsdk__checkpoint(const char *note, size_t len, const char *name,
         return LMQ_SDK_ERR_MALFORMED;
     text_len = (size_t)(split - note) + 1;
 
-    memcpy(kid_in, name, name_len);
-    kid_in[name_len] = '\n';
-    kid_in[name_len + 1] = 0x01;
-    memcpy(kid_in + name_len + 2, pk, 32);
-    lmqsdk__sha256_2(kid_in, name_len + 34, NULL, 0, kid_hash);
+    for (k = 0; k < n_keys; k++) {
+        uint8_t h[32];
+        memcpy(kid_in, name, name_len);
+        kid_in[name_len] = '\n';
+        kid_in[name_len + 1] = 0x01;
+        memcpy(kid_in + name_len + 2, pks[k], 32);
+        lmqsdk__sha256_2(kid_in, name_len + 34, NULL, 0, h);
+        memcpy(kids[k], h, 4);
+        ok[k] = 0;
+    }
 
     for (p = split + 2; p < end; p = e + 1) {
         uint8_t sig[4 + 64 + 16];
@@ -232,13 +238,21 @@ static int lmqsdk__checkpoint(const char *note, size_t len, const char *name,
         n = lmqsdk__b64_decode(b64, (size_t)(e - b64), sig, sizeof(sig));
         if (n < 5)
             return LMQ_SDK_ERR_MALFORMED;
-        if (memcmp(sig, kid_hash, 4) != 0 || n != 4 + 64)
-            continue; /* other key id or type */
-        if (crypto_sign_ed25519_verify_detached(sig + 4, (const unsigned char *)note, text_len, pk) != 0)
-            return LMQ_SDK_ERR_SIGNATURE;
-        found = 1;
+        if (n != 4 + 64)
+            continue; /* another signature type */
+        for (k = 0; k < n_keys; k++) {
+            if (memcmp(sig, kids[k], 4) != 0)
+                continue;
+            if (crypto_sign_ed25519_verify_detached(sig + 4, (const unsigned char *)note, text_len,
+                                                    pks[k]) != 0)
+                return LMQ_SDK_ERR_SIGNATURE;
+            if (!ok[k]) {
+                ok[k] = 1;
+                n_ok++;
+            }
+        }
     }
-    if (!found)
+    if (n_ok == 0 || n_ok < quorum)
         return LMQ_SDK_ERR_UNSIGNED;
 
     /* body: origin, size, base64 root, optional extension lines */
@@ -306,6 +320,17 @@ int lmq_sdk_receipt_verify(const char *json, size_t json_len, const char *log_na
                            const uint8_t log_pk[LMQ_SDK_PK_LEN], const char *origin,
                            uint8_t *scratch, size_t scratch_cap, struct lmq_sdk_receipt *out)
 {
+    if (log_pk == NULL)
+        return LMQ_SDK_ERR_ARGS;
+    return lmq_sdk_receipt_verify_quorum(json, json_len, log_name, (const uint8_t(*)[32])log_pk, 1,
+                                         1, origin, scratch, scratch_cap, out);
+}
+
+int lmq_sdk_receipt_verify_quorum(const char *json, size_t json_len, const char *log_name,
+                                  const uint8_t (*log_pks)[LMQ_SDK_PK_LEN], size_t n_keys,
+                                  size_t quorum, const char *origin, uint8_t *scratch,
+                                  size_t scratch_cap, struct lmq_sdk_receipt *out)
+{
     struct lmqsdk__json j;
     uint8_t proof[LMQ_SDK_MAX_PROOF][32], leaf[32];
     size_t n_proof = 0, used = 0;
@@ -315,7 +340,8 @@ int lmq_sdk_receipt_verify(const char *json, size_t json_len, const char *log_na
     uint64_t cp_size;
     int rc;
 
-    if (json == NULL || log_name == NULL || log_pk == NULL || scratch == NULL || out == NULL)
+    if (json == NULL || log_name == NULL || log_pks == NULL || n_keys == 0 ||
+        n_keys > LMQ_SDK_MAX_KEYS || quorum > n_keys || scratch == NULL || out == NULL)
         return LMQ_SDK_ERR_ARGS;
     memset(out, 0, sizeof(*out));
     if (scratch_cap < json_len)
@@ -405,7 +431,7 @@ int lmq_sdk_receipt_verify(const char *json, size_t json_len, const char *log_na
     if (j.p != j.end || seen != 31)
         return LMQ_SDK_ERR_MALFORMED;
 
-    rc = lmqsdk__checkpoint(note, note_len, log_name, log_pk, &cp_size, out);
+    rc = lmqsdk__checkpoint(note, note_len, log_name, log_pks, n_keys, quorum, &cp_size, out);
     if (rc != 0)
         return rc;
     if (origin != NULL &&

@@ -326,6 +326,49 @@ static void test_receipts(void **state)
     assert_int_equal(lmq_sdk_vkey_parse(vkey, (size_t)vl, name, sizeof(name), pk), LMQ_SDK_ERR_MALFORMED);
 }
 
+/* The example receipt of docs/FORMATS.md "Receipts" (written by the
+ * broker's receipt_write, checkpoint signed by three node keys under the
+ * origin's name) and the three verifier keys of "Ledger records". */
+static const char doc_receipt[] =
+    "{\"index\": 3, \"tree_size\": 5, \"record\": \"qAABAQECdXBsYW50MS9saW5lMy9wcmVzc3VyZQNKeyJ0IjoyMy41fQVqbWV0ZXItMDA0MgZqbWV0ZXItMDA0MgkbAAABm3baqAMKZm5vZGUtYQ==\", \"proof\": [\"x/iQydf2WaESWqO2cCs1I0PK9BkkgwBlAHzAU+nIURU=\", \"qNRP5ar5uhMr2sjM33ttDN231dINoNEkeADthE0eFJI=\", \"JpTduUxCxSmbTYhdufncJFFnoR4I/xXOAcofJ7qp7oQ=\"], \"checkpoint\": \"ledger.example/plant1\\n5\\nA+/AauYA88eby9Bh7t070JDFkJ7Qo5lzcsIwDnFIrF4=\\nblock 2 f2ea80ea42085c35adefb699e8a47fe3131de68eb462d1527f7dc0d4c84338f5\\n\\n— ledger.example/plant1 Qtq9tIHiv051p5Dqk4y9LRa/qKxLREgvGV2pYOQbcCQcMy0na7UT/J2WsYZFgtoy3j8lkb/icWnw2QuyE5Seur/qdAw=\\n— ledger.example/plant1 RQczFGHNwxgOQrMmVIPqiYdzO+ObVqWgVN1xEil9Fj577d06ffVpNR1rFRqvuU4yh1APZmCl0iFBohGHfrA5UMfERQ4=\\n— ledger.example/plant1 DobecudDjPVpE3EsJN1ffys+4V0saiQjAdDa6RemjIrT++rQng0hEKwVf8+1v8wrQz+2kHc/aRSohgIyFuzL5OlNLAI=\\n\"}";
+static const char *const doc_vkeys[3] = {"ledger.example/plant1+42dabdb4+AYqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c", "ledger.example/plant1+45073314+AYE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU", "ledger.example/plant1+0e86de72+Ae1JKMYo0cLG6ukDOJBZlWEpWSc6XGP5NjbBRhSshzfR"};
+
+static void test_doc_receipt_quorum(void **state)
+{
+    (void)state;
+    uint8_t pks[3][32], scratch[2048];
+    char name[64];
+    struct lmq_sdk_receipt r;
+    size_t len = strlen(doc_receipt);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(lmq_sdk_vkey_parse(doc_vkeys[i], strlen(doc_vkeys[i]), name, sizeof(name), pks[i]), 0);
+        assert_string_equal(name, "ledger.example/plant1");
+    }
+    assert_int_equal(lmq_sdk_receipt_verify_quorum(doc_receipt, len, name, (const uint8_t(*)[32])pks, 3, 3,
+                                                   "ledger.example/plant1", scratch, sizeof(scratch), &r),
+                     0);
+    assert_int_equal(r.index, 3);
+    assert_int_equal(r.tree_size, 5);
+    assert_int_equal(lmq_sdk_receipt_verify(doc_receipt, len, name, pks[1], NULL, scratch, sizeof(scratch), &r), 0);
+    /* two of three keys listed, quorum 2: fine; quorum 3 of 2 keys: bad args */
+    assert_int_equal(lmq_sdk_receipt_verify_quorum(doc_receipt, len, name, (const uint8_t(*)[32])pks + 1, 2, 2,
+                                                   NULL, scratch, sizeof(scratch), &r),
+                     0);
+    assert_int_equal(lmq_sdk_receipt_verify_quorum(doc_receipt, len, name, (const uint8_t(*)[32])pks, 2, 3, NULL,
+                                                   scratch, sizeof(scratch), &r),
+                     LMQ_SDK_ERR_ARGS);
+    /* an unknown fourth key in the list does not help reach quorum 4 */
+    uint8_t four[4][32];
+    memcpy(four, pks, sizeof(pks));
+    memset(four[3], 7, 32);
+    assert_int_equal(lmq_sdk_receipt_verify_quorum(doc_receipt, len, name, (const uint8_t(*)[32])four, 4, 4, NULL,
+                                                   scratch, sizeof(scratch), &r),
+                     LMQ_SDK_ERR_UNSIGNED);
+    assert_int_equal(lmq_sdk_receipt_verify_quorum(doc_receipt, len, name, (const uint8_t(*)[32])four, 4, 3, NULL,
+                                                   scratch, sizeof(scratch), &r),
+                     0);
+}
+
 /* ---- the transparency-dev inclusion vectors, through the SDK verifier ---- */
 
 static const char *jfind(const char *doc, const char *name)
@@ -438,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_token_interop),
         cmocka_unit_test(test_receipts),
         cmocka_unit_test(test_inclusion_vectors),
+        cmocka_unit_test(test_doc_receipt_quorum),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
