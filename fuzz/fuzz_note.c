@@ -23,7 +23,8 @@ static void init(void)
 {
     /* the keys of the seed corpus: the Go sumdb example key, and the
      * ledger.example/plant1 node keys of tests/unit/test_receipt.c */
-    static const char go_vkey[] = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+    static const char go_vkey[] =
+        "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
     if (note_verifier_parse(go_vkey, strlen(go_vkey), &verifiers[0]) != 0)
         abort();
     for (int i = 0; i < 2; i++) {
@@ -73,8 +74,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct receipt r2;
         if (json != NULL && scratch2 != NULL) {
             ssize_t n = receipt_write(&r, json, cap);
-            if (n < 0 || receipt_parse(json, (size_t)n, scratch2, cap, &r2) != 0 || r2.index != r.index ||
-                r2.tree_size != r.tree_size || r2.record_len != r.record_len || r2.n_proof != r.n_proof ||
+            if (n < 0 || receipt_parse(json, (size_t)n, scratch2, cap, &r2) != 0 ||
+                r2.index != r.index || r2.tree_size != r.tree_size ||
+                r2.record_len != r.record_len || r2.n_proof != r.n_proof ||
                 r2.checkpoint_len != r.checkpoint_len ||
                 (r.record_len && memcmp(r2.record, r.record, r.record_len) != 0) ||
                 memcmp(r2.proof, r.proof, 32 * r.n_proof) != 0 ||

@@ -71,7 +71,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = 0;
         if (out == NULL)
             return 0;
-        if (ledger_record_encode(&rec, out, size + 16, &len) != 0 || len != size || memcmp(out, data, size) != 0)
+        if (ledger_record_encode(&rec, out, size + 16, &len) != 0 || len != size ||
+            memcmp(out, data, size) != 0)
             abort(); /* a decoded record must re-encode to its own bytes */
         free(out);
     }

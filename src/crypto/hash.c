@@ -138,7 +138,8 @@ static uint32_t crc__sw(uint32_t c, const uint8_t *p, size_t len)
 }
 
 #ifdef CRYPTO__HAVE_SSE42_PATH
-__attribute__((target("sse4.2"))) static uint32_t crc__hw32(uint32_t c, const uint8_t *p, size_t len)
+__attribute__((target("sse4.2"))) static uint32_t crc__hw32(uint32_t c, const uint8_t *p,
+                                                            size_t len)
 {
     uint64_t c64 = c;
     while (len > 0 && ((uintptr_t)p & 7) != 0) {
@@ -173,7 +174,8 @@ uint32_t crypto_crc32c(uint32_t crc, const void *data, size_t len)
 
 /* ---- base64 ---- */
 
-static const char b64__alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64__alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static int b64__val(unsigned char ch)
 {
@@ -249,7 +251,8 @@ ssize_t crypto_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap)
             if (v[k] < 0)
                 return -EINVAL;
         }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        uint32_t w =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         if (last && pad == 2) {
             if (w & 0xffff)
                 return -EINVAL; /* non-zero unused bits */

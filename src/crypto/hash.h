@@ -25,7 +25,7 @@ void crypto_sha256_parts(const void *const *parts, const size_t *lens, size_t n,
 typedef struct crypto_sha256_ctx {
     void *md_ctx; /* EVP_MD_CTX * */
 } crypto_sha256_ctx;
-int crypto_sha256_init(crypto_sha256_ctx *c);          /* 0 or -ENOMEM */
+int crypto_sha256_init(crypto_sha256_ctx *c); /* 0 or -ENOMEM */
 void crypto_sha256_update(crypto_sha256_ctx *c, const void *data, size_t len);
 void crypto_sha256_final(crypto_sha256_ctx *c, uint8_t out[32]); /* also frees */
 void crypto_sha256_free(crypto_sha256_ctx *c);

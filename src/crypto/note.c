@@ -12,8 +12,8 @@
 
 #define NOTE__DASH "\xe2\x80\x94" /* U+2014 EM DASH */
 #define NOTE__DASH_LEN 3
-#define NOTE__MAX_SIG_BYTES 8192   /* decoded signature incl. key ID */
-#define NOTE__COSIG_MAX_TEXT 8192  /* cosignature/v1 messages are built on the stack */
+#define NOTE__MAX_SIG_BYTES 8192  /* decoded signature incl. key ID */
+#define NOTE__COSIG_MAX_TEXT 8192 /* cosignature/v1 messages are built on the stack */
 #define NOTE__COSIG_HEADER "cosignature/v1\ntime "
 
 struct note__sig {
@@ -29,9 +29,20 @@ struct note__sig {
 static int note__is_unicode_space(uint32_t c)
 {
     switch (c) {
-    case 0x09: case 0x0a: case 0x0b: case 0x0c: case 0x0d: case 0x20:
-    case 0x85: case 0xa0: case 0x1680: case 0x2028: case 0x2029:
-    case 0x202f: case 0x205f: case 0x3000:
+    case 0x09:
+    case 0x0a:
+    case 0x0b:
+    case 0x0c:
+    case 0x0d:
+    case 0x20:
+    case 0x85:
+    case 0xa0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202f:
+    case 0x205f:
+    case 0x3000:
         return 1;
     default:
         return c >= 0x2000 && c <= 0x200a;
@@ -74,7 +85,8 @@ uint32_t note_key_id(const char *name, size_t name_len, uint8_t type, const uint
     return (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
 }
 
-int note_verifier_init_type(struct note_verifier *v, const char *name, uint8_t type, const uint8_t pk[32])
+int note_verifier_init_type(struct note_verifier *v, const char *name, uint8_t type,
+                            const uint8_t pk[32])
 {
     size_t len = name ? strlen(name) : 0;
     if (!note_name_valid(name, len) || (type != NOTE_SIG_ED25519 && type != NOTE_SIG_COSIGNATURE))
@@ -137,7 +149,8 @@ int note_verifier_parse(const char *vkey, size_t len, struct note_verifier *v)
     if (v->type != NOTE_SIG_ED25519 && v->type != NOTE_SIG_COSIGNATURE)
         return NOTE_ERR_ARGS;
     v->key_id = note_key_id(v->name, name_len, v->type, v->pk);
-    uint32_t want = (uint32_t)idb[0] << 24 | (uint32_t)idb[1] << 16 | (uint32_t)idb[2] << 8 | idb[3];
+    uint32_t want =
+        (uint32_t)idb[0] << 24 | (uint32_t)idb[1] << 16 | (uint32_t)idb[2] << 8 | idb[3];
     if (want != v->key_id)
         return NOTE_ERR_ARGS;
     return 0;
@@ -171,7 +184,8 @@ static int note__parse(const char *note, size_t len, const char **text, size_t *
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         /* eol exists: the note ends in '\n' */
         size_t ll = (size_t)(eol - p);
-        if (n == NOTE_MAX_SIGS || ll < NOTE__DASH_LEN + 1 || memcmp(p, NOTE__DASH " ", NOTE__DASH_LEN + 1) != 0)
+        if (n == NOTE_MAX_SIGS || ll < NOTE__DASH_LEN + 1 ||
+            memcmp(p, NOTE__DASH " ", NOTE__DASH_LEN + 1) != 0)
             return NOTE_ERR_MALFORMED;
         const char *name = p + NOTE__DASH_LEN + 1;
         const char *sp = memchr(name, ' ', (size_t)(eol - name));
@@ -188,13 +202,15 @@ static int note__parse(const char *note, size_t len, const char **text, size_t *
             return NOTE_ERR_MALFORMED;
         /* The whole signature must be canonical base64 of at least 5 bytes
          * (key ID and something), even when the key is unknown. */
-        if (s->b64_len < 8 || s->b64_len % 4 != 0 || s->b64_len > CRYPTO_B64_ENCODED_LEN(NOTE__MAX_SIG_BYTES))
+        if (s->b64_len < 8 || s->b64_len % 4 != 0 ||
+            s->b64_len > CRYPTO_B64_ENCODED_LEN(NOTE__MAX_SIG_BYTES))
             return NOTE_ERR_MALFORMED;
         static _Thread_local uint8_t scratch[NOTE__MAX_SIG_BYTES];
         ssize_t dl = crypto_b64_decode(s->b64, s->b64_len, scratch, sizeof scratch);
         if (dl < 5)
             return NOTE_ERR_MALFORMED;
-        s->key_id = (uint32_t)scratch[0] << 24 | (uint32_t)scratch[1] << 16 | (uint32_t)scratch[2] << 8 | scratch[3];
+        s->key_id = (uint32_t)scratch[0] << 24 | (uint32_t)scratch[1] << 16 |
+                    (uint32_t)scratch[2] << 8 | scratch[3];
         n++;
         p = eol + 1;
     }
@@ -202,7 +218,8 @@ static int note__parse(const char *note, size_t len, const char **text, size_t *
     return 0;
 }
 
-int note_split(const char *note, size_t note_len, const char **text, size_t *text_len, size_t *n_sigs)
+int note_split(const char *note, size_t note_len, const char **text, size_t *text_len,
+               size_t *n_sigs)
 {
     struct note__sig sigs[NOTE_MAX_SIGS];
     size_t n = 0;
@@ -220,15 +237,16 @@ int note_split(const char *note, size_t note_len, const char **text, size_t *tex
     return 0;
 }
 
-static int note__verify_one(const struct note_verifier *v, const struct note__sig *s, const char *text,
-                            size_t text_len)
+static int note__verify_one(const struct note_verifier *v, const struct note__sig *s,
+                            const char *text, size_t text_len)
 {
     uint8_t sig[NOTE__MAX_SIG_BYTES];
     ssize_t dl = crypto_b64_decode(s->b64, s->b64_len, sig, sizeof sig);
     if (v->type == NOTE_SIG_ED25519) {
         if (dl != 4 + 64)
             return NOTE_ERR_BAD_SIGNATURE;
-        return crypto_ed25519_verify(sig + 4, text, text_len, v->pk) == 0 ? 0 : NOTE_ERR_BAD_SIGNATURE;
+        return crypto_ed25519_verify(sig + 4, text, text_len, v->pk) == 0 ? 0
+                                                                          : NOTE_ERR_BAD_SIGNATURE;
     }
     /* tlog-cosignature/v1: keyid(4) || timestamp(8, big-endian) || sig(64)
      * over "cosignature/v1\ntime <ts>\n" || text. */
@@ -242,11 +260,13 @@ static int note__verify_one(const struct note_verifier *v, const struct note__si
     char msg[64 + NOTE__COSIG_MAX_TEXT];
     int hl = snprintf(msg, sizeof msg, NOTE__COSIG_HEADER "%llu\n", (unsigned long long)ts);
     memcpy(msg + hl, text, text_len);
-    return crypto_ed25519_verify(sig + 12, msg, (size_t)hl + text_len, v->pk) == 0 ? 0 : NOTE_ERR_BAD_SIGNATURE;
+    return crypto_ed25519_verify(sig + 12, msg, (size_t)hl + text_len, v->pk) == 0
+               ? 0
+               : NOTE_ERR_BAD_SIGNATURE;
 }
 
-int note_verify(const char *note, size_t note_len, const struct note_verifier *verifiers, size_t n_verifiers,
-                bool *signed_by, struct note_verified *out)
+int note_verify(const char *note, size_t note_len, const struct note_verifier *verifiers,
+                size_t n_verifiers, bool *signed_by, struct note_verified *out)
 {
     struct note__sig sigs[NOTE_MAX_SIGS];
     size_t n = 0;
@@ -299,8 +319,9 @@ int note_verify(const char *note, size_t note_len, const struct note_verifier *v
 
 /* Appends the text, blank line and existing signatures minus those of
  * (name, key_id) to out; returns bytes written or an error. */
-static ssize_t note__copy_without(const char *text, size_t text_len, const struct note__sig *sigs, size_t n,
-                                  const char *name, size_t name_len, uint32_t key_id, char *out, size_t cap)
+static ssize_t note__copy_without(const char *text, size_t text_len, const struct note__sig *sigs,
+                                  size_t n, const char *name, size_t name_len, uint32_t key_id,
+                                  char *out, size_t cap)
 {
     size_t o = 0;
     if (text_len + 1 > cap)
@@ -309,7 +330,8 @@ static ssize_t note__copy_without(const char *text, size_t text_len, const struc
     o = text_len;
     out[o++] = '\n';
     for (size_t i = 0; i < n; i++) {
-        if (sigs[i].key_id == key_id && sigs[i].name_len == name_len && memcmp(sigs[i].name, name, name_len) == 0)
+        if (sigs[i].key_id == key_id && sigs[i].name_len == name_len &&
+            memcmp(sigs[i].name, name, name_len) == 0)
             continue;
         if (o + sigs[i].line_len > cap)
             return NOTE_ERR_SPACE;
@@ -347,12 +369,13 @@ static void note__put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-ssize_t note_sign(const char *text, size_t text_len, const char *name, const uint8_t sk[64], const uint8_t pk[32],
-                  char *out, size_t cap)
+ssize_t note_sign(const char *text, size_t text_len, const char *name, const uint8_t sk[64],
+                  const uint8_t pk[32], char *out, size_t cap)
 {
     size_t name_len = name ? strlen(name) : 0;
-    if (text == NULL || text_len == 0 || text_len > NOTE_MAX_SIZE / 2 || text[text_len - 1] != '\n' ||
-        !note__text_chars_valid(text, text_len) || !note_name_valid(name, name_len))
+    if (text == NULL || text_len == 0 || text_len > NOTE_MAX_SIZE / 2 ||
+        text[text_len - 1] != '\n' || !note__text_chars_valid(text, text_len) ||
+        !note_name_valid(name, name_len))
         return NOTE_ERR_ARGS;
     if (text_len + 1 > cap)
         return NOTE_ERR_SPACE;
@@ -364,8 +387,9 @@ ssize_t note_sign(const char *text, size_t text_len, const char *name, const uin
     return note__append_line(out, text_len + 1, cap, name, name_len, sig, sizeof sig);
 }
 
-static ssize_t note__add(const char *note, size_t note_len, const char *name, uint8_t type, uint64_t ts,
-                         const uint8_t sk[64], const uint8_t pk[32], char *out, size_t cap)
+static ssize_t note__add(const char *note, size_t note_len, const char *name, uint8_t type,
+                         uint64_t ts, const uint8_t sk[64], const uint8_t pk[32], char *out,
+                         size_t cap)
 {
     struct note__sig sigs[NOTE_MAX_SIGS];
     size_t n = 0, name_len = name ? strlen(name) : 0;
@@ -401,7 +425,8 @@ static ssize_t note__add(const char *note, size_t note_len, const char *name, ui
         /* Only allowed if the new line replaces an old one. */
         size_t same = 0;
         for (size_t i = 0; i < n; i++)
-            same += sigs[i].key_id == id && sigs[i].name_len == name_len && memcmp(sigs[i].name, name, name_len) == 0;
+            same += sigs[i].key_id == id && sigs[i].name_len == name_len &&
+                    memcmp(sigs[i].name, name, name_len) == 0;
         if (same == 0)
             return NOTE_ERR_ARGS;
     }
@@ -411,14 +436,15 @@ static ssize_t note__add(const char *note, size_t note_len, const char *name, ui
     return note__append_line(out, (size_t)o, cap, name, name_len, sig, sig_len);
 }
 
-ssize_t note_add_signature(const char *note, size_t note_len, const char *name, const uint8_t sk[64],
-                           const uint8_t pk[32], char *out, size_t cap)
+ssize_t note_add_signature(const char *note, size_t note_len, const char *name,
+                           const uint8_t sk[64], const uint8_t pk[32], char *out, size_t cap)
 {
     return note__add(note, note_len, name, NOTE_SIG_ED25519, 0, sk, pk, out, cap);
 }
 
-ssize_t note_add_cosignature(const char *note, size_t note_len, const char *name, uint64_t timestamp,
-                             const uint8_t sk[64], const uint8_t pk[32], char *out, size_t cap)
+ssize_t note_add_cosignature(const char *note, size_t note_len, const char *name,
+                             uint64_t timestamp, const uint8_t sk[64], const uint8_t pk[32],
+                             char *out, size_t cap)
 {
     return note__add(note, note_len, name, NOTE_SIG_COSIGNATURE, timestamp, sk, pk, out, cap);
 }

@@ -31,7 +31,7 @@ enum note_err {
 struct note_verifier {
     char name[NOTE_NAME_MAX + 1]; /* NUL-terminated */
     size_t name_len;
-    uint8_t type;  /* NOTE_SIG_ED25519 or NOTE_SIG_COSIGNATURE */
+    uint8_t type; /* NOTE_SIG_ED25519 or NOTE_SIG_COSIGNATURE */
     uint32_t key_id;
     uint8_t pk[32];
 };
@@ -45,7 +45,8 @@ uint32_t note_key_id(const char *name, size_t name_len, uint8_t type, const uint
 
 /* Fills v for an Ed25519 (type 0x01) key. NOTE_ERR_ARGS if the name is invalid. */
 int note_verifier_init(struct note_verifier *v, const char *name, const uint8_t pk[32]);
-int note_verifier_init_type(struct note_verifier *v, const char *name, uint8_t type, const uint8_t pk[32]);
+int note_verifier_init_type(struct note_verifier *v, const char *name, uint8_t type,
+                            const uint8_t pk[32]);
 
 /* Formats "name+hexkeyid+base64(type || pk)" with NUL into out. Returns the
  * length, NOTE_ERR_SPACE or NOTE_ERR_ARGS. */
@@ -72,15 +73,16 @@ ssize_t note_add_signature(const char *note, size_t note_len, const char *name,
 /* Appends a C2SP tlog-cosignature/v1 line (type 0x04, timestamp in seconds
  * since the epoch) to a signed checkpoint note. Same contract as
  * note_add_signature. */
-ssize_t note_add_cosignature(const char *note, size_t note_len, const char *name, uint64_t timestamp,
-                             const uint8_t sk[64], const uint8_t pk[32], char *out, size_t cap);
+ssize_t note_add_cosignature(const char *note, size_t note_len, const char *name,
+                             uint64_t timestamp, const uint8_t sk[64], const uint8_t pk[32],
+                             char *out, size_t cap);
 
 /* Result of note_verify. text/ text_len view the caller's note. */
 struct note_verified {
-    const char *text;   /* note text including its final '\n' */
+    const char *text; /* note text including its final '\n' */
     size_t text_len;
-    size_t n_sigs;      /* signature lines in the note (known or not) */
-    size_t n_verified;  /* distinct verifiers whose signature verified */
+    size_t n_sigs;     /* signature lines in the note (known or not) */
+    size_t n_verified; /* distinct verifiers whose signature verified */
 };
 
 /* Parses the note, checks every signature line's syntax, verifies every

@@ -139,7 +139,8 @@ static int key__parse_secret(const char *buf, size_t len, uint8_t pk[32], uint8_
     if (len < hl || memcmp(p, KEY__SECRET_HEADER, hl) != 0)
         goto out;
     p += hl;
-    if (key__line(&p, end, "public", stored_pk) != 0 || key__line(&p, end, "seed", seed) != 0 || p != end)
+    if (key__line(&p, end, "public", stored_pk) != 0 || key__line(&p, end, "seed", seed) != 0 ||
+        p != end)
         goto out;
     if (crypto_ed25519_seed_keypair(derived_pk, sk, seed) != 0) {
         rc = -EIO;
@@ -294,7 +295,8 @@ int crypto_key_load_or_create(const char *path, uint8_t pk[32], uint8_t sk[64], 
         goto out;
     crypto_b64_encode(pk, 32, pk64, sizeof pk64);
     crypto_b64_encode(seed, 32, seed64, sizeof seed64);
-    int n = snprintf(content, sizeof content, "%spublic %s\nseed %s\n", KEY__SECRET_HEADER, pk64, seed64);
+    int n = snprintf(content, sizeof content, "%spublic %s\nseed %s\n", KEY__SECRET_HEADER, pk64,
+                     seed64);
     rc = key__publish(path, content, (size_t)n, 0600);
     if (rc == -EEXIST) {
         /* Another process created it first: use theirs. */

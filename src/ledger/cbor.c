@@ -12,20 +12,34 @@
 const char *cbor_strerror(int err)
 {
     switch (err) {
-    case CBOR_OK: return "ok";
-    case CBOR_ERR_TRUNCATED: return "truncated CBOR item";
-    case CBOR_ERR_TYPE: return "unexpected CBOR type";
-    case CBOR_ERR_NONCANONICAL: return "non-shortest CBOR encoding";
-    case CBOR_ERR_INDEFINITE: return "indefinite-length CBOR item";
-    case CBOR_ERR_DEPTH: return "CBOR nesting too deep";
-    case CBOR_ERR_TRAILING: return "trailing bytes after CBOR item";
-    case CBOR_ERR_SPACE: return "CBOR output buffer too small";
-    case CBOR_ERR_MALFORMED: return "malformed CBOR";
-    case CBOR_ERR_UNSUPPORTED: return "unsupported CBOR item (float or simple value)";
-    case CBOR_ERR_MAP_ORDER: return "CBOR map keys not in canonical order or duplicated";
-    case CBOR_ERR_UTF8: return "CBOR text string is not valid UTF-8";
-    case CBOR_ERR_RANGE: return "CBOR value out of range";
-    default: return "unknown CBOR error";
+    case CBOR_OK:
+        return "ok";
+    case CBOR_ERR_TRUNCATED:
+        return "truncated CBOR item";
+    case CBOR_ERR_TYPE:
+        return "unexpected CBOR type";
+    case CBOR_ERR_NONCANONICAL:
+        return "non-shortest CBOR encoding";
+    case CBOR_ERR_INDEFINITE:
+        return "indefinite-length CBOR item";
+    case CBOR_ERR_DEPTH:
+        return "CBOR nesting too deep";
+    case CBOR_ERR_TRAILING:
+        return "trailing bytes after CBOR item";
+    case CBOR_ERR_SPACE:
+        return "CBOR output buffer too small";
+    case CBOR_ERR_MALFORMED:
+        return "malformed CBOR";
+    case CBOR_ERR_UNSUPPORTED:
+        return "unsupported CBOR item (float or simple value)";
+    case CBOR_ERR_MAP_ORDER:
+        return "CBOR map keys not in canonical order or duplicated";
+    case CBOR_ERR_UTF8:
+        return "CBOR text string is not valid UTF-8";
+    case CBOR_ERR_RANGE:
+        return "CBOR value out of range";
+    default:
+        return "unknown CBOR error";
     }
 }
 
@@ -83,8 +97,14 @@ static void cbor__put_head(struct cbor_writer *w, unsigned major, uint64_t v)
     cbor__put(w, h, n);
 }
 
-void cbor_put_uint(struct cbor_writer *w, uint64_t v) { cbor__put_head(w, CBOR_TYPE_UINT, v); }
-void cbor_put_negint(struct cbor_writer *w, uint64_t n) { cbor__put_head(w, CBOR_TYPE_NEGINT, n); }
+void cbor_put_uint(struct cbor_writer *w, uint64_t v)
+{
+    cbor__put_head(w, CBOR_TYPE_UINT, v);
+}
+void cbor_put_negint(struct cbor_writer *w, uint64_t n)
+{
+    cbor__put_head(w, CBOR_TYPE_NEGINT, n);
+}
 
 void cbor_put_int(struct cbor_writer *w, int64_t v)
 {
@@ -106,10 +126,22 @@ void cbor_put_tstr(struct cbor_writer *w, const char *p, size_t len)
     cbor__put(w, p, len);
 }
 
-void cbor_put_cstr(struct cbor_writer *w, const char *s) { cbor_put_tstr(w, s, strlen(s)); }
-void cbor_put_array(struct cbor_writer *w, uint64_t n) { cbor__put_head(w, CBOR_TYPE_ARRAY, n); }
-void cbor_put_map(struct cbor_writer *w, uint64_t n_pairs) { cbor__put_head(w, CBOR_TYPE_MAP, n_pairs); }
-void cbor_put_tag(struct cbor_writer *w, uint64_t tag) { cbor__put_head(w, CBOR_TYPE_TAG, tag); }
+void cbor_put_cstr(struct cbor_writer *w, const char *s)
+{
+    cbor_put_tstr(w, s, strlen(s));
+}
+void cbor_put_array(struct cbor_writer *w, uint64_t n)
+{
+    cbor__put_head(w, CBOR_TYPE_ARRAY, n);
+}
+void cbor_put_map(struct cbor_writer *w, uint64_t n_pairs)
+{
+    cbor__put_head(w, CBOR_TYPE_MAP, n_pairs);
+}
+void cbor_put_tag(struct cbor_writer *w, uint64_t tag)
+{
+    cbor__put_head(w, CBOR_TYPE_TAG, tag);
+}
 
 void cbor_put_bool(struct cbor_writer *w, bool b)
 {
@@ -123,7 +155,10 @@ void cbor_put_null(struct cbor_writer *w)
     cbor__put(w, &v, 1);
 }
 
-void cbor_put_raw(struct cbor_writer *w, const void *p, size_t len) { cbor__put(w, p, len); }
+void cbor_put_raw(struct cbor_writer *w, const void *p, size_t len)
+{
+    cbor__put(w, p, len);
+}
 
 int cbor_writer_finish(const struct cbor_writer *w, size_t *len)
 {
@@ -147,7 +182,8 @@ size_t cbor_reader_remaining(const struct cbor_reader *r)
 
 /* Decodes the head at p. For major type 7, *val is the simple value
  * (20..22 only; everything else is an error). */
-static int cbor__head(const uint8_t *p, const uint8_t *end, unsigned *major, uint64_t *val, size_t *hlen)
+static int cbor__head(const uint8_t *p, const uint8_t *end, unsigned *major, uint64_t *val,
+                      size_t *hlen)
 {
     if (p >= end)
         return CBOR_ERR_TRUNCATED;
@@ -215,8 +251,14 @@ static int cbor__get(struct cbor_reader *r, unsigned want, uint64_t *val)
     return 0;
 }
 
-int cbor_get_uint(struct cbor_reader *r, uint64_t *v) { return cbor__get(r, CBOR_TYPE_UINT, v); }
-int cbor_get_negint(struct cbor_reader *r, uint64_t *n) { return cbor__get(r, CBOR_TYPE_NEGINT, n); }
+int cbor_get_uint(struct cbor_reader *r, uint64_t *v)
+{
+    return cbor__get(r, CBOR_TYPE_UINT, v);
+}
+int cbor_get_negint(struct cbor_reader *r, uint64_t *n)
+{
+    return cbor__get(r, CBOR_TYPE_NEGINT, n);
+}
 
 int cbor_get_int(struct cbor_reader *r, int64_t *v)
 {
@@ -264,9 +306,18 @@ int cbor_get_tstr(struct cbor_reader *r, const char **p, size_t *len)
     return 0;
 }
 
-int cbor_get_array(struct cbor_reader *r, uint64_t *n) { return cbor__get(r, CBOR_TYPE_ARRAY, n); }
-int cbor_get_map(struct cbor_reader *r, uint64_t *n) { return cbor__get(r, CBOR_TYPE_MAP, n); }
-int cbor_get_tag(struct cbor_reader *r, uint64_t *tag) { return cbor__get(r, CBOR_TYPE_TAG, tag); }
+int cbor_get_array(struct cbor_reader *r, uint64_t *n)
+{
+    return cbor__get(r, CBOR_TYPE_ARRAY, n);
+}
+int cbor_get_map(struct cbor_reader *r, uint64_t *n)
+{
+    return cbor__get(r, CBOR_TYPE_MAP, n);
+}
+int cbor_get_tag(struct cbor_reader *r, uint64_t *tag)
+{
+    return cbor__get(r, CBOR_TYPE_TAG, tag);
+}
 
 int cbor_get_bool(struct cbor_reader *r, bool *b)
 {

@@ -71,7 +71,8 @@ static int cp__ext_ok(const char *ext, size_t len)
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         if (eol == NULL || eol == p || !cp__line_chars_ok(p, (size_t)(eol - p)))
             return 0;
-        if ((size_t)(eol - p) >= CP__BLOCK_PREFIX_LEN && memcmp(p, CP__BLOCK_PREFIX, CP__BLOCK_PREFIX_LEN) == 0)
+        if ((size_t)(eol - p) >= CP__BLOCK_PREFIX_LEN &&
+            memcmp(p, CP__BLOCK_PREFIX, CP__BLOCK_PREFIX_LEN) == 0)
             return 0;
         p = eol + 1;
     }
@@ -85,7 +86,8 @@ ssize_t checkpoint_format(const struct checkpoint *cp, char *out, size_t cap)
         return CHECKPOINT_ERR_ARGS;
     char root64[45], hex[65];
     crypto_b64_encode(cp->root, 32, root64, sizeof root64);
-    int n = snprintf(out, cap, "%.*s\n%" PRIu64 "\n%s\n", (int)cp->origin_len, cp->origin, cp->size, root64);
+    int n = snprintf(out, cap, "%.*s\n%" PRIu64 "\n%s\n", (int)cp->origin_len, cp->origin, cp->size,
+                     root64);
     if (n < 0 || (size_t)n >= cap)
         return CHECKPOINT_ERR_SPACE;
     size_t o = (size_t)n;
@@ -147,14 +149,15 @@ int checkpoint_parse(const char *body, size_t len, struct checkpoint *cp)
     return 0;
 }
 
-ssize_t checkpoint_sign(const struct checkpoint *cp, const uint8_t sk[64], const uint8_t pk[32], char *out,
-                        size_t cap)
+ssize_t checkpoint_sign(const struct checkpoint *cp, const uint8_t sk[64], const uint8_t pk[32],
+                        char *out, size_t cap)
 {
     char body[CHECKPOINT_MAX_BODY + 1], name[NOTE_NAME_MAX + 1];
     ssize_t bl = checkpoint_format(cp, body, sizeof body);
     if (bl < 0)
-        return bl == CHECKPOINT_ERR_SPACE ? CHECKPOINT_ERR_ARGS : bl; /* body too long for any checkpoint */
-    memcpy(name, cp->origin, cp->origin_len); /* format checked origin_len <= NOTE_NAME_MAX */
+        return bl == CHECKPOINT_ERR_SPACE ? CHECKPOINT_ERR_ARGS
+                                          : bl; /* body too long for any checkpoint */
+    memcpy(name, cp->origin, cp->origin_len);   /* format checked origin_len <= NOTE_NAME_MAX */
     name[cp->origin_len] = '\0';
     ssize_t n = note_sign(body, (size_t)bl, name, sk, pk, out, cap);
     if (n == NOTE_ERR_SPACE)
@@ -162,8 +165,9 @@ ssize_t checkpoint_sign(const struct checkpoint *cp, const uint8_t sk[64], const
     return n < 0 ? CHECKPOINT_ERR_ARGS : n;
 }
 
-int checkpoint_verify(const char *note, size_t note_len, const struct note_verifier *verifiers, size_t n_verifiers,
-                      size_t quorum, const char *origin, bool *signed_by, struct checkpoint *cp)
+int checkpoint_verify(const char *note, size_t note_len, const struct note_verifier *verifiers,
+                      size_t n_verifiers, size_t quorum, const char *origin, bool *signed_by,
+                      struct checkpoint *cp)
 {
     struct note_verified res;
     struct checkpoint local;
@@ -178,7 +182,8 @@ int checkpoint_verify(const char *note, size_t note_len, const struct note_verif
     rc = checkpoint_parse(res.text, res.text_len, cp);
     if (rc != 0)
         return rc;
-    if (origin != NULL && (strlen(origin) != cp->origin_len || memcmp(origin, cp->origin, cp->origin_len) != 0))
+    if (origin != NULL &&
+        (strlen(origin) != cp->origin_len || memcmp(origin, cp->origin, cp->origin_len) != 0))
         return CHECKPOINT_ERR_ORIGIN;
     return 0;
 }

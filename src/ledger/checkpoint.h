@@ -20,7 +20,7 @@ enum checkpoint_err {
     CHECKPOINT_ERR_MALFORMED = -200, /* body does not follow the grammar */
     CHECKPOINT_ERR_SPACE = -201,
     CHECKPOINT_ERR_ARGS = -202,
-    CHECKPOINT_ERR_ORIGIN = -203,    /* verified, but the origin is not the expected one */
+    CHECKPOINT_ERR_ORIGIN = -203, /* verified, but the origin is not the expected one */
 };
 
 struct checkpoint {
@@ -28,7 +28,7 @@ struct checkpoint {
     size_t origin_len;
     uint64_t size;
     uint8_t root[32];
-    bool has_block;     /* the "block <height> <hex>" extension line */
+    bool has_block; /* the "block <height> <hex>" extension line */
     uint64_t block_height;
     uint8_t block_hash[32];
     /* Other extension lines, verbatim, each ending in '\n' (may be NULL/0).

@@ -38,7 +38,8 @@ static unsigned merkle__split_level(uint64_t n)
 }
 
 /* MTH(D[lo:hi]) for a range that is complete or right-edge (see above). */
-static int merkle__range_hash(uint64_t lo, uint64_t hi, merkle_get_node_fn get, void *ctx, uint8_t out[32])
+static int merkle__range_hash(uint64_t lo, uint64_t hi, merkle_get_node_fn get, void *ctx,
+                              uint8_t out[32])
 {
     unsigned levels[64];
     uint64_t idx[64];
@@ -126,8 +127,8 @@ int merkle_inclusion_proof(uint64_t index, uint64_t size, merkle_get_node_fn get
     return 0;
 }
 
-int merkle_consistency_proof(uint64_t old_size, uint64_t new_size, merkle_get_node_fn get, void *ctx,
-                             uint8_t proof[][32], size_t *n)
+int merkle_consistency_proof(uint64_t old_size, uint64_t new_size, merkle_get_node_fn get,
+                             void *ctx, uint8_t proof[][32], size_t *n)
 {
     if (old_size == 0 || old_size > new_size || get == NULL || proof == NULL || n == NULL)
         return MERKLE_ERR_ARGS;
@@ -267,8 +268,8 @@ void merkle_frontier_init(struct merkle_frontier *f)
     memset(f, 0, sizeof *f);
 }
 
-int merkle_frontier_append(struct merkle_frontier *f, const uint8_t leaf_hash[32], merkle_emit_fn emit,
-                           void *ctx)
+int merkle_frontier_append(struct merkle_frontier *f, const uint8_t leaf_hash[32],
+                           merkle_emit_fn emit, void *ctx)
 {
     if (f->size == UINT64_MAX)
         return MERKLE_ERR_FULL;
@@ -305,7 +306,8 @@ void merkle_frontier_root(const struct merkle_frontier *f, uint8_t out[32])
     memcpy(out, r, 32);
 }
 
-int merkle_frontier_load(struct merkle_frontier *f, uint64_t size, merkle_get_node_fn get, void *ctx)
+int merkle_frontier_load(struct merkle_frontier *f, uint64_t size, merkle_get_node_fn get,
+                         void *ctx)
 {
     merkle_frontier_init(f);
     for (unsigned k = 0; k < 64; k++) {
@@ -321,7 +323,8 @@ int merkle_frontier_load(struct merkle_frontier *f, uint64_t size, merkle_get_no
     return 0;
 }
 
-int merkle_frontier_get(const struct merkle_frontier *f, unsigned level, uint64_t index, uint8_t out[32])
+int merkle_frontier_get(const struct merkle_frontier *f, unsigned level, uint64_t index,
+                        uint8_t out[32])
 {
     if (level >= 64 || !((f->size >> level) & 1) || index != (f->size >> level) - 1)
         return MERKLE_ERR_ARGS;

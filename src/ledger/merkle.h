@@ -14,10 +14,10 @@
 #define MERKLE_MAX_PROOF 64 /* hashes in any inclusion or consistency proof */
 
 enum merkle_err {
-    MERKLE_ERR_ARGS = -1000,     /* index/size out of range, NULL output */
+    MERKLE_ERR_ARGS = -1000,       /* index/size out of range, NULL output */
     MERKLE_ERR_PROOF_SIZE = -1001, /* proof has the wrong number of hashes */
-    MERKLE_ERR_MISMATCH = -1002, /* recomputed root differs */
-    MERKLE_ERR_FULL = -1003,     /* tree would exceed 2^64 - 1 leaves */
+    MERKLE_ERR_MISMATCH = -1002,   /* recomputed root differs */
+    MERKLE_ERR_FULL = -1003,       /* tree would exceed 2^64 - 1 leaves */
 };
 
 /* SHA-256(0x00 || rec) */
@@ -43,8 +43,8 @@ int merkle_inclusion_proof(uint64_t index, uint64_t size, merkle_get_node_fn get
 
 /* PROOF(old_size, D[0:new_size]) of RFC 9162 §2.1.4.1, for
  * 0 < old_size <= new_size (old_size == new_size gives an empty proof). */
-int merkle_consistency_proof(uint64_t old_size, uint64_t new_size, merkle_get_node_fn get, void *ctx,
-                             uint8_t proof[][32], size_t *n);
+int merkle_consistency_proof(uint64_t old_size, uint64_t new_size, merkle_get_node_fn get,
+                             void *ctx, uint8_t proof[][32], size_t *n);
 
 /* ISO C before C23 does not convert uint8_t (*)[32] to const uint8_t (*)[32]
  * implicitly (-Wpedantic errors): pass a non-const proof array to the
@@ -77,14 +77,16 @@ typedef void (*merkle_emit_fn)(void *ctx, unsigned level, uint64_t index, const 
 void merkle_frontier_init(struct merkle_frontier *f);
 /* Appends one leaf hash (already SHA-256(0x00 || record)). emit may be
  * NULL. 0 or MERKLE_ERR_FULL. */
-int merkle_frontier_append(struct merkle_frontier *f, const uint8_t leaf_hash[32], merkle_emit_fn emit,
-                           void *ctx);
+int merkle_frontier_append(struct merkle_frontier *f, const uint8_t leaf_hash[32],
+                           merkle_emit_fn emit, void *ctx);
 /* Root of the first f->size leaves (SHA-256("") when empty). */
 void merkle_frontier_root(const struct merkle_frontier *f, uint8_t out[32]);
 /* Rebuilds the frontier of a stored tree of the given size (<= 64 get calls). */
-int merkle_frontier_load(struct merkle_frontier *f, uint64_t size, merkle_get_node_fn get, void *ctx);
+int merkle_frontier_load(struct merkle_frontier *f, uint64_t size, merkle_get_node_fn get,
+                         void *ctx);
 /* get_node over a frontier: answers only the nodes the frontier holds, and
  * MERKLE_ERR_ARGS for others. Handy to compose with storage lookups. */
-int merkle_frontier_get(const struct merkle_frontier *f, unsigned level, uint64_t index, uint8_t out[32]);
+int merkle_frontier_get(const struct merkle_frontier *f, unsigned level, uint64_t index,
+                        uint8_t out[32]);
 
 #endif

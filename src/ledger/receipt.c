@@ -34,7 +34,10 @@ static void rc__put(struct rc__out *o, const char *s, size_t n)
     o->buf[o->len] = '\0';
 }
 
-static void rc__puts(struct rc__out *o, const char *s) { rc__put(o, s, strlen(s)); }
+static void rc__puts(struct rc__out *o, const char *s)
+{
+    rc__put(o, s, strlen(s));
+}
 
 static void rc__put_b64(struct rc__out *o, const uint8_t *p, size_t n)
 {
@@ -76,7 +79,8 @@ ssize_t receipt_write(const struct receipt *r, char *out, size_t cap)
 {
     struct rc__out o = {out, cap, 0, 0};
     char num[32];
-    if (r->n_proof > MERKLE_MAX_PROOF || (r->record == NULL && r->record_len > 0) || r->checkpoint == NULL)
+    if (r->n_proof > MERKLE_MAX_PROOF || (r->record == NULL && r->record_len > 0) ||
+        r->checkpoint == NULL)
         return RECEIPT_ERR_ARGS;
     if (cap == 0)
         return RECEIPT_ERR_SPACE;
@@ -103,8 +107,8 @@ ssize_t receipt_write(const struct receipt *r, char *out, size_t cap)
     return o.err ? o.err : (ssize_t)o.len;
 }
 
-ssize_t receipt_write_tlog_proof(const struct receipt *r, const uint8_t *extra, size_t extra_len, char *out,
-                                 size_t cap)
+ssize_t receipt_write_tlog_proof(const struct receipt *r, const uint8_t *extra, size_t extra_len,
+                                 char *out, size_t cap)
 {
     struct rc__out o = {out, cap, 0, 0};
     char num[32];
@@ -198,14 +202,38 @@ static ssize_t rc__string(struct rc__in *in, char *out, size_t cap)
                 return -1;
             char e = *in->p++;
             switch (e) {
-            case '"': buf[0] = '"'; bl = 1; break;
-            case '\\': buf[0] = '\\'; bl = 1; break;
-            case '/': buf[0] = '/'; bl = 1; break;
-            case 'b': buf[0] = '\b'; bl = 1; break;
-            case 'f': buf[0] = '\f'; bl = 1; break;
-            case 'n': buf[0] = '\n'; bl = 1; break;
-            case 'r': buf[0] = '\r'; bl = 1; break;
-            case 't': buf[0] = '\t'; bl = 1; break;
+            case '"':
+                buf[0] = '"';
+                bl = 1;
+                break;
+            case '\\':
+                buf[0] = '\\';
+                bl = 1;
+                break;
+            case '/':
+                buf[0] = '/';
+                bl = 1;
+                break;
+            case 'b':
+                buf[0] = '\b';
+                bl = 1;
+                break;
+            case 'f':
+                buf[0] = '\f';
+                bl = 1;
+                break;
+            case 'n':
+                buf[0] = '\n';
+                bl = 1;
+                break;
+            case 'r':
+                buf[0] = '\r';
+                bl = 1;
+                break;
+            case 't':
+                buf[0] = '\t';
+                bl = 1;
+                break;
             case 'u': {
                 uint32_t cp, lo;
                 if (in->end - in->p < 4 || rc__hex4(in->p, &cp) != 0)
@@ -214,8 +242,8 @@ static ssize_t rc__string(struct rc__in *in, char *out, size_t cap)
                 if (cp >= 0xdc00 && cp <= 0xdfff)
                     return -1;
                 if (cp >= 0xd800 && cp <= 0xdbff) {
-                    if (in->end - in->p < 6 || in->p[0] != '\\' || in->p[1] != 'u' || rc__hex4(in->p + 2, &lo) != 0 ||
-                        lo < 0xdc00 || lo > 0xdfff)
+                    if (in->end - in->p < 6 || in->p[0] != '\\' || in->p[1] != 'u' ||
+                        rc__hex4(in->p + 2, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff)
                         return -1;
                     in->p += 6;
                     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
@@ -294,7 +322,8 @@ static ssize_t rc__b64_string(struct rc__in *in, uint8_t *out, size_t cap)
     return n;
 }
 
-int receipt_parse(const char *json, size_t len, uint8_t *scratch, size_t scratch_cap, struct receipt *r)
+int receipt_parse(const char *json, size_t len, uint8_t *scratch, size_t scratch_cap,
+                  struct receipt *r)
 {
     struct rc__in in = {json, json + len};
     enum { F_INDEX = 1, F_SIZE = 2, F_RECORD = 4, F_PROOF = 8, F_CP = 16 };
@@ -370,13 +399,14 @@ int receipt_parse(const char *json, size_t len, uint8_t *scratch, size_t scratch
     return 0;
 }
 
-int receipt_verify(const struct receipt *r, const struct note_verifier *verifiers, size_t n_verifiers, size_t quorum,
-                   const char *origin, struct checkpoint *cp_out)
+int receipt_verify(const struct receipt *r, const struct note_verifier *verifiers,
+                   size_t n_verifiers, size_t quorum, const char *origin, struct checkpoint *cp_out)
 {
     struct checkpoint cp;
     if (r == NULL || r->checkpoint == NULL || (r->record == NULL && r->record_len > 0))
         return RECEIPT_ERR_ARGS;
-    int rc = checkpoint_verify(r->checkpoint, r->checkpoint_len, verifiers, n_verifiers, quorum, origin, NULL, &cp);
+    int rc = checkpoint_verify(r->checkpoint, r->checkpoint_len, verifiers, n_verifiers, quorum,
+                               origin, NULL, &cp);
     if (rc != 0)
         return rc;
     if (cp_out != NULL)
@@ -392,8 +422,8 @@ int receipt_verify(const struct receipt *r, const struct note_verifier *verifier
     return 0;
 }
 
-int receipt_parse_tlog_proof(const char *text, size_t len, struct receipt *r, const char **extra_b64,
-                             size_t *extra_b64_len)
+int receipt_parse_tlog_proof(const char *text, size_t len, struct receipt *r,
+                             const char **extra_b64, size_t *extra_b64_len)
 {
     const char *p = text, *end = text + len, *eol;
     struct checkpoint cp;
@@ -417,7 +447,8 @@ int receipt_parse_tlog_proof(const char *text, size_t len, struct receipt *r, co
         if (el % 4 != 0)
             return RECEIPT_ERR_MALFORMED;
         for (size_t i = 0; i < el; i += 4)
-            if (crypto_b64_decode(p + 6 + i, 4, tmp, sizeof tmp) < 0 || (i + 4 < el && p[6 + i + 3] == '='))
+            if (crypto_b64_decode(p + 6 + i, 4, tmp, sizeof tmp) < 0 ||
+                (i + 4 < el && p[6 + i + 3] == '='))
                 return RECEIPT_ERR_MALFORMED;
         if (extra_b64 != NULL)
             *extra_b64 = p + 6;
@@ -438,7 +469,8 @@ int receipt_parse_tlog_proof(const char *text, size_t len, struct receipt *r, co
             return RECEIPT_ERR_MALFORMED;
         if (eol == p)
             break;
-        if (r->n_proof == MERKLE_MAX_PROOF || crypto_b64_decode(p, (size_t)(eol - p), r->proof[r->n_proof], 32) != 32)
+        if (r->n_proof == MERKLE_MAX_PROOF ||
+            crypto_b64_decode(p, (size_t)(eol - p), r->proof[r->n_proof], 32) != 32)
             return RECEIPT_ERR_MALFORMED;
         r->n_proof++;
         p = eol + 1;
@@ -446,7 +478,8 @@ int receipt_parse_tlog_proof(const char *text, size_t len, struct receipt *r, co
     p = eol + 1;
     r->checkpoint = p;
     r->checkpoint_len = (size_t)(end - p);
-    if (note_split(p, r->checkpoint_len, &body, &body_len, NULL) != 0 || checkpoint_parse(body, body_len, &cp) != 0)
+    if (note_split(p, r->checkpoint_len, &body, &body_len, NULL) != 0 ||
+        checkpoint_parse(body, body_len, &cp) != 0)
         return RECEIPT_ERR_MALFORMED;
     r->tree_size = cp.size;
     return 0;

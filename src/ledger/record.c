@@ -14,12 +14,18 @@
 const char *ledger_record_strerror(int err)
 {
     switch (err) {
-    case LEDGER_REC_ERR_MISSING: return "record lacks a required field";
-    case LEDGER_REC_ERR_UNKNOWN: return "record has a field unknown to its kind and version";
-    case LEDGER_REC_ERR_FIELD: return "record field has the wrong type or value";
-    case LEDGER_REC_ERR_KIND: return "not a ledger record of an encodable kind";
-    case LEDGER_REC_ERR_PAYLOAD: return "message record needs exactly one of payload and payload digest";
-    default: return cbor_strerror(err);
+    case LEDGER_REC_ERR_MISSING:
+        return "record lacks a required field";
+    case LEDGER_REC_ERR_UNKNOWN:
+        return "record has a field unknown to its kind and version";
+    case LEDGER_REC_ERR_FIELD:
+        return "record field has the wrong type or value";
+    case LEDGER_REC_ERR_KIND:
+        return "not a ledger record of an encodable kind";
+    case LEDGER_REC_ERR_PAYLOAD:
+        return "message record needs exactly one of payload and payload digest";
+    default:
+        return cbor_strerror(err);
     }
 }
 
@@ -94,16 +100,18 @@ static int rec__encode_message(const struct ledger_message *m, struct cbor_write
 static int rec__node_key_ok(const struct ledger_bytes *b, const struct ledger_bytes *origin)
 {
     struct note_verifier v;
-    return b->ptr != NULL && origin->ptr != NULL && note_verifier_parse((const char *)b->ptr, b->len, &v) == 0 &&
-           v.type == NOTE_SIG_ED25519 && v.name_len == origin->len && memcmp(v.name, origin->ptr, origin->len) == 0;
+    return b->ptr != NULL && origin->ptr != NULL &&
+           note_verifier_parse((const char *)b->ptr, b->len, &v) == 0 &&
+           v.type == NOTE_SIG_ED25519 && v.name_len == origin->len &&
+           memcmp(v.name, origin->ptr, origin->len) == 0;
 }
 
 static int rec__encode_config(const struct ledger_config *c, struct cbor_writer *w)
 {
     if (c->origin.ptr == NULL || c->n_node_keys == 0)
         return LEDGER_REC_ERR_MISSING;
-    if (!note_name_valid((const char *)c->origin.ptr, c->origin.len) || c->n_node_keys > LEDGER_MAX_NODE_KEYS ||
-        !rec__tstr_ok(&c->params, 0, 0))
+    if (!note_name_valid((const char *)c->origin.ptr, c->origin.len) ||
+        c->n_node_keys > LEDGER_MAX_NODE_KEYS || !rec__tstr_ok(&c->params, 0, 0))
         return LEDGER_REC_ERR_FIELD;
     if (c->has_quorum && (c->quorum == 0 || c->quorum > c->n_node_keys))
         return LEDGER_REC_ERR_FIELD;
@@ -173,14 +181,20 @@ static int rec__get_uint(struct cbor_reader *r, uint64_t *v)
     return rc == CBOR_ERR_TYPE ? LEDGER_REC_ERR_FIELD : rc;
 }
 
-static int rec__decode_message_field(struct cbor_reader *r, uint64_t key, struct ledger_message *m, int *seen_time)
+static int rec__decode_message_field(struct cbor_reader *r, uint64_t key, struct ledger_message *m,
+                                     int *seen_time)
 {
     switch (key) {
-    case LEDGER_MSG_TOPIC: return rec__get_tstr(r, &m->topic);
-    case LEDGER_MSG_PAYLOAD: return rec__get_bstr(r, &m->payload);
-    case LEDGER_MSG_PAYLOAD_DIGEST: return rec__get_bstr(r, &m->payload_digest);
-    case LEDGER_MSG_PUBLISHER: return rec__get_tstr(r, &m->publisher);
-    case LEDGER_MSG_CLIENT_ID: return rec__get_tstr(r, &m->client_id);
+    case LEDGER_MSG_TOPIC:
+        return rec__get_tstr(r, &m->topic);
+    case LEDGER_MSG_PAYLOAD:
+        return rec__get_bstr(r, &m->payload);
+    case LEDGER_MSG_PAYLOAD_DIGEST:
+        return rec__get_bstr(r, &m->payload_digest);
+    case LEDGER_MSG_PUBLISHER:
+        return rec__get_tstr(r, &m->publisher);
+    case LEDGER_MSG_CLIENT_ID:
+        return rec__get_tstr(r, &m->client_id);
     case LEDGER_MSG_DEVICE_SEQ:
         m->has_device_seq = true;
         return rec__get_uint(r, &m->device_seq);
@@ -190,9 +204,12 @@ static int rec__decode_message_field(struct cbor_reader *r, uint64_t key, struct
     case LEDGER_MSG_BROKER_TIME:
         *seen_time = 1;
         return rec__get_uint(r, &m->broker_time_ms);
-    case LEDGER_MSG_INGRESS_NODE: return rec__get_tstr(r, &m->ingress_node);
-    case LEDGER_MSG_COSE: return rec__get_bstr(r, &m->cose);
-    default: return LEDGER_REC_ERR_UNKNOWN;
+    case LEDGER_MSG_INGRESS_NODE:
+        return rec__get_tstr(r, &m->ingress_node);
+    case LEDGER_MSG_COSE:
+        return rec__get_bstr(r, &m->cose);
+    default:
+        return LEDGER_REC_ERR_UNKNOWN;
     }
 }
 
@@ -239,8 +256,10 @@ static int rec__decode_config_field(struct cbor_reader *r, uint64_t key, struct 
     case LEDGER_CFG_QUORUM:
         c->has_quorum = true;
         return rec__get_uint(r, &c->quorum);
-    case LEDGER_CFG_PARAMS: return rec__get_tstr(r, &c->params);
-    default: return LEDGER_REC_ERR_UNKNOWN;
+    case LEDGER_CFG_PARAMS:
+        return rec__get_tstr(r, &c->params);
+    default:
+        return LEDGER_REC_ERR_UNKNOWN;
     }
 }
 
@@ -288,7 +307,8 @@ int ledger_record_decode(const uint8_t *buf, size_t len, struct ledger_record *r
     for (uint64_t i = 2; i < n; i++) {
         rc = cbor_get_uint(&r, &key);
         if (rc != 0)
-            return rc == CBOR_ERR_TYPE ? LEDGER_REC_ERR_FIELD : rc; /* keys are uints in every kind */
+            return rc == CBOR_ERR_TYPE ? LEDGER_REC_ERR_FIELD
+                                       : rc; /* keys are uints in every kind */
         if (!rec->known)
             rc = cbor_skip(&r, NULL, NULL);
         else if (rec->kind == LEDGER_KIND_MESSAGE)

@@ -45,18 +45,18 @@ enum ledger_record_key {
     LEDGER_MSG_INGRESS_NODE = 10,  /* tstr, required */
     LEDGER_MSG_COSE = 11,          /* bstr COSE_Sign1, optional */
     /* kind 2, ledger configuration */
-    LEDGER_CFG_ORIGIN = 2,         /* tstr, required */
-    LEDGER_CFG_NODE_KEYS = 3,      /* array of tstr Ed25519 verifier keys named <origin>, 1..32 */
-    LEDGER_CFG_QUORUM = 4,         /* uint, optional (cosignatures needed) */
-    LEDGER_CFG_PARAMS = 5,         /* tstr, optional free text */
+    LEDGER_CFG_ORIGIN = 2,    /* tstr, required */
+    LEDGER_CFG_NODE_KEYS = 3, /* array of tstr Ed25519 verifier keys named <origin>, 1..32 */
+    LEDGER_CFG_QUORUM = 4,    /* uint, optional (cosignatures needed) */
+    LEDGER_CFG_PARAMS = 5,    /* tstr, optional free text */
 };
 
 enum ledger_record_err {
-    LEDGER_REC_ERR_MISSING = -100,   /* a required field is absent */
-    LEDGER_REC_ERR_UNKNOWN = -101,   /* unknown key in a known kind/version */
-    LEDGER_REC_ERR_FIELD = -102,     /* field has the wrong type or value */
-    LEDGER_REC_ERR_KIND = -103,      /* cannot encode this kind / not a record map */
-    LEDGER_REC_ERR_PAYLOAD = -104,   /* both or neither of payload and digest */
+    LEDGER_REC_ERR_MISSING = -100, /* a required field is absent */
+    LEDGER_REC_ERR_UNKNOWN = -101, /* unknown key in a known kind/version */
+    LEDGER_REC_ERR_FIELD = -102,   /* field has the wrong type or value */
+    LEDGER_REC_ERR_KIND = -103,    /* cannot encode this kind / not a record map */
+    LEDGER_REC_ERR_PAYLOAD = -104, /* both or neither of payload and digest */
 };
 
 /* A byte view. ptr == NULL means "absent" for optional fields; a present
@@ -93,10 +93,10 @@ struct ledger_config {
 struct ledger_record {
     uint64_t kind;
     uint64_t version;
-    bool known;              /* decode: typed fields below are filled */
-    struct ledger_bytes raw; /* decode: the whole record */
-    size_t n_fields;         /* decode: number of map entries */
-    struct ledger_message msg;  /* kind 1 */
+    bool known;                  /* decode: typed fields below are filled */
+    struct ledger_bytes raw;     /* decode: the whole record */
+    size_t n_fields;             /* decode: number of map entries */
+    struct ledger_message msg;   /* kind 1 */
     struct ledger_config config; /* kind 2 */
 };
 

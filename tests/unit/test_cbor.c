@@ -40,9 +40,16 @@ static void test_rfc8949_uints(void **state)
         uint64_t v;
         const char *hex;
     } cases[] = {
-        {0, "00"},           {1, "01"},           {10, "0a"},         {23, "17"},
-        {24, "1818"},        {25, "1819"},        {100, "1864"},      {1000, "1903e8"},
-        {1000000, "1a000f4240"}, {1000000000000ull, "1b000000e8d4a51000"},
+        {0, "00"},
+        {1, "01"},
+        {10, "0a"},
+        {23, "17"},
+        {24, "1818"},
+        {25, "1819"},
+        {100, "1864"},
+        {1000, "1903e8"},
+        {1000000, "1a000f4240"},
+        {1000000000000ull, "1b000000e8d4a51000"},
         {UINT64_MAX, "1bffffffffffffffff"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -69,7 +76,11 @@ static void test_rfc8949_others(void **state)
     static const struct {
         int64_t v;
         const char *hex;
-    } ints[] = {{-1, "20"}, {-10, "29"}, {-100, "3863"}, {-1000, "3903e7"}, {INT64_MIN, "3b7fffffffffffffff"}};
+    } ints[] = {{-1, "20"},
+                {-10, "29"},
+                {-100, "3863"},
+                {-1000, "3903e7"},
+                {INT64_MIN, "3b7fffffffffffffff"}};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         cbor_writer_init(&w, buf, sizeof buf);
         cbor_put_int(&w, ints[i].v);

@@ -69,7 +69,8 @@ static void test_crc32c(void **state)
         buf[i] = (uint8_t)(i * 7 + 3);
     uint32_t whole = crypto_crc32c(0, buf, sizeof buf);
     for (size_t split = 0; split <= sizeof buf; split++)
-        assert_int_equal(crypto_crc32c(crypto_crc32c(0, buf, split), buf + split, sizeof buf - split), whole);
+        assert_int_equal(
+            crypto_crc32c(crypto_crc32c(0, buf, split), buf + split, sizeof buf - split), whole);
     /* bitwise reference */
     for (size_t off = 0; off < 16; off++) {
         uint32_t c = 0xffffffffu;
@@ -86,17 +87,20 @@ static void test_base64(void **state)
 {
     (void)state;
     static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *const enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    static const char *const enc[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                      "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     char out[64];
     uint8_t dec[64];
     for (size_t i = 0; i < 7; i++) {
-        assert_int_equal(crypto_b64_encode(plain[i], strlen(plain[i]), out, sizeof out), (ssize_t)strlen(enc[i]));
+        assert_int_equal(crypto_b64_encode(plain[i], strlen(plain[i]), out, sizeof out),
+                         (ssize_t)strlen(enc[i]));
         assert_string_equal(out, enc[i]);
-        assert_int_equal(crypto_b64_decode(enc[i], strlen(enc[i]), dec, sizeof dec), (ssize_t)strlen(plain[i]));
+        assert_int_equal(crypto_b64_decode(enc[i], strlen(enc[i]), dec, sizeof dec),
+                         (ssize_t)strlen(plain[i]));
         assert_memory_equal(dec, plain[i], strlen(plain[i]));
     }
-    static const char *const bad[] = {"Zg=", "Zh==", "Zm9=", "Zm9v\n", "Z===", "=Zg=", "Zg==Zg==", "Zm-_",
-                                      "Zm9 ", "====", "Zm=v", "Z"};
+    static const char *const bad[] = {"Zg=",      "Zh==", "Zm9=", "Zm9v\n", "Z===", "=Zg=",
+                                      "Zg==Zg==", "Zm-_", "Zm9 ", "====",   "Zm=v", "Z"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(crypto_b64_decode(bad[i], strlen(bad[i]), dec, sizeof dec), -EINVAL);
     assert_int_equal(crypto_b64_encode("foo", 3, out, 4), -ENOSPC); /* no room for NUL */
@@ -145,10 +149,12 @@ static void test_ed25519(void **state)
     uint8_t seed[32], pk[32], sk[64], want_pk[32], sig[64], want_sig[64];
     hex32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", seed);
     hex32("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", want_pk);
-    assert_int_equal(crypto_hex_decode("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590"
-                                       "a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
-                                       128, want_sig, 64),
-                     64);
+    assert_int_equal(
+        crypto_hex_decode(
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590"
+            "a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+            128, want_sig, 64),
+        64);
     assert_int_equal(crypto_ed25519_seed_keypair(pk, sk, seed), 0);
     assert_memory_equal(pk, want_pk, 32);
     crypto_ed25519_sign(sig, "", 0, sk);
@@ -232,18 +238,21 @@ static void test_key_files(void **state)
     uint8_t seed[32] = {1};
     crypto_b64_encode(pk, 32, b64pk, sizeof b64pk);
     crypto_b64_encode(seed, 32, b64seed, sizeof b64seed);
-    snprintf(content, sizeof content, "ledgermq-ed25519-secret-key-v1\npublic %s\nseed %s\n", b64pk, b64seed);
+    snprintf(content, sizeof content, "ledgermq-ed25519-secret-key-v1\npublic %s\nseed %s\n", b64pk,
+             b64seed);
     write_file(bad, content, 0600);
     assert_int_equal(crypto_key_load(bad, pk2, sk2), -EINVAL);
     unlink(bad);
     /* trailing garbage */
     crypto_ed25519_seed_keypair(pk2, sk2, seed);
     crypto_b64_encode(pk2, 32, b64pk, sizeof b64pk);
-    snprintf(content, sizeof content, "ledgermq-ed25519-secret-key-v1\npublic %s\nseed %s\nx\n", b64pk, b64seed);
+    snprintf(content, sizeof content, "ledgermq-ed25519-secret-key-v1\npublic %s\nseed %s\nx\n",
+             b64pk, b64seed);
     write_file(bad, content, 0600);
     assert_int_equal(crypto_key_load(bad, pk2, sk2), -EINVAL);
     unlink(bad);
-    snprintf(content, sizeof content, "ledgermq-ed25519-secret-key-v1\npublic %s\nseed %s\n", b64pk, b64seed);
+    snprintf(content, sizeof content, "ledgermq-ed25519-secret-key-v1\npublic %s\nseed %s\n", b64pk,
+             b64seed);
     write_file(bad, content, 0600);
     assert_int_equal(crypto_key_load(bad, pk3, sk2), 0);
     assert_memory_equal(pk3, pk2, 32);
@@ -260,8 +269,9 @@ static void test_key_files(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sha256),   cmocka_unit_test(test_crc32c),  cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_hex_utf8), cmocka_unit_test(test_ed25519), cmocka_unit_test(test_key_files),
+        cmocka_unit_test(test_sha256),  cmocka_unit_test(test_crc32c),
+        cmocka_unit_test(test_base64),  cmocka_unit_test(test_hex_utf8),
+        cmocka_unit_test(test_ed25519), cmocka_unit_test(test_key_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

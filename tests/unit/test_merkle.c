@@ -126,8 +126,8 @@ static int run_inclusion(const char *doc)
     size_t n = json_proof(doc, proof, MERKLE_MAX_PROOF + 8, &bad);
     if (ll != 32 || bad || rl < 0)
         return -1;
-    return merkle_verify_inclusion(json_u64(doc, "leafIdx"), json_u64(doc, "treeSize"), leaf, MERKLE_CPROOF(proof), n,
-                                   root);
+    return merkle_verify_inclusion(json_u64(doc, "leafIdx"), json_u64(doc, "treeSize"), leaf,
+                                   MERKLE_CPROOF(proof), n, root);
 }
 
 static int run_consistency(const char *doc)
@@ -139,7 +139,8 @@ static int run_consistency(const char *doc)
     size_t n = json_proof(doc, proof, MERKLE_MAX_PROOF + 8, &bad);
     if (bad || l1 < 0 || l2 < 0)
         return -1;
-    return merkle_verify_consistency(json_u64(doc, "size1"), json_u64(doc, "size2"), r1, r2, MERKLE_CPROOF(proof), n);
+    return merkle_verify_consistency(json_u64(doc, "size1"), json_u64(doc, "size2"), r1, r2,
+                                     MERKLE_CPROOF(proof), n);
 }
 
 static void walk(const char *dir, int (*run)(const char *), int *n_happy, int *n_bad)
@@ -194,8 +195,14 @@ static void test_vectors_consistency(void **state)
 
 /* ---- the reference tree of the vectors' README ---- */
 
-static const char *const ref_leaves_hex[8] = {"", "00", "10", "2021", "3031", "40414243",
-                                              "5051525354555657", "606162636465666768696a6b6c6d6e6f"};
+static const char *const ref_leaves_hex[8] = {"",
+                                              "00",
+                                              "10",
+                                              "2021",
+                                              "3031",
+                                              "40414243",
+                                              "5051525354555657",
+                                              "606162636465666768696a6b6c6d6e6f"};
 static const char *const ref_roots_hex[8] = {
     "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
     "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
@@ -329,7 +336,8 @@ static void test_reference_roots(void **state)
     memset(store, 0, sizeof store);
     for (int i = 0; i < 8; i++) {
         uint8_t data[16];
-        ssize_t dl = crypto_hex_decode(ref_leaves_hex[i], strlen(ref_leaves_hex[i]), data, sizeof data);
+        ssize_t dl =
+            crypto_hex_decode(ref_leaves_hex[i], strlen(ref_leaves_hex[i]), data, sizeof data);
         assert_true(dl >= 0);
         merkle_leaf_hash(data, (size_t)dl, leaves[i]);
         assert_int_equal(merkle_frontier_append(&f, leaves[i], emit_store, NULL), 0);
@@ -365,18 +373,23 @@ static void test_generated_proofs(void **state)
             assert_int_equal(n, wn);
             if (n)
                 assert_memory_equal(got, want, n * 32);
-            assert_int_equal(merkle_verify_inclusion(m, size, leaves[m], MERKLE_CPROOF(got), n, root), 0);
+            assert_int_equal(
+                merkle_verify_inclusion(m, size, leaves[m], MERKLE_CPROOF(got), n, root), 0);
             /* wrong index, wrong size, flipped bit, short proof all fail */
             if (size > 1)
-                assert_int_not_equal(
-                    merkle_verify_inclusion((m + 1) % size, size, leaves[m], MERKLE_CPROOF(got), n, root), 0);
+                assert_int_not_equal(merkle_verify_inclusion((m + 1) % size, size, leaves[m],
+                                                             MERKLE_CPROOF(got), n, root),
+                                     0);
             /* (size + 1 may share the path's shape, e.g. index 0 of 3 and 4:
              * the root, not the size, is what binds the proof.) */
             if (n > 0) {
                 got[n - 1][7] ^= 0x10;
-                assert_int_not_equal(merkle_verify_inclusion(m, size, leaves[m], MERKLE_CPROOF(got), n, root), 0);
+                assert_int_not_equal(
+                    merkle_verify_inclusion(m, size, leaves[m], MERKLE_CPROOF(got), n, root), 0);
                 got[n - 1][7] ^= 0x10;
-                assert_int_not_equal(merkle_verify_inclusion(m, size, leaves[m], MERKLE_CPROOF(got), n - 1, root), 0);
+                assert_int_not_equal(
+                    merkle_verify_inclusion(m, size, leaves[m], MERKLE_CPROOF(got), n - 1, root),
+                    0);
             }
         }
         /* consistency: every old size for small trees, a stride above */
@@ -392,15 +405,20 @@ static void test_generated_proofs(void **state)
             assert_int_equal(n, wn);
             if (n)
                 assert_memory_equal(got, want, n * 32);
-            assert_int_equal(merkle_verify_consistency(old, size, old_root, root, MERKLE_CPROOF(got), n), 0);
+            assert_int_equal(
+                merkle_verify_consistency(old, size, old_root, root, MERKLE_CPROOF(got), n), 0);
             if (n > 0) {
                 got[0][0] ^= 1;
-                assert_int_not_equal(merkle_verify_consistency(old, size, old_root, root, MERKLE_CPROOF(got), n), 0);
+                assert_int_not_equal(
+                    merkle_verify_consistency(old, size, old_root, root, MERKLE_CPROOF(got), n), 0);
                 got[0][0] ^= 1;
-                assert_int_not_equal(merkle_verify_consistency(old, size, old_root, root, MERKLE_CPROOF(got), n - 1), 0);
+                assert_int_not_equal(
+                    merkle_verify_consistency(old, size, old_root, root, MERKLE_CPROOF(got), n - 1),
+                    0);
             }
             if (old < size)
-                assert_int_not_equal(merkle_verify_consistency(old, size, root, old_root, MERKLE_CPROOF(got), n), 0);
+                assert_int_not_equal(
+                    merkle_verify_consistency(old, size, root, old_root, MERKLE_CPROOF(got), n), 0);
         }
     }
 }
@@ -418,8 +436,10 @@ static void test_args(void **state)
     assert_int_equal(n, 0);
     assert_int_equal(merkle_verify_inclusion(0, 0, h, MERKLE_CPROOF(proof), 0, h), MERKLE_ERR_ARGS);
     assert_int_equal(merkle_verify_inclusion(0, 1, h, MERKLE_CPROOF(proof), 0, h), 0);
-    assert_int_not_equal(merkle_verify_inclusion(0, 1, h, MERKLE_CPROOF(proof), MERKLE_MAX_PROOF + 1, h), 0);
-    assert_int_equal(merkle_verify_consistency(0, 0, h, h, MERKLE_CPROOF(proof), 0), MERKLE_ERR_ARGS);
+    assert_int_not_equal(
+        merkle_verify_inclusion(0, 1, h, MERKLE_CPROOF(proof), MERKLE_MAX_PROOF + 1, h), 0);
+    assert_int_equal(merkle_verify_consistency(0, 0, h, h, MERKLE_CPROOF(proof), 0),
+                     MERKLE_ERR_ARGS);
 }
 
 static void test_frontier(void **state)
@@ -456,9 +476,12 @@ static void test_frontier(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vectors_inclusion), cmocka_unit_test(test_vectors_consistency),
-        cmocka_unit_test(test_reference_roots),   cmocka_unit_test(test_generated_proofs),
-        cmocka_unit_test(test_args),              cmocka_unit_test(test_frontier),
+        cmocka_unit_test(test_vectors_inclusion),
+        cmocka_unit_test(test_vectors_consistency),
+        cmocka_unit_test(test_reference_roots),
+        cmocka_unit_test(test_generated_proofs),
+        cmocka_unit_test(test_args),
+        cmocka_unit_test(test_frontier),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

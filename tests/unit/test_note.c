@@ -25,10 +25,12 @@ static const char go_vkey[] = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsV
 static const char go_skey_b64[] = "AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"; /* 0x01 || seed */
 static const char go_text[] = "If you think cryptography is the answer to your problem,\n"
                               "then you don't know what your problem is.\n";
-static const char go_note[] = "If you think cryptography is the answer to your problem,\n"
-                              "then you don't know what your problem is.\n"
-                              "\n" DASH " PeterNeumann "
-                              "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
+static const char go_note[] =
+    "If you think cryptography is the answer to your problem,\n"
+    "then you don't know what your problem is.\n"
+    "\n" DASH " PeterNeumann "
+    "x08go/ZJkuBS9UG/"
+    "SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
 
 /* A checkpoint of the arche2025h1.staging.ct.transparency.dev log, signed
  * by the log (0x05 RFC 6962 STH and 0x01 Ed25519) and four witnesses. */
@@ -37,19 +39,24 @@ static const char arche_note[] =
     "1432088532\n"
     "U7WM79jrzyhGZ5/GUBTpM7NzwdyfFx61t3RovgcC4Ro=\n"
     "\n" DASH " arche2025h1.staging.ct.transparency.dev "
-    "zTM8sQAAAZ5W0WdjBAMARjBEAiBjW5IQf9pvsYLfQFX6hoGREPMHbdQ3urbllzalApkptQIgIpwtEroeW2BXaHAI4kJXFbon5Ch9MNL5zRNZ55lvGt0=\n" DASH
-    " arche2025h1.staging.ct.transparency.dev "
-    "ui8GwCF1+kWqZrxGdhj4aX3gcw7XUlXQQabg/27lefwhUkzbC3NygNI75MdhL1bfTW9g8Ei59RA23oHP7Ry1k3ZFWwQ=\n" DASH
+    "zTM8sQAAAZ5W0WdjBAMARjBEAiBjW5IQf9pvsYLfQFX6hoGREPMHbdQ3urbllzalApkptQIgIpwtEroeW2BXaHAI4kJXFb"
+    "on5Ch9MNL5zRNZ55lvGt0=\n" DASH " arche2025h1.staging.ct.transparency.dev "
+    "ui8GwCF1+kWqZrxGdhj4aX3gcw7XUlXQQabg/"
+    "27lefwhUkzbC3NygNI75MdhL1bfTW9g8Ei59RA23oHP7Ry1k3ZFWwQ=\n" DASH
     " transparency.dev/DEV:witness-little-garden "
-    "2AQqhwAAAABqEiEgzgFIqqhbUoDwjMWE6UP8nd8/KYTzwZ2rhIgcqoXHAwVkjZr4AscylP3v7sEodkRAErumC2q44vdgJY096st5BQ==\n" DASH
+    "2AQqhwAAAABqEiEgzgFIqqhbUoDwjMWE6UP8nd8/"
+    "KYTzwZ2rhIgcqoXHAwVkjZr4AscylP3v7sEodkRAErumC2q44vdgJY096st5BQ==\n" DASH
     " witness1.smartit.nu/witness1 "
-    "pIyCDwAAAABqEiEghIp82KWebrw7/oHQwlTAm3g2RKS4+eebl8eO0WH+/iEcxZ75W3u5hNI7TOQtmJbqmNWVuE0tgh0XwzdZsDsUAQ==\n" DASH
-    " remora.n621.de "
-    "2net5wAAAABqEiEgPlfF3V06o0Y+fHM+J5J9s27wgxxcOVSpZ/2g/KSiXCg9DEZI+aVCIobWX9sXTynk5XeU/zZ0WBxtqB0DrAWfBw==\n" DASH
-    " witness.stagemole.eu "
-    "Z/euoAAAAABqEiEgw0i+7g2ENfDAWHmtRzCfKTHSDwYDJA2NmKeGi9Y8FtEyOUvVr+AJmIY/2TUFucgKi7lI7cUiOvKFYe/TmN9DAg==\n";
-static const char arche_vkey[] = "arche2025h1.staging.ct.transparency.dev+ba2f06c0+AU0vHmlGCS/PdN8b2OaGmKprLI8HKM+dJ472xgFYh15f";
-static const char remora_vkey[] = "remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2";
+    "pIyCDwAAAABqEiEghIp82KWebrw7/oHQwlTAm3g2RKS4+eebl8eO0WH+/"
+    "iEcxZ75W3u5hNI7TOQtmJbqmNWVuE0tgh0XwzdZsDsUAQ==\n" DASH " remora.n621.de "
+    "2net5wAAAABqEiEgPlfF3V06o0Y+fHM+J5J9s27wgxxcOVSpZ/2g/KSiXCg9DEZI+aVCIobWX9sXTynk5XeU/"
+    "zZ0WBxtqB0DrAWfBw==\n" DASH " witness.stagemole.eu "
+    "Z/euoAAAAABqEiEgw0i+7g2ENfDAWHmtRzCfKTHSDwYDJA2NmKeGi9Y8FtEyOUvVr+AJmIY/"
+    "2TUFucgKi7lI7cUiOvKFYe/TmN9DAg==\n";
+static const char arche_vkey[] =
+    "arche2025h1.staging.ct.transparency.dev+ba2f06c0+AU0vHmlGCS/PdN8b2OaGmKprLI8HKM+dJ472xgFYh15f";
+static const char remora_vkey[] =
+    "remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2";
 
 static void parse_vkey(const char *s, struct note_verifier *v)
 {
@@ -93,7 +100,11 @@ static void test_verifier_keys(void **state)
     uint8_t pk[32] = {0};
     assert_int_equal(note_verifier_init(&v, "a+b", pk), NOTE_ERR_ARGS);
     assert_int_equal(note_verifier_init(&v, "", pk), NOTE_ERR_ARGS);
-    assert_int_equal(note_verifier_init(&v, "a\xc2\xa0" "b", pk), NOTE_ERR_ARGS); /* NBSP */
+    assert_int_equal(note_verifier_init(&v,
+                                        "a\xc2\xa0"
+                                        "b",
+                                        pk),
+                     NOTE_ERR_ARGS); /* NBSP */
     assert_int_equal(note_verifier_init(&v, "example.com/log", pk), 0);
 }
 
@@ -136,7 +147,8 @@ static void test_go_example(void **state)
     /* an unrelated verifier: nothing known signed */
     struct note_verifier other;
     parse_vkey("EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop", &other);
-    assert_int_equal(note_verify(go_note, strlen(go_note), &other, 1, NULL, NULL), NOTE_ERR_UNVERIFIED);
+    assert_int_equal(note_verify(go_note, strlen(go_note), &other, 1, NULL, NULL),
+                     NOTE_ERR_UNVERIFIED);
 }
 
 static void test_real_cosigned_checkpoint(void **state)
@@ -196,9 +208,11 @@ static void test_several_signers(void **state)
     assert_true(l2 > l1);
     ssize_t l3 = note_add_signature(n2, (size_t)l2, c.name, c.sk, c.pk, n3, sizeof n3);
     assert_true(l3 > l2);
-    ssize_t l4 = note_add_cosignature(n3, (size_t)l3, w.name, 1700000000, w.sk, w.pk, n4, sizeof n4);
+    ssize_t l4 =
+        note_add_cosignature(n3, (size_t)l3, w.name, 1700000000, w.sk, w.pk, n4, sizeof n4);
     assert_true(l4 > l3);
-    ssize_t l5 = note_add_signature(n4, (size_t)l4, stranger.name, stranger.sk, stranger.pk, n5, sizeof n5);
+    ssize_t l5 =
+        note_add_signature(n4, (size_t)l4, stranger.name, stranger.sk, stranger.pk, n5, sizeof n5);
     assert_true(l5 > l4);
 
     struct note_verifier all[4] = {a.v, b.v, c.v, w.v};
@@ -247,7 +261,8 @@ static void test_several_signers(void **state)
     assert_int_equal(note_verify(n5, (size_t)l5, &w.v, 1, NULL, NULL), 0);
 
     /* output too small */
-    assert_int_equal(note_add_signature(n1, (size_t)l1, b.name, b.sk, b.pk, n2, (size_t)l1 + 10), NOTE_ERR_SPACE);
+    assert_int_equal(note_add_signature(n1, (size_t)l1, b.name, b.sk, b.pk, n2, (size_t)l1 + 10),
+                     NOTE_ERR_SPACE);
     assert_int_equal(note_sign(text, strlen(text), a.name, a.sk, a.pk, n1, 20), NOTE_ERR_SPACE);
 }
 
@@ -256,27 +271,29 @@ static void test_malformed(void **state)
     (void)state;
     struct note_verifier v;
     parse_vkey(go_vkey, &v);
-    const char *sig = "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=";
+    const char *sig =
+        "x08go/ZJkuBS9UG/"
+        "SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=";
     char buf[8192];
     const char *cases[] = {
         "",
         "\n",
-        "text\n",                                       /* no signatures */
-        "text\n\n",                                     /* blank line, no signatures */
-        "text\n\n" DASH " PeterNeumann %s",             /* no final newline */
-        "text\n" DASH " PeterNeumann %s\n",             /* no blank line */
-        "text\n\n- PeterNeumann %s\n",                  /* hyphen, not em dash */
-        "text\n\n" DASH "PeterNeumann %s\n",            /* no space after dash */
-        "text\n\n" DASH " PeterNeumann  %s\n",          /* two spaces */
-        "text\n\n" DASH " Peter+Neumann %s\n",          /* plus in name */
-        "text\n\n" DASH "  %s\n",                       /* empty name */
-        "text\n\n" DASH " PeterNeumann %s=\n",          /* bad base64 */
-        "text\n\n" DASH " PeterNeumann AAAAAA==\n",     /* 4 bytes: key ID only */
-        "text\n\n" DASH " PeterNeumann %s \n",          /* trailing space */
-        "te\txt\n\n" DASH " PeterNeumann %s\n",         /* control character */
+        "text\n",                                   /* no signatures */
+        "text\n\n",                                 /* blank line, no signatures */
+        "text\n\n" DASH " PeterNeumann %s",         /* no final newline */
+        "text\n" DASH " PeterNeumann %s\n",         /* no blank line */
+        "text\n\n- PeterNeumann %s\n",              /* hyphen, not em dash */
+        "text\n\n" DASH "PeterNeumann %s\n",        /* no space after dash */
+        "text\n\n" DASH " PeterNeumann  %s\n",      /* two spaces */
+        "text\n\n" DASH " Peter+Neumann %s\n",      /* plus in name */
+        "text\n\n" DASH "  %s\n",                   /* empty name */
+        "text\n\n" DASH " PeterNeumann %s=\n",      /* bad base64 */
+        "text\n\n" DASH " PeterNeumann AAAAAA==\n", /* 4 bytes: key ID only */
+        "text\n\n" DASH " PeterNeumann %s \n",      /* trailing space */
+        "te\txt\n\n" DASH " PeterNeumann %s\n",     /* control character */
         "te\rxt\n\n" DASH " PeterNeumann %s\n",
-        "te\xffxt\n\n" DASH " PeterNeumann %s\n",       /* invalid UTF-8 */
-        "text\n\n" DASH " PeterNeumann %s\n\n",         /* blank line at the end */
+        "te\xffxt\n\n" DASH " PeterNeumann %s\n", /* invalid UTF-8 */
+        "text\n\n" DASH " PeterNeumann %s\n\n",   /* blank line at the end */
         "text\n\n" DASH " PeterNeumann %s\nnot a signature\n",
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -319,8 +336,10 @@ static void test_malformed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_verifier_keys),   cmocka_unit_test(test_go_example),
-        cmocka_unit_test(test_real_cosigned_checkpoint), cmocka_unit_test(test_several_signers),
+        cmocka_unit_test(test_verifier_keys),
+        cmocka_unit_test(test_go_example),
+        cmocka_unit_test(test_real_cosigned_checkpoint),
+        cmocka_unit_test(test_several_signers),
         cmocka_unit_test(test_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -68,8 +68,9 @@ static void write_example(const char *name, const void *data, size_t len)
 static int setup(void **state)
 {
     (void)state;
-    static const char *const topics[NREC] = {"plant1/line1/temp", "plant1/line2/temp", "plant1/line3/temp",
-                                             "plant1/line3/pressure", "plant1/line4/temp"};
+    static const char *const topics[NREC] = {"plant1/line1/temp", "plant1/line2/temp",
+                                             "plant1/line3/temp", "plant1/line3/pressure",
+                                             "plant1/line4/temp"};
     struct merkle_frontier f;
     merkle_frontier_init(&f);
     for (int i = 0; i < NREC; i++) {
@@ -84,7 +85,8 @@ static int setup(void **state)
         r.msg.client_id = r.msg.publisher;
         r.msg.broker_time_ms = 1767225600000ull + (uint64_t)i;
         r.msg.ingress_node = (struct ledger_bytes){(const uint8_t *)"node-a", 6};
-        assert_int_equal(ledger_record_encode(&r, records[i], sizeof records[i], &record_len[i]), 0);
+        assert_int_equal(ledger_record_encode(&r, records[i], sizeof records[i], &record_len[i]),
+                         0);
         uint8_t leaf[32];
         merkle_leaf_hash(records[i], record_len[i], leaf);
         assert_int_equal(merkle_frontier_append(&f, leaf, emit, NULL), 0);
@@ -129,16 +131,20 @@ static void test_checkpoint_quorum(void **state)
     assert_true(cp.has_block);
     assert_int_equal(cp.block_height, 2);
     assert_int_equal(cp.ext_len, 0);
-    assert_int_equal(checkpoint_verify(cp_note, cp_note_len, vk, 3, 4, NULL, NULL, NULL), NOTE_ERR_QUORUM);
-    assert_int_equal(checkpoint_verify(cp_note, cp_note_len, &vk[1], 1, 2, NULL, NULL, NULL), NOTE_ERR_QUORUM);
+    assert_int_equal(checkpoint_verify(cp_note, cp_note_len, vk, 3, 4, NULL, NULL, NULL),
+                     NOTE_ERR_QUORUM);
+    assert_int_equal(checkpoint_verify(cp_note, cp_note_len, &vk[1], 1, 2, NULL, NULL, NULL),
+                     NOTE_ERR_QUORUM);
     assert_int_equal(checkpoint_verify(cp_note, cp_note_len, &vk[1], 1, 1, NULL, NULL, NULL), 0);
-    assert_int_equal(checkpoint_verify(cp_note, cp_note_len, vk, 3, 2, "ledger.example/other", NULL, NULL),
-                     CHECKPOINT_ERR_ORIGIN);
+    assert_int_equal(
+        checkpoint_verify(cp_note, cp_note_len, vk, 3, 2, "ledger.example/other", NULL, NULL),
+        CHECKPOINT_ERR_ORIGIN);
     /* a note whose text is not a checkpoint */
     char other[512];
     ssize_t l = note_sign("just text\n", 10, ORIGIN, sk[0], pk[0], other, sizeof other);
     assert_true(l > 0);
-    assert_int_equal(checkpoint_verify(other, (size_t)l, vk, 3, 1, NULL, NULL, NULL), CHECKPOINT_ERR_MALFORMED);
+    assert_int_equal(checkpoint_verify(other, (size_t)l, vk, 3, 1, NULL, NULL, NULL),
+                     CHECKPOINT_ERR_MALFORMED);
 
     char vkey[NOTE_VKEY_MAX], all[3 * NOTE_VKEY_MAX + 3] = "";
     for (int i = 0; i < 3; i++) {
@@ -161,7 +167,8 @@ static void test_checkpoint_format_parse(void **state)
     cp.size = 0;
     crypto_sha256("", 0, cp.root);
     ssize_t l = checkpoint_format(&cp, body, sizeof body);
-    assert_int_equal(l, (ssize_t)strlen("example.com/log\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n"));
+    assert_int_equal(
+        l, (ssize_t)strlen("example.com/log\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n"));
     assert_string_equal(body, "example.com/log\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n");
     assert_int_equal(checkpoint_parse(body, (size_t)l, &back), 0);
     assert_int_equal(back.size, 0);
@@ -175,9 +182,11 @@ static void test_checkpoint_format_parse(void **state)
     cp.ext_len = 16;
     l = checkpoint_format(&cp, body, sizeof body);
     assert_true(l > 0);
-    assert_string_equal(body, "example.com/log\n18446744073709551615\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n"
-                              "block 7 abababababababababababababababababababababababababababababababab\n"
-                              "other extension\n");
+    assert_string_equal(
+        body,
+        "example.com/log\n18446744073709551615\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n"
+        "block 7 abababababababababababababababababababababababababababababababab\n"
+        "other extension\n");
     assert_int_equal(checkpoint_parse(body, (size_t)l, &back), 0);
     assert_true(back.size == UINT64_MAX && back.has_block && back.block_height == 7);
     assert_memory_equal(back.block_hash, cp.block_hash, 32);
@@ -200,9 +209,9 @@ static void test_checkpoint_format_parse(void **state)
 #define H "abababababababababababababababababababababababababababababababab"
     static const char *const bad[] = {
         "",
-        "o\n5\n" R,                     /* no final newline */
-        "\n5\n" R "\n",                 /* empty origin */
-        "o\n05\n" R "\n",               /* leading zero */
+        "o\n5\n" R,       /* no final newline */
+        "\n5\n" R "\n",   /* empty origin */
+        "o\n05\n" R "\n", /* leading zero */
         "o\n+5\n" R "\n",
         "o\n-1\n" R "\n",
         "o\n5 \n" R "\n",
@@ -211,14 +220,14 @@ static void test_checkpoint_format_parse(void **state)
         "o\n5\n",
         "o\n5\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuA==\n", /* 31 bytes */
         "o\n5\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFV=\n", /* non-canonical */
-        "o\n5\n" R "\n\n",              /* empty extension line */
+        "o\n5\n" R "\n\n",                                      /* empty extension line */
         "o\n5\n" R "\nblock 1\n",
         "o\n5\n" R "\nblock 01 " H "\n",
         "o\n5\n" R "\nblock 1 " H "0\n",
         "o\n5\n" R "\nblock 1 ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB\n",
         "o\n5\n" R "\nblock 1 " H "\nblock 2 " H "\n", /* two block lines */
         "o\n5\n" R "\nx\nblock 1 " H "\n",             /* block line not first */
-        "o\n5\n" R "\nx\ty\n",                          /* control character */
+        "o\n5\n" R "\nx\ty\n",                         /* control character */
         "o\x01\n5\n" R "\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -287,7 +296,8 @@ static void test_receipt_roundtrip(void **state)
             assert_memory_equal(q.proof, r.proof, 32 * r.n_proof);
             assert_int_equal(q.checkpoint_len, cp_note_len);
             uint8_t ex[64];
-            assert_int_equal(crypto_b64_decode(eb, ebl, ex, sizeof ex), (ssize_t)(sizeof extra - 1));
+            assert_int_equal(crypto_b64_decode(eb, ebl, ex, sizeof ex),
+                             (ssize_t)(sizeof extra - 1));
             q.record = records[3];
             q.record_len = record_len[3];
             assert_int_equal(receipt_verify(&q, vk, 3, 3, ORIGIN, NULL), 0);
@@ -298,7 +308,8 @@ static void test_receipt_roundtrip(void **state)
             assert_int_equal(receipt_parse_tlog_proof(tp, (size_t)tl, &q, &eb, &ebl), 0);
             assert_null(eb);
             tp[24] = 'X'; /* "index" -> "iXdex" */
-            assert_int_equal(receipt_parse_tlog_proof(tp, (size_t)tl, &q, NULL, NULL), RECEIPT_ERR_MALFORMED);
+            assert_int_equal(receipt_parse_tlog_proof(tp, (size_t)tl, &q, NULL, NULL),
+                             RECEIPT_ERR_MALFORMED);
         }
     }
 }
@@ -353,15 +364,19 @@ static void test_receipt_json_strict(void **state)
     static uint8_t scratch[8192];
     struct receipt p;
     /* hand-written receipts (with a fake but well-formed checkpoint) */
-    const char *cpj = "\"o\\n1\\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\\n\\n\\u2014 o AAAAAAAA\\n\"";
+    const char *cpj =
+        "\"o\\n1\\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\\n\\n\\u2014 o AAAAAAAA\\n\"";
     char json[2048];
     snprintf(json, sizeof json,
-             " {\n \"checkpoint\" : %s ,\"proof\":[],\r\n\t\"record\":\"AA==\", \"tree_size\": 1, \"index\": 0 } \n", cpj);
+             " {\n \"checkpoint\" : %s ,\"proof\":[],\r\n\t\"record\":\"AA==\", \"tree_size\": 1, "
+             "\"index\": 0 } \n",
+             cpj);
     assert_int_equal(receipt_parse(json, strlen(json), scratch, sizeof scratch, &p), 0);
     assert_int_equal(p.record_len, 1);
     assert_int_equal(p.n_proof, 0);
     assert_int_equal(p.tree_size, 1);
-    const char *want_cp = "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n" DASH " o AAAAAAAA\n";
+    const char *want_cp =
+        "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n" DASH " o AAAAAAAA\n";
     assert_int_equal(p.checkpoint_len, strlen(want_cp));
     assert_memory_equal(p.checkpoint, want_cp, p.checkpoint_len);
 
@@ -379,29 +394,44 @@ static void test_receipt_json_strict(void **state)
         "[]",
         "{}",
         "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": []}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"} x",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"} "
+        "x",
         "{\"index\": 0, \"index\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\", \"extra\": 1}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\", "
+        "\"extra\": 1}",
         "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"note\": \"x\"}",
         "{\"index\": 00, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"}",
         "{\"index\": -1, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"}",
-        "{\"index\": 1.0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"}",
-        "{\"index\": 1e3, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"}",
-        "{\"index\": \"1\", \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"}",
-        "{\"index\": 18446744073709551616, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"A\", \"proof\": [], \"checkpoint\": \"x\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"AA==\\n\", \"proof\": [], \"checkpoint\": \"x\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [\"AA==\"], \"checkpoint\": \"x\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [,], \"checkpoint\": \"x\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [\"47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\",], "
+        "{\"index\": 1.0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": "
+        "\"x\"}",
+        "{\"index\": 1e3, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": "
+        "\"x\"}",
+        "{\"index\": \"1\", \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": "
+        "\"x\"}",
+        "{\"index\": 18446744073709551616, \"tree_size\": 1, \"record\": \"\", \"proof\": [], "
         "\"checkpoint\": \"x\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\n\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\\q\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"\\ud83d\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"\\ude00\"}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"\\u12\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"A\", \"proof\": [], \"checkpoint\": \"x\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"AA==\\n\", \"proof\": [], \"checkpoint\": "
+        "\"x\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [\"AA==\"], \"checkpoint\": "
+        "\"x\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [,], \"checkpoint\": \"x\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": "
+        "[\"47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\",], "
+        "\"checkpoint\": \"x\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": "
+        "\"x\n\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": "
+        "\"x\\q\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": "
+        "\"\\ud83d\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": "
+        "\"\\ude00\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": "
+        "\"\\u12\"}",
         "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x}",
-        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"\xff\"}",
+        "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": "
+        "\"\xff\"}",
         "{\"index\": 0 \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"}",
         "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [], \"checkpoint\": \"x\"",
     };
@@ -411,15 +441,18 @@ static void test_receipt_json_strict(void **state)
             fail_msg("case %zu accepted (%d): %s", i, rc, bad[i]);
     }
     /* 65 proof hashes */
-    size_t o = (size_t)snprintf(json, sizeof json, "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [");
+    size_t o = (size_t)snprintf(json, sizeof json,
+                                "{\"index\": 0, \"tree_size\": 1, \"record\": \"\", \"proof\": [");
     char big[8192];
     memcpy(big, json, o);
     for (int i = 0; i < 65; i++)
-        o += (size_t)snprintf(big + o, sizeof big - o, "%s\"47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"", i ? "," : "");
+        o += (size_t)snprintf(big + o, sizeof big - o,
+                              "%s\"47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"", i ? "," : "");
     o += (size_t)snprintf(big + o, sizeof big - o, "], \"checkpoint\": \"x\"}");
     assert_int_equal(receipt_parse(big, o, scratch, sizeof scratch, &p), RECEIPT_ERR_MALFORMED);
     /* scratch too small */
-    const char *small = "{\"index\": 0, \"tree_size\": 1, \"record\": \"AAAA\", \"proof\": [], \"checkpoint\": \"xyz\"}";
+    const char *small = "{\"index\": 0, \"tree_size\": 1, \"record\": \"AAAA\", \"proof\": [], "
+                        "\"checkpoint\": \"xyz\"}";
     assert_int_equal(receipt_parse(small, strlen(small), scratch, 4, &p), RECEIPT_ERR_MALFORMED);
     assert_int_equal(receipt_parse(small, strlen(small), scratch, 6, &p), 0);
     /* writer: out of space */

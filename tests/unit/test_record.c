@@ -97,20 +97,29 @@ static void example_config(struct ledger_record *r)
 }
 
 static const char want_message_hex[] =
-    "a8000101010271706c616e74312f6c696e65332f74656d70034a7b2274223a32312e357d056a6d657465722d30303432"
+    "a8000101010271706c616e74312f6c696e65332f74656d70034a7b2274223a32312e357d056a6d657465722d303034"
+    "32"
     "066a6d657465722d30303432091b0000019b76daa87b0a666e6f64652d61";
-static const char want_signed_hex[] =
-    "ab000101010270666c6565742f747275636b372f67707304582005cc1ee7c4da6496ebc8de6ffd3eab003d0c1b8ac2c0"
-    "1d3655e8bb99526acc260566747275636b37066c747275636b372d6d6f64656d07182a081b0000019b76daa418091b00"
-    "00019b76daa9c80a666e6f64652d620b5852d28443a10127a10446747275636b37f65840abababababababababababab"
-    "abababababababababababababababababababababababababababababababababababababababababababababababab"
-    "abababab";
+static const char want_signed_hex[] = "ab000101010270666c6565742f747275636b372f67707304582005cc1ee7"
+                                      "c4da6496ebc8de6ffd3eab003d0c1b8ac2c0"
+                                      "1d3655e8bb99526acc260566747275636b37066c747275636b372d6d6f64"
+                                      "656d07182a081b0000019b76daa418091b00"
+                                      "00019b76daa9c80a666e6f64652d620b5852d28443a10127a10446747275"
+                                      "636b37f65840abababababababababababab"
+                                      "abababababababababababababababababababababababababababababab"
+                                      "abababababababababababababababababab"
+                                      "abababab";
 static const char want_config_hex[] =
-    "a60002010102756c65646765722e6578616d706c652f706c616e74310383784b6c65646765722e6578616d706c652f70"
-    "6c616e74312b34326461626462342b4159714934393130436647562f564c624c54793658584c4b5a776d2f485a515347"
-    "2f4e306941473044323963784b6c65646765722e6578616d706c652f706c616e74312b34353037333331342b41594535"
-    "6477366f6652646656714e555a734e4d66737a4c6a597152744f34336f6c33324431755079624f55784b6c6564676572"
-    "2e6578616d706c652f706c616e74312b30653836646537322b4165314a4b4d596f30634c4736756b444f4a425a6c5745"
+    "a60002010102756c65646765722e6578616d706c652f706c616e74310383784b6c65646765722e6578616d706c652f"
+    "70"
+    "6c616e74312b34326461626462342b4159714934393130436647562f564c624c54793658584c4b5a776d2f485a5153"
+    "47"
+    "2f4e306941473044323963784b6c65646765722e6578616d706c652f706c616e74312b34353037333331342b415945"
+    "35"
+    "6477366f6652646656714e555a734e4d66737a4c6a597152744f34336f6c33324431755079624f55784b6c65646765"
+    "72"
+    "2e6578616d706c652f706c616e74312b30653836646537322b4165314a4b4d596f30634c4736756b444f4a425a6c57"
+    "45"
     "7057536336584750354e6a624252685373687a66520402056b62617463685f6d733d3130";
 
 static void emit_example(const char *name, const uint8_t *buf, size_t len, const char *want)
@@ -271,23 +280,27 @@ static void test_decode_rejects(void **state)
         {"a8 0001 0101 026174 0340 056170 0660 1900 00 0a616e", CBOR_ERR_NONCANONICAL},
         {"a8 0001 0101 026174 0340 0660 056170 0900 0a616e", CBOR_ERR_MAP_ORDER},
         {"a8 0101 0001 026174 0340 056170 0660 0900 0a616e", CBOR_ERR_MAP_ORDER},
-        {"a7 0001 0101 026174 0340 056170 0660 0900", LEDGER_REC_ERR_MISSING},      /* no ingress */
-        {"a7 0001 0101 026174 0340 056170 0660 0a616e", LEDGER_REC_ERR_MISSING},    /* no broker time */
-        {"a7 0001 0101 0340 056170 0660 0900 0a616e", LEDGER_REC_ERR_MISSING},      /* no topic */
-        {"a7 0001 0101 026174 056170 0660 0900 0a616e", LEDGER_REC_ERR_PAYLOAD},    /* no payload */
+        {"a7 0001 0101 026174 0340 056170 0660 0900", LEDGER_REC_ERR_MISSING}, /* no ingress */
+        {"a7 0001 0101 026174 0340 056170 0660 0a616e",
+         LEDGER_REC_ERR_MISSING},                                              /* no broker time */
+        {"a7 0001 0101 0340 056170 0660 0900 0a616e", LEDGER_REC_ERR_MISSING}, /* no topic */
+        {"a7 0001 0101 026174 056170 0660 0900 0a616e", LEDGER_REC_ERR_PAYLOAD}, /* no payload */
         {"a9 0001 0101 026174 0340 0440 056170 0660 0900 0a616e", LEDGER_REC_ERR_PAYLOAD},
-        {"a8 0001 0101 026174 0440 056170 0660 0900 0a616e", LEDGER_REC_ERR_FIELD}, /* digest not 32 */
+        {"a8 0001 0101 026174 0440 056170 0660 0900 0a616e",
+         LEDGER_REC_ERR_FIELD}, /* digest not 32 */
         {"a9 0001 0101 026174 0340 056170 0660 0900 0a616e 0c00", LEDGER_REC_ERR_UNKNOWN},
-        {"a8 0001 0101 024174 0340 056170 0660 0900 0a616e", LEDGER_REC_ERR_FIELD}, /* topic as bstr */
-        {"a8 0001 0101 026174 0340 056170 0660 0920 0a616e", LEDGER_REC_ERR_FIELD}, /* negative time */
+        {"a8 0001 0101 024174 0340 056170 0660 0900 0a616e",
+         LEDGER_REC_ERR_FIELD}, /* topic as bstr */
+        {"a8 0001 0101 026174 0340 056170 0660 0920 0a616e",
+         LEDGER_REC_ERR_FIELD}, /* negative time */
         {"a8 0001 0101 026174 0340 056170 0660 0900 0a61ff", CBOR_ERR_UTF8},
-        {"a8 0001 0101 0260 0340 056170 0660 0900 0a616e", LEDGER_REC_ERR_FIELD},   /* empty topic */
+        {"a8 0001 0101 0260 0340 056170 0660 0900 0a616e", LEDGER_REC_ERR_FIELD}, /* empty topic */
         {"a8 0001 0100 026174 0340 056170 0660 0900 0a616e", LEDGER_REC_ERR_FIELD}, /* version 0 */
         {"a1 0001", LEDGER_REC_ERR_MISSING},
         {"a2 0001 0201", LEDGER_REC_ERR_MISSING},
         {"a0", LEDGER_REC_ERR_MISSING},
         {"82 0001", LEDGER_REC_ERR_KIND},
-        {"a2 0020 0101", LEDGER_REC_ERR_FIELD},   /* kind not uint */
+        {"a2 0020 0101", LEDGER_REC_ERR_FIELD},         /* kind not uint */
         {"a3 0003 0101 6161 00", LEDGER_REC_ERR_FIELD}, /* non-uint key in an unknown kind */
         {"5f ff", CBOR_ERR_INDEFINITE},
         {"", CBOR_ERR_TRUNCATED},
@@ -296,8 +309,8 @@ static void test_decode_rejects(void **state)
         n = build(buf, sizeof buf, cases[i].spec);
         int rc = ledger_record_decode(n ? buf : (const uint8_t *)"", n, &d);
         if (rc != cases[i].err)
-            fail_msg("case %zu (%s): got %d (%s), want %d", i, cases[i].spec, rc, ledger_record_strerror(rc),
-                     cases[i].err);
+            fail_msg("case %zu (%s): got %d (%s), want %d", i, cases[i].spec, rc,
+                     ledger_record_strerror(rc), cases[i].err);
     }
 }
 
