@@ -41,6 +41,14 @@ static void clean(void)
     }
 }
 
+static void remove_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "fuzz_segment: could not remove %s\n", dir);
+}
+
 static void setup(void)
 {
     lmq_log_set_level(LMQ_LOG_ERROR + 1);
@@ -48,6 +56,7 @@ static void setup(void)
     if (!mkdtemp(dir))
         abort();
     snprintf(ldir, sizeof ldir, "%s/ledger", dir);
+    atexit(remove_dir);
     struct ledger *l;
     char err[256];
     if (ledger_open(dir, NULL, &l, err, sizeof err) != 0)
