@@ -33,7 +33,7 @@ IS_MOSQUITTO = KIND == "mosquitto"
 # they go: global or after the listener line).
 MOSQ_GLOBAL = {"max_packet_size", "max_inflight_messages", "max_queued_messages",
                "max_queued_bytes", "allow_zero_length_clientid", "max_keepalive",
-               "persistent_client_expiration"}
+               "sys_interval"}
 MOSQ_LISTENER = {"max_connections"}
 
 

@@ -74,7 +74,6 @@ def test_client_published_sys_topic_not_matched_by_wildcards(broker, raw):
         pytest.skip("this broker drops client publishes to $SYS (mosquitto does)")
 
 
-@ledgermq_only("needs sys_interval $SYS publishing by ledgermqd")
 def test_sys_topics_not_matched_by_hash(broker_factory, raw):
     b = broker_factory(config={"sys_interval": 1})
     s = raw(b.port)
