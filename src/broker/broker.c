@@ -472,17 +472,26 @@ static uint16_t bk__next_pkid(struct bk_session *s)
     }
 }
 
+/* The congestion marks of a session's queue. The high mark is half the
+ * queue limit, and no more than one inflight window: a deeper queue adds
+ * latency, not throughput, when its publishers can be slowed down. */
+static uint32_t bk__high_mark(const struct lmq_config *cfg)
+{
+    uint32_t h = cfg->max_queued_messages ? (cfg->max_queued_messages + 1) / 2 : UINT32_MAX;
+    return h < cfg->max_inflight_messages ? h : cfg->max_inflight_messages;
+}
+
 static bool bk__over_high(const struct lmq_broker *b, const struct bk_session *s)
 {
     const struct lmq_config *cfg = b->cfg;
-    return (cfg->max_queued_messages && s->n_queued >= (cfg->max_queued_messages + 1) / 2) ||
+    return s->n_queued >= bk__high_mark(cfg) ||
            (cfg->max_queued_bytes && s->q_bytes >= cfg->max_queued_bytes / 2);
 }
 
 static bool bk__under_low(const struct lmq_broker *b, const struct bk_session *s)
 {
     const struct lmq_config *cfg = b->cfg;
-    return (!cfg->max_queued_messages || s->n_queued <= cfg->max_queued_messages / 4) &&
+    return s->n_queued <= bk__high_mark(cfg) / 2 &&
            (!cfg->max_queued_bytes || s->q_bytes <= cfg->max_queued_bytes / 4);
 }
 
