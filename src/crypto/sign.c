@@ -245,6 +245,11 @@ static int key__publish(const char *path, const char *content, size_t len, mode_
     if (n < 0 || (size_t)n >= sizeof tmp)
         return -ENAMETOOLONG;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        /* Left by a crashed process that had our pid: nobody alive owns it. */
+        unlink(tmp);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    }
     if (fd < 0)
         return -errno;
     int rc = 0;

@@ -192,6 +192,10 @@ static void test_key_files(void **state)
 
     uint8_t pk[32], sk[64], pk2[32], sk2[64], pk3[32];
     int created = -1;
+    /* a stale temporary file of a crashed creator with our pid is replaced */
+    char stale[300];
+    snprintf(stale, sizeof stale, "%s.tmp.%ld", path, (long)getpid());
+    write_file(stale, "junk", 0644);
     mode_t old = umask(0); /* a careless umask must not leak the key */
     assert_int_equal(crypto_key_load(path, pk, sk), -ENOENT);
     assert_int_equal(crypto_key_load_or_create(path, pk, sk, &created), 0);
@@ -200,6 +204,7 @@ static void test_key_files(void **state)
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(access(stale, F_OK), -1);
 
     /* loading again yields the same key, and it signs */
     assert_int_equal(crypto_key_load_or_create(path, pk2, sk2, &created), 0);
