@@ -351,3 +351,80 @@ def test_outbound_qos2_awaiting_pubcomp_survives_kill9(broker_factory, raw):
     assert pk.type == R.PUBREL and pk.pid == m.pid, pk
     s.send(R.ack_packet(R.PUBCOMP, m.pid))
     s.expect_nothing(1.0)
+
+
+def test_unsubscribe_and_session_end_are_durable(broker_factory, raw):
+    """What was removed stays removed after a restart: an unsubscribed
+    filter, a deleted retained message, a session ended by clean session 1."""
+    b = broker_factory()
+    s = connect(raw, b.port, "rm-sub", clean=False)
+    s.subscribe([("rm/keep", 1), ("rm/drop", 1)])
+    s.unsubscribe(["rm/drop"])
+    s.disconnect()
+    g = connect(raw, b.port, "gone", clean=False)
+    g.subscribe([("rm/#", 1)])
+    g.disconnect()
+    time.sleep(0.2)
+    g = connect(raw, b.port, "gone", clean=True)  # ends the persistent session
+    g.disconnect()
+    p = connect(raw, b.port, "rm-pub")
+    p.publish("rm/ret", b"v", qos=1, retain=True, pid=1)
+    p.publish("rm/ret", b"w", qos=1, retain=True, pid=2)  # replaced
+    p.disconnect()
+    assert b.stop() == 0
+    b.start()
+    p = connect(raw, b.port, "rm-pub")
+    p.publish("rm/keep", b"k", qos=1, pid=1)
+    p.publish("rm/drop", b"d", qos=1, pid=2)
+    s = connect(raw, b.port, "rm-sub", clean=False)
+    assert s.session_present
+    got = s.recv_publishes(3, timeout=1.5)
+    assert [m.topic for m in got] == ["rm/keep"], "unsubscribe not durable: %r" % got
+    g = connect(raw, b.port, "gone", clean=False)
+    assert not g.session_present, "session ended by clean session 1 came back"
+    r = connect(raw, b.port, "rm-reader")
+    r.subscribe([("rm/ret", 1)])
+    assert [m.payload for m in r.recv_publishes(2, timeout=1.5)] == [b"w"]
+
+
+@KILL9
+def test_will_retain_survives_kill9(broker_factory, raw):
+    b = broker_factory()
+    d = raw(b.port)
+    assert d.connect("will-dur2", will=("wd/status", b"offline", 1, True)).rc == 0
+    d.abort()
+    deadline = time.monotonic() + 5
+    got = []
+    n = 0
+    while not got and time.monotonic() < deadline:
+        n += 1
+        w = connect(raw, b.port, "wd-check%d" % n)
+        w.subscribe([("wd/status", 1)])
+        got = w.recv_publishes(1, timeout=0.5)
+        w.close()
+    assert [m.payload for m in got] == [b"offline"]
+    b.restart(kill9=True)
+    w = connect(raw, b.port, "wd-after")
+    w.subscribe([("wd/status", 1)])
+    got = w.recv_publishes(1, timeout=3)
+    assert [(m.payload, m.retain) for m in got] == [(b"offline", True)]
+
+
+def test_many_retained_messages_survive_restart(broker_factory, raw):
+    b = broker_factory()
+    p = connect(raw, b.port, "many")
+    for i in range(1000):
+        p.send(R.publish_packet("mr/%04d" % i, b"v%04d" % i, qos=1, retain=True,
+                                pid=i + 1))
+    acks = 0
+    while acks < 1000:
+        pk = p.recv(10)
+        assert pk is not None and pk.type == R.PUBACK
+        acks += 1
+    assert b.stop() == 0
+    b.start()
+    s = connect(raw, b.port, "many-sub")
+    s.subscribe([("mr/#", 0)])
+    got = s.recv_publishes(1000, timeout=10)
+    assert sorted((m.topic, m.payload) for m in got) == [
+        ("mr/%04d" % i, b"v%04d" % i) for i in range(1000)]

@@ -1,5 +1,7 @@
 """PUBLISH at QoS 0/1/2 in both directions with the exact ack packets,
 exactly-once inbound QoS 2, QoS downgrade (issue 2, point 3)."""
+import time
+
 import pytest
 
 import mqttraw as R
@@ -138,3 +140,94 @@ def test_payload_sizes_preserved(broker, raw):
     got = s.recv_publishes(len(sizes), timeout=10)
     assert [len(m.payload) for m in got] == sizes
     assert all(m.payload == bytes([i % 251]) * n for i, (m, n) in enumerate(zip(got, sizes)))
+
+
+def test_packets_split_byte_by_byte(broker, raw):
+    """A PUBLISH and a SUBSCRIBE dribbled one byte per write are framed
+    correctly (TCP is a stream)."""
+    s = raw(broker.port)
+    s.connect("bytewise")
+    for byte in R.subscribe_packet(1, [("bw/t", 1)]):
+        s.send(bytes([byte]))
+        time.sleep(0.002)
+    assert s.expect(R.SUBACK).codes == [1]
+    pkt = R.publish_packet("bw/t", b"z" * 300, qos=1, pid=9)
+    for byte in pkt:
+        s.send(bytes([byte]))
+    assert s._expect_ack(R.PUBACK, 9)
+    got = s.recv_publishes(1)
+    assert [m.payload for m in got] == [b"z" * 300]
+
+
+def test_many_packets_in_one_write(broker, raw):
+    s = raw(broker.port)
+    s.connect("coalesced")
+    assert s.subscribe([("co/t", 1)]) == [1]
+    blob = b"".join(R.publish_packet("co/t", b"%03d" % i, qos=1, pid=i + 1)
+                    for i in range(100)) + R.pingreq_packet()
+    s.send(blob)
+    pubacks, pubs, pingresp = set(), [], False
+    deadline = time.monotonic() + 10
+    while (len(pubacks) < 100 or len(pubs) < 100 or not pingresp) and \
+            time.monotonic() < deadline:
+        p = s.recv(max(0.0, deadline - time.monotonic()))
+        if p is None:
+            break
+        if p.type == R.PUBACK:
+            pubacks.add(p.pid)
+        elif p.type == R.PINGRESP:
+            pingresp = True
+        elif p.type == R.PUBLISH:
+            pubs.append(p.payload)
+            s.send(R.ack_packet(R.PUBACK, p.pid))
+    assert len(pubacks) == 100 and pingresp
+    assert pubs == [b"%03d" % i for i in range(100)]
+
+
+def test_publish_without_subscribers_is_acked(broker, raw):
+    p = raw(broker.port)
+    p.connect("lonely")
+    p.publish("nobody/listens", b"x", qos=1, pid=1)
+    p.publish("nobody/listens", b"x", qos=2, pid=2)
+    assert p.is_open()
+
+
+def test_empty_payload_and_utf8_topics(broker, raw):
+    s = raw(broker.port)
+    s.connect("utf8")
+    topics = ["ünï/cödé", "📡/sensor 1", "a b/c"]
+    assert s.subscribe([(t, 1) for t in topics] + [("📡/+", 1)]) == [1, 1, 1, 1]
+    p = raw(broker.port)
+    p.connect("utf8-pub")
+    for i, t in enumerate(topics):
+        p.publish(t, b"", qos=1, pid=i + 1)
+    got = s.recv_publishes(3)
+    assert [(m.topic, m.payload) for m in got] == [(t, b"") for t in topics]
+
+
+def test_fan_out_to_many_subscribers(broker, raw):
+    subs = []
+    for i in range(40):
+        s = raw(broker.port)
+        s.connect("fan%02d" % i)
+        s.subscribe([("fan/#", i % 3)])
+        subs.append(s)
+    p = raw(broker.port)
+    p.connect("fan-pub")
+    p.publish("fan/x", b"to-all", qos=2)
+    for i, s in enumerate(subs):
+        got = s.recv_publishes(1)
+        assert [(m.payload, m.qos) for m in got] == [(b"to-all", i % 3)], "subscriber %d" % i
+
+
+def test_payload_near_max_packet_size(broker_factory, raw):
+    b = broker_factory(config={"max_packet_size": 1048576})
+    s = raw(b.port)
+    s.connect("nearmax")
+    s.subscribe([("nm/t", 1)])
+    p = raw(b.port)
+    p.connect("nearmax-pub")
+    payload = bytes(range(256)) * 4000  # 1,024,000 bytes
+    p.publish("nm/t", payload, qos=1)
+    got = s.recv_publishes(1, timeout=10)
+    assert len(got) == 1 and got[0].payload == payload
