@@ -130,12 +130,12 @@ int main(int argc, char **argv)
     }
     double dt = now() - t0;
     if (n > 0) {
-    snprintf(note, sizeof note, "%llu x 256 B, batches of %llu, sync=%s",
-             (unsigned long long)n, (unsigned long long)batch,
-             sync == LEDGER_SYNC_ALWAYS ? "always (1 fdatasync/batch)" : "batch");
-    row("append throughput", (double)n / dt, "records/s", note);
-    row("append batch commit (mean)", dt / ((double)(n + batch - 1) / (double)batch) * 1e6, "us",
-        "write + fdatasync + sign");
+        snprintf(note, sizeof note, "%llu x 256 B, batches of %llu, sync=%s", (unsigned long long)n,
+                 (unsigned long long)batch,
+                 sync == LEDGER_SYNC_ALWAYS ? "always (1 fdatasync/batch)" : "batch");
+        row("append throughput", (double)n / dt, "records/s", note);
+        row("append batch commit (mean)", dt / ((double)(n + batch - 1) / (double)batch) * 1e6,
+            "us", "write + fdatasync + sign");
     }
     free(data);
     free(recs);
@@ -153,32 +153,32 @@ int main(int argc, char **argv)
     /* First touch of each node page faults it into the mapping: measure
      * that (cold) and then a second, independent random pass (warm). */
     for (int pass = 0; pass < 2; pass++) {
-    if (pass == 1) {
-        /* Steady state of a long-running server: every node page mapped.
-         * Touch one node per 4 KiB page of every level, untimed. */
-        uint8_t h[32];
-        for (unsigned k = 0; k < 64 && (size >> k); k++)
-            for (uint64_t j = 0; j < (size >> k); j += 128)
-                (void)ledger_get_node(l, k, j, h);
-    }
-    for (int i = 0; i < SAMPLES; i++) {
-        uint64_t idx = rng() % size;
-        double a = now();
-        rc = ledger_inclusion_proof(l, idx, size, proof, &np);
-        lat[i] = now() - a;
-        if (rc) {
-            fprintf(stderr, "proof: %d\n", rc);
-            return 2;
+        if (pass == 1) {
+            /* Steady state of a long-running server: every node page mapped.
+             * Touch one node per 4 KiB page of every level, untimed. */
+            uint8_t h[32];
+            for (unsigned k = 0; k < 64 && (size >> k); k++)
+                for (uint64_t j = 0; j < (size >> k); j += 128)
+                    (void)ledger_get_node(l, k, j, h);
         }
-    }
-    qsort(lat, SAMPLES, sizeof *lat, cmp_d);
-    snprintf(note, sizeof note, "%s: random index, tree size %llu, %zu hashes",
-             pass ? "all node pages mapped" : "cold mappings (first touch faults)",
-             (unsigned long long)size, np);
-    row(pass ? "inclusion proof p50" : "inclusion proof p50 (cold)", lat[SAMPLES / 2] * 1e6,
-        "us", note);
-    row(pass ? "inclusion proof p99" : "inclusion proof p99 (cold)",
-        lat[SAMPLES * 99 / 100] * 1e6, "us", note);
+        for (int i = 0; i < SAMPLES; i++) {
+            uint64_t idx = rng() % size;
+            double a = now();
+            rc = ledger_inclusion_proof(l, idx, size, proof, &np);
+            lat[i] = now() - a;
+            if (rc) {
+                fprintf(stderr, "proof: %d\n", rc);
+                return 2;
+            }
+        }
+        qsort(lat, SAMPLES, sizeof *lat, cmp_d);
+        snprintf(note, sizeof note, "%s: random index, tree size %llu, %zu hashes",
+                 pass ? "all node pages mapped" : "cold mappings (first touch faults)",
+                 (unsigned long long)size, np);
+        row(pass ? "inclusion proof p50" : "inclusion proof p50 (cold)", lat[SAMPLES / 2] * 1e6,
+            "us", note);
+        row(pass ? "inclusion proof p99" : "inclusion proof p99 (cold)",
+            lat[SAMPLES * 99 / 100] * 1e6, "us", note);
     }
     for (int i = 0; i < SAMPLES; i++) {
         uint64_t old = 1 + rng() % size;

@@ -15,9 +15,9 @@
 #include "ledger/log.h"
 
 /* Exit codes (documented in the usage text and docs/FORMATS.md "CLI"). */
-#define CLI_OK 0       /* verified / done */
-#define CLI_FAIL 1     /* verification failed: tampered, bad signature, bad proof */
-#define CLI_ERR 2      /* could not read input, usage error, I/O error */
+#define CLI_OK 0   /* verified / done */
+#define CLI_FAIL 1 /* verification failed: tampered, bad signature, bad proof */
+#define CLI_ERR 2  /* could not read input, usage error, I/O error */
 
 struct cli {
     const char *datadir; /* -d DATADIR (default ./data) */

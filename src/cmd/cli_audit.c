@@ -33,9 +33,9 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total)
     if (ui->quiet)
         return;
     double dt = mono() - ui->t0;
-    fprintf(stderr, "audit: %llu/%llu records (%.0f%%), %.0f records/s\n",
-            (unsigned long long)done, (unsigned long long)total,
-            total ? 100.0 * (double)done / (double)total : 100.0, dt > 0 ? (double)done / dt : 0.0);
+    fprintf(stderr, "audit: %llu/%llu records (%.0f%%), %.0f records/s\n", (unsigned long long)done,
+            (unsigned long long)total, total ? 100.0 * (double)done / (double)total : 100.0,
+            dt > 0 ? (double)done / dt : 0.0);
 }
 
 int cli_audit(struct cli *c, int argc, char **argv)

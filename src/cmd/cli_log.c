@@ -215,8 +215,9 @@ int cli_log_get(struct cli *c, int argc, char **argv)
         printf(",\n  \"decode_error\": \"%s\",\n  \"cbor_base64\": ", ledger_record_strerror(rc));
         json_b64(stdout, buf, len);
     } else if (!rec.known) {
-        printf(",\n  \"kind\": %llu,\n  \"version\": %llu,\n  \"known\": false,\n  \"cbor_base64\": ",
-               (unsigned long long)rec.kind, (unsigned long long)rec.version);
+        printf(
+            ",\n  \"kind\": %llu,\n  \"version\": %llu,\n  \"known\": false,\n  \"cbor_base64\": ",
+            (unsigned long long)rec.kind, (unsigned long long)rec.version);
         json_b64(stdout, buf, len);
     } else if (rec.kind == LEDGER_KIND_MESSAGE) {
         const struct ledger_message *m = &rec.msg;
@@ -296,8 +297,8 @@ int cli_log_blocks(struct cli *c, int argc, char **argv)
         cli_hex(b.hash, 32, hash);
         printf("%llu %llu %llu %llu %llu %08x %s %s\n", (unsigned long long)b.height,
                (unsigned long long)b.first_index, (unsigned long long)b.count,
-               (unsigned long long)b.tree_size, (unsigned long long)b.time_ms, b.signer_key_id, root,
-               hash);
+               (unsigned long long)b.tree_size, (unsigned long long)b.time_ms, b.signer_key_id,
+               root, hash);
     }
     ledger_close(l);
     return CLI_OK;
@@ -586,11 +587,13 @@ int cli_log_proof(struct cli *c, int argc, char **argv)
     if (rc) {
         int code = rc == LEDGER_ERR_CORRUPT ? CLI_FAIL : CLI_ERR;
         if (rc == LEDGER_ERR_NOCHECKPOINT)
-            cli_error(code, "no checkpoint at tree size %llu (sizes at block ends only; see "
-                            "`log blocks`)",
+            cli_error(code,
+                      "no checkpoint at tree size %llu (sizes at block ends only; see "
+                      "`log blocks`)",
                       (unsigned long long)size);
         else if (rc == -ERANGE)
-            cli_error(code, "record %llu is not in the tree of size %llu", (unsigned long long)index,
+            cli_error(code, "record %llu is not in the tree of size %llu",
+                      (unsigned long long)index,
                       (unsigned long long)(size ? size : ledger_size(l)));
         else
             cli_error(code, "proof of %llu: %s", (unsigned long long)index, ledger_strerror(rc));
@@ -600,8 +603,9 @@ int cli_log_proof(struct cli *c, int argc, char **argv)
     }
     size_t ocap = 2 * r.record_len + 2 * r.checkpoint_len + 64 * 64 + 4096;
     char *out = malloc(ocap);
-    ssize_t n = !out ? -1 : tlog ? receipt_write_tlog_proof(&r, NULL, 0, out, ocap)
-                                 : receipt_write(&r, out, ocap);
+    ssize_t n = !out   ? -1
+                : tlog ? receipt_write_tlog_proof(&r, NULL, 0, out, ocap)
+                       : receipt_write(&r, out, ocap);
     if (n < 0) {
         free(out);
         free(scratch);

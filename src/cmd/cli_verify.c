@@ -124,7 +124,8 @@ int cli_verify_receipt(struct cli *c, int argc, char **argv)
     if (rc) {
         free(scratch);
         free(json);
-        return cli_error(rc == RECEIPT_ERR_MALFORMED || rc == NOTE_ERR_MALFORMED ? CLI_ERR : CLI_FAIL,
+        return cli_error(rc == RECEIPT_ERR_MALFORMED || rc == NOTE_ERR_MALFORMED ? CLI_ERR
+                                                                                 : CLI_FAIL,
                          "%s: NOT verified: %s", file, verify_reason(rc));
     }
     char root[65];
@@ -157,8 +158,7 @@ static int parse_consistency(char *text, uint64_t *old_size, uint64_t *new_size,
         return -1;
     *n = 0;
     while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
-        if (*n == MERKLE_MAX_PROOF ||
-            crypto_b64_decode(line, strlen(line), proof[*n], 32) != 32)
+        if (*n == MERKLE_MAX_PROOF || crypto_b64_decode(line, strlen(line), proof[*n], 32) != 32)
             return -1;
         (*n)++;
     }
@@ -203,7 +203,7 @@ int cli_verify_consistency(struct cli *c, int argc, char **argv)
         rc = checkpoint_verify(text[i], len[i], v, k.n_keys, k.quorum, k.origin, NULL, &cp[i]);
         if (rc) {
             code = cli_error(rc == NOTE_ERR_MALFORMED || rc == CHECKPOINT_ERR_MALFORMED ? CLI_ERR
-                                                                                         : CLI_FAIL,
+                                                                                        : CLI_FAIL,
                              "%s: NOT verified: %s", files[i], verify_reason(rc));
             goto out;
         }
@@ -221,8 +221,9 @@ int cli_verify_consistency(struct cli *c, int argc, char **argv)
         goto out;
     }
     if (old_size != cp[0].size || new_size != cp[1].size) {
-        code = cli_error(CLI_ERR, "%s: proof is for sizes %llu -> %llu, the checkpoints have %llu "
-                                  "and %llu",
+        code = cli_error(CLI_ERR,
+                         "%s: proof is for sizes %llu -> %llu, the checkpoints have %llu "
+                         "and %llu",
                          files[2], (unsigned long long)old_size, (unsigned long long)new_size,
                          (unsigned long long)cp[0].size, (unsigned long long)cp[1].size);
         goto out;

@@ -42,11 +42,13 @@ static const struct cli_command commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: ledgermq [-d DATADIR] COMMAND [ARGS]\n\n"
-               "  -d DATADIR   the node's data dir (default ./data; the ledger is DATADIR/ledger)\n\n"
-               "commands:\n");
+    fprintf(f,
+            "usage: ledgermq [-d DATADIR] COMMAND [ARGS]\n\n"
+            "  -d DATADIR   the node's data dir (default ./data; the ledger is DATADIR/ledger)\n\n"
+            "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(f, "  %s %s\n      %s\n", commands[i].words, commands[i].synopsis, commands[i].help);
+        fprintf(f, "  %s %s\n      %s\n", commands[i].words, commands[i].synopsis,
+                commands[i].help);
     fprintf(f, "\nexit codes: 0 ok / verified, 1 verification failed (tampered, bad signature or\n"
                "proof), 2 could not read input, usage or I/O error.\n");
 }

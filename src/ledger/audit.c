@@ -30,9 +30,9 @@
 
 struct node_reader {
     int fd;
-    uint64_t n;           /* nodes in the file */
-    uint64_t buf_first;   /* index of buf[0] */
-    uint64_t buf_n;       /* nodes in buf */
+    uint64_t n;         /* nodes in the file */
+    uint64_t buf_first; /* index of buf[0] */
+    uint64_t buf_n;     /* nodes in buf */
     uint8_t *buf;
 };
 
@@ -47,12 +47,12 @@ struct audit {
 
     int index_fd, blocks_fd;
     uint64_t index_n, blocks_n;
-    uint8_t *ibuf;           /* sequential window of the index file */
+    uint8_t *ibuf; /* sequential window of the index file */
     uint64_t ibuf_first, ibuf_n;
     struct node_reader nodes[STORE_MAX_LEVELS];
-    uint64_t lag_reported;   /* derived files end: warn once */
-    uint64_t cur_record;     /* record being hashed (for emit reports) */
-    uint64_t tree_size;      /* size of the tree recomputed so far */
+    uint64_t lag_reported; /* derived files end: warn once */
+    uint64_t cur_record;   /* record being hashed (for emit reports) */
+    uint64_t tree_size;    /* size of the tree recomputed so far */
 };
 
 static void finding(struct audit *a, bool problem, const char *fmt, ...)
@@ -71,7 +71,8 @@ static void finding(struct audit *a, bool problem, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     if (problem && a->st->problems == MAX_REPORTED)
-        strncat(line, " (further problems are counted, not listed)", sizeof line - strlen(line) - 1);
+        strncat(line, " (further problems are counted, not listed)",
+                sizeof line - strlen(line) - 1);
     a->report(a->ctx, problem, line);
 }
 
@@ -122,8 +123,8 @@ static void audit_emit(void *ctx, unsigned level, uint64_t index, const uint8_t 
             finding(a, true,
                     "ledger/nodes/%02u offset %llu: stored node (level %u, index %llu, records "
                     "%llu..%llu) differs from its recomputation",
-                    level, (unsigned long long)(index * NODE_LEN), level,
-                    (unsigned long long)index, (unsigned long long)(index << level),
+                    level, (unsigned long long)(index * NODE_LEN), level, (unsigned long long)index,
+                    (unsigned long long)(index << level),
                     (unsigned long long)(((index + 1) << level) - 1));
     }
 }
@@ -170,9 +171,9 @@ static double now_s(void)
 }
 
 struct chain {
-    uint64_t height;         /* blocks seen */
+    uint64_t height; /* blocks seen */
     uint8_t prev_hash[32];
-    uint64_t ckpt_size;      /* last checkpoint */
+    uint64_t ckpt_size; /* last checkpoint */
     uint8_t ckpt_root[32];
 };
 
@@ -221,12 +222,13 @@ static void check_commit(struct audit *a, struct chain *c, struct merkle_frontie
                 (unsigned long long)h, off + FRAME_HEADER_LEN + LEDGER_BLOCK_HEADER_LEN,
                 rc == NOTE_ERR_BAD_SIGNATURE || rc == NOTE_ERR_UNVERIFIED
                     ? "signature does not verify"
-                    : rc == CHECKPOINT_ERR_ORIGIN ? "has a different origin" : "is malformed");
+                : rc == CHECKPOINT_ERR_ORIGIN ? "has a different origin"
+                                              : "is malformed");
     } else {
         if (cp.size != b.tree_size || memcmp(cp.root, b.root, 32) != 0 || !cp.has_block ||
             cp.block_height != b.height || memcmp(cp.block_hash, b.hash, 32) != 0)
-            finding(a, true, "%s: checkpoint of block %llu does not match the block header",
-                    where, (unsigned long long)h);
+            finding(a, true, "%s: checkpoint of block %llu does not match the block header", where,
+                    (unsigned long long)h);
         else
             a->st->blocks++;
         if (c->ckpt_size > 0 && cp.size >= c->ckpt_size) {
@@ -270,7 +272,8 @@ static void check_commit(struct audit *a, struct chain *c, struct merkle_frontie
                     "ledger/blocks offset %llu: block %llu header differs from the one in %s",
                     (unsigned long long)eoff, (unsigned long long)h, where);
         else if (cpos != POS_MAKE(seg, off))
-            finding(a, true, "ledger/blocks offset %llu: block %llu points to the wrong commit frame",
+            finding(a, true,
+                    "ledger/blocks offset %llu: block %llu points to the wrong commit frame",
                     (unsigned long long)eoff, (unsigned long long)h);
     } else if (!a->lag_reported) {
         a->lag_reported = 1;
@@ -284,9 +287,9 @@ next:
     c->height++;
 }
 
-int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_audit_report_fn report,
-                 ledger_audit_progress_fn progress, void *ctx, struct ledger_audit_stats *stats,
-                 char *err, size_t errlen)
+int ledger_audit(const char *datadir, const struct note_verifier *key,
+                 ledger_audit_report_fn report, ledger_audit_progress_fn progress, void *ctx,
+                 struct ledger_audit_stats *stats, char *err, size_t errlen)
 {
     struct ledger_audit_stats dummy;
     if (!stats)
@@ -314,7 +317,7 @@ int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_au
     rc = store_meta_read(a->dir, origin, sizeof origin);
     if (rc) {
         snprintf(err, errlen, "%s/" STORE_META ": %s", a->dir,
-                 rc == -ENOENT ? "missing (no ledger here)"
+                 rc == -ENOENT   ? "missing (no ledger here)"
                  : rc == -EINVAL ? "malformed"
                                  : strerror(-rc));
         goto out;
@@ -339,7 +342,8 @@ int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_au
     }
     if (strcmp(a->key.name, origin) != 0) {
         rc = -EINVAL;
-        snprintf(err, errlen, "key name \"%s\" is not the ledger origin \"%s\"", a->key.name, origin);
+        snprintf(err, errlen, "key name \"%s\" is not the ledger origin \"%s\"", a->key.name,
+                 origin);
         goto out;
     }
 
@@ -413,7 +417,7 @@ int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_au
         if (fsz < SEG_HEADER_LEN || store_seg_header_check(map, seg) != 0) {
             finding(a, next || a->blocks_n > c.height, "ledger/" SEG_NAME_FMT " offset 0: %s", seg,
                     next || a->blocks_n > c.height ? "bad segment header"
-                                                  : "torn segment header (uncommitted)");
+                                                   : "torn segment header (uncommitted)");
             if (map)
                 munmap(map, fsz);
             break;
@@ -458,15 +462,17 @@ int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_au
                     uint64_t pos;
                     uint32_t elen;
                     if (index_read(a, i, e) || store_index_entry_parse(e, &pos, &elen))
-                        finding(a, true, "ledger/index offset %llu: entry of record %llu is damaged",
+                        finding(a, true,
+                                "ledger/index offset %llu: entry of record %llu is damaged",
                                 (unsigned long long)(i * INDEX_ENTRY_LEN), (unsigned long long)i);
                     else if (pos != POS_MAKE(seg, off) || elen != len)
-                        finding(a, true,
-                                "ledger/index offset %llu: entry of record %llu points to "
-                                SEG_NAME_FMT " offset %u length %u, the record is at offset %llu "
-                                "length %u",
-                                (unsigned long long)(i * INDEX_ENTRY_LEN), (unsigned long long)i,
-                                POS_SEG(pos), POS_OFF(pos), elen, (unsigned long long)off, len);
+                        finding(
+                            a, true,
+                            "ledger/index offset %llu: entry of record %llu points to " SEG_NAME_FMT
+                            " offset %u length %u, the record is at offset %llu "
+                            "length %u",
+                            (unsigned long long)(i * INDEX_ENTRY_LEN), (unsigned long long)i,
+                            POS_SEG(pos), POS_OFF(pos), elen, (unsigned long long)off, len);
                 }
                 uint8_t leaf[32];
                 merkle_leaf_hash(p, len, leaf);

@@ -14,13 +14,13 @@
 #include "crypto/note.h"
 
 struct ledger_audit_stats {
-    uint64_t records;     /* records recomputed */
-    uint64_t blocks;      /* blocks (and checkpoints) verified */
-    uint64_t bytes;       /* segment bytes read */
-    uint64_t problems;    /* mismatches found (0 = verified) */
-    uint64_t warnings;    /* benign findings (uncommitted tail, lagging derived files) */
-    uint64_t tree_size;   /* size of the last verified checkpoint */
-    uint8_t root[32];     /* its root */
+    uint64_t records;   /* records recomputed */
+    uint64_t blocks;    /* blocks (and checkpoints) verified */
+    uint64_t bytes;     /* segment bytes read */
+    uint64_t problems;  /* mismatches found (0 = verified) */
+    uint64_t warnings;  /* benign findings (uncommitted tail, lagging derived files) */
+    uint64_t tree_size; /* size of the last verified checkpoint */
+    uint8_t root[32];   /* its root */
 };
 
 /* Called once per finding. problem = true for tampering/damage, false for
@@ -36,8 +36,8 @@ typedef void (*ledger_audit_progress_fn)(void *ctx, uint64_t done, uint64_t tota
  * (log.h) if any problem was reported, or a negative errno if the ledger
  * could not be read at all (err then says why). Callbacks may be NULL.
  * Single-threaded; any thread. */
-int ledger_audit(const char *datadir, const struct note_verifier *key, ledger_audit_report_fn report,
-                 ledger_audit_progress_fn progress, void *ctx, struct ledger_audit_stats *stats,
-                 char *err, size_t errlen);
+int ledger_audit(const char *datadir, const struct note_verifier *key,
+                 ledger_audit_report_fn report, ledger_audit_progress_fn progress, void *ctx,
+                 struct ledger_audit_stats *stats, char *err, size_t errlen);
 
 #endif

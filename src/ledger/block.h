@@ -12,15 +12,15 @@
 #define LEDGER_BLOCK_MAGIC "LMB1"
 
 struct ledger_block {
-    uint64_t height;         /* 0 for the first block */
-    uint8_t prev_hash[32];   /* hash of block height-1; zeros for height 0 */
-    uint64_t first_index;    /* index of the block's first record */
-    uint64_t count;          /* records in the block (>= 1) */
-    uint64_t tree_size;      /* first_index + count */
-    uint8_t root[32];        /* tree root at tree_size */
-    uint64_t time_ms;        /* commit time, ms since the epoch */
-    uint32_t signer_key_id;  /* note key ID of the signing node key */
-    uint8_t hash[32];        /* decode/encode output: SHA-256(header bytes) */
+    uint64_t height;        /* 0 for the first block */
+    uint8_t prev_hash[32];  /* hash of block height-1; zeros for height 0 */
+    uint64_t first_index;   /* index of the block's first record */
+    uint64_t count;         /* records in the block (>= 1) */
+    uint64_t tree_size;     /* first_index + count */
+    uint8_t root[32];       /* tree root at tree_size */
+    uint64_t time_ms;       /* commit time, ms since the epoch */
+    uint32_t signer_key_id; /* note key ID of the signing node key */
+    uint8_t hash[32];       /* decode/encode output: SHA-256(header bytes) */
 };
 
 /* Writes the 112-byte header of b into out and sets b->hash. */

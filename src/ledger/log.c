@@ -282,8 +282,8 @@ static void stage_reset(struct ledger *l)
     l->stage_err = 0;
 }
 
-static int stage_record(struct ledger *l, struct merkle_frontier *f, const uint8_t *data, size_t len,
-                        uint64_t pos)
+static int stage_record(struct ledger *l, struct merkle_frontier *f, const uint8_t *data,
+                        size_t len, uint64_t pos)
 {
     if (grow(&l->ibuf, &l->icap, l->ilen + INDEX_ENTRY_LEN))
         return -ENOMEM;
@@ -335,8 +335,8 @@ static int sync_derived(struct ledger *l)
 }
 
 /* Adopts a committed block as the current state. */
-static void adopt_block(struct ledger *l, const struct ledger_block *b, const struct merkle_frontier *f,
-                        const char *note, size_t note_len)
+static void adopt_block(struct ledger *l, const struct ledger_block *b,
+                        const struct merkle_frontier *f, const char *note, size_t note_len)
 {
     l->size = b->tree_size;
     l->height = b->height + 1;
@@ -456,7 +456,8 @@ int ledger_append_batch(struct ledger *l, const struct ledger_record_buf *recs, 
         size_t np = 0;
         int rc = l->ckpt_size == l->size ? 0 : LEDGER_ERR_INCONSISTENT;
         if (!rc)
-            rc = merkle_consistency_proof(l->ckpt_size, b.tree_size, staged_get_node, l, proof, &np);
+            rc =
+                merkle_consistency_proof(l->ckpt_size, b.tree_size, staged_get_node, l, proof, &np);
         if (!rc)
             rc = merkle_verify_consistency(l->ckpt_size, b.tree_size, l->ckpt_root, b.root,
                                            (const uint8_t(*)[32])proof, np);
@@ -544,11 +545,26 @@ int ledger_append_batch(struct ledger *l, const struct ledger_record_buf *recs, 
 
 /* ---- reads ---- */
 
-uint64_t ledger_size(const struct ledger *l) { return l->size; }
-uint64_t ledger_height(const struct ledger *l) { return l->height; }
-void ledger_root(const struct ledger *l, uint8_t out[32]) { memcpy(out, l->root, 32); }
-const char *ledger_origin(const struct ledger *l) { return l->origin; }
-void ledger_public_key(const struct ledger *l, uint8_t pk[32]) { memcpy(pk, l->pk, 32); }
+uint64_t ledger_size(const struct ledger *l)
+{
+    return l->size;
+}
+uint64_t ledger_height(const struct ledger *l)
+{
+    return l->height;
+}
+void ledger_root(const struct ledger *l, uint8_t out[32])
+{
+    memcpy(out, l->root, 32);
+}
+const char *ledger_origin(const struct ledger *l)
+{
+    return l->origin;
+}
+void ledger_public_key(const struct ledger *l, uint8_t pk[32])
+{
+    memcpy(pk, l->pk, 32);
+}
 
 ssize_t ledger_verifier_key(const struct ledger *l, char *out, size_t cap)
 {
@@ -832,7 +848,9 @@ static int verify_tail(struct ledger *l, uint64_t h, const struct ledger_block *
     struct ledger_block fb;
     if (plen <= LEDGER_BLOCK_HEADER_LEN || ledger_block_decode(pl, &fb) != 0 ||
         memcmp(fb.hash, b->hash, 32) != 0) {
-        seterr(l, "ledger/blocks offset %llu: block %llu differs from its commit frame in ledger/%s offset %u",
+        seterr(l,
+               "ledger/blocks offset %llu: block %llu differs from its commit frame in ledger/%s "
+               "offset %u",
                (unsigned long long)(h * BLOCK_ENTRY_LEN), (unsigned long long)b->height, seg_name,
                POS_OFF(commit_pos));
         free(pl);
@@ -928,9 +946,8 @@ static int verify_tail(struct ledger *l, uint64_t h, const struct ledger_block *
     uint8_t root[32];
     merkle_frontier_root(&f, root);
     if (memcmp(root, b->root, 32) != 0) {
-        seterr(l, "block %llu: records %llu..%llu do not reproduce its root",
-               (unsigned long long)h, (unsigned long long)b->first_index,
-               (unsigned long long)(b->tree_size - 1));
+        seterr(l, "block %llu: records %llu..%llu do not reproduce its root", (unsigned long long)h,
+               (unsigned long long)b->first_index, (unsigned long long)(b->tree_size - 1));
         free(pl);
         return LEDGER_ERR_CORRUPT;
     }
@@ -946,8 +963,9 @@ static int verify_tail(struct ledger *l, uint64_t h, const struct ledger_block *
             off_t off = (off_t)((first + j) * NODE_LEN);
             if (store_pread_full(fd, got, NODE_LEN, off) != 0 ||
                 memcmp(got, l->nbuf[k] + j * NODE_LEN, NODE_LEN) != 0) {
-                seterr(l, "ledger/nodes/%02u offset %lld: stored node (level %u, index %llu) does "
-                          "not match its recomputation",
+                seterr(l,
+                       "ledger/nodes/%02u offset %lld: stored node (level %u, index %llu) does "
+                       "not match its recomputation",
                        k, (long long)off, k, (unsigned long long)(first + j));
                 rc = LEDGER_ERR_CORRUPT;
                 break;
@@ -1146,8 +1164,9 @@ static int replay(struct ledger *l, uint64_t start)
             if (fr) {
                 long later = next ? 0 : store_find_commit(map + off + 1, fsize - off - 1);
                 if (next || later >= 0) {
-                    seterr(l, "ledger/" SEG_NAME_FMT " offset %u: damaged frame (%s) before "
-                              "committed data%s",
+                    seterr(l,
+                           "ledger/" SEG_NAME_FMT " offset %u: damaged frame (%s) before "
+                           "committed data%s",
                            seg, off, fr == -EAGAIN ? "truncated" : "bad CRC or header",
                            next ? " in later segments" : "");
                     rc = LEDGER_ERR_CORRUPT;
@@ -1177,8 +1196,8 @@ static int replay(struct ledger *l, uint64_t start)
                     stop = true;
                     break;
                 }
-                recs[nrec++] = (struct replay_rec){POS_MAKE(seg, off), map + off + FRAME_HEADER_LEN,
-                                                   len};
+                recs[nrec++] =
+                    (struct replay_rec){POS_MAKE(seg, off), map + off + FRAME_HEADER_LEN, len};
             } else {
                 rc = replay_commit(l, seg, off, map + off + FRAME_HEADER_LEN, len, recs, nrec);
                 if (rc) {
@@ -1192,8 +1211,9 @@ static int replay(struct ledger *l, uint64_t start)
         }
         if (!stop && nrec > 0) {
             if (next) {
-                seterr(l, "ledger/" SEG_NAME_FMT " offset %u: records without a commit frame "
-                          "before later segments",
+                seterr(l,
+                       "ledger/" SEG_NAME_FMT " offset %u: records without a commit frame "
+                       "before later segments",
                        seg, last_commit);
                 rc = LEDGER_ERR_CORRUPT;
             } else {
@@ -1299,8 +1319,9 @@ int ledger_open(const char *datadir, const struct ledger_options *opts, struct l
             goto fail;
         }
     } else if (rc) {
-        seterr(l, rc == -ENOENT ? "no ledger in %s (%s/" STORE_META " missing)"
-                                : "cannot read %s/" STORE_META ": %s",
+        seterr(l,
+               rc == -ENOENT ? "no ledger in %s (%s/" STORE_META " missing)"
+                             : "cannot read %s/" STORE_META ": %s",
                datadir, rc == -ENOENT ? l->dir : strerror(-rc));
         if (rc == -EINVAL)
             seterr(l, "%s/" STORE_META ": malformed", l->dir);

@@ -31,9 +31,9 @@
 #include "ledger/receipt.h"
 
 #define LEDGER_DEFAULT_ORIGIN "ledgermq.local/default"
-#define LEDGER_MAX_BATCH 100000          /* records per ledger_append_batch */
-#define LEDGER_MAX_RECORD (16u << 20)    /* bytes of one record */
-#define LEDGER_MAX_CHECKPOINT 8192       /* bytes of one signed checkpoint note */
+#define LEDGER_MAX_BATCH 100000       /* records per ledger_append_batch */
+#define LEDGER_MAX_RECORD (16u << 20) /* bytes of one record */
+#define LEDGER_MAX_CHECKPOINT 8192    /* bytes of one signed checkpoint note */
 
 enum ledger_sync {
     LEDGER_SYNC_ALWAYS = 0, /* fdatasync every batch before it counts as committed */
@@ -42,11 +42,11 @@ enum ledger_sync {
 };
 
 enum ledger_err {
-    LEDGER_ERR_CORRUPT = -400,  /* damaged log: open refuses, err names file/offset */
-    LEDGER_ERR_LOCKED = -401,   /* another process holds <datadir>/ledger/LOCK */
-    LEDGER_ERR_FAILED = -402,   /* an earlier write/sync failed: handle is unusable */
-    LEDGER_ERR_ORIGIN = -403,   /* options origin differs from the stored one */
-    LEDGER_ERR_READONLY = -404, /* append on a read-only handle */
+    LEDGER_ERR_CORRUPT = -400,      /* damaged log: open refuses, err names file/offset */
+    LEDGER_ERR_LOCKED = -401,       /* another process holds <datadir>/ledger/LOCK */
+    LEDGER_ERR_FAILED = -402,       /* an earlier write/sync failed: handle is unusable */
+    LEDGER_ERR_ORIGIN = -403,       /* options origin differs from the stored one */
+    LEDGER_ERR_READONLY = -404,     /* append on a read-only handle */
     LEDGER_ERR_INCONSISTENT = -405, /* new tree does not extend the last signed one */
     LEDGER_ERR_NOCHECKPOINT = -406, /* no checkpoint at that tree size */
 };
@@ -56,10 +56,10 @@ struct ledger_options {
      * log it is stored in META; when opening one it must match unless it
      * is NULL (= use the stored origin). Default LEDGER_DEFAULT_ORIGIN. */
     const char *origin;
-    enum ledger_sync sync;   /* default LEDGER_SYNC_ALWAYS */
-    const char *key_path;    /* node key; NULL = <datadir>/node.key */
-    bool read_only;          /* no lock, no recovery, no key creation */
-    uint64_t segment_max;    /* roll segments at this size; default 256 MiB */
+    enum ledger_sync sync; /* default LEDGER_SYNC_ALWAYS */
+    const char *key_path;  /* node key; NULL = <datadir>/node.key */
+    bool read_only;        /* no lock, no recovery, no key creation */
+    uint64_t segment_max;  /* roll segments at this size; default 256 MiB */
 };
 
 struct ledger;
@@ -101,8 +101,8 @@ void ledger_close(struct ledger *l);
 int ledger_append_batch(struct ledger *l, const struct ledger_record_buf *recs, size_t n,
                         uint64_t time_ms, struct ledger_commit *out);
 
-uint64_t ledger_size(const struct ledger *l);      /* records in the log */
-uint64_t ledger_height(const struct ledger *l);    /* number of blocks */
+uint64_t ledger_size(const struct ledger *l);   /* records in the log */
+uint64_t ledger_height(const struct ledger *l); /* number of blocks */
 void ledger_root(const struct ledger *l, uint8_t out[32]);
 const char *ledger_origin(const struct ledger *l);
 void ledger_public_key(const struct ledger *l, uint8_t pk[32]);

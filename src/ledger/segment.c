@@ -12,7 +12,8 @@
 
 #include "crypto/hash.h"
 
-void store_frame_header(uint8_t hdr[FRAME_HEADER_LEN], uint8_t type, const void *payload, size_t len)
+void store_frame_header(uint8_t hdr[FRAME_HEADER_LEN], uint8_t type, const void *payload,
+                        size_t len)
 {
     le32_put(hdr, (uint32_t)len);
     hdr[4] = type;

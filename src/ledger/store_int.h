@@ -70,7 +70,8 @@ static inline uint64_t le64_get(const uint8_t *p)
 }
 
 /* Frame header for a payload; crc covers header[0:8] || payload. */
-void store_frame_header(uint8_t hdr[FRAME_HEADER_LEN], uint8_t type, const void *payload, size_t len);
+void store_frame_header(uint8_t hdr[FRAME_HEADER_LEN], uint8_t type, const void *payload,
+                        size_t len);
 /* Checks a frame at buf[0:avail]: 0 and the type and length if whole and its CRC
  * holds; -EAGAIN if buf is too short for the header or the payload (a
  * possibly torn tail); -EBADMSG for a bad CRC, a nonzero reserved byte, an

@@ -137,13 +137,15 @@ static void check_all(struct ledger *l)
             size_t len = make_record(i, exp);
             merkle_leaf_hash(exp, len, leaf);
             assert_int_equal(ledger_inclusion_proof(l, i, s, proof, &n), 0);
-            assert_int_equal(merkle_verify_inclusion(i, s, leaf, (const uint8_t(*)[32])proof, n, r), 0);
+            assert_int_equal(merkle_verify_inclusion(i, s, leaf, (const uint8_t(*)[32])proof, n, r),
+                             0);
         }
         for (uint64_t o = 1; o <= s; o += (o < 10 ? 1 : 5)) {
             uint8_t ro[32];
             assert_int_equal(ledger_root_at(l, o, ro), 0);
             assert_int_equal(ledger_consistency_proof(l, o, s, proof, &n), 0);
-            assert_int_equal(merkle_verify_consistency(o, s, ro, r, (const uint8_t(*)[32])proof, n), 0);
+            assert_int_equal(merkle_verify_consistency(o, s, ro, r, (const uint8_t(*)[32])proof, n),
+                             0);
         }
     }
 }
@@ -247,9 +249,9 @@ static void test_round_trip_and_reopen(void **state)
     assert_non_null(strstr(errbuf, "LOCK"));
     assert_int_equal(try_open(dir, true, &l2), 0);
     assert_int_equal(ledger_size(l2), ledger_size(l));
-    assert_int_equal(ledger_append_batch(l2, &(struct ledger_record_buf){(const uint8_t *)"x", 1}, 1,
-                                         1, NULL),
-                     LEDGER_ERR_READONLY);
+    assert_int_equal(
+        ledger_append_batch(l2, &(struct ledger_record_buf){(const uint8_t *)"x", 1}, 1, 1, NULL),
+        LEDGER_ERR_READONLY);
     ledger_close(l2);
     ledger_close(l);
 
@@ -408,7 +410,8 @@ static void test_damage_refused(void **state)
     uint8_t e[16];
     assert_int_equal(pread(fd, e, 16, 19 * 16), 16);
     close(fd);
-    uint32_t off19 = (uint32_t)e[0] | (uint32_t)e[1] << 8 | (uint32_t)e[2] << 16 | (uint32_t)e[3] << 24;
+    uint32_t off19 =
+        (uint32_t)e[0] | (uint32_t)e[1] << 8 | (uint32_t)e[2] << 16 | (uint32_t)e[3] << 24;
     snprintf(path, sizeof path, "%s/ledger/seg-00000000", cp);
     flip_byte(path, off19 + 12 + 1);
     struct ledger *x;
@@ -473,8 +476,12 @@ static void test_damage_refused(void **state)
 static void test_block_encoding(void **state)
 {
     (void)state;
-    struct ledger_block b = {.height = 7, .first_index = 100, .count = 5, .tree_size = 105,
-                             .time_ms = 1700000000000ull, .signer_key_id = 0xdeadbeef};
+    struct ledger_block b = {.height = 7,
+                             .first_index = 100,
+                             .count = 5,
+                             .tree_size = 105,
+                             .time_ms = 1700000000000ull,
+                             .signer_key_id = 0xdeadbeef};
     memset(b.prev_hash, 0xaa, 32);
     memset(b.root, 0x55, 32);
     uint8_t hdr[LEDGER_BLOCK_HEADER_LEN];
@@ -496,10 +503,8 @@ static void test_block_encoding(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_block_encoding),
-        cmocka_unit_test(test_round_trip_and_reopen),
-        cmocka_unit_test(test_segment_roll),
-        cmocka_unit_test(test_torn_tail_every_offset),
+        cmocka_unit_test(test_block_encoding), cmocka_unit_test(test_round_trip_and_reopen),
+        cmocka_unit_test(test_segment_roll),   cmocka_unit_test(test_torn_tail_every_offset),
         cmocka_unit_test(test_damage_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
