@@ -1003,10 +1003,60 @@ static int find_derived(struct ledger *l, uint64_t *h_out, struct ledger_block *
             break;
         h--;
     }
-    if (h < nb)
+    if (h < nb && !l->ro)
         LMQ_WARN("ledger: derived files end at block %llu of %llu; rebuilding from the segments",
                  (unsigned long long)h, (unsigned long long)nb);
     *h_out = h;
+    return 0;
+}
+
+int ledger_refresh(struct ledger *l)
+{
+    if (!l->ro)
+        return 0;
+    char path[PATH_MAX];
+    if (l->index_fd < 0) {
+        (void)store_path(path, sizeof path, l->dir, STORE_INDEX);
+        l->index_fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (l->blocks_fd < 0) {
+        (void)store_path(path, sizeof path, l->dir, STORE_BLOCKS);
+        l->blocks_fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (l->index_fd < 0 || l->blocks_fd < 0)
+        return 0; /* still nothing committed */
+    uint64_t h, cpos;
+    struct ledger_block b;
+    int rc = find_derived(l, &h, &b, &cpos);
+    if (rc || h <= l->height)
+        return rc;
+    uint8_t *pl = malloc(COMMIT_MAX);
+    if (!pl)
+        return -ENOMEM;
+    size_t plen;
+    struct ledger_block fb;
+    const char *why = NULL;
+    rc = read_frame(l, cpos, FRAME_COMMIT, pl, COMMIT_MAX, &plen);
+    if (rc || plen <= LEDGER_BLOCK_HEADER_LEN || ledger_block_decode(pl, &fb) != 0 ||
+        memcmp(fb.hash, b.hash, 32) != 0 || b.height != h - 1 ||
+        (h - 1 == l->height && memcmp(b.prev_hash, l->last_block_hash, 32) != 0) ||
+        check_checkpoint(l, &b, (const char *)pl + LEDGER_BLOCK_HEADER_LEN,
+                         plen - LEDGER_BLOCK_HEADER_LEN, &why) != 0) {
+        free(pl);
+        return LEDGER_ERR_CORRUPT;
+    }
+    uint64_t old_size = l->size;
+    uint8_t root[32];
+    l->size = b.tree_size;
+    rc = merkle_root(b.tree_size, ledger_get_node, l, root);
+    if (rc || memcmp(root, b.root, 32) != 0) {
+        l->size = old_size;
+        free(pl);
+        return rc ? rc : LEDGER_ERR_CORRUPT;
+    }
+    adopt_block(l, &b, &l->frontier, (const char *)pl + LEDGER_BLOCK_HEADER_LEN,
+                plen - LEDGER_BLOCK_HEADER_LEN);
+    free(pl);
     return 0;
 }
 

@@ -16,8 +16,10 @@
  *
  * Threads: a struct ledger is used by one thread at a time (the caller
  * serialises; no internal locks). Read-only handles (opts.read_only) take
- * no lock and may be opened while a writer runs in another process; they
- * see the log as of their open. Memory use does not grow with the log. */
+ * no lock and may be opened while a writer runs, in another process or on
+ * another thread; they see the log as of their open or last
+ * ledger_refresh. Memory use does not grow with the log (node files are
+ * read through shared mappings: page cache, not heap). */
 #ifndef LMQ_LEDGER_LOG_H
 #define LMQ_LEDGER_LOG_H
 
@@ -90,6 +92,13 @@ const char *ledger_strerror(int err);
  * owns *out and releases it with ledger_close. */
 int ledger_open(const char *datadir, const struct ledger_options *opts, struct ledger **out,
                 char *err, size_t errlen);
+/* Read-only handles: catches up with blocks a writer (another process or
+ * another thread's read-write handle) committed since the open or the last
+ * refresh; checks the new last block's commit frame, checkpoint and root.
+ * A read-only handle per reader thread plus ledger_refresh is how readers
+ * run beside the writer. No-op (0) on read-write handles. 0,
+ * LEDGER_ERR_CORRUPT or -errno. */
+int ledger_refresh(struct ledger *l);
 /* Syncs the derived files (read-write handles), releases the lock, frees l. */
 void ledger_close(struct ledger *l);
 

@@ -249,6 +249,15 @@ static void test_round_trip_and_reopen(void **state)
     assert_non_null(strstr(errbuf, "LOCK"));
     assert_int_equal(try_open(dir, true, &l2), 0);
     assert_int_equal(ledger_size(l2), ledger_size(l));
+    /* A reader handle catches up with the writer through ledger_refresh. */
+    uint64_t before = ledger_size(l2);
+    append_n(l, 3, 6000);
+    assert_int_equal(ledger_size(l2), before);
+    assert_int_equal(ledger_refresh(l2), 0);
+    assert_int_equal(ledger_size(l2), ledger_size(l));
+    assert_int_equal(ledger_height(l2), ledger_height(l));
+    check_all(l2);
+    check_chain_and_checkpoints(l2);
     assert_int_equal(
         ledger_append_batch(l2, &(struct ledger_record_buf){(const uint8_t *)"x", 1}, 1, 1, NULL),
         LEDGER_ERR_READONLY);
