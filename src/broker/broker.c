@@ -41,6 +41,7 @@ enum bk_qstate { BK_QUEUED = 0, BK_AWAIT_ACK = 1, BK_AWAIT_COMP = 2 };
 struct bk_entry {
     struct bk_entry *next;
     struct lmq_msg *msg;    /* NULL once PUBREL was sent */
+    uint64_t msg_id;        /* its body in the store (persistent sessions), 0 = none */
     uint64_t seq;
     uint16_t pkid;
     uint8_t qos;
@@ -413,7 +414,13 @@ static void bk__entry_store(struct lmq_broker *b, struct bk_session *s, struct b
     if (!st)
         return;
     struct lmq_msg *m = e->msg;
-    if (m && m->store_id == 0) {
+    /* A routed message's body is stored once for all the sessions it is
+     * queued for (they are all queued in this one batch). A retained
+     * message is delivered again at later subscriptions, when the body
+     * stored the first time may be gone: each delivery stores its own. */
+    if (m && !e->msg_id && m->store_id && !m->retain)
+        e->msg_id = m->store_id;
+    if (m && !e->msg_id) {
         struct lmq_store_message sm = {
             .topic = m->topic,
             .topic_len = m->topic_len,
@@ -430,11 +437,13 @@ static void bk__entry_store(struct lmq_broker *b, struct bk_session *s, struct b
         bk__st_check(b, rc, "add message");
         if (rc < 0)
             return;
-        m->store_id = id;
+        e->msg_id = id;
+        if (!m->retain)
+            m->store_id = id;
     }
     struct lmq_store_entry se = {
         .seq = e->seq,
-        .msg_id = m ? m->store_id : 0,
+        .msg_id = m ? e->msg_id : 0,
         .qos = e->qos,
         .state = e->state,
         .packet_id = e->state == BK_QUEUED ? 0 : e->pkid,
@@ -839,9 +848,18 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     }
     if (bk__parse_will(c, &ct) < 0)
         return -1;
+    /* 3.1.1 cannot tell a client to use a shorter keep-alive, so, like
+     * Mosquitto, refuse one above max_keepalive (0 = infinite is above). */
+    if (b->cfg->max_keepalive < UINT16_MAX &&
+        (ct.keep_alive == 0 || ct.keep_alive > b->cfg->max_keepalive)) {
+        LMQ_WARN("client %s: keep-alive %u exceeds max_keepalive %u; refused (identifier "
+                 "rejected)",
+                 c->peer, ct.keep_alive, b->cfg->max_keepalive);
+        bk__send_connack(c, c->proto, false, MQTT_CONNACK_ID_REJECTED);
+        bk__close(c);
+        return -1;
+    }
     c->keepalive = ct.keep_alive;
-    if (b->cfg->max_keepalive && c->keepalive > b->cfg->max_keepalive)
-        c->keepalive = b->cfg->max_keepalive; /* 3.1.1 cannot tell the client */
 
     /* Session takeover / resumption. */
     bool present = false;
@@ -1599,7 +1617,55 @@ struct bk_load {
     struct lmq_broker *b;
     struct bk_session *cur;
     uint64_t n_sessions, n_msgs, n_retained;
+    /* Store message id -> loaded message, so a body queued for many
+     * sessions is loaded once (open addressing; borrowed pointers). */
+    struct bk_load_slot {
+        uint64_t id;
+        struct lmq_msg *msg;
+    } *bodies;
+    size_t n_bodies, cap_bodies;
 };
+
+static struct lmq_msg *bk__load_body_find(const struct bk_load *L, uint64_t id)
+{
+    if (!L->cap_bodies)
+        return NULL;
+    size_t mask = L->cap_bodies - 1;
+    for (size_t i = (size_t)(id * 0x9E3779B97F4A7C15ULL) & mask; L->bodies[i].id;
+         i = (i + 1) & mask)
+        if (L->bodies[i].id == id)
+            return L->bodies[i].msg;
+    return NULL;
+}
+
+static int bk__load_body_put(struct bk_load *L, uint64_t id, struct lmq_msg *m)
+{
+    if ((L->n_bodies + 1) * 2 > L->cap_bodies) {
+        size_t cap = L->cap_bodies ? L->cap_bodies * 2 : 1024;
+        struct bk_load_slot *v = calloc(cap, sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        for (size_t k = 0; k < L->cap_bodies; k++) {
+            if (!L->bodies[k].id)
+                continue;
+            size_t i = (size_t)(L->bodies[k].id * 0x9E3779B97F4A7C15ULL) & (cap - 1);
+            while (v[i].id)
+                i = (i + 1) & (cap - 1);
+            v[i] = L->bodies[k];
+        }
+        free(L->bodies);
+        L->bodies = v;
+        L->cap_bodies = cap;
+    }
+    size_t mask = L->cap_bodies - 1;
+    size_t i = (size_t)(id * 0x9E3779B97F4A7C15ULL) & mask;
+    while (L->bodies[i].id)
+        i = (i + 1) & mask;
+    L->bodies[i].id = id;
+    L->bodies[i].msg = m;
+    L->n_bodies++;
+    return 0;
+}
 
 static int bk__load_retained(void *ctx, const struct lmq_store_message *m)
 {
@@ -1674,15 +1740,22 @@ static int bk__load_msg(void *ctx, const struct lmq_store_session *ss,
     if (!e)
         return -ENOMEM;
     if (m && se->state != BK_AWAIT_COMP) {
-        e->msg = lmq_msg_new(m->topic, m->topic_len, m->payload, m->payload_len, m->props,
-                             m->props_len, m->qos, m->retain);
-        if (!e->msg) {
-            free(e);
-            return -ENOMEM;
+        e->msg = bk__load_body_find(L, se->msg_id);
+        if (e->msg) {
+            lmq_msg_ref(e->msg);
+        } else {
+            e->msg = lmq_msg_new(m->topic, m->topic_len, m->payload, m->payload_len, m->props,
+                                 m->props_len, m->qos, m->retain);
+            if (!e->msg || bk__load_body_put(L, se->msg_id, e->msg) < 0) {
+                lmq_msg_unref(e->msg);
+                free(e);
+                return -ENOMEM;
+            }
+            e->msg->store_id = se->msg_id;
+            e->msg->expiry_at = m->expiry_at;
         }
-        e->msg->store_id = se->msg_id;
-        e->msg->expiry_at = m->expiry_at;
     }
+    e->msg_id = e->msg ? se->msg_id : 0;
     e->seq = se->seq;
     e->qos = se->qos;
     e->state = se->state;
@@ -1748,6 +1821,7 @@ struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq
     };
     struct bk_load L = {.b = b};
     rc = lmq_store_load(b->store, &v, &L);
+    free(L.bodies);
     if (rc < 0) {
         snprintf(err, errlen, "loading the store: %s",
                  rc == -ENOMEM ? "out of memory" : lmq_store_strerror(rc));
