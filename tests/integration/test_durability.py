@@ -428,3 +428,27 @@ def test_many_retained_messages_survive_restart(broker_factory, raw):
     got = s.recv_publishes(1000, timeout=10)
     assert sorted((m.topic, m.payload) for m in got) == [
         ("mr/%04d" % i, b"v%04d" % i) for i in range(1000)]
+
+
+@KILL9
+def test_qos2_dup_resend_after_kill9_delivered_once(broker_factory, raw):
+    """The publisher never saw the PUBREC (lost with the crash) and resends
+    the PUBLISH with DUP after the restart: the broker remembers the packet
+    id and the subscriber still gets the message once."""
+    b = broker_factory()
+    s = connect(raw, b.port, "q2dup-sub", clean=False)
+    s.subscribe([("q2dup/t", 2)])
+    s.disconnect()
+    time.sleep(0.2)
+    p = connect(raw, b.port, "q2dup-pub", clean=False)
+    p.send(R.publish_packet("q2dup/t", b"just-once", qos=2, pid=11))
+    assert p.expect(R.PUBREC).pid == 11
+    b.restart(kill9=True)
+    p = connect(raw, b.port, "q2dup-pub", clean=False)
+    p.send(R.publish_packet("q2dup/t", b"just-once", qos=2, pid=11, dup=True))
+    assert p.expect(R.PUBREC).pid == 11
+    p.send(R.ack_packet(R.PUBREL, 11))
+    assert p.expect(R.PUBCOMP).pid == 11
+    s = connect(raw, b.port, "q2dup-sub", clean=False)
+    got = s.recv_publishes(3, timeout=2)
+    assert [m.payload for m in got] == [b"just-once"], "QoS 2 duplicate after restart: %r" % got
