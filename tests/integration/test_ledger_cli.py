@@ -285,7 +285,7 @@ def _last_commit_frame(seg):
 
 
 @pytest.mark.parametrize("target", ["record", "record-crc-fixed", "node", "block",
-                                    "checkpoint", "checkpoint-crc-fixed"])
+                                    "block-crc-fixed", "checkpoint", "checkpoint-crc-fixed"])
 def test_tamper_detected_by_audit(tmp_path, target):
     d = tmp_path / "data"
     append(d, ["line %d" % i for i in range(30)], batch=10)
@@ -299,8 +299,13 @@ def test_tamper_detected_by_audit(tmp_path, target):
     elif target == "node":
         _flip(d / "ledger" / "nodes" / "01", 3 * 32 + 7)
         expect = ["ledger/nodes/01 offset 96", "level 1, index 3"]
-    elif target == "block":
-        _flip(d / "ledger" / "blocks", 128 + 70)
+    elif target.startswith("block"):
+        bp = d / "ledger" / "blocks"
+        _flip(bp, 128 + 70)
+        if target.endswith("fixed"):  # entry CRC recomputed: content must still differ
+            data = bytearray(bp.read_bytes())
+            struct.pack_into("<I", data, 128 + 124, crc32c(bytes(data[128:128 + 124])))
+            bp.write_bytes(bytes(data))
         expect = ["ledger/blocks offset 128", "block 1"]
     else:
         fo = _last_commit_frame(seg)
