@@ -1329,7 +1329,10 @@ int ledger_open(const char *datadir, const struct ledger_options *opts, struct l
         goto fail;
     }
     if (!l->ro) {
-        if ((rc = mkdir_p1(datadir)) || (rc = mkdir_p1(l->dir))) {
+        struct stat dst;
+        bool fresh = stat(l->dir, &dst) != 0;
+        if ((rc = mkdir_p1(datadir)) || (rc = mkdir_p1(l->dir)) ||
+            (fresh && (rc = store_fsync_dir(datadir)))) {
             seterr(l, "cannot create %s: %s", l->dir, strerror(-rc));
             goto fail;
         }
