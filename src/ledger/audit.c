@@ -51,6 +51,7 @@ struct audit {
     uint64_t ibuf_first, ibuf_n;
     struct node_reader nodes[STORE_MAX_LEVELS];
     uint64_t lag_reported; /* derived files end: warn once */
+    bool other_signer_reported; /* block proposed by another key: warn once */
     uint64_t cur_record;   /* record being hashed (for emit reports) */
     uint64_t tree_size;    /* size of the tree recomputed so far */
 };
@@ -208,9 +209,13 @@ static void check_commit(struct audit *a, struct chain *c, struct merkle_frontie
                 "%s: block %llu root differs from the root recomputed from records %llu..%llu",
                 where, (unsigned long long)h, (unsigned long long)batch_first,
                 (unsigned long long)(batch_first + batch_n - 1));
-    if (b.signer_key_id != a->key.key_id)
-        finding(a, true, "%s: block %llu signer key ID %08x is not the audit key's %08x", where,
-                (unsigned long long)h, b.signer_key_id, a->key.key_id);
+    if (b.signer_key_id != a->key.key_id && !a->other_signer_reported) {
+        a->other_signer_reported = true;
+        finding(a, false,
+                "%s: block %llu was proposed by key ID %08x, not the audit key %08x "
+                "(a replicated log)",
+                where, (unsigned long long)h, b.signer_key_id, a->key.key_id);
+    }
 
     /* The checkpoint: signature, body, and consistency with the last one. */
     const char *note = (const char *)payload + LEDGER_BLOCK_HEADER_LEN;

@@ -19,7 +19,9 @@ struct ledger_block {
     uint64_t tree_size;     /* first_index + count */
     uint8_t root[32];       /* tree root at tree_size */
     uint64_t time_ms;       /* commit time, ms since the epoch */
-    uint32_t signer_key_id; /* note key ID of the signing node key */
+    uint32_t signer_key_id; /* note key ID of the node that proposed (ordered) the
+                               batch: the local node key unless a cluster passes
+                               the leader's (ledger_append_batch_ex) */
     uint8_t hash[32];       /* decode/encode output: SHA-256(header bytes) */
 };
 

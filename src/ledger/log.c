@@ -364,10 +364,6 @@ static int check_checkpoint(struct ledger *l, const struct ledger_block *b, cons
             *why = "checkpoint signature does not verify with the node key";
             return -1;
         }
-        if (b->signer_key_id != l->verifier.key_id) {
-            *why = "block signer key ID is not the node key's";
-            return -1;
-        }
     } else {
         const char *text;
         size_t text_len, nsig;
@@ -390,6 +386,15 @@ static int check_checkpoint(struct ledger *l, const struct ledger_block *b, cons
 int ledger_append_batch(struct ledger *l, const struct ledger_record_buf *recs, size_t n,
                         uint64_t time_ms, struct ledger_commit *out)
 {
+    struct ledger_batch_info info = {.time_ms = time_ms, .proposer_key_id = 0};
+    return ledger_append_batch_ex(l, recs, n, &info, out);
+}
+
+int ledger_append_batch_ex(struct ledger *l, const struct ledger_record_buf *recs, size_t n,
+                           const struct ledger_batch_info *info, struct ledger_commit *out)
+{
+    if (!info)
+        return -EINVAL;
     if (l->ro)
         return LEDGER_ERR_READONLY;
     if (l->failed)
@@ -442,8 +447,8 @@ int ledger_append_batch(struct ledger *l, const struct ledger_record_buf *recs, 
         .first_index = l->size,
         .count = n,
         .tree_size = l->size + n,
-        .time_ms = time_ms,
-        .signer_key_id = l->verifier.key_id,
+        .time_ms = info->time_ms,
+        .signer_key_id = info->proposer_key_id ? info->proposer_key_id : l->verifier.key_id,
     };
     memcpy(b.prev_hash, l->last_block_hash, 32);
     merkle_frontier_root(&f, b.root);

@@ -110,6 +110,17 @@ void ledger_close(struct ledger *l);
 int ledger_append_batch(struct ledger *l, const struct ledger_record_buf *recs, size_t n,
                         uint64_t time_ms, struct ledger_commit *out);
 
+/* Block metadata that a replicated log must make identical on every node
+ * (so that every node signs the same checkpoint body and the signatures
+ * combine as cosignatures): the leader's batch time and key ID. */
+struct ledger_batch_info {
+    uint64_t time_ms;         /* block time, ms since the epoch */
+    uint32_t proposer_key_id; /* block signer field; 0 = this node's key ID */
+};
+/* ledger_append_batch with explicit block metadata; same contract. */
+int ledger_append_batch_ex(struct ledger *l, const struct ledger_record_buf *recs, size_t n,
+                           const struct ledger_batch_info *info, struct ledger_commit *out);
+
 uint64_t ledger_size(const struct ledger *l);   /* records in the log */
 uint64_t ledger_height(const struct ledger *l); /* number of blocks */
 void ledger_root(const struct ledger *l, uint8_t out[32]);

@@ -274,6 +274,33 @@ static void test_round_trip_and_reopen(void **state)
     run("rm -rf %s", dir);
 }
 
+/* A cluster passes the leader's time and key ID: the block carries them,
+ * the node still signs, and open and audit accept the block. */
+static void test_proposer_key(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct ledger *l = open_rw(dir);
+    append_n(l, 2, 1);
+    struct ledger_batch_info info = {.time_ms = 42, .proposer_key_id = 0x12345678};
+    struct ledger_record_buf r = {(const uint8_t *)"abc", 3};
+    struct ledger_commit cm;
+    assert_int_equal(ledger_append_batch_ex(l, &r, 1, &info, &cm), 0);
+    assert_int_equal(ledger_append_batch_ex(l, &r, 1, NULL, &cm), -EINVAL);
+    struct ledger_block b;
+    assert_int_equal(ledger_block(l, 1, &b), 0);
+    assert_int_equal(b.signer_key_id, 0x12345678);
+    assert_int_equal(b.time_ms, 42);
+    assert_memory_equal(b.hash, cm.block_hash, 32);
+    ledger_close(l);
+    l = open_rw(dir);
+    assert_int_equal(ledger_size(l), 3);
+    ledger_close(l);
+    audit_ok(dir);
+    run("rm -rf %s", dir);
+}
+
 static void test_segment_roll(void **state)
 {
     (void)state;
@@ -512,9 +539,9 @@ static void test_block_encoding(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_block_encoding), cmocka_unit_test(test_round_trip_and_reopen),
-        cmocka_unit_test(test_segment_roll),   cmocka_unit_test(test_torn_tail_every_offset),
-        cmocka_unit_test(test_damage_refused),
+        cmocka_unit_test(test_block_encoding),         cmocka_unit_test(test_round_trip_and_reopen),
+        cmocka_unit_test(test_proposer_key),           cmocka_unit_test(test_segment_roll),
+        cmocka_unit_test(test_torn_tail_every_offset), cmocka_unit_test(test_damage_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
