@@ -90,6 +90,7 @@ class Broker:
         self.log_path = None
         self.starts = 0
         self.exit_codes = []
+        self.stopped_by_us = False
 
     # -- config
     def write_config(self):
@@ -142,6 +143,7 @@ class Broker:
         if not IS_MOSQUITTO and not os.access(LEDGERMQD, os.X_OK):
             pytest.fail("%s not built (set LMQ_BUILD_DIR)" % LEDGERMQD)
         self.starts += 1
+        self.stopped_by_us = False
         self.log_path = os.path.join(self.workdir, "broker.%d.log" % self.starts)
         logf = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
@@ -197,6 +199,7 @@ class Broker:
             return None
         if self.proc.poll() is not None:
             return self.proc.returncode
+        self.stopped_by_us = True
         self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
@@ -208,6 +211,7 @@ class Broker:
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
+            self.stopped_by_us = True
             self.proc.kill()
             try:
                 self.proc.wait(10)
@@ -240,11 +244,29 @@ def broker_factory(tmp_path):
         return b
 
     yield make
+    problems = []
     for b in brokers:
         try:
-            b.stop(timeout=5)
+            if b.proc is None:
+                continue
+            mine = []
+            died = b.proc.poll() is not None and not b.stopped_by_us
+            rc = b.stop(timeout=5)
+            if died:
+                mine.append("broker died on its own (exit %s)" % b.proc.returncode)
+            elif rc != 0:
+                mine.append("broker exit code %r on the final SIGTERM" % rc)
+            log = b.all_logs()
+            for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+                if marker in log:
+                    mine.append("sanitizer report in the broker log")
+                    break
+            if mine:
+                problems += mine + ["log tail:\n" + log[-4000:]]
         finally:
             b.kill()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
