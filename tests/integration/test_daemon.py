@@ -204,3 +204,33 @@ def test_every_config_key_documented():
     doc = open(doc_path).read()
     missing = [k for k in keys + ["listener"] if k not in doc]
     assert not missing, "undocumented config keys: %s" % missing
+
+
+def test_two_listeners(broker_factory):
+    p2 = free_port()
+    b = broker_factory(extra_lines=["listener %d 127.0.0.1" % p2])
+    assert wait_for(lambda: b.log().count("listening on") >= 2, 3), b.log()
+    assert "127.0.0.1:%d" % p2 in b.log()
+    a = PahoClient(b.port, client_id="on-first")
+    c = PahoClient(p2, client_id="on-second")
+    try:
+        a.subscribe("two/#", 1)
+        c.publish("two/x", b"across", 1)
+        m = a.get(5)
+        assert m is not None and m.payload == b"across"
+    finally:
+        a.disconnect()
+        c.disconnect()
+
+
+def test_port_option_overrides_first_listener(broker_factory):
+    b = broker_factory(start=False)
+    conf_port = free_port()
+    b.write_config()
+    path = b.write_config()
+    text = open(path).read().replace("listener %d " % b.port, "listener %d " % conf_port)
+    open(path, "w").write(text)
+    b.write_config = lambda: path
+    b.start()  # -p b.port
+    assert pubsub_works(b.port)
+    assert not can_connect(conf_port)

@@ -85,12 +85,13 @@ def test_state_survives_two_kill9_in_a_row(broker_factory, raw):
 
 
 @KILL9
-@pytest.mark.parametrize("qos", [1, 2])
-def test_acked_messages_survive_kill9(broker_factory, raw, qos):
+@pytest.mark.parametrize("qos,sync", [(1, "always"), (2, "always"), (1, "batch")])
+def test_acked_messages_survive_kill9(broker_factory, raw, qos, sync):
     """Publish N, wait for every PUBACK/PUBCOMP, kill -9 right away, restart:
-    the persistent subscriber gets all N."""
+    the persistent subscriber gets all N (store_sync batch only gives up
+    power-loss safety, not process-crash safety)."""
     n = 200
-    b = broker_factory()
+    b = broker_factory(config={"store_sync": sync})
     s = connect(raw, b.port, "ack-sub", clean=False)
     s.subscribe([("ack/#", qos)])
     s.disconnect()

@@ -67,6 +67,9 @@ def test_max_connections(broker_factory, raw):
 
     assert wait_for(slot_free, 5, 0.2), "slot not freed after a client left"
     assert b.running()
+    if not IS_MOSQUITTO:
+        assert b.wait_log(r"(warning|notice|error).*max_connections"), \
+            "refusal over max_connections not logged:\n" + b.log()
 
 
 def test_max_packet_size(broker_factory, raw):
