@@ -1357,19 +1357,25 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
             unsigned type = data[off] >> 4;
             if ((c->state == BK_C_NEW && type != MQTT_CONNECT) || type == 0 ||
                 (type == MQTT_AUTH && c->proto != MQTT_V5)) {
-                bk__protocol_error(c, c->state == BK_C_NEW ? "first packet is not CONNECT"
-                                                           : "invalid packet type",
-                                   0);
+                char what[64];
+                snprintf(what, sizeof what, "%s packet type %u",
+                         c->state == BK_C_NEW ? "first packet is not CONNECT:" : "invalid",
+                         type);
+                bk__protocol_error(c, what, 0);
                 *consumed = len;
                 return -1;
             }
             break;
         }
         if (rc < 0) {
-            if (rc == MQTT_E_TOO_LARGE)
-                LMQ_WARN("client %s (%s): packet of %" PRIu32
+            if (rc == MQTT_E_TOO_LARGE && f.remaining_len)
+                LMQ_WARN("client %s (%s): %s of %" PRIu32
                          " bytes exceeds max_packet_size %u; closing connection",
-                         bk__name(c), c->peer, f.total_len, b->cfg->max_packet_size);
+                         bk__name(c), c->peer, mqtt_type_str(f.type),
+                         f.remaining_len + f.header_len, b->cfg->max_packet_size);
+            else if (rc == MQTT_E_TOO_LARGE)
+                LMQ_WARN("client %s (%s): packet exceeds max_packet_size %u; closing connection",
+                         bk__name(c), c->peer, b->cfg->max_packet_size);
             else
                 bk__protocol_error(c, "bad fixed header", rc);
             bk__close(c);
