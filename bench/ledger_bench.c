@@ -142,6 +142,12 @@ int main(int argc, char **argv)
 
     if (append_only) {
         ledger_close(l);
+        if (!keep && dir == tmp) {
+            char cmd[128];
+            snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+            if (system(cmd) != 0)
+                fprintf(stderr, "could not remove %s\n", tmp);
+        }
         return 0;
     }
     /* Proofs at the full size. */
