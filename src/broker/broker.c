@@ -188,8 +188,10 @@ static void bk__st_check(struct lmq_broker *b, int rc, const char *what)
     if (rc == 0 || rc == LMQ_STORE_ENOTFOUND)
         return;
     LMQ_ERROR("store: %s: %s", what, lmq_store_strerror(rc));
-    if (rc != LMQ_STORE_EFULL)
-        b->batch_failed = true;
+    /* Even a single refused change (EFULL) means an ack of this batch
+     * could confirm something that is not on disk: the whole batch goes,
+     * its clients are closed unacknowledged and resend after reconnecting. */
+    b->batch_failed = true;
 }
 
 /* ------------------------------------------------------------------ */
