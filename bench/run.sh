@@ -56,7 +56,9 @@ fi
 # The idle scenario needs IDLE_CONNS descriptors in the generator and in the
 # broker (children inherit this limit).
 want_fd=$((IDLE_CONNS + 1024))
-ulimit -n "$want_fd" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fd" ]; then
+  ulimit -n "$want_fd" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fi
 have_fd=$(ulimit -n)
 if [ "$have_fd" != unlimited ] && [ "$have_fd" -lt $((IDLE_CONNS + 64)) ]; then
   echo "bench: ulimit -n is $have_fd; idle scenario reduced to $((have_fd - 64)) connections" >&2
@@ -66,6 +68,7 @@ fi
 TMP=$(mktemp -d /tmp/lmqbench.XXXXXX)
 BROKER_PID=""
 GEN_PID=""
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   [ -n "$GEN_PID" ] && kill "$GEN_PID" 2>/dev/null
   stop_broker
@@ -77,8 +80,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 free_port() {
-  local p i
-  for i in $(seq 1 200); do
+  local p
+  for _ in $(seq 1 200); do
     p=$((20000 + RANDOM % 12000))
     if [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]; then
       echo "$p"
@@ -120,7 +123,7 @@ EOF
 
 # start_broker NAME PORT: sets BROKER_PID, returns non-zero if unavailable.
 start_broker() {
-  local name=$1 port=$2 i
+  local name=$1 port=$2
   BROKER_PID=""
   case $name in
     mosquitto)
@@ -137,7 +140,7 @@ start_broker() {
       BROKER_PID=$!
       ;;
   esac
-  for i in $(seq 1 50); do # up to ~10 s
+  for _ in $(seq 1 50); do # up to ~10 s
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then
       wait "$BROKER_PID" 2>/dev/null
       BROKER_PID=""
@@ -153,10 +156,9 @@ start_broker() {
 }
 
 stop_broker() {
-  local i
   [ -n "$BROKER_PID" ] || return 0
   kill -TERM "$BROKER_PID" 2>/dev/null
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     kill -0 "$BROKER_PID" 2>/dev/null || break
     sleep 0.1
   done
@@ -184,6 +186,7 @@ run_load() { # scenario broker port args
   local sc=$1 br=$2 port=$3 args=$4 out line c0 c1 t0 t1
   c0=$(cpu_ticks "$BROKER_PID")
   t0=$(date +%s.%N)
+  # shellcheck disable=SC2086  # $args is a list of options
   out=$("${NICE[@]}" timeout $((SECS + 60)) "$GEN" --port "$port" --scenario "$sc" --duration "$SECS" $args 2>&1)
   t1=$(date +%s.%N)
   c1=$(cpu_ticks "$BROKER_PID")
@@ -209,12 +212,12 @@ run_load() { # scenario broker port args
 }
 
 run_idle() { # scenario broker port
-  local sc=$1 br=$2 port=$3 before after line i
+  local sc=$1 br=$2 port=$3 before after line
   before=$(proc_kib "$BROKER_PID" VmRSS)
   : >"$TMP/idle.out"
   "${NICE[@]}" "$GEN" --port "$port" --scenario "$sc" --idle "$IDLE_CONNS" --hold 60 >"$TMP/idle.out" 2>&1 &
   GEN_PID=$!
-  for i in $(seq 1 300); do # up to 60 s to connect
+  for _ in $(seq 1 300); do # up to 60 s to connect
     grep -q '^IDLE_READY' "$TMP/idle.out" && break
     kill -0 "$GEN_PID" 2>/dev/null || break
     sleep 0.2
