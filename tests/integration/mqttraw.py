@@ -351,6 +351,15 @@ class RawClient:
                 awaiting_pubrel.add(p.pid)
         return out
 
+    def recv_then_quiet(self, count, timeout=5.0, quiet=1.0, ack=True):
+        """COUNT PUBLISHes (waiting up to TIMEOUT), then whatever else
+        arrives within QUIET seconds more, so a test can assert the exact
+        list without racing a slow machine."""
+        out = self.recv_publishes(count, timeout, ack)
+        if len(out) == count:
+            out += self.recv_publishes(1000, quiet, ack)
+        return out
+
     def recv_until_topic(self, topic, timeout=5.0, ack=True):
         """Collects PUBLISHes until one on TOPIC (a sentinel the test
         published last) arrives; returns those before it. Fails on timeout."""
