@@ -244,6 +244,9 @@ def test_slow_qos0_consumer_bounded_memory(broker_factory, raw):
     assert rss_max[0] < 200 * 1024, "broker RSS reached %d MB" % (rss_max[0] // 1024)
     assert rss_max[0] - rss0 < 100 * 1024, "broker RSS grew by %d MB for a 200 MB flood" % (
         (rss_max[0] - rss0) // 1024)
+    if not IS_MOSQUITTO:
+        assert b.wait_log(r"(warning|notice|error).*slow"), \
+            "dropping for a slow consumer not logged:\n" + b.log()[-3000:]
     slow.close()
 
 
@@ -309,4 +312,31 @@ def test_slow_qos1_consumer_bounded_memory(broker_factory, raw):
     assert rss_max < 200 * 1024, "broker RSS reached %d MB" % (rss_max // 1024)
     assert rss_max - rss0 < 60 * 1024, "broker RSS grew by %d MB" % ((rss_max - rss0) // 1024)
     assert witness_ok(b.port)
+    slow.close()
+
+
+@ledgermq_only("ledgermqd's $SYS/broker/messages/dropped counter")
+def test_slow_consumer_drops_counted_in_sys(broker_factory, raw):
+    b = broker_factory(config={"sys_interval": 1})
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.settimeout(5)
+    slow.connect(("127.0.0.1", b.port))
+    slow.sendall(R.connect_packet("slow-count", keepalive=0))
+    slow.sendall(R.subscribe_packet(1, [("cnt/#", 0)]))
+    time.sleep(0.3)
+    pub = connect(raw, b.port, "cnt-pub")
+    pub.sock.settimeout(15)
+    chunk = R.publish_packet("cnt/x", b"\x11" * 65536, qos=0)
+    for _ in range(1600):  # 100 MiB
+        pub.send(chunk)
+    assert pub.is_open(timeout=10)
+    w = connect(raw, b.port, "cnt-watch")
+    w.subscribe([("$SYS/broker/messages/dropped", 0)])
+    deadline = time.monotonic() + 5
+    value = 0
+    while time.monotonic() < deadline and value == 0:
+        for m in w.recv_publishes(1, timeout=1.5):
+            value = int(m.payload.split()[0])
+    assert value > 0, "$SYS/broker/messages/dropped stayed 0 after dropping for a slow consumer"
     slow.close()
