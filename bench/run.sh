@@ -339,10 +339,14 @@ for lb in "$BUILD_DIR/ledger_bench" "$BUILD_DIR/bench/ledger_bench"; do
       echo
       echo "### ledger_bench"
       echo
-      echo '```'
-      echo "$lbout"
+      if [ "${lbout:0:1}" = "|" ]; then
+        echo "$lbout" # already a Markdown table
+      else
+        echo '```'
+        echo "$lbout"
+        echo '```'
+      fi
       [ "$lbrc" -eq 0 ] || echo "(exit code $lbrc)"
-      echo '```'
     } >>"$OUT"
     break
   fi
