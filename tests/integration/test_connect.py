@@ -174,3 +174,10 @@ def test_will_topic_invalid_closed(broker, raw, topic):
     c = raw(broker.port)
     c.send(R.connect_packet("badwill", will=(topic, b"x", 0, False)))
     assert_refused_and_closed(c)
+
+
+def test_allow_anonymous_false_refuses_anonymous(broker_factory, raw):
+    b = broker_factory(config={"allow_anonymous": "false"})
+    c = raw(b.port)
+    c.send(R.connect_packet("anon"))
+    assert_refused_and_closed(c, rc=0x05)
