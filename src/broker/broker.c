@@ -79,6 +79,7 @@ struct bk_session {
     bool persistent;            /* clean session 0 */
     bool stored;                /* has a record in the store */
     bool congested;             /* online and its queue is above the high mark */
+    bool pkid_scan;             /* inflight ids may be out of order (loaded) */
     uint8_t proto;
     char id[];                  /* client id, NUL-terminated */
 };
@@ -472,13 +473,30 @@ static bool bk__pkid_used(const struct bk_session *s, uint16_t id)
     return false;
 }
 
+/* Packet ids are handed out in sequence and the inflight list is in send
+ * order, so every id in use lies in the cyclic range from the head's id
+ * to the tail's: an id outside it is free without a scan. Entries loaded
+ * from the store may not be in that order: then (pkid_scan) we scan until
+ * the list has been empty once. */
+static bool bk__pkid_maybe_used(const struct bk_session *s, uint16_t id)
+{
+    if (!s->inf_head)
+        return false;
+    if (s->pkid_scan)
+        return true;
+    uint16_t h = s->inf_head->pkid, t = s->inf_tail->pkid;
+    return (uint16_t)(id - h) <= (uint16_t)(t - h);
+}
+
 static uint16_t bk__next_pkid(struct bk_session *s)
 {
+    if (!s->inf_head)
+        s->pkid_scan = false;
     for (;;) {
         uint16_t id = s->next_pkid++;
         if (s->next_pkid == 0)
             s->next_pkid = 1;
-        if (id != 0 && (s->n_inflight == 0 || !bk__pkid_used(s, id)))
+        if (id != 0 && (!bk__pkid_maybe_used(s, id) || !bk__pkid_used(s, id)))
             return id;
     }
 }
@@ -907,37 +925,77 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     return 0;
 }
 
+/* The incoming QoS 2 packet ids awaiting PUBREL: an open-addressing set
+ * (0 = empty slot; packet ids are never 0), so a window of hundreds costs
+ * one probe per PUBLISH and PUBREL. */
+static uint32_t bk__q2_slot(uint16_t id, uint32_t cap)
+{
+    return ((uint32_t)id * 40503u) & (cap - 1);
+}
+
 static bool bk__qos2_has(const struct bk_session *s, uint16_t id)
 {
-    for (uint32_t i = 0; i < s->n_qos2_in; i++)
+    if (!s->cap_qos2_in)
+        return false;
+    uint32_t mask = s->cap_qos2_in - 1;
+    for (uint32_t i = bk__q2_slot(id, s->cap_qos2_in); s->qos2_in[i]; i = (i + 1) & mask)
         if (s->qos2_in[i] == id)
             return true;
     return false;
 }
 
+static void bk__q2_put(uint16_t *v, uint32_t cap, uint16_t id)
+{
+    uint32_t i = bk__q2_slot(id, cap);
+    while (v[i])
+        i = (i + 1) & (cap - 1);
+    v[i] = id;
+}
+
+/* Adds ID (not present). */
 static int bk__qos2_add(struct bk_session *s, uint16_t id)
 {
-    if (s->n_qos2_in == s->cap_qos2_in) {
-        uint32_t cap = s->cap_qos2_in ? s->cap_qos2_in * 2 : 8;
-        uint16_t *v = realloc(s->qos2_in, cap * sizeof *v);
+    if ((s->n_qos2_in + 1) * 2 > s->cap_qos2_in) {
+        uint32_t cap = s->cap_qos2_in ? s->cap_qos2_in * 2 : 16;
+        uint16_t *v = calloc(cap, sizeof *v);
         if (!v)
             return -ENOMEM;
+        for (uint32_t i = 0; i < s->cap_qos2_in; i++)
+            if (s->qos2_in[i])
+                bk__q2_put(v, cap, s->qos2_in[i]);
+        free(s->qos2_in);
         s->qos2_in = v;
         s->cap_qos2_in = cap;
     }
-    s->qos2_in[s->n_qos2_in++] = id;
+    bk__q2_put(s->qos2_in, s->cap_qos2_in, id);
+    s->n_qos2_in++;
     return 0;
 }
 
 static bool bk__qos2_del(struct bk_session *s, uint16_t id)
 {
-    for (uint32_t i = 0; i < s->n_qos2_in; i++) {
-        if (s->qos2_in[i] == id) {
-            s->qos2_in[i] = s->qos2_in[--s->n_qos2_in];
-            return true;
+    if (!s->cap_qos2_in)
+        return false;
+    uint32_t mask = s->cap_qos2_in - 1;
+    uint32_t i = bk__q2_slot(id, s->cap_qos2_in);
+    while (s->qos2_in[i] != id) {
+        if (!s->qos2_in[i])
+            return false;
+        i = (i + 1) & mask;
+    }
+    s->qos2_in[i] = 0;
+    s->n_qos2_in--;
+    /* Backward-shift the cluster after the hole. */
+    for (uint32_t j = (i + 1) & mask; s->qos2_in[j]; j = (j + 1) & mask) {
+        uint32_t home = bk__q2_slot(s->qos2_in[j], s->cap_qos2_in);
+        bool between = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+        if (!between) {
+            s->qos2_in[i] = s->qos2_in[j];
+            s->qos2_in[j] = 0;
+            i = j;
         }
     }
-    return false;
+    return true;
 }
 
 static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t len)
@@ -1779,6 +1837,7 @@ static int bk__load_msg(void *ctx, const struct lmq_store_session *ss,
         s->q_bytes += lmq_msg_size(e->msg);
     } else {
         bk__inflight_append(s, e);
+        s->pkid_scan = true;
     }
     if (e->pkid >= s->next_pkid)
         s->next_pkid = (uint16_t)(e->pkid + 1 ? e->pkid + 1 : 1);
@@ -1791,6 +1850,8 @@ static int bk__load_qos2(void *ctx, const struct lmq_store_session *ss, uint16_t
     struct bk_load *L = ctx;
     struct bk_session *s = bk__load_sess(L, ss);
     if (!s)
+        return LMQ_STORE_VISIT_KEEP;
+    if (bk__qos2_has(s, pkid))
         return LMQ_STORE_VISIT_KEEP;
     return bk__qos2_add(s, pkid) < 0 ? -ENOMEM : LMQ_STORE_VISIT_KEEP;
 }
