@@ -1,6 +1,8 @@
 """Retained messages (issue 2, point 3): set, replace, delete with an empty
 payload, sent on subscribe with the retain flag, live messages forwarded
 without it, wildcard subscriptions get every matching retained message."""
+import time
+
 import mqttraw as R
 
 
@@ -112,3 +114,33 @@ def test_paho_retained(broker, clients):
     s.subscribe("pr/#", 1)
     m = s.get()
     assert m is not None and m.payload == b"kept" and m.retain
+
+
+def test_reconnect_without_subscribe_does_not_resend_retained(broker, raw):
+    p = raw(broker.port)
+    p.connect("rp")
+    p.publish("ret/once", b"r", qos=1, retain=True)
+    s = new_sub(raw, broker.port, "ret-persist", [("ret/once", 1)])
+    assert [m.payload for m in s.recv_publishes(1)] == [b"r"]
+    s.disconnect()
+    time.sleep(0.2)
+    s = raw(broker.port)
+    assert s.connect("ret-persist", clean=False).rc == 0
+    assert s.recv_publishes(1, timeout=1.0) == [], "retained resent without a SUBSCRIBE"
+
+
+def test_queued_retained_publish_delivered_without_retain_flag(broker, raw):
+    """A retained PUBLISH queued for an offline persistent session was a
+    live message for that subscription: retain flag 0 on delivery."""
+    s = raw(broker.port)
+    assert s.connect("ret-queued", clean=False).rc == 0
+    s.subscribe([("ret/q/#", 1)])
+    s.disconnect()
+    time.sleep(0.2)
+    p = raw(broker.port)
+    p.connect("rp")
+    p.publish("ret/q/x", b"while-away", qos=1, retain=True)
+    s = raw(broker.port)
+    assert s.connect("ret-queued", clean=False).rc == 0
+    got = s.recv_then_quiet(1)
+    assert [(m.payload, m.retain) for m in got] == [(b"while-away", False)]

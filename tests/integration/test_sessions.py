@@ -229,3 +229,22 @@ def test_takeover_redelivers_unacked_to_new_connection(broker, raw):
     assert a.wait_closed(5)
     got = b.recv_publishes(1, timeout=3, ack=False)
     assert [(m.payload, m.dup) for m in got] == [(b"unacked", True)]
+
+
+def test_redelivery_order_inflight_then_queued(broker_factory, raw):
+    """Unacked inflight messages come back first (DUP), then the queue, in
+    publish order."""
+    b = broker_factory(config={"max_inflight_messages": 2})
+    s = connect(raw, b.port, "order", clean=False)
+    s.subscribe([("order/t", 1)])
+    p = connect(raw, b.port, "order-pub")
+    for i in range(5):
+        p.publish("order/t", b"%d" % i, qos=1, pid=i + 1)
+    first = s.recv_then_quiet(2, ack=False)
+    assert [m.payload for m in first] == [b"0", b"1"]
+    s.close()
+    time.sleep(0.2)
+    s = connect(raw, b.port, "order", clean=False)
+    got = s.recv_publishes(5, timeout=5)
+    assert [(m.payload, m.dup) for m in got] == [
+        (b"0", True), (b"1", True), (b"2", False), (b"3", False), (b"4", False)]
