@@ -6,7 +6,7 @@ ASAN_BUILD  ?= build-asan
 FUZZ_BUILD  ?= build-fuzz
 PY          := /usr/bin/python3
 FUZZ_SECONDS ?= 20
-PORT        ?= 1883
+RUN_ARGS    ?=
 
 .PHONY: all deps build run test unit asan integration fuzz-smoke fuzz bench soak demo clean format
 
@@ -20,8 +20,9 @@ build: deps
 	@cmake --build $(BUILD) -j$(JOBS)
 
 # One broker node with embedded defaults: 127.0.0.1:1883, data in ./data.
+# Extra daemon options: make run RUN_ARGS="-p 1884 -v".
 run: build
-	./$(BUILD)/ledgermqd -p $(PORT) -d ./data -v
+	./$(BUILD)/ledgermqd $(RUN_ARGS)
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
