@@ -105,7 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (hdr & 0x80)
             fz_drop(f, true);
         if (!f->c) {
-            f->c = lmq_broker_client_new(b, f, "fuzz");
+            f->c = lmq_broker_client_new(b, f, NULL, "fuzz");
             if (!f->c)
                 abort();
         }

@@ -105,7 +105,8 @@ struct lmq_client {
     bool want_close;                    /* close after the flush */
     bool paused;                        /* input paused: it published to a
                                            congested session */
-    char peer[40];                      /* "a.b.c.d:port" or "[v6]:port" (may be cut) */
+    bool anonymous_ok;                  /* its listener's allow_anonymous */
+    char peer[39];                      /* "a.b.c.d:port" or "[v6]:port" (may be cut) */
 };
 
 struct lmq_broker {
@@ -866,6 +867,16 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
         bk__close(c);
         return -1;
     }
+    /* Authentication comes with the identity module; until then a listener
+     * without allow_anonymous accepts nobody (nobody can be verified). */
+    if (!c->anonymous_ok) {
+        LMQ_WARN("client %.*s from %s: not authorized (allow_anonymous false, no "
+                 "authentication configured); refused",
+                 (int)idlen, id, c->peer);
+        bk__send_connack(c, c->proto, false, MQTT_CONNACK_NOT_AUTHORIZED);
+        bk__close(c);
+        return -1;
+    }
     if (bk__parse_will(c, &ct) < 0)
         return -1;
     /* 3.1.1 cannot tell a client to use a shorter keep-alive, so, like
@@ -1372,7 +1383,8 @@ static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, c
 /* ------------------------------------------------------------------ */
 /* public: clients */
 
-struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx, const char *peer)
+struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx,
+                                         const struct lmq_listener_config *lc, const char *peer)
 {
     if (b->n_clients >= b->cfg->max_connections) {
         LMQ_WARN("connection from %s refused: max_connections (%u) reached", peer,
@@ -1386,6 +1398,7 @@ struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx, const
     }
     c->b = b;
     c->tctx = tctx;
+    c->anonymous_ok = !lc || lc->allow_anonymous;
     c->proto = MQTT_V311;
     c->created = c->last_rx = (uint32_t)b->now;
     snprintf(c->peer, sizeof c->peer, "%s", peer);

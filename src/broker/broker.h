@@ -52,9 +52,11 @@ struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq
 /* Commits and closes the store and frees everything. Clients must be gone. */
 void lmq_broker_free(struct lmq_broker *b);
 
-/* A new connection. PEER is a printable address for logs. Returns NULL if
- * the broker refuses it (max_connections), after logging why. */
-struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx, const char *peer);
+/* A new connection on listener LC (borrowed; lives as long as the config).
+ * PEER is a printable address for logs. Returns NULL if the broker refuses
+ * it (max_connections), after logging why. */
+struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx,
+                                         const struct lmq_listener_config *lc, const char *peer);
 
 /* Feeds received bytes. Handles every complete packet in DATA and stores in
  * *CONSUMED how many bytes were used; the transport keeps the rest and

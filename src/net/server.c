@@ -418,7 +418,7 @@ static void net__accept_cb(uv_stream_t *ls, int status)
             snprintf(peer, sizeof peer, "[%s]:%d", ip, port);
         }
     }
-    c->client = s->stopping ? NULL : lmq_broker_client_new(s->broker, c, peer);
+    c->client = s->stopping ? NULL : lmq_broker_client_new(s->broker, c, l->cfg, peer);
     if (!c->client) {
         c->handle_closed = true;
         uv_close((uv_handle_t *)&c->tcp, net__close_cb);
