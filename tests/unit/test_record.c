@@ -224,7 +224,7 @@ static void test_encode_rejects(void **state)
     r.msg.topic = B("bad\xff");
     assert_int_equal(ledger_record_encode(&r, buf, sizeof buf, &len), LEDGER_REC_ERR_FIELD);
     example_message(&r);
-    r.kind = 3;
+    r.kind = 6;
     assert_int_equal(ledger_record_encode(&r, buf, sizeof buf, &len), LEDGER_REC_ERR_KIND);
     example_message(&r);
     r.version = 2;
@@ -320,11 +320,11 @@ static void test_generic_kinds(void **state)
     uint8_t buf[256];
     size_t n;
     struct ledger_record d;
-    /* kind 3 (device registration, not yet defined) with arbitrary fields */
-    n = build(buf, sizeof buf, "a4 0003 0101 02a1616b6176 0383010203");
+    /* kind 6 (not yet defined) with arbitrary fields */
+    n = build(buf, sizeof buf, "a4 0006 0101 02a1616b6176 0383010203");
     assert_int_equal(ledger_record_decode(buf, n, &d), 0);
     assert_false(d.known);
-    assert_int_equal(d.kind, 3);
+    assert_int_equal(d.kind, 6);
     assert_int_equal(d.n_fields, 4);
     assert_ptr_equal(d.raw.ptr, buf);
     assert_int_equal(d.raw.len, n);
