@@ -125,6 +125,7 @@ struct lmq_broker {
     uint64_t now;                       /* monotonic seconds */
     uint64_t last_sync;
     uint64_t last_sys;
+    uint64_t last_expire;
     uint64_t started;
     uint64_t id_counter;
     struct lmq_broker_stats st;
@@ -390,6 +391,16 @@ static void bk__sess_destroy(struct lmq_broker *b, struct bk_session *s)
     if (s->client)
         s->client->sess = NULL;
     free(s);
+}
+
+/* An offline persistent session not resumed within
+ * persistent_client_expiration seconds. */
+static bool bk__sess_expired(const struct lmq_broker *b, const struct bk_session *s,
+                             uint64_t now)
+{
+    uint32_t exp = b->cfg->persistent_client_expiration;
+    return exp && !s->client && s->disconnected_at && now > s->disconnected_at &&
+           now - s->disconnected_at > exp;
 }
 
 static void bk__sess_store_put(struct lmq_broker *b, struct bk_session *s)
@@ -904,6 +915,11 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
         old->sess = NULL;
         bk__close(old);
         s->disconnected_at = bk__unix();
+    }
+    if (s && bk__sess_expired(b, s, bk__unix())) {
+        LMQ_INFO("session %s expired", s->id);
+        bk__sess_destroy(b, s);
+        s = NULL;
     }
     if (s && (ct.clean_start || !s->persistent)) {
         bk__sess_destroy(b, s);
@@ -1651,13 +1667,14 @@ void lmq_broker_tick(struct lmq_broker *b)
         bk__sys(b);
     }
     /* Expire persistent sessions offline for too long. */
-    if (b->cfg->persistent_client_expiration && b->now % 60 == 0) {
+    uint32_t exp = b->cfg->persistent_client_expiration;
+    if (exp && b->now - b->last_expire >= (exp < 60 ? exp : 60)) {
+        b->last_expire = b->now;
         uint64_t now = bk__unix();
         for (size_t i = 0; i < b->sess_cap; i++) {
             for (struct bk_session *s = b->sessions[i], *nx; s; s = nx) {
                 nx = s->hnext;
-                if (!s->client && s->disconnected_at &&
-                    now - s->disconnected_at > b->cfg->persistent_client_expiration) {
+                if (bk__sess_expired(b, s, now)) {
                     LMQ_INFO("session %s expired", s->id);
                     bk__sess_destroy(b, s);
                 }
