@@ -8,7 +8,7 @@ import time
 import pytest
 
 import mqttraw as R
-from conftest import IS_MOSQUITTO, ledgermq_only, wait_for
+from conftest import IS_MOSQUITTO, ledgermq_only
 
 
 class Witness:

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from conftest import (IS_MOSQUITTO, LEDGERMQD, REPO, Broker, PahoClient, free_port,
-                      ledgermq_only, wait_for)
+from conftest import LEDGERMQD, REPO, PahoClient, free_port, ledgermq_only, wait_for
 
 pytestmark = ledgermq_only("tests ledgermqd's own command line, config parser and logs")
 
@@ -226,7 +225,6 @@ def test_two_listeners(broker_factory):
 def test_port_option_overrides_first_listener(broker_factory):
     b = broker_factory(start=False)
     conf_port = free_port()
-    b.write_config()
     path = b.write_config()
     text = open(path).read().replace("listener %d " % b.port, "listener %d " % conf_port)
     open(path, "w").write(text)

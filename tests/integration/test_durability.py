@@ -8,7 +8,7 @@ import time
 import pytest
 
 import mqttraw as R
-from conftest import IS_MOSQUITTO, ledgermq_only
+from conftest import ledgermq_only
 
 # mosquitto only saves its database at shutdown/autosave: its kill -9
 # behaviour is not ledgermq's promise, so those tests are ledgermq-only.

@@ -3,8 +3,6 @@ payload, sent on subscribe with the retain flag, live messages forwarded
 without it, wildcard subscriptions get every matching retained message."""
 import time
 
-import mqttraw as R
-
 
 def new_sub(raw, port, cid, filters):
     s = raw(port)
