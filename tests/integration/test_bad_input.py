@@ -119,6 +119,12 @@ def test_malformed_packet_closes_only_that_connection(broker, raw, witness, name
     ("remaining length 0xFF x5 before CONNECT", b"\x10\xff\xff\xff\xff\xff"),
     ("CONNECT with truncated payload", R.packet(R.CONNECT, 0, R.mstr("MQTT") + b"\x04\x02\x00\x3c\x00\x10ab")),
     ("CONNECT flags nonzero in fixed header", R.packet(R.CONNECT, 1, R.connect_packet("x")[2:])),
+    ("CONNECT will flag without will fields",
+     R.packet(R.CONNECT, 0, R.mstr("MQTT") + b"\x04\x06\x00\x3c" + R.mstr("nowill"))),
+    ("CONNECT username flag without username",
+     R.packet(R.CONNECT, 0, R.mstr("MQTT") + b"\x04\x82\x00\x3c" + R.mstr("nouser"))),
+    ("CONNECT trailing bytes after payload",
+     R.packet(R.CONNECT, 0, R.connect_packet("trail")[2:] + b"junk")),
 ], ids=lambda x: x if isinstance(x, str) else "")
 def test_malformed_before_connect(broker, raw, witness, name, data):
     before = len(broker.log())
@@ -211,3 +217,24 @@ def test_many_connections_closed_abruptly(broker, raw, witness):
         c.abort()
     witness.check()
     assert broker.running()
+
+
+def test_acks_for_unknown_packet_ids_do_not_hurt(broker, raw, witness):
+    c = raw(broker.port)
+    assert c.connect("stray-acks").rc == 0
+    for t in (R.PUBACK, R.PUBREC, R.PUBCOMP):
+        c.try_send(R.ack_packet(t, 999))
+    c.try_send(R.ack_packet(R.PUBREL, 998))  # answered by PUBCOMP per 4.3.3
+    witness.check()
+    assert broker.running()
+
+
+def test_subscribe_many_filters_in_one_packet(broker, raw, witness):
+    c = raw(broker.port)
+    assert c.connect("many-filters").rc == 0
+    filters = [("mf/%03d/+" % i, i % 3) for i in range(500)]
+    assert c.subscribe(filters) == [q for _, q in filters]
+    c.publish("mf/123/x", b"hit", qos=1)
+    got = c.recv_then_quiet(1)
+    assert [(m.topic, m.qos) for m in got] == [("mf/123/x", 0)]
+    witness.check()
