@@ -59,5 +59,18 @@ int cli_log_consistency(struct cli *c, int argc, char **argv);
 int cli_verify_receipt(struct cli *c, int argc, char **argv);
 int cli_verify_consistency(struct cli *c, int argc, char **argv);
 int cli_audit(struct cli *c, int argc, char **argv);
+/* cli_device.c, cli_sign.c: device keys, registry, envelopes */
+/* A public key as 64 hex digits, 44 base64 characters or a key file; 0 or
+ * CLI_ERR (message printed). */
+int cli_parse_pubkey(const char *s, uint8_t pk[32]);
+int cli_device_keygen(struct cli *c, int argc, char **argv);
+int cli_device_register(struct cli *c, int argc, char **argv);
+int cli_device_revoke(struct cli *c, int argc, char **argv);
+int cli_device_rotate(struct cli *c, int argc, char **argv);
+int cli_device_list(struct cli *c, int argc, char **argv);
+int cli_device_show(struct cli *c, int argc, char **argv);
+int cli_operator_keygen(struct cli *c, int argc, char **argv);
+int cli_sign(struct cli *c, int argc, char **argv);
+int cli_verify_envelope(struct cli *c, int argc, char **argv);
 
 #endif

@@ -1,8 +1,8 @@
 /* ledgermq: the offline command-line tool. Works on a data dir (-d, as for
  * ledgermqd) or on files; results go to stdout, errors to stderr, and the
  * exit code says "ok/verified" (0), "verification failed" (1) or "could
- * not read / usage" (2). Commands live in a table so later groups (device,
- * sign, receipt, watch, cluster) are one row and one cli_*.c file each. */
+ * not read / usage" (2). Commands live in a table so later groups (receipt,
+ * watch, cluster) are one row and one cli_*.c file each. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -37,6 +37,28 @@ static const struct cli_command commands[] = {
      "verify that NEW extends OLD (PROOF from `log consistency`)", cli_verify_consistency},
     {"audit", "[--key VKEY] [--quiet]",
      "recompute and check every record, node, block and checkpoint", cli_audit},
+    {"device keygen", "--out KEYFILE",
+     "new Ed25519 device key (mode 0600); prints its device id and public key", cli_device_keygen},
+    {"device register",
+     "--operator-key OPKEY (--pub PUBKEY | --key DEVKEY) --name NAME [--attr K=V ...] "
+     "[--trust VKEY ...] [--operator-name N] [--time MS]",
+     "sign and append a device registration (stopped node only)", cli_device_register},
+    {"device revoke", "--operator-key OPKEY --id DEVICEID [--reason R] [--trust VKEY ...]",
+     "sign and append a device revocation (stopped node only)", cli_device_revoke},
+    {"device rotate", "--operator-key OPKEY --id DEVICEID --pub NEWPUB [--trust VKEY ...]",
+     "sign and append a key rotation; the device id stays (stopped node only)",
+     cli_device_rotate},
+    {"device list", "[--trust VKEY ...]",
+     "registered devices as JSON (--trust: bring the index up to date first)", cli_device_list},
+    {"device show", "DEVICEID [--trust VKEY ...]", "one device as JSON (exit 1 if unknown)",
+     cli_device_show},
+    {"operator keygen", "--out FILE [--name NAME]",
+     "new operator key (mode 0600); prints its verifier key (for operator_key)",
+     cli_operator_keygen},
+    {"sign", "--key KEYFILE --seq N [--time MS] [--id DEVICEID]",
+     "stdin payload -> stdout COSE_Sign1 device envelope", cli_sign},
+    {"verify-envelope", "--pub PUBKEY",
+     "check a stdin envelope: exit 0 valid, 1 invalid (reason on stderr)", cli_verify_envelope},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -1,0 +1,592 @@
+/* `ledgermq device ...` and `ledgermq operator keygen`: device and
+ * operator keys, and the device registry on a stopped node's data dir.
+ * register/revoke/rotate build a registry record (docs/FORMATS.md
+ * "Registry records"), sign it with the operator key, check it against the
+ * registry index (brought up to date with the ledger first) and append it
+ * with ledger_append_batch, which takes the ledger lock (a running broker
+ * holds it, so they refuse). list/show read the index under
+ * <datadir>/registry/; with --trust they first bring it up to date.
+ *
+ * Trusted operator keys: the index applies only records signed by the
+ * operator keys it is built with. The CLI builds it with every --trust
+ * VKEY plus, for register/revoke/rotate, the signing operator's key; pass
+ * the node's configured operator_key values as --trust so that the CLI's
+ * view matches the broker's (a different set makes the index rebuild). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "cmd/cli.h"
+#include "crypto/hash.h"
+#include "crypto/sign.h"
+#include "identity/device_id.h"
+#include "identity/registry.h"
+#include "ledger/record.h"
+
+#define DEV__MAX_TRUST 16
+#define DEV__DEFAULT_OPERATOR_NAME "operator"
+
+static uint64_t dev__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A public key given as 64 hex digits, 44 base64 characters, or a key
+ * file (public or secret; only the public line is read). */
+int cli_parse_pubkey(const char *s, uint8_t pk[32])
+{
+    size_t n = strlen(s);
+    if (n == 64 && crypto_hex_decode(s, n, pk, 32) == 32)
+        return 0;
+    if (n == 44 && crypto_b64_decode(s, n, pk, 32) == 32)
+        return 0;
+    if (crypto_pubkey_load(s, pk) == 0)
+        return 0;
+    return cli_error(CLI_ERR, "%s: not a public key (64 hex digits, 44 base64 characters or a "
+                              "key file)",
+                     s);
+}
+
+/* Writes a new secret key file; refuses an existing path. */
+static int dev__keygen(const char *out, uint8_t pk[32])
+{
+    uint8_t sk[64];
+    struct stat st;
+    int created = 0;
+    if (lstat(out, &st) == 0)
+        return cli_error(CLI_ERR, "%s exists; refusing to overwrite a key", out);
+    int rc = crypto_key_load_or_create(out, pk, sk, &created);
+    sodium_memzero(sk, sizeof sk);
+    if (rc != 0)
+        return cli_error(CLI_ERR, "%s: cannot create the key: %s", out, strerror(-rc));
+    if (!created)
+        return cli_error(CLI_ERR, "%s appeared meanwhile; refusing to overwrite a key", out);
+    return 0;
+}
+
+int cli_device_keygen(struct cli *c, int argc, char **argv)
+{
+    (void)c;
+    const char *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
+            out = argv[++i];
+        else
+            return cli_error(CLI_ERR, "device keygen: unexpected argument '%s'", argv[i]);
+    }
+    if (out == NULL)
+        return cli_error(CLI_ERR, "device keygen: --out KEYFILE is required");
+    uint8_t pk[32];
+    int rc = dev__keygen(out, pk);
+    if (rc)
+        return rc;
+    char id[DEVICE_ID_LEN + 1], b64[45], hex[65];
+    device_id_from_pk(pk, id);
+    crypto_b64_encode(pk, 32, b64, sizeof b64);
+    cli_hex(pk, 32, hex);
+    printf("id: %s\npublic: %s\npublic_hex: %s\n", id, b64, hex);
+    return CLI_OK;
+}
+
+int cli_operator_keygen(struct cli *c, int argc, char **argv)
+{
+    (void)c;
+    const char *out = NULL, *name = DEV__DEFAULT_OPERATOR_NAME;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
+            out = argv[++i];
+        else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+            name = argv[++i];
+        else
+            return cli_error(CLI_ERR, "operator keygen: unexpected argument '%s'", argv[i]);
+    }
+    if (out == NULL)
+        return cli_error(CLI_ERR, "operator keygen: --out FILE is required (FILE.vkey gets the "
+                                  "verifier key)");
+    struct note_verifier v;
+    uint8_t zero[32] = {0};
+    if (note_verifier_init(&v, name, zero) != 0)
+        return cli_error(CLI_ERR, "--name %s: not a valid key name", name);
+    uint8_t pk[32];
+    int rc = dev__keygen(out, pk);
+    if (rc)
+        return rc;
+    char vkey[NOTE_VKEY_MAX + 1], path[4096];
+    ssize_t n;
+    if (note_verifier_init(&v, name, pk) != 0 ||
+        (n = note_verifier_format(&v, vkey, sizeof vkey - 1)) < 0)
+        return cli_error(CLI_ERR, "cannot format the verifier key");
+    /* the verifier key beside the key (names the signer in records) */
+    FILE *f = NULL;
+    int ok = 0;
+    if (snprintf(path, sizeof path, "%s.vkey", out) < (int)sizeof path)
+        f = fopen(path, "wx");
+    if (f != NULL) {
+        ok = fprintf(f, "%s\n", vkey) > 0;
+        ok = fclose(f) == 0 && ok;
+    }
+    if (!ok)
+        fprintf(stderr, "ledgermq: warning: could not write %s.vkey\n", out);
+    printf("%s\n", vkey);
+    return CLI_OK;
+}
+
+/* Reads <keyfile>.vkey (one verifier key line) if it names pk. */
+static int dev__sidecar_vkey(const char *keyfile, const uint8_t pk[32], struct note_verifier *v)
+{
+    char path[4096], *buf = NULL;
+    size_t len;
+    if (snprintf(path, sizeof path, "%s.vkey", keyfile) >= (int)sizeof path ||
+        cli_read_file(path, &buf, &len) != 0)
+        return -1;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    int rc = note_verifier_parse(buf, len, v) == 0 && v->type == NOTE_SIG_ED25519 &&
+                     memcmp(v->pk, pk, 32) == 0
+                 ? 0
+                 : -1;
+    free(buf);
+    return rc;
+}
+
+/* ---- JSON output ---- */
+
+static void dev__json_str(const uint8_t *p, size_t n)
+{
+    /* registry text fields are validated UTF-8; escape for JSON */
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ch = p[i];
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void dev__print(const struct registry_device *d, const char *indent)
+{
+    const struct ledger_registry *g = &d->registration.reg;
+    char b64[45];
+    crypto_b64_encode(d->public_key, 32, b64, sizeof b64);
+    printf("%s{\n%s  \"id\": \"%s\",\n%s  \"status\": \"%s\",\n%s  \"public_key\": \"%s\",\n",
+           indent, indent, d->id, indent, d->status == REGISTRY_REVOKED ? "revoked" : "active",
+           indent, b64);
+    printf("%s  \"name\": ", indent);
+    dev__json_str(g->name.ptr, g->name.len);
+    printf(",\n%s  \"attributes\": {", indent);
+    for (size_t i = 0; i < g->n_attrs; i++) {
+        printf(i ? ", " : "");
+        dev__json_str(g->attr_keys[i].ptr, g->attr_keys[i].len);
+        printf(": ");
+        dev__json_str(g->attr_values[i].ptr, g->attr_values[i].len);
+    }
+    printf("},\n%s  \"registered_at_ms\": %llu,\n%s  \"registered_index\": %llu,\n", indent,
+           (unsigned long long)g->time_ms, indent, (unsigned long long)d->registered_index);
+    printf("%s  \"operator\": ", indent);
+    dev__json_str(g->operator_key.ptr, g->operator_key.len);
+    printf(",\n%s  \"updated_index\": %llu,\n%s  \"rotations\": %llu", indent,
+           (unsigned long long)d->updated_index, indent, (unsigned long long)d->n_rotations);
+    if (d->n_rotations)
+        printf(",\n%s  \"rotated_at_ms\": %llu", indent, (unsigned long long)d->rotated_at_ms);
+    if (d->status == REGISTRY_REVOKED) {
+        printf(",\n%s  \"revoked_index\": %llu,\n%s  \"revoked_at_ms\": %llu", indent,
+               (unsigned long long)d->revoked_index, indent,
+               (unsigned long long)d->revoked_at_ms);
+        if (d->reason.ptr) {
+            printf(",\n%s  \"reason\": ", indent);
+            dev__json_str(d->reason.ptr, d->reason.len);
+        }
+    }
+    if (d->has_last_seq)
+        printf(",\n%s  \"last_seq\": %llu,\n%s  \"last_seq_index\": %llu", indent,
+               (unsigned long long)d->last_seq, indent, (unsigned long long)d->last_seq_index);
+    else
+        printf(",\n%s  \"last_seq\": null", indent);
+    printf("\n%s}", indent);
+}
+
+/* ---- opening the index ---- */
+
+struct dev__opts {
+    const char *op_key_path;
+    const char *op_name;
+    char *trust[DEV__MAX_TRUST];
+    size_t n_trust;
+    bool has_time;
+    uint64_t time_ms;
+};
+
+/* Consumes a common option at argv[*i]; 1 if consumed, 0 if not ours, <0
+ * (an exit code, negated) on error. */
+static int dev__common_opt(struct dev__opts *o, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    if (*i + 1 >= argc)
+        return 0;
+    if (strcmp(a, "--operator-key") == 0) {
+        o->op_key_path = argv[++*i];
+    } else if (strcmp(a, "--operator-name") == 0) {
+        o->op_name = argv[++*i];
+    } else if (strcmp(a, "--trust") == 0) {
+        if (o->n_trust == DEV__MAX_TRUST)
+            return -cli_error(CLI_ERR, "at most %d --trust keys", DEV__MAX_TRUST);
+        o->trust[o->n_trust++] = argv[++*i];
+    } else if (strcmp(a, "--time") == 0) {
+        if (cli_parse_u64(argv[++*i], &o->time_ms))
+            return -cli_error(CLI_ERR, "--time: milliseconds since the epoch");
+        o->has_time = true;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+static void dev__on_refused(void *ctx, uint64_t index, int err)
+{
+    (void)ctx;
+    fprintf(stderr, "ledgermq: note: registry record %llu has no effect: %s\n",
+            (unsigned long long)index, registry_strerror(err));
+}
+
+/* Opens the ledger (read-write when writing) and the registry with the
+ * trusted keys (+ signer when given), brought up to date. */
+static int dev__open(struct cli *c, bool write, const struct note_verifier *ops, size_t n_ops,
+                     struct ledger **l, struct registry **r)
+{
+    char err[512];
+    struct registry_options ro = {.operators = ops, .n_operators = n_ops};
+    int rc = cli_open_ledger(c, !write, NULL, l);
+    if (rc)
+        return rc;
+    rc = registry_open(c->datadir, &ro, r, err, sizeof err);
+    if (rc) {
+        ledger_close(*l);
+        return cli_error(CLI_ERR, "%s/registry: %s", c->datadir, err);
+    }
+    struct registry_sync_result res;
+    rc = registry_sync(*r, *l, &res, dev__on_refused, NULL);
+    if (rc) {
+        registry_close(*r);
+        ledger_close(*l);
+        return cli_error(CLI_ERR, "%s/registry: cannot bring the index up to date: %s",
+                         c->datadir, rc < -1000 ? registry_strerror(rc) : ledger_strerror(rc));
+    }
+    return 0;
+}
+
+/* register/revoke/rotate: sign rec with the operator key, check, append,
+ * print the device. */
+static int dev__submit(struct cli *c, struct dev__opts *o, struct ledger_record *rec)
+{
+    uint8_t pk[32], sk[64], sig[64];
+    struct note_verifier ops[DEV__MAX_TRUST + 1];
+    char vkey[NOTE_VKEY_MAX];
+    int rc;
+    if (o->op_key_path == NULL)
+        return cli_error(CLI_ERR, "--operator-key OPKEY is required");
+    if ((rc = cli_parse_keys(o->trust, o->n_trust, ops)) != 0)
+        return rc;
+    rc = crypto_key_load(o->op_key_path, pk, sk);
+    if (rc)
+        return cli_error(CLI_ERR, "%s: cannot load the operator key: %s", o->op_key_path,
+                         rc == -EINVAL ? "malformed key file" : strerror(-rc));
+    /* the signer's name: --operator-name, else a --trust key with this
+     * public key, else OPKEY.vkey (written by operator keygen), else
+     * "operator" */
+    const char *name = o->op_name ? o->op_name : DEV__DEFAULT_OPERATOR_NAME;
+    size_t n_ops = o->n_trust;
+    int signer = -1;
+    for (size_t i = 0; i < o->n_trust && !o->op_name; i++)
+        if (memcmp(ops[i].pk, pk, 32) == 0 && ops[i].type == NOTE_SIG_ED25519)
+            signer = (int)i;
+    if (signer < 0 && !o->op_name && dev__sidecar_vkey(o->op_key_path, pk, &ops[n_ops]) == 0)
+        signer = (int)n_ops++;
+    if (signer < 0) {
+        if (note_verifier_init(&ops[n_ops], name, pk) != 0) {
+            rc = cli_error(CLI_ERR, "--operator-name %s: not a valid key name", name);
+            goto out_wipe;
+        }
+        signer = (int)n_ops++;
+    }
+    note_verifier_format(&ops[signer], vkey, sizeof vkey);
+
+    struct ledger *l;
+    struct registry *r;
+    if ((rc = dev__open(c, true, ops, n_ops, &l, &r)) != 0)
+        goto out_wipe;
+    rec->reg.time_ms = o->has_time ? o->time_ms : dev__now_ms();
+    uint8_t *buf = malloc(REGISTRY_RECORD_MAX);
+    struct registry_device *dev = malloc(sizeof *dev);
+    size_t len;
+    if (buf == NULL || dev == NULL) {
+        rc = cli_error(CLI_ERR, "out of memory");
+        goto out_close;
+    }
+    rc = registry_sign_record(rec, vkey, sk, sig, buf, REGISTRY_RECORD_MAX, &len);
+    if (rc) {
+        rc = cli_error(CLI_ERR, "cannot build the record: %s", ledger_record_strerror(rc));
+        goto out_close;
+    }
+    rc = registry_check(r, buf, len);
+    if (rc) {
+        rc = cli_error(CLI_FAIL, "refused: %.*s: %s", (int)rec->reg.device_id.len,
+                       (const char *)rec->reg.device_id.ptr, registry_strerror(rc));
+        goto out_close;
+    }
+    struct ledger_record_buf b = {buf, len};
+    struct ledger_commit commit;
+    rc = ledger_append_batch(l, &b, 1, dev__now_ms(), &commit);
+    if (rc) {
+        rc = cli_error(CLI_ERR, "append: %s", ledger_strerror(rc));
+        goto out_close;
+    }
+    rc = registry_sync(r, l, NULL, dev__on_refused, NULL);
+    if (rc == 0)
+        rc = registry_lookup(r, (const char *)rec->reg.device_id.ptr, rec->reg.device_id.len, dev);
+    if (rc) {
+        rc = cli_error(CLI_ERR, "record %llu appended, but the index failed: %s",
+                       (unsigned long long)commit.first_index, registry_strerror(rc));
+        goto out_close;
+    }
+    printf("{\n  \"index\": %llu,\n  \"device\":\n", (unsigned long long)commit.first_index);
+    dev__print(dev, "  ");
+    printf("\n}\n");
+    rc = CLI_OK;
+out_close:
+    free(buf);
+    free(dev);
+    registry_close(r);
+    ledger_close(l);
+out_wipe:
+    sodium_memzero(sk, sizeof sk);
+    return rc;
+}
+
+static int dev__bad_arg(const char *cmd, const char *a)
+{
+    return cli_error(CLI_ERR, "device %s: unexpected argument '%s' (see ledgermq --help)", cmd, a);
+}
+
+int cli_device_register(struct cli *c, int argc, char **argv)
+{
+    struct dev__opts o = {0};
+    struct ledger_record rec;
+    uint8_t pk[32];
+    bool has_pk = false;
+    char id[DEVICE_ID_LEN + 1];
+    memset(&rec, 0, sizeof rec);
+    rec.kind = LEDGER_KIND_DEVICE_REGISTRATION;
+    for (int i = 1; i < argc; i++) {
+        int k = dev__common_opt(&o, argc, argv, &i);
+        if (k < 0)
+            return -k;
+        if (k)
+            continue;
+        if ((strcmp(argv[i], "--pub") == 0 || strcmp(argv[i], "--key") == 0) && i + 1 < argc) {
+            if (cli_parse_pubkey(argv[++i], pk))
+                return CLI_ERR;
+            has_pk = true;
+        } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
+            const char *nm = argv[++i];
+            rec.reg.name = (struct ledger_bytes){(const uint8_t *)nm, strlen(nm)};
+        } else if (strcmp(argv[i], "--attr") == 0 && i + 1 < argc) {
+            const char *kv = argv[++i], *eq = strchr(kv, '=');
+            if (eq == NULL || eq == kv)
+                return cli_error(CLI_ERR, "--attr %s: expected NAME=VALUE", kv);
+            if (rec.reg.n_attrs == LEDGER_REG_MAX_ATTRS)
+                return cli_error(CLI_ERR, "at most %d attributes", LEDGER_REG_MAX_ATTRS);
+            size_t j = rec.reg.n_attrs++;
+            rec.reg.attr_keys[j] = (struct ledger_bytes){(const uint8_t *)kv, (size_t)(eq - kv)};
+            rec.reg.attr_values[j] = (struct ledger_bytes){(const uint8_t *)eq + 1, strlen(eq + 1)};
+        } else {
+            return dev__bad_arg("register", argv[i]);
+        }
+    }
+    if (!has_pk || rec.reg.name.ptr == NULL)
+        return cli_error(CLI_ERR, "device register: --pub PUBKEY (or --key DEVKEY) and --name NAME "
+                                  "are required");
+    device_id_from_pk(pk, id);
+    rec.reg.device_id = (struct ledger_bytes){(const uint8_t *)id, DEVICE_ID_LEN};
+    rec.reg.public_key = (struct ledger_bytes){pk, 32};
+    return dev__submit(c, &o, &rec);
+}
+
+int cli_device_revoke(struct cli *c, int argc, char **argv)
+{
+    struct dev__opts o = {0};
+    struct ledger_record rec;
+    const char *id = NULL;
+    memset(&rec, 0, sizeof rec);
+    rec.kind = LEDGER_KIND_DEVICE_REVOCATION;
+    for (int i = 1; i < argc; i++) {
+        int k = dev__common_opt(&o, argc, argv, &i);
+        if (k < 0)
+            return -k;
+        if (k)
+            continue;
+        if (strcmp(argv[i], "--id") == 0 && i + 1 < argc) {
+            id = argv[++i];
+        } else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc) {
+            const char *why = argv[++i];
+            rec.reg.reason = (struct ledger_bytes){(const uint8_t *)why, strlen(why)};
+        } else {
+            return dev__bad_arg("revoke", argv[i]);
+        }
+    }
+    if (id == NULL || !device_id_valid(id, strlen(id)))
+        return cli_error(CLI_ERR, "device revoke: --id DEVICEID (d-...) is required");
+    rec.reg.device_id = (struct ledger_bytes){(const uint8_t *)id, strlen(id)};
+    return dev__submit(c, &o, &rec);
+}
+
+int cli_device_rotate(struct cli *c, int argc, char **argv)
+{
+    struct dev__opts o = {0};
+    struct ledger_record rec;
+    const char *id = NULL;
+    uint8_t pk[32];
+    bool has_pk = false;
+    memset(&rec, 0, sizeof rec);
+    rec.kind = LEDGER_KIND_KEY_ROTATION;
+    for (int i = 1; i < argc; i++) {
+        int k = dev__common_opt(&o, argc, argv, &i);
+        if (k < 0)
+            return -k;
+        if (k)
+            continue;
+        if (strcmp(argv[i], "--id") == 0 && i + 1 < argc) {
+            id = argv[++i];
+        } else if ((strcmp(argv[i], "--pub") == 0 || strcmp(argv[i], "--key") == 0) &&
+                   i + 1 < argc) {
+            if (cli_parse_pubkey(argv[++i], pk))
+                return CLI_ERR;
+            has_pk = true;
+        } else {
+            return dev__bad_arg("rotate", argv[i]);
+        }
+    }
+    if (id == NULL || !device_id_valid(id, strlen(id)) || !has_pk)
+        return cli_error(CLI_ERR, "device rotate: --id DEVICEID and --pub NEWPUB are required");
+    rec.reg.device_id = (struct ledger_bytes){(const uint8_t *)id, strlen(id)};
+    rec.reg.public_key = (struct ledger_bytes){pk, 32};
+    return dev__submit(c, &o, &rec);
+}
+
+/* list/show: with --trust, bring the index up to date first (opens the
+ * ledger read-only); without, read the index as it is. */
+static int dev__open_read(struct cli *c, struct dev__opts *o, struct registry **r)
+{
+    struct note_verifier ops[DEV__MAX_TRUST];
+    struct ledger *l = NULL;
+    char err[512], path[4096];
+    struct stat st;
+    int rc;
+    if (o->n_trust > 0) {
+        if ((rc = cli_parse_keys(o->trust, o->n_trust, ops)) != 0)
+            return rc;
+        if ((rc = dev__open(c, false, ops, o->n_trust, &l, r)) != 0)
+            return rc;
+        ledger_close(l);
+        return 0;
+    }
+    snprintf(path, sizeof path, "%s/registry", c->datadir);
+    if (stat(path, &st) != 0)
+        return cli_error(CLI_ERR, "%s: no registry index (pass --trust VKEY to build it)", path);
+    struct registry_options ro = {0};
+    rc = registry_open(c->datadir, &ro, r, err, sizeof err);
+    if (rc)
+        return cli_error(CLI_ERR, "%s: %s", path, err);
+    /* say so when the index lags the ledger */
+    struct ledger_options lo;
+    ledger_options_default(&lo);
+    lo.read_only = true;
+    lo.origin = NULL;
+    if (ledger_open(c->datadir, &lo, &l, err, sizeof err) == 0) {
+        uint64_t have = registry_ledger_size(*r), size = ledger_size(l);
+        if (have != size)
+            fprintf(stderr,
+                    "ledgermq: warning: the registry index reflects %llu of %llu ledger "
+                    "records (pass --trust VKEY to bring it up to date)\n",
+                    (unsigned long long)have, (unsigned long long)size);
+        ledger_close(l);
+    }
+    return 0;
+}
+
+static int dev__list_one(void *ctx, const struct registry_device *d)
+{
+    int *n = ctx;
+    printf("%s\n", (*n)++ ? "," : "");
+    dev__print(d, "  ");
+    return 0;
+}
+
+int cli_device_list(struct cli *c, int argc, char **argv)
+{
+    struct dev__opts o = {0};
+    struct registry *r;
+    for (int i = 1; i < argc; i++) {
+        int k = dev__common_opt(&o, argc, argv, &i);
+        if (k < 0)
+            return -k;
+        if (!k || o.op_key_path || o.op_name || o.has_time)
+            return dev__bad_arg("list", argv[i]);
+    }
+    int rc = dev__open_read(c, &o, &r);
+    if (rc)
+        return rc;
+    int n = 0;
+    printf("[");
+    rc = registry_foreach(r, dev__list_one, &n);
+    printf("%s]\n", n ? "\n" : "");
+    registry_close(r);
+    if (rc)
+        return cli_error(CLI_ERR, "device list: %s", registry_strerror(rc));
+    return CLI_OK;
+}
+
+int cli_device_show(struct cli *c, int argc, char **argv)
+{
+    struct dev__opts o = {0};
+    struct registry *r;
+    const char *id = NULL;
+    for (int i = 1; i < argc; i++) {
+        int k = dev__common_opt(&o, argc, argv, &i);
+        if (k < 0)
+            return -k;
+        if (k && !o.op_key_path && !o.op_name && !o.has_time)
+            continue;
+        if (k || id)
+            return dev__bad_arg("show", argv[i]);
+        id = argv[i];
+    }
+    if (id == NULL)
+        return cli_error(CLI_ERR, "device show: DEVICEID is required");
+    int rc = dev__open_read(c, &o, &r);
+    if (rc)
+        return rc;
+    struct registry_device *d = malloc(sizeof *d);
+    rc = d ? registry_lookup(r, id, strlen(id), d) : -ENOMEM;
+    registry_close(r);
+    if (rc == 0) {
+        dev__print(d, "");
+        printf("\n");
+    }
+    free(d);
+    if (rc == -ENOENT)
+        return cli_error(CLI_FAIL, "device show: %s is not registered", id);
+    if (rc)
+        return cli_error(CLI_ERR, "device show: %s", registry_strerror(rc));
+    return CLI_OK;
+}
