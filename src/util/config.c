@@ -97,6 +97,34 @@ void lmq_config_defaults(struct lmq_config *cfg)
     cfg->ledger_batch_ms = 5;
 }
 
+/* `operator_key NAME+KEYID+BASE64` (repeatable): the shape of a verifier
+ * key (8 lowercase hex digits, 44 base64 characters); identity/registry.c
+ * checks the key ID when it parses the key. */
+static int cfg__operator_key(struct lmq_config *cfg, char **w, size_t n, char *err, size_t errlen)
+{
+    const char *v = n == 2 ? w[1] : "";
+    const char *p1 = strchr(v, '+'), *p2 = p1 ? strchr(p1 + 1, '+') : NULL;
+    size_t len = strlen(v);
+    int ok = n == 2 && p1 && p2 && p1 > v && p2 - p1 == 9 && strlen(p2 + 1) == 44 &&
+             len <= LMQ_OPERATOR_KEY_MAX;
+    for (const char *q = p1 ? p1 + 1 : v; ok && q < p2; q++)
+        ok = (*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'f');
+    if (!ok) {
+        cfg__err(err, errlen, "'operator_key' takes one verifier key NAME+KEYID+BASE64 "
+                              "(from `ledgermq operator keygen`)");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_operator_keys; i++)
+        if (strcmp(cfg->operator_keys[i], v) == 0)
+            return 0; /* listed twice: once is enough */
+    if (cfg->n_operator_keys == LMQ_MAX_OPERATOR_KEYS) {
+        cfg__err(err, errlen, "more than %d operator keys", LMQ_MAX_OPERATOR_KEYS);
+        return -1;
+    }
+    memcpy(cfg->operator_keys[cfg->n_operator_keys++], v, len + 1);
+    return 0;
+}
+
 /* Splits LINE into at most MAX whitespace-separated words (in place). */
 static size_t cfg__split(char *line, char **words, size_t max)
 {
@@ -178,6 +206,8 @@ int lmq_config_apply(struct lmq_config *cfg, const char *line_in, char *err, siz
     }
     if (strcmp(w[0], "listener") == 0)
         return cfg__listener(cfg, w, n, err, errlen);
+    if (strcmp(w[0], "operator_key") == 0)
+        return cfg__operator_key(cfg, w, n, err, errlen);
 
     const struct cfg__key *k = NULL;
     for (size_t i = 0; i < sizeof cfg__keys / sizeof cfg__keys[0]; i++)

@@ -16,6 +16,8 @@
 #define LMQ_MAX_LISTENERS 16
 #define LMQ_MAX_LEDGER_TOPICS 64
 #define LMQ_CONFIG_STR 256
+#define LMQ_MAX_OPERATOR_KEYS 64
+#define LMQ_OPERATOR_KEY_MAX 311 /* NOTE_VKEY_MAX: name(255)+'+'+8 hex+'+'+44 base64+NUL */
 
 enum lmq_listener_protocol {
     LMQ_PROTO_MQTT = 0,
@@ -69,6 +71,11 @@ struct lmq_config {
     enum lmq_sync_policy ledger_sync;
     uint32_t ledger_batch_max;
     uint32_t ledger_batch_ms;
+
+    /* Device registry: trusted operator verifier keys (repeatable
+     * `operator_key VKEY`; syntax checked here, key ID by the registry). */
+    char operator_keys[LMQ_MAX_OPERATOR_KEYS][LMQ_OPERATOR_KEY_MAX + 1];
+    size_t n_operator_keys;
 };
 
 /* Fills every field with its default (no listener: lmq_config_finish adds

@@ -23,6 +23,7 @@
 #include "identity/registry.h"
 #include "ledger/log.h"
 #include "ledger/record.h"
+#include "util/config.h"
 #include "util/log.h"
 
 #define B(s) ((struct ledger_bytes){(const uint8_t *)(s), sizeof(s) - 1})
@@ -474,6 +475,34 @@ static void test_rules_and_rebuild(void **state)
     free(dev);
 }
 
+/* The config's repeatable operator_key feeds registry_open. */
+static void test_config_operator_key(void **state)
+{
+    (void)state;
+    struct lmq_config *cfg = malloc(sizeof *cfg);
+    char line[512], err[256];
+    assert_non_null(cfg);
+    lmq_config_defaults(cfg);
+    assert_int_equal(cfg->n_operator_keys, 0);
+    snprintf(line, sizeof line, "operator_key %s", op_a.vkey);
+    assert_int_equal(lmq_config_apply(cfg, line, err, sizeof err), 0);
+    assert_int_equal(lmq_config_apply(cfg, line, err, sizeof err), 0); /* twice: once */
+    snprintf(line, sizeof line, "operator_key %s", op_b.vkey);
+    assert_int_equal(lmq_config_apply(cfg, line, err, sizeof err), 0);
+    assert_int_equal(cfg->n_operator_keys, 2);
+    assert_string_equal(cfg->operator_keys[0], op_a.vkey);
+    assert_int_equal(lmq_config_apply(cfg, "operator_key", err, sizeof err), -1);
+    assert_int_equal(lmq_config_apply(cfg, "operator_key nope", err, sizeof err), -1);
+    assert_int_equal(lmq_config_apply(cfg, "operator_key a+XYZ+b", err, sizeof err), -1);
+    struct note_verifier v[2];
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(note_verifier_parse(cfg->operator_keys[i],
+                                             strlen(cfg->operator_keys[i]), &v[i]),
+                         0);
+    assert_memory_equal(v[1].pk, op_b.pk, 32);
+    free(cfg);
+}
+
 int main(void)
 {
     lmq_log_set_level(LMQ_LOG_ERROR);
@@ -482,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_records_roundtrip),
         cmocka_unit_test(test_records_reject),
         cmocka_unit_test(test_rules_and_rebuild),
+        cmocka_unit_test(test_config_operator_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
