@@ -192,7 +192,7 @@ void lmq_filter_free(struct lmq_filter *f)
 struct filter__stack {
     struct lmq_filter head;
     struct lmq_filter *outer, *inner;
-    char name[32];
+    char name[72]; /* two filter names and a "+" */
 };
 
 /* Recomputes the head's state and reason from the layers. */
