@@ -192,7 +192,7 @@ void lmq_filter_free(struct lmq_filter *f)
 struct filter__stack {
     struct lmq_filter head;
     struct lmq_filter *outer, *inner;
-    char name[72]; /* two filter names and a "+" */
+    char name[32];
 };
 
 /* Recomputes the head's state and reason from the layers. */
@@ -319,7 +319,9 @@ struct lmq_filter *lmq_filter_stack(struct lmq_filter *outer, struct lmq_filter 
     s->inner = inner;
     s->head.app_src = inner->app_src;
     s->head.wire_src = outer->wire_src;
-    snprintf(s->name, sizeof s->name, "%s+%s", lmq_filter_name(inner), lmq_filter_name(outer));
+    if (snprintf(s->name, sizeof s->name, "%s+%s", lmq_filter_name(inner),
+                 lmq_filter_name(outer)) >= (int)sizeof s->name)
+        s->name[sizeof s->name - 1] = '\0'; /* a long name is only cut short in logs */
     stack__sync(s);
     return &s->head;
 }
