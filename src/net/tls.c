@@ -41,7 +41,9 @@ static const char *tls__errstr(char *buf, size_t len)
 {
     unsigned long e = ERR_peek_error();
     const char *r = e ? ERR_reason_error_string(e) : NULL;
-    if (r)
+    if (e && ERR_SYSTEM_ERROR(e))
+        snprintf(buf, len, "%s", strerror(ERR_GET_REASON(e)));
+    else if (r)
         snprintf(buf, len, "%s", r);
     else if (e)
         ERR_error_string_n(e, buf, len);
