@@ -1434,7 +1434,6 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
     *consumed = 0;
     if (c->state == BK_C_CLOSING)
         return -1;
-    c->last_rx = (uint32_t)b->now;
     b->st.bytes_in += len;
     for (;;) {
         struct mqtt_frame f;
@@ -1471,6 +1470,9 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
             *consumed = len;
             return -1;
         }
+        /* Keep-alive counts complete control packets, not bytes: a client
+         * trickling a partial packet is still timed out. */
+        c->last_rx = (uint32_t)b->now;
         if (bk__handle_packet(c, &f, data + off) < 0 || c->state == BK_C_CLOSING) {
             *consumed = len;
             return -1;
