@@ -308,7 +308,7 @@ struct lmq_filter *lmq_filter_layer(struct lmq_filter *f, const char *name)
 
 struct lmq_filter *lmq_filter_stack(struct lmq_filter *outer, struct lmq_filter *inner)
 {
-    struct filter__stack *s = malloc(sizeof *s);
+    struct filter__stack *s = outer && inner ? malloc(sizeof *s) : NULL;
     if (!s) {
         lmq_filter_free(inner);
         lmq_filter_free(outer);

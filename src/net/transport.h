@@ -128,8 +128,10 @@ void lmq_filter_free(struct lmq_filter *f);
 
 /* Stacks INNER on OUTER (WebSocket on TLS): wire bytes fed to the stack
  * go to OUTER, OUTER's application bytes feed INNER, INNER's replies and
- * writes are written through OUTER. The stack owns both (also on
- * failure: NULL means out of memory and both are freed). */
+ * writes are written through OUTER. The stack owns both, also on failure
+ * (NULL: out of memory, or OUTER or INNER was NULL; the other one is freed),
+ * so lmq_filter_stack(lmq_tls_filter_new(ctx), lmq_ws_filter_new(max)) needs
+ * one NULL check. */
 struct lmq_filter *lmq_filter_stack(struct lmq_filter *outer, struct lmq_filter *inner);
 
 /* ---- for filter implementations (tls.c, ws.c) ---- */

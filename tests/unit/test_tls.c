@@ -583,6 +583,9 @@ static void test_ws_over_tls(void **state)
     assert_non_null(lmq_filter_layer(f, "tls"));
     assert_non_null(lmq_filter_layer(f, "ws"));
     assert_null(lmq_filter_layer(f, "quic"));
+    /* A NULL layer makes no stack and leaks nothing. */
+    assert_null(lmq_filter_stack(lmq_tls_filter_new(ctx), NULL));
+    assert_null(lmq_filter_stack(NULL, lmq_ws_filter_new(1024)));
     struct client c;
     client_new(&c, TLS1_3_VERSION, "ed.crt", "ed.key");
     assert_int_equal(pump(f, &c), 0);
