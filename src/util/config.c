@@ -342,11 +342,14 @@ int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t 
             }
         }
         char reason[PATH_MAX];
+        size_t listeners_before = cfg->n_listeners;
         if (lmq_config_apply(cfg, line, reason, sizeof reason) < 0) {
             cfg__err(err, errlen, "%s:%u: %s", path, lineno, reason);
             rc = -1;
             break;
         }
+        if (cfg->n_listeners > listeners_before)
+            cfg->listeners[cfg->n_listeners - 1].line = lineno;
     }
     if (rc == 0 && ferror(f)) {
         cfg__err(err, errlen, "%s: read error: %s", path, strerror(errno));
@@ -383,18 +386,20 @@ int lmq_config_finish(struct lmq_config *cfg, int port, const char *data_dir, ch
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct lmq_listener_config *l = &cfg->listeners[i];
         if (l->protocol == LMQ_PROTO_WEBSOCKETS) {
-            cfg__err(err, errlen, "listener %u: protocol websockets is not supported yet",
-                     l->port);
+            cfg__err(err, errlen, "%s:%u: listener %u: protocol websockets is not supported yet",
+                     cfg->source, l->line, l->port);
             return -1;
         }
         if (l->certfile[0] || l->keyfile[0] || l->cafile[0] || l->require_certificate) {
-            cfg__err(err, errlen, "listener %u: TLS is not supported yet", l->port);
+            cfg__err(err, errlen, "%s:%u: listener %u: TLS is not supported yet", cfg->source,
+                     l->line, l->port);
             return -1;
         }
         for (size_t j = 0; j < i; j++)
             if (cfg->listeners[j].port == l->port && l->port != 0 &&
                 strcmp(cfg->listeners[j].addr, l->addr) == 0) {
-                cfg__err(err, errlen, "listener %s:%u is defined twice", l->addr, l->port);
+                cfg__err(err, errlen, "%s:%u: listener %s:%u is defined twice (first at line %u)",
+                         cfg->source, l->line, l->addr, l->port, cfg->listeners[j].line);
                 return -1;
             }
     }

@@ -25,6 +25,7 @@ enum lmq_listener_protocol {
 };
 
 struct lmq_listener_config {
+    unsigned line;                  /* config file line of its `listener`; 0 = default/-p */
     uint16_t port;
     char addr[64];                  /* numeric IPv4/IPv6 address to bind */
     enum lmq_listener_protocol protocol;

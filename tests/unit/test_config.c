@@ -147,12 +147,35 @@ static void test_duplicate_listener(void **state)
     assert_non_null(strstr(err, "twice"));
 }
 
+/* Checks made after the whole file is read still name the listener's line. */
+static void test_finish_errors_name_line(void **state)
+{
+    (void)state;
+    char path[64];
+    assert_int_equal(write_conf(path, sizeof path,
+                                "# two listeners on one port\n"
+                                "listener 1900 127.0.0.1\n"
+                                "max_connections 5\n"
+                                "listener 1900 127.0.0.1\n"),
+                     0);
+    struct lmq_config c;
+    lmq_config_defaults(&c);
+    assert_int_equal(lmq_config_load(&c, path, err, sizeof err), 0);
+    assert_int_equal(lmq_config_finish(&c, 0, NULL, err, sizeof err), -1);
+    char want[128];
+    snprintf(want, sizeof want, "%s:4: listener 127.0.0.1:1900 is defined twice (first at line 2)",
+             path);
+    assert_string_equal(err, want);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),        cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_file_ok),         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_missing_file),    cmocka_unit_test(test_duplicate_listener),
+        cmocka_unit_test(test_finish_errors_name_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
