@@ -1,7 +1,8 @@
 /* The TLS filter (see tls.h). Each SSL object reads ciphertext from a
  * memory BIO that lmq_filter_feed fills and writes ciphertext to a memory
  * BIO that is emptied into the filter's wire buffer after every call, so
- * the BIOs hold nothing between calls. OpenSSL's error queue is
+ * the BIOs hold no data between calls (and a BIO whose buffer grew for a
+ * burst is replaced once empty). OpenSSL's error queue is
  * thread-local: it is cleared before every SSL call and after every
  * failure, so one connection's errors never show up in another's reason. */
 #include "net/tls.h"
@@ -23,6 +24,8 @@
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 #define TLS_RECORD 16384
+/* Memory BIO buffers above this are dropped once empty. */
+#define TLS_BIO_KEEP 4096
 
 struct lmq_tls_ctx {
     SSL_CTX *ssl_ctx;
@@ -176,6 +179,32 @@ static int tls__drain(struct tls__filter *t)
     return 0;
 }
 
+/* Swaps an empty memory BIO that once held a big burst for a fresh one,
+ * so an idle connection does not keep the burst's buffer. */
+static void tls__trim(struct tls__filter *t)
+{
+    BUF_MEM *bm = NULL;
+    if (BIO_ctrl_pending(t->rbio) == 0 && BIO_get_mem_ptr(t->rbio, &bm) == 1 && bm &&
+        bm->max > TLS_BIO_KEEP) {
+        BIO *nb = BIO_new(BIO_s_mem());
+        if (nb) {
+            BIO_set_mem_eof_return(nb, -1);
+            SSL_set0_rbio(t->ssl, nb); /* frees the old one */
+            t->rbio = nb;
+        }
+    }
+    bm = NULL;
+    if (BIO_ctrl_pending(t->wbio) == 0 && BIO_get_mem_ptr(t->wbio, &bm) == 1 && bm &&
+        bm->max > TLS_BIO_KEEP) {
+        BIO *nb = BIO_new(BIO_s_mem());
+        if (nb) {
+            SSL_set0_wbio(t->ssl, nb);
+            t->wbio = nb;
+        }
+    }
+    ERR_clear_error();
+}
+
 /* Records a fatal SSL error (what = "handshake", "read", "write"). */
 static int tls__fail(struct tls__filter *t, const char *what, int sslerr)
 {
@@ -247,7 +276,9 @@ static int tls__feed(struct lmq_filter *f, const uint8_t *wire, size_t len)
         }
         return tls__fail(t, "read", e);
     }
-    return tls__drain(t);
+    int rc = tls__drain(t);
+    tls__trim(t);
+    return rc;
 }
 
 static int tls__write_chunk(struct tls__filter *t, const uint8_t *p, size_t n)
@@ -293,6 +324,7 @@ static int tls__write(struct lmq_filter *f, const struct iovec *iov, size_t n)
     }
     if (staged > 0 && (r = tls__write_chunk(t, stage, staged)) < 0)
         return r;
+    tls__trim(t);
     return 0;
 }
 

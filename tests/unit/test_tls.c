@@ -144,6 +144,9 @@ static void client_free(struct client *c)
     SSL_CTX_free(c->ctx);
 }
 
+/* When non-zero, pump() feeds the server this many bytes at a time. */
+static size_t feed_step;
+
 /* Moves bytes both ways until nothing moves; returns the server's last
  * feed result. The client's app data is left in its SSL. */
 static int pump(struct lmq_filter *f, struct client *c)
@@ -158,9 +161,13 @@ static int pump(struct lmq_filter *f, struct client *c)
         char buf[16384];
         int n;
         while ((n = BIO_read(c->out, buf, sizeof buf)) > 0) {
-            int r = lmq_filter_feed(f, (const uint8_t *)buf, (size_t)n);
-            if (r < 0)
-                rc = r;
+            size_t step = feed_step ? feed_step : (size_t)n;
+            for (size_t i = 0; i < (size_t)n; i += step) {
+                size_t k = (size_t)n - i < step ? (size_t)n - i : step;
+                int r = lmq_filter_feed(f, (const uint8_t *)buf + i, k);
+                if (r < 0)
+                    rc = r;
+            }
             moved = 1;
         }
         size_t wl;
@@ -435,6 +442,48 @@ static void test_old_protocol_refused(void **state)
     lmq_tls_ctx_free(ctx);
 }
 
+/* Records and handshakes split across feeds: byte by byte and in odd
+ * pieces, with a client certificate, then 40 KiB of data. */
+static void test_split_feeds(void **state)
+{
+    (void)state;
+    static const size_t steps[] = {1, 7, 1000};
+    static const int versions[] = {TLS1_2_VERSION, TLS1_3_VERSION};
+    size_t big = 40000;
+    uint8_t *data = malloc(big);
+    assert_non_null(data);
+    for (size_t i = 0; i < big; i++)
+        data[i] = (uint8_t)(i * 5 + 3);
+    for (size_t si = 0; si < 3; si++)
+        for (size_t vi = 0; vi < 2; vi++) {
+            char err[512];
+            struct lmq_listener_config l;
+            listener(&l, path("ca.crt"), true);
+            struct lmq_tls_ctx *ctx = lmq_tls_ctx_new(&l, err, sizeof err);
+            struct client c;
+            client_new(&c, versions[vi], "ed.crt", "ed.key");
+            feed_step = steps[si];
+            int rc;
+            struct lmq_filter *f = handshake(ctx, &c, &rc);
+            assert_int_equal(rc, 0);
+            assert_true(lmq_filter_state(f) & LMQ_FILTER_OPEN);
+            client_write(&c, data, big);
+            assert_int_equal(pump(f, &c), 0);
+            feed_step = 0;
+            size_t n;
+            const uint8_t *p = lmq_filter_app(f, &n);
+            assert_int_equal(n, big);
+            assert_memory_equal(p, data, big);
+            char subj[64];
+            assert_int_equal(lmq_tls_peer_subject(f, subj, sizeof subj), 0);
+            assert_string_equal(subj, "CN=device-ed");
+            lmq_filter_free(f);
+            client_free(&c);
+            lmq_tls_ctx_free(ctx);
+        }
+    free(data);
+}
+
 /* Good client certificate: subject and key exposed. */
 static void client_cert(int version, bool require)
 {
@@ -681,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_require_certificate),
         cmocka_unit_test(test_old_protocol_refused),
         cmocka_unit_test(test_client_cert),
+        cmocka_unit_test(test_split_feeds),
         cmocka_unit_test(test_resumption),
         cmocka_unit_test(test_ws_over_tls),
     };
