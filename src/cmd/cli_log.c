@@ -257,6 +257,36 @@ int cli_log_get(struct cli *c, int argc, char **argv)
         if (cf->has_quorum)
             printf(",\n  \"quorum\": %llu", (unsigned long long)cf->quorum);
         field_text("params", cf->params);
+    } else {
+        /* kinds 3-5, the device registry (docs/FORMATS.md "Registry records") */
+        const struct ledger_registry *g = &rec.reg;
+        static const char *const names[] = {"device_registration", "device_revocation",
+                                            "key_rotation"};
+        printf(",\n  \"kind\": \"%s\",\n  \"version\": %llu", names[rec.kind - 3],
+               (unsigned long long)rec.version);
+        field_text("device_id", g->device_id);
+        if (g->public_key.ptr) {
+            printf(",\n  \"public_key\": ");
+            json_b64(stdout, g->public_key.ptr, g->public_key.len);
+        }
+        field_text("name", g->name);
+        if (g->n_attrs) {
+            printf(",\n  \"attributes\": {");
+            for (size_t i = 0; i < g->n_attrs; i++) {
+                printf(i ? ", " : "");
+                if (json_str(stdout, g->attr_keys[i].ptr, g->attr_keys[i].len) != 0)
+                    printf("\"\\ufffd\""); /* a name with NUL: not representable */
+                printf(": ");
+                if (json_str(stdout, g->attr_values[i].ptr, g->attr_values[i].len) != 0)
+                    printf("null");
+            }
+            printf("}");
+        }
+        printf(",\n  \"time_ms\": %llu", (unsigned long long)g->time_ms);
+        field_text("reason", g->reason);
+        field_text("operator", g->operator_key);
+        printf(",\n  \"signature_base64\": ");
+        json_b64(stdout, g->signature.ptr, g->signature.len);
     }
     printf("\n}\n");
     free(buf);

@@ -113,6 +113,9 @@ def test_registry_cli(tmp):
     assert d["attributes"] == {"model": "KM-200", "owner": "acme", "location": "hall 3"}
     assert d["registered_at_ms"] == T0 and d["registered_index"] == 1
     assert d["operator"] == vkey
+    g = json.loads(cli("log", "get", 1, datadir=data, check=0).stdout)
+    assert g["kind"] == "device_registration" and g["device_id"] == did
+    assert g["attributes"]["location"] == "hall 3" and g["operator"] == vkey
     # register by --pub (hex) with the operator's key trusted explicitly
     cli("device", "register", "--operator-key", op, "--pub", pk2.hex(), "--name", "meter-02",
         "--trust", vkey, datadir=data, check=0)
