@@ -30,8 +30,8 @@ static const char request[] =
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: mqtt\r\n"
     "Sec-WebSocket-Version: 13\r\n\r\n";
 
-static void feed_all(struct lmq_filter *f, const uint8_t *p, size_t n, uint8_t pattern,
-                     size_t *fed, size_t *taken)
+static void feed_all(struct lmq_filter *f, const uint8_t *p, size_t n, uint8_t pattern, size_t *fed,
+                     size_t *taken)
 {
     size_t i = 0, step = 0;
     while (i < n) {
@@ -59,7 +59,8 @@ static void feed_all(struct lmq_filter *f, const uint8_t *p, size_t n, uint8_t p
         *taken += take;
         if ((step % 3) == 2 && (after & LMQ_FILTER_OPEN) &&
             !(after & (LMQ_FILTER_ERROR | LMQ_FILTER_CLOSE_SENT))) {
-            struct iovec v[2] = {{(void *)p, chunk / 2}, {(void *)(p + chunk / 2), chunk - chunk / 2}};
+            struct iovec v[2] = {{(void *)p, chunk / 2},
+                                 {(void *)(p + chunk / 2), chunk - chunk / 2}};
             CHECK(lmq_filter_write(f, v, 2) == 0);
         }
         size_t wn;

@@ -58,8 +58,7 @@ static const char *tls__errstr(char *buf, size_t len)
 
 /* ---- context ---- */
 
-struct lmq_tls_ctx *lmq_tls_ctx_new(const struct lmq_listener_config *l, char *err,
-                                    size_t errlen)
+struct lmq_tls_ctx *lmq_tls_ctx_new(const struct lmq_listener_config *l, char *err, size_t errlen)
 {
     char e[200];
     ERR_clear_error();
@@ -126,10 +125,9 @@ struct lmq_tls_ctx *lmq_tls_ctx_new(const struct lmq_listener_config *l, char *e
             goto fail_ctx;
         }
         SSL_CTX_set_client_CA_list(x, names);
-        SSL_CTX_set_verify(x,
-                           SSL_VERIFY_PEER |
-                               (l->require_certificate ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                           NULL);
+        SSL_CTX_set_verify(
+            x, SSL_VERIFY_PEER | (l->require_certificate ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+            NULL);
     } else {
         SSL_CTX_set_verify(x, SSL_VERIFY_NONE, NULL);
     }

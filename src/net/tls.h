@@ -26,8 +26,7 @@ struct lmq_tls_ctx;
  * tickets are on (stateless, one per TLS 1.3 handshake, 2 h lifetime);
  * there is no server-side session cache. NULL with a reason naming the
  * file that failed in ERR. */
-struct lmq_tls_ctx *lmq_tls_ctx_new(const struct lmq_listener_config *l, char *err,
-                                    size_t errlen);
+struct lmq_tls_ctx *lmq_tls_ctx_new(const struct lmq_listener_config *l, char *err, size_t errlen);
 /* NULL is fine. Filters made from CTX keep it alive (reference counted). */
 void lmq_tls_ctx_free(struct lmq_tls_ctx *ctx);
 

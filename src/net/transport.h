@@ -18,19 +18,27 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-/* Error codes (negative, distinct). The reason string says more. */
-#define LMQ_FILTER_EPROTO (-1)  /* peer violated the protocol or failed its handshake */
-#define LMQ_FILTER_ENOMEM (-2)  /* out of memory */
-#define LMQ_FILTER_ELIMIT (-3)  /* a size limit was exceeded (header, frame) */
-#define LMQ_FILTER_ESTATE (-4)  /* call not allowed now (write before the
-                                 * handshake, or after close or error) */
+/* Error codes (negative, distinct; the reason string says more).
+ * EPROTO: the peer violated the protocol or failed its handshake.
+ * ENOMEM: out of memory.
+ * ELIMIT: a size limit was exceeded (request header, frame).
+ * ESTATE: not allowed now (write before the handshake, anything after an
+ * error, write after our close). */
+#define LMQ_FILTER_EPROTO (-1)
+#define LMQ_FILTER_ENOMEM (-2)
+#define LMQ_FILTER_ELIMIT (-3)
+#define LMQ_FILTER_ESTATE (-4)
 
-/* State bits (lmq_filter_state). */
-#define LMQ_FILTER_OPEN 0x1u        /* handshake done: application data flows */
-#define LMQ_FILTER_PEER_CLOSED 0x2u /* peer closed cleanly (TLS close_notify,
-                                     * WebSocket close frame): no more input */
-#define LMQ_FILTER_CLOSE_SENT 0x4u  /* our close is in the wire bytes */
-#define LMQ_FILTER_ERROR 0x8u       /* fatal: close the connection */
+/* State bits (lmq_filter_state).
+ * OPEN: handshake done, application data flows.
+ * PEER_CLOSED: the peer closed cleanly (TLS close_notify, WebSocket close
+ * frame); no more input, our answer is already in the wire bytes.
+ * CLOSE_SENT: our close (or refusal) is in the wire bytes; no more writes.
+ * ERROR: fatal; send the wire bytes if possible, then close. */
+#define LMQ_FILTER_OPEN 0x1u
+#define LMQ_FILTER_PEER_CLOSED 0x2u
+#define LMQ_FILTER_CLOSE_SENT 0x4u
+#define LMQ_FILTER_ERROR 0x8u
 
 #define LMQ_FILTER_REASON_MAX 256
 
@@ -56,11 +64,11 @@ struct lmq_filter_ops {
  * inside; everyone else uses the functions below. */
 struct lmq_filter {
     const struct lmq_filter_ops *ops;
-    struct lmq_fbuf app;        /* decoded application bytes not yet taken */
-    struct lmq_fbuf wire;       /* encoded wire bytes not yet taken */
-    struct lmq_filter *app_src; /* whose app buffer the reader sees (self,
-                                 * or the innermost filter of a stack) */
-    struct lmq_filter *wire_src;/* whose wire buffer the writer sees */
+    struct lmq_fbuf app;         /* decoded application bytes not yet taken */
+    struct lmq_fbuf wire;        /* encoded wire bytes not yet taken */
+    struct lmq_filter *app_src;  /* whose app buffer the reader sees (self,
+                                  * or the innermost filter of a stack) */
+    struct lmq_filter *wire_src; /* whose wire buffer the writer sees */
     unsigned state;
     char reason[LMQ_FILTER_REASON_MAX];
 };

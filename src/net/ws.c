@@ -22,13 +22,13 @@
 
 struct ws__filter {
     struct lmq_filter head;
-    wslay_event_context_ptr ctx;    /* after the upgrade */
+    wslay_event_context_ptr ctx; /* after the upgrade */
     uint64_t max_frame;
-    struct lmq_fbuf req;            /* the Upgrade request being gathered */
-    const uint8_t *in;              /* input of the current feed */
+    struct lmq_fbuf req; /* the Upgrade request being gathered */
+    const uint8_t *in;   /* input of the current feed */
     size_t in_len;
     bool upgraded;
-    bool frame_is_data;             /* the frame being received carries MQTT bytes */
+    bool frame_is_data; /* the frame being received carries MQTT bytes */
     bool text_refused;
     bool nomem;
     char proto[16];
@@ -96,7 +96,7 @@ static bool ws__list_has(const char *v, size_t n, const char *token, char *found
 /* Answers the request with an HTTP error and fails the filter. */
 static int ws__refuse(struct ws__filter *w, int status, const char *extra, const char *why)
 {
-    const char *text = status == 426 ? "Upgrade Required"
+    const char *text = status == 426   ? "Upgrade Required"
                        : status == 431 ? "Request Header Fields Too Large"
                                        : "Bad Request";
     char resp[512];
@@ -124,7 +124,8 @@ static int ws__handshake(struct ws__filter *w, const char *r, size_t len)
     if (!sp1 || (size_t)(sp1 - r) != 3 || memcmp(r, "GET", 3) != 0)
         return ws__refuse(w, 400, "", "method must be GET");
     const char *sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
-    if (!sp2 || sp2 == sp1 + 1 || (size_t)(eol - sp2 - 1) != 8 || memcmp(sp2 + 1, "HTTP/1.1", 8) != 0)
+    if (!sp2 || sp2 == sp1 + 1 || (size_t)(eol - sp2 - 1) != 8 ||
+        memcmp(sp2 + 1, "HTTP/1.1", 8) != 0)
         return ws__refuse(w, 400, "", "malformed request line (need GET target HTTP/1.1)");
     bool upgrade = false, connection = false, have_version = false, version_ok = false;
     const char *key = NULL;
@@ -194,8 +195,7 @@ static int ws__handshake(struct ws__filter *w, const char *r, size_t len)
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
                      "Sec-WebSocket-Protocol: %s\r\n\r\n",
                      accept, w->proto);
-    if (n <= 0 || (size_t)n >= sizeof resp ||
-        lmq_fbuf_append(&w->head.wire, resp, (size_t)n) < 0)
+    if (n <= 0 || (size_t)n >= sizeof resp || lmq_fbuf_append(&w->head.wire, resp, (size_t)n) < 0)
         return lmq_filter__fail(&w->head, LMQ_FILTER_ENOMEM, "WebSocket: out of memory");
     return ws__start_frames(w);
 }
@@ -218,8 +218,8 @@ static ssize_t ws__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
     return (ssize_t)n;
 }
 
-static ssize_t ws__send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
-                           int flags, void *user)
+static ssize_t ws__send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                           void *user)
 {
     (void)flags;
     struct ws__filter *w = user;

@@ -434,8 +434,8 @@ static void test_old_protocol_refused(void **state)
 
     /* Plain MQTT on a TLS port. */
     f = lmq_tls_filter_new(ctx);
-    static const uint8_t connect[] = {0x10, 0x0c, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x02,
-                                      0x00, 0x3c, 0x00, 0x00};
+    static const uint8_t connect[] = {0x10, 0x0c, 0x00, 0x04, 'M',  'Q',  'T',
+                                      'T',  0x04, 0x02, 0x00, 0x3c, 0x00, 0x00};
     assert_int_equal(lmq_filter_feed(f, connect, sizeof connect), LMQ_FILTER_EPROTO);
     assert_non_null(strstr(lmq_filter_reason(f), "TLS handshake failed: "));
     lmq_filter_free(f);
@@ -723,16 +723,11 @@ static void test_ws_over_tls(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ctx_errors),
-        cmocka_unit_test(test_data_tls12),
-        cmocka_unit_test(test_data_tls13),
-        cmocka_unit_test(test_close_notify_from_client),
-        cmocka_unit_test(test_require_certificate),
-        cmocka_unit_test(test_old_protocol_refused),
-        cmocka_unit_test(test_client_cert),
-        cmocka_unit_test(test_split_feeds),
-        cmocka_unit_test(test_resumption),
-        cmocka_unit_test(test_ws_over_tls),
+        cmocka_unit_test(test_ctx_errors),          cmocka_unit_test(test_data_tls12),
+        cmocka_unit_test(test_data_tls13),          cmocka_unit_test(test_close_notify_from_client),
+        cmocka_unit_test(test_require_certificate), cmocka_unit_test(test_old_protocol_refused),
+        cmocka_unit_test(test_client_cert),         cmocka_unit_test(test_split_feeds),
+        cmocka_unit_test(test_resumption),          cmocka_unit_test(test_ws_over_tls),
     };
     return cmocka_run_group_tests(tests, make_pki, remove_pki);
 }

@@ -42,8 +42,7 @@ static void put(struct bytes *b, const void *p, size_t n)
 }
 
 /* A client frame: masked unless MASKED is false. */
-static void frame(struct bytes *b, int fin, int opcode, const void *payload, size_t len,
-                  int masked)
+static void frame(struct bytes *b, int fin, int opcode, const void *payload, size_t len, int masked)
 {
     uint8_t h[14];
     size_t hl = 0;
@@ -121,8 +120,7 @@ static void take_app(struct lmq_filter *f, struct bytes *out)
 }
 
 /* Parses one server frame at P (N bytes): opcode, payload, length. */
-static size_t server_frame(const uint8_t *p, size_t n, int *opcode, const uint8_t **pl,
-                           size_t *len)
+static size_t server_frame(const uint8_t *p, size_t n, int *opcode, const uint8_t **pl, size_t *len)
 {
     assert_true(n >= 2);
     assert_int_equal(p[0] & 0x80, 0x80); /* FIN */
@@ -235,33 +233,40 @@ static void test_bad_requests(void **state)
     char r[1024];
     snprintf(r, sizeof r,
              "POST /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n%s", tail);
+             "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n%s",
+             tail);
     check_refused(r, 400, LMQ_FILTER_EPROTO, "GET");
     snprintf(r, sizeof r,
              "GET /mqtt HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n%s", tail);
+             "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n%s",
+             tail);
     check_refused(r, 400, LMQ_FILTER_EPROTO, "HTTP/1.1");
     snprintf(r, sizeof r, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     check_refused(r, 426, LMQ_FILTER_EPROTO, "Upgrade");
     snprintf(r, sizeof r,
              "GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n"
-             "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n%s", tail);
+             "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n%s",
+             tail);
     check_refused(r, 426, LMQ_FILTER_EPROTO, "Connection");
     snprintf(r, sizeof r,
              "GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 8\r\n%s", tail);
+             "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 8\r\n%s",
+             tail);
     check_refused(r, 426, LMQ_FILTER_EPROTO, "13");
     snprintf(r, sizeof r,
              "GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Version: 13\r\n%s", tail);
+             "Sec-WebSocket-Version: 13\r\n%s",
+             tail);
     check_refused(r, 400, LMQ_FILTER_EPROTO, "Sec-WebSocket-Key");
     snprintf(r, sizeof r,
              "GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n%s", tail);
+             "Sec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n%s",
+             tail);
     check_refused(r, 400, LMQ_FILTER_EPROTO, "Sec-WebSocket-Key");
     snprintf(r, sizeof r,
              "GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             " folded\r\nSec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n%s", tail);
+             " folded\r\nSec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n%s",
+             tail);
     check_refused(r, 400, LMQ_FILTER_EPROTO, "folded");
     snprintf(r, sizeof r, "GET /mqtt HTTP/1.1\r\nno colon here\r\n\r\n");
     check_refused(r, 400, LMQ_FILTER_EPROTO, "header");
@@ -289,8 +294,8 @@ static void client_stream(struct bytes *wire, struct bytes *mqtt)
     const char *r = request("mqtt");
     put(wire, r, strlen(r));
     /* Two MQTT packets (CONNECT-ish, PINGREQ) in one frame. */
-    static const uint8_t p1[] = {0x10, 0x0c, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x02,
-                                 0x00, 0x3c, 0x00, 0x00, 0xc0, 0x00};
+    static const uint8_t p1[] = {0x10, 0x0c, 0x00, 0x04, 'M',  'Q',  'T',  'T',
+                                 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00, 0xc0, 0x00};
     frame(wire, 1, WS_BINARY, p1, sizeof p1, 1);
     put(mqtt, p1, sizeof p1);
     /* One packet across three frames (a fragmented message) with a ping
@@ -556,11 +561,11 @@ static void test_server_frames(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_accept_key),    cmocka_unit_test(test_handshake_ok),
-        cmocka_unit_test(test_subprotocols),  cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_accept_key),       cmocka_unit_test(test_handshake_ok),
+        cmocka_unit_test(test_subprotocols),     cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_split_everywhere), cmocka_unit_test(test_large_frame),
-        cmocka_unit_test(test_ping_pong),     cmocka_unit_test(test_close_from_client),
-        cmocka_unit_test(test_refusals),      cmocka_unit_test(test_server_frames),
+        cmocka_unit_test(test_ping_pong),        cmocka_unit_test(test_close_from_client),
+        cmocka_unit_test(test_refusals),         cmocka_unit_test(test_server_frames),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
