@@ -79,6 +79,13 @@ static int make_pki(void **state)
         "-extfile client.ext -out ed.crt",
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout wrong.key "
         "-out wrong.crt -days 2 -subj '/CN=intruder'",
+        /* A client of another CA that the server does not trust. */
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key "
+        "-out other.crt -days 2 -subj '/CN=other CA' -extensions v3_ca",
+        "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
+        "stranger.key -out stranger.csr -subj '/CN=stranger'",
+        "openssl x509 -req -in stranger.csr -CA other.crt -CAkey other.key -CAcreateserial "
+        "-days 2 -extfile client.ext -out stranger.crt",
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (run("%s", cmds[i]) != 0) {
@@ -401,6 +408,11 @@ static void test_require_certificate(void **state)
     check_refused(&l, TLS1_3_VERSION, "wrong.crt", "wrong.key", "certificate verify failed");
     listener(&l, path("ca.crt"), false);
     check_refused(&l, TLS1_3_VERSION, "wrong.crt", "wrong.key", "certificate verify failed");
+    /* A certificate from a CA the server does not trust. */
+    check_refused(&l, TLS1_2_VERSION, "stranger.crt", "stranger.key",
+                  "certificate verify failed (unable to get local issuer certificate)");
+    check_refused(&l, TLS1_3_VERSION, "stranger.crt", "stranger.key",
+                  "certificate verify failed (unable to get local issuer certificate)");
     /* A server certificate is not a client certificate. */
     listener(&l, path("ca.crt"), true);
     check_refused(&l, TLS1_3_VERSION, "server.crt", "server.key", "certificate verify failed");
