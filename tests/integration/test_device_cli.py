@@ -10,6 +10,7 @@ record's operator signature taken from `ledgermq log get INDEX --raw`.
 LMQ_BUILD_DIR names the build dir holding `ledgermq` (default <repo>/build).
 """
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -167,6 +168,26 @@ def test_registry_cli(tmp):
     assert json.loads(cli("device", "list", "--trust", other, datadir=data,
                           check=0).stdout) == []
     assert show(data, did, "--trust", vkey)["status"] == "revoked"
+
+
+def test_register_refused_on_running_node(tmp):
+    """A running broker holds the ledger lock: offline registry writes refuse,
+    reads of the index still work."""
+    data = tmp / "data"
+    op = tmp / "op.key"
+    vkey = operator_keygen(op)
+    did, _ = keygen(tmp / "dev.key")
+    _, pk2 = keygen(tmp / "dev2.key")
+    cli("device", "register", "--operator-key", op, "--key", tmp / "dev.key", "--name", "m1",
+        datadir=data, check=0)
+    with open(data / "ledger" / "LOCK", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        p = cli("device", "register", "--operator-key", op, "--pub", pk2.hex(), "--name", "m2",
+                datadir=data, check=2)
+        assert b"in use" in p.stderr
+        cli("device", "revoke", "--operator-key", op, "--id", did, datadir=data, check=2)
+        assert show(data, did)["status"] == "active"
+        assert show(data, did, "--trust", vkey)["status"] == "active"
 
 
 def test_registry_record_verified_independently(tmp):
