@@ -1451,10 +1451,16 @@ int ledger_open(const char *datadir, const struct ledger_options *opts, struct l
             if (rc == LEDGER_ERR_CORRUPT && l->sync == LEDGER_SYNC_BATCH && !l->ro &&
                 !seg_exists(l, POS_SEG(cpos) + 1)) {
                 /* Under sync=batch a power loss may drop segment data the
-                 * derived files had seen: step back one block and retry. */
+                 * derived files had seen: if the block's commit frame is
+                 * not whole in the segment (file lost or cut short, even
+                 * inside the frame), step back one block and retry. A
+                 * frame that is whole but wrong stays corruption. */
                 uint8_t fb[FRAME_HEADER_LEN];
                 int fd = seg_fd(l, POS_SEG(cpos));
-                if (fd < 0 || store_pread_full(fd, fb, sizeof fb, (off_t)POS_OFF(cpos)) == -EIO) {
+                int hr = fd < 0 ? fd : store_pread_full(fd, fb, sizeof fb, (off_t)POS_OFF(cpos));
+                if (fd < 0 || hr == -EIO ||
+                    (hr == 0 &&
+                     file_size(fd) < (uint64_t)POS_OFF(cpos) + FRAME_HEADER_LEN + le32_get(fb))) {
                     LMQ_WARN("ledger: sync=batch: segment data of block %llu lost; stepping back",
                              (unsigned long long)(h - 1));
                     if (ftruncate(l->blocks_fd, (off_t)((h - 1) * BLOCK_ENTRY_LEN)) != 0) {

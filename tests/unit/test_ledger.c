@@ -24,6 +24,8 @@
 #include "ledger/checkpoint.h"
 #include "ledger/log.h"
 #include "ledger/merkle.h"
+#include "ledger/store_int.h"
+#include "crypto/sign.h"
 #include "util/log.h"
 
 static char errbuf[1024];
@@ -509,6 +511,242 @@ static void test_damage_refused(void **state)
     run("rm -rf %s %s", dir, cp);
 }
 
+/* Offset of the commit frame of block height in a single-segment log. */
+static off_t commit_frame_of(const char *seg, uint64_t height, uint32_t *plen)
+{
+    int fd = open(seg, O_RDONLY);
+    assert_true(fd >= 0);
+    off_t off = SEG_HEADER_LEN, end = lseek(fd, 0, SEEK_END);
+    uint64_t h = 0;
+    while (off + FRAME_HEADER_LEN <= end) {
+        uint8_t hdr[FRAME_HEADER_LEN];
+        assert_int_equal(pread(fd, hdr, sizeof hdr, off), FRAME_HEADER_LEN);
+        uint32_t n = le32_get(hdr);
+        if (hdr[4] == FRAME_COMMIT && h++ == height) {
+            close(fd);
+            *plen = n;
+            return off;
+        }
+        off += FRAME_HEADER_LEN + (off_t)n;
+    }
+    close(fd);
+    fail_msg("no commit frame of block %llu in %s", (unsigned long long)height, seg);
+    return -1;
+}
+
+/* "The log never signs two inconsistent checkpoints": stored nodes that a
+ * disk fault (or a stray writer) changes under a running writer no longer
+ * give the root of the last signed checkpoint, and the next append is
+ * refused with LEDGER_ERR_INCONSISTENT: nothing written, nothing signed. */
+static void test_inconsistent_never_signed(void **state)
+{
+    (void)state;
+    char dir[64], seg[128], node2[128];
+    make_dir(dir, sizeof dir);
+    snprintf(seg, sizeof seg, "%s/ledger/seg-00000000", dir);
+    snprintf(node2, sizeof node2, "%s/ledger/nodes/02", dir);
+    struct ledger *l = open_rw(dir);
+    append_n(l, 4, 1); /* records 0..3: completes node (2, 0) */
+    append_n(l, 1, 2); /* record 4: the signed tree of size 5 uses node (2, 0) */
+    char before[LEDGER_MAX_CHECKPOINT], after[LEDGER_MAX_CHECKPOINT];
+    size_t blen, alen;
+    assert_int_equal(ledger_latest_checkpoint(l, before, sizeof before, &blen), 0);
+    off_t seg_len = file_len(seg);
+
+    flip_byte(node2, 7); /* the fault, while the writer holds the log open */
+    lmq_log_set_level(LMQ_LOG_ERROR);
+    struct ledger_record_buf r = {(const uint8_t *)"after the fault", 15};
+    struct ledger_commit cm;
+    assert_int_equal(ledger_append_batch(l, &r, 1, 3, &cm), LEDGER_ERR_INCONSISTENT);
+    assert_int_equal(ledger_append_batch(l, &r, 1, 4, &cm), LEDGER_ERR_INCONSISTENT);
+    lmq_log_set_level(LMQ_LOG_INFO);
+    assert_int_equal(ledger_size(l), 5);
+    assert_int_equal(ledger_height(l), 2);
+    assert_int_equal(file_len(seg), seg_len); /* not one byte written */
+    assert_int_equal(ledger_latest_checkpoint(l, after, sizeof after, &alen), 0);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(after, before, blen);
+    ledger_close(l);
+
+    /* The damage is refused on open too; undone, the log is as it was. */
+    lmq_log_set_level(LMQ_LOG_ERROR);
+    struct ledger *x;
+    assert_int_equal(try_open(dir, false, &x), LEDGER_ERR_CORRUPT);
+    lmq_log_set_level(LMQ_LOG_INFO);
+    flip_byte(node2, 7);
+    l = open_rw(dir);
+    assert_int_equal(ledger_size(l), 5);
+    append_n(l, 3, 5);
+    check_all(l);
+    check_chain_and_checkpoints(l);
+    ledger_close(l);
+    audit_ok(dir);
+    run("rm -rf %s", dir);
+}
+
+struct findings {
+    char text[8192];
+    unsigned problems;
+};
+
+static void collect(void *ctx, bool problem, const char *line)
+{
+    struct findings *f = ctx;
+    if (problem)
+        f->problems++;
+    size_t used = strlen(f->text);
+    snprintf(f->text + used, sizeof f->text - used, "%s: %s\n", problem ? "PROBLEM" : "warning",
+             line);
+}
+
+/* A compromised node (it holds the node key) replaces block 1's checkpoint
+ * with one for another tree of the same size, validly signed: each
+ * checkpoint verifies on its own, but the auditor must find that block 1's
+ * does not extend block 0's and that block 2's does not extend block 1's. */
+static void test_audit_inconsistent_checkpoints(void **state)
+{
+    (void)state;
+    char dir[64], seg[128], keypath[128];
+    make_dir(dir, sizeof dir);
+    snprintf(seg, sizeof seg, "%s/ledger/seg-00000000", dir);
+    snprintf(keypath, sizeof keypath, "%s/node.key", dir);
+    struct ledger *l = open_rw(dir);
+    for (int b = 0; b < 3; b++)
+        append_n(l, 4, (uint64_t)b);
+    uint8_t pk[32];
+    ledger_public_key(l, pk);
+    struct note_verifier v;
+    assert_int_equal(note_verifier_init(&v, ledger_origin(l), pk), 0);
+    ledger_close(l);
+    audit_ok(dir);
+
+    uint32_t plen;
+    off_t fo = commit_frame_of(seg, 1, &plen);
+    uint8_t *frame = malloc(FRAME_HEADER_LEN + plen);
+    assert_non_null(frame);
+    int fd = open(seg, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, frame, FRAME_HEADER_LEN + plen, fo), FRAME_HEADER_LEN + plen);
+    char *note = (char *)frame + FRAME_HEADER_LEN + LEDGER_BLOCK_HEADER_LEN;
+    size_t note_len = plen - LEDGER_BLOCK_HEADER_LEN;
+    struct checkpoint cp;
+    assert_int_equal(checkpoint_verify(note, note_len, &v, 1, 1, NULL, NULL, &cp), 0);
+    assert_int_equal(cp.size, 8);
+    cp.root[0] ^= 1; /* another tree of 8 records */
+    uint8_t fpk[32], fsk[64];
+    int created = 0;
+    assert_int_equal(crypto_key_load_or_create(keypath, fpk, fsk, &created), 0);
+    assert_int_equal(created, 0);
+    char forged[LEDGER_MAX_CHECKPOINT];
+    ssize_t flen = checkpoint_sign(&cp, fsk, fpk, forged, sizeof forged);
+    assert_int_equal(flen, (ssize_t)note_len); /* same length: a drop-in */
+    struct checkpoint fcp;
+    assert_int_equal(checkpoint_verify(forged, (size_t)flen, &v, 1, 1, NULL, NULL, &fcp), 0);
+    memcpy(note, forged, note_len);
+    store_frame_header(frame, FRAME_COMMIT, frame + FRAME_HEADER_LEN, plen); /* CRC fixed */
+    assert_int_equal(pwrite(fd, frame, FRAME_HEADER_LEN + plen, fo), FRAME_HEADER_LEN + plen);
+    close(fd);
+    free(frame);
+
+    struct findings f = {0};
+    struct ledger_audit_stats st;
+    char err[256];
+    assert_int_equal(ledger_audit(dir, NULL, collect, NULL, &f, &st, err, sizeof err),
+                     LEDGER_ERR_CORRUPT);
+    char want[256];
+    snprintf(want, sizeof want,
+             "PROBLEM: ledger/seg-00000000 offset %lld: checkpoint of block 1 (size 8) is not "
+             "consistent with the previous checkpoint (size 4)",
+             (long long)fo);
+    if (!strstr(f.text, want))
+        fprintf(stderr, "audit said:\n%s", f.text);
+    assert_non_null(strstr(f.text, want));
+    uint32_t plen2;
+    off_t fo2 = commit_frame_of(seg, 2, &plen2);
+    snprintf(want, sizeof want,
+             "PROBLEM: ledger/seg-00000000 offset %lld: checkpoint of block 2 (size 12) is not "
+             "consistent with the previous checkpoint (size 8)",
+             (long long)fo2);
+    assert_non_null(strstr(f.text, want));
+    run("rm -rf %s", dir);
+}
+
+/* sync=batch: batches are not synced one by one, so a power loss may drop
+ * segment data that the (later synced) derived files describe. Reopening
+ * steps back to the last block whose commit frame survived, cuts the rest,
+ * and the log audits clean and takes appends again. */
+static void test_sync_batch_loss(void **state)
+{
+    (void)state;
+    char dir[64], seg[160], cp[96];
+    make_dir(dir, sizeof dir);
+    snprintf(cp, sizeof cp, "%s-c", dir);
+    struct ledger_options o;
+    ledger_options_default(&o);
+    o.origin = "example.com/test-log";
+    o.sync = LEDGER_SYNC_BATCH;
+    struct ledger *l;
+    assert_int_equal(ledger_open(dir, &o, &l, errbuf, sizeof errbuf), 0);
+    uint8_t roots[6][32];
+    uint64_t sizes[6];
+    for (int b = 0; b < 6; b++) {
+        append_n(l, 5, (uint64_t)b);
+        ledger_root(l, roots[b]);
+        sizes[b] = ledger_size(l);
+    }
+    check_all(l);
+    check_chain_and_checkpoints(l);
+    ledger_close(l);
+    audit_ok(dir);
+    assert_int_equal(ledger_open(dir, &o, &l, errbuf, sizeof errbuf), 0);
+    assert_int_equal(ledger_size(l), 30);
+    ledger_close(l);
+
+    /* The segment loses everything after block 2's commit frame, cut at
+     * that boundary, inside block 3's records, inside block 4's commit
+     * frame header and inside its payload; or the segment file is gone. */
+    snprintf(seg, sizeof seg, "%s/ledger/seg-00000000", cp);
+    uint32_t p2, p4;
+    char segd[160];
+    snprintf(segd, sizeof segd, "%s/ledger/seg-00000000", dir);
+    off_t end2 = commit_frame_of(segd, 2, &p2);
+    end2 += FRAME_HEADER_LEN + p2;
+    off_t c4 = commit_frame_of(segd, 4, &p4);
+    struct {
+        off_t len;
+        int keep; /* blocks that survive */
+    } cuts[] = {{end2, 3}, {end2 + 20, 3}, {c4 + 5, 4}, {c4 + FRAME_HEADER_LEN + 50, 4}, {-1, 0}};
+    lmq_log_set_level(LMQ_LOG_ERROR);
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        run("rm -rf %s && cp -a %s %s", cp, dir, cp);
+        if (cuts[i].len >= 0)
+            run("truncate -s %lld %s", (long long)cuts[i].len, seg);
+        else
+            run("rm %s", seg);
+        /* sync=always promises that nothing committed is lost: refused. */
+        struct ledger *x;
+        assert_int_equal(try_open(cp, false, &x), LEDGER_ERR_CORRUPT);
+        assert_int_equal(ledger_open(cp, &o, &l, errbuf, sizeof errbuf), 0);
+        int keep = cuts[i].keep;
+        uint8_t r[32];
+        ledger_root(l, r);
+        if (keep) {
+            assert_int_equal(ledger_size(l), sizes[keep - 1]);
+            assert_memory_equal(r, roots[keep - 1], 32);
+        } else {
+            assert_int_equal(ledger_size(l), 0);
+        }
+        assert_int_equal(ledger_height(l), keep);
+        append_n(l, 3, 100);
+        check_all(l);
+        check_chain_and_checkpoints(l);
+        ledger_close(l);
+        audit_ok(cp);
+    }
+    lmq_log_set_level(LMQ_LOG_INFO);
+    run("rm -rf %s %s", dir, cp);
+}
+
 static void test_block_encoding(void **state)
 {
     (void)state;
@@ -539,9 +777,15 @@ static void test_block_encoding(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_block_encoding),         cmocka_unit_test(test_round_trip_and_reopen),
-        cmocka_unit_test(test_proposer_key),           cmocka_unit_test(test_segment_roll),
-        cmocka_unit_test(test_torn_tail_every_offset), cmocka_unit_test(test_damage_refused),
+        cmocka_unit_test(test_block_encoding),
+        cmocka_unit_test(test_round_trip_and_reopen),
+        cmocka_unit_test(test_proposer_key),
+        cmocka_unit_test(test_segment_roll),
+        cmocka_unit_test(test_torn_tail_every_offset),
+        cmocka_unit_test(test_damage_refused),
+        cmocka_unit_test(test_inconsistent_never_signed),
+        cmocka_unit_test(test_audit_inconsistent_checkpoints),
+        cmocka_unit_test(test_sync_batch_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
