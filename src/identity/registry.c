@@ -569,6 +569,15 @@ static int reg__chunk(struct registry *r, struct ledger *l, uint64_t from, uint6
     int rc = mdb_txn_begin(r->env, NULL, 0, &txn);
     if (rc != 0)
         return rc == MDB_MAP_RESIZED ? MDB_MAP_FULL : reg__db(rc, "begin");
+    /* Write transactions are serialised across processes: if another one
+     * (a CLI beside a broker) moved the index since we looked, start over. */
+    rc = reg__read_state(r, txn, &st);
+    if ((rc == 0 && st.size != from) || (rc == -ENOENT && from != 0)) {
+        rc = -EAGAIN;
+        goto fail_abort;
+    }
+    if (rc != 0 && rc != -ENOENT)
+        goto fail_abort;
     for (uint64_t i = from; i < to; i++) {
         size_t len;
         rc = ledger_get(l, i, *buf, *cap, &len);
@@ -620,8 +629,20 @@ fail_abort:
     return rc;
 }
 
+static int reg__sync(struct registry *r, struct ledger *l, struct registry_sync_result *res,
+                     registry_refused_fn on_refused, void *ctx);
+
 int registry_sync(struct registry *r, struct ledger *l, struct registry_sync_result *res,
                   registry_refused_fn on_refused, void *ctx)
+{
+    int rc = -EAGAIN;
+    for (int attempt = 0; attempt < 5 && rc == -EAGAIN; attempt++)
+        rc = reg__sync(r, l, res, on_refused, ctx);
+    return rc == -EAGAIN ? REGISTRY_ERR_DB : rc;
+}
+
+static int reg__sync(struct registry *r, struct ledger *l, struct registry_sync_result *res,
+                     registry_refused_fn on_refused, void *ctx)
 {
     struct registry_sync_result local;
     struct reg__state st;
