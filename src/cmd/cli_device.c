@@ -49,8 +49,9 @@ int cli_parse_pubkey(const char *s, uint8_t pk[32])
         return 0;
     if (crypto_pubkey_load(s, pk) == 0)
         return 0;
-    return cli_error(CLI_ERR, "%s: not a public key (64 hex digits, 44 base64 characters or a "
-                              "key file)",
+    return cli_error(CLI_ERR,
+                     "%s: not a public key (64 hex digits, 44 base64 characters or a "
+                     "key file)",
                      s);
 }
 
@@ -201,8 +202,7 @@ static void dev__print(const struct registry_device *d, const char *indent)
         printf(",\n%s  \"rotated_at_ms\": %llu", indent, (unsigned long long)d->rotated_at_ms);
     if (d->status == REGISTRY_REVOKED) {
         printf(",\n%s  \"revoked_index\": %llu,\n%s  \"revoked_at_ms\": %llu", indent,
-               (unsigned long long)d->revoked_index, indent,
-               (unsigned long long)d->revoked_at_ms);
+               (unsigned long long)d->revoked_index, indent, (unsigned long long)d->revoked_at_ms);
         if (d->reason.ptr) {
             printf(",\n%s  \"reason\": ", indent);
             dev__json_str(d->reason.ptr, d->reason.len);
@@ -279,8 +279,8 @@ static int dev__open(struct cli *c, bool write, const struct note_verifier *ops,
     if (rc) {
         registry_close(*r);
         ledger_close(*l);
-        return cli_error(CLI_ERR, "%s/registry: cannot bring the index up to date: %s",
-                         c->datadir, rc < -1000 ? registry_strerror(rc) : ledger_strerror(rc));
+        return cli_error(CLI_ERR, "%s/registry: cannot bring the index up to date: %s", c->datadir,
+                         rc < -1000 ? registry_strerror(rc) : ledger_strerror(rc));
     }
     return 0;
 }

@@ -113,9 +113,8 @@ int cli_verify_envelope(struct cli *c, int argc, char **argv)
     printf("{\"valid\": true, \"kid\": %s%.*s%s, \"seq\": %llu, \"time_ms\": %llu, "
            "\"payload_len\": %zu, \"kid_is_key_id\": %s}\n",
            kid_ok ? "\"" : "", kid_ok ? (int)m.kid_len : 4, kid_ok ? (const char *)m.kid : "null",
-           kid_ok ? "\"" : "", (unsigned long long)m.seq,
-           (unsigned long long)m.time_ms, m.payload_len,
-           device_id_matches((const char *)m.kid, m.kid_len, pk) ? "true" : "false");
+           kid_ok ? "\"" : "", (unsigned long long)m.seq, (unsigned long long)m.time_ms,
+           m.payload_len, device_id_matches((const char *)m.kid, m.kid_len, pk) ? "true" : "false");
     free(buf);
     return CLI_OK;
 }

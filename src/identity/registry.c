@@ -25,7 +25,7 @@
 #include "ledger/cbor.h"
 #include "util/log.h"
 
-#define REG__CHUNK 4096              /* ledger records per write transaction */
+#define REG__CHUNK 4096               /* ledger records per write transaction */
 #define REG__MAP_INITIAL (1ull << 30) /* address space; the file grows with use */
 #define REG__MAP_MAX_DEFAULT (64ull << 30)
 #define REG__STATE_LEN (8 + 32 + 32)
@@ -117,9 +117,8 @@ int registry_verify_signature(const struct ledger_record *rec, const struct note
         return REGISTRY_ERR_NOT_REGISTRY;
     const struct note_verifier *op = NULL;
     for (size_t i = 0; i < n_ops && op == NULL; i++)
-        if (ops[i].type == v.type && ops[i].key_id == v.key_id &&
-            ops[i].name_len == v.name_len && memcmp(ops[i].name, v.name, v.name_len) == 0 &&
-            memcmp(ops[i].pk, v.pk, 32) == 0)
+        if (ops[i].type == v.type && ops[i].key_id == v.key_id && ops[i].name_len == v.name_len &&
+            memcmp(ops[i].name, v.name, v.name_len) == 0 && memcmp(ops[i].pk, v.pk, 32) == 0)
             op = &ops[i];
     if (op == NULL)
         return REGISTRY_ERR_OPERATOR;
@@ -270,8 +269,7 @@ static int reg__rules(struct registry *r, MDB_txn *txn, const struct ledger_reco
     if (rc != 0 && rc != -ENOENT)
         return rc;
     if (rec->kind == LEDGER_KIND_DEVICE_REGISTRATION) {
-        if (!device_id_matches((const char *)g->device_id.ptr, g->device_id.len,
-                               g->public_key.ptr))
+        if (!device_id_matches((const char *)g->device_id.ptr, g->device_id.len, g->public_key.ptr))
             return REGISTRY_ERR_ID_MISMATCH;
         if (rc == 0)
             return REGISTRY_ERR_EXISTS;

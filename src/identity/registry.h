@@ -97,11 +97,11 @@ struct registry_device {
 
 /* What a registry_sync did. */
 struct registry_sync_result {
-    bool rebuilt;      /* the index was (re)built from record 0 */
-    uint64_t from;     /* first ledger index examined */
-    uint64_t to;       /* ledger size now reflected */
-    uint64_t applied;  /* registry records applied */
-    uint64_t refused;  /* registry records refused by the rules */
+    bool rebuilt;         /* the index was (re)built from record 0 */
+    uint64_t from;        /* first ledger index examined */
+    uint64_t to;          /* ledger size now reflected */
+    uint64_t applied;     /* registry records applied */
+    uint64_t refused;     /* registry records refused by the rules */
     uint64_t seq_updates; /* message records that advanced a replay slot */
 };
 

@@ -210,8 +210,7 @@ static int rec__check_registry(uint64_t kind, const struct ledger_registry *g, i
         return LEDGER_REC_ERR_FIELD;
     if (g->signature.ptr != NULL && g->signature.len != LEDGER_REG_SIG_LEN)
         return LEDGER_REC_ERR_FIELD;
-    if (g->name.ptr != NULL &&
-        (!rec__tstr_ok(&g->name, 1, 1) || g->name.len > LEDGER_REG_NAME_MAX))
+    if (g->name.ptr != NULL && (!rec__tstr_ok(&g->name, 1, 1) || g->name.len > LEDGER_REG_NAME_MAX))
         return LEDGER_REC_ERR_FIELD;
     if (g->reason.ptr != NULL &&
         (!rec__tstr_ok(&g->reason, 1, 0) || g->reason.len > LEDGER_REG_REASON_MAX))

@@ -30,12 +30,12 @@ enum ledger_record_kind {
 };
 
 /* Registry records (kinds 3-5): limits checked by encoder and decoder. */
-#define LEDGER_DEVICE_ID_LEN 34    /* "d-" + 32 base32 characters */
-#define LEDGER_REG_NAME_MAX 256    /* bytes of a device name (>= 1) */
-#define LEDGER_REG_MAX_ATTRS 32    /* attribute pairs */
-#define LEDGER_REG_ATTR_KEY_MAX 64 /* bytes of an attribute name (>= 1) */
+#define LEDGER_DEVICE_ID_LEN 34     /* "d-" + 32 base32 characters */
+#define LEDGER_REG_NAME_MAX 256     /* bytes of a device name (>= 1) */
+#define LEDGER_REG_MAX_ATTRS 32     /* attribute pairs */
+#define LEDGER_REG_ATTR_KEY_MAX 64  /* bytes of an attribute name (>= 1) */
 #define LEDGER_REG_ATTR_VAL_MAX 256 /* bytes of an attribute value */
-#define LEDGER_REG_REASON_MAX 256  /* bytes of a revocation reason */
+#define LEDGER_REG_REASON_MAX 256   /* bytes of a revocation reason */
 /* The operator signs SIG_DOMAIN || the record encoded without key 15
  * (ledger_registry_signed_bytes). */
 #define LEDGER_REG_SIG_DOMAIN "ledgermq registry record v1"

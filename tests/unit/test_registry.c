@@ -496,9 +496,8 @@ static void test_config_operator_key(void **state)
     assert_int_equal(lmq_config_apply(cfg, "operator_key a+XYZ+b", err, sizeof err), -1);
     struct note_verifier v[2];
     for (size_t i = 0; i < 2; i++)
-        assert_int_equal(note_verifier_parse(cfg->operator_keys[i],
-                                             strlen(cfg->operator_keys[i]), &v[i]),
-                         0);
+        assert_int_equal(
+            note_verifier_parse(cfg->operator_keys[i], strlen(cfg->operator_keys[i]), &v[i]), 0);
     assert_memory_equal(v[1].pk, op_b.pk, 32);
     free(cfg);
 }
