@@ -378,109 +378,83 @@ static int dev__bad_arg(const char *cmd, const char *a)
     return cli_error(CLI_ERR, "device %s: unexpected argument '%s' (see ledgermq --help)", cmd, a);
 }
 
-int cli_device_register(struct cli *c, int argc, char **argv)
+/* register, revoke and rotate: one parser; each kind allows its options
+ * (FORMATS.md: which fields each kind carries). */
+static int dev__write(struct cli *c, int argc, char **argv, uint64_t kind)
 {
+    static const char *const cmd[] = {"register", "revoke", "rotate"};
+    const char *what = cmd[kind - LEDGER_KIND_DEVICE_REGISTRATION];
     struct dev__opts o = {0};
     struct ledger_record rec;
+    struct ledger_registry *g = &rec.reg;
+    const char *id = NULL;
+    char derived[DEVICE_ID_LEN + 1];
     uint8_t pk[32];
-    bool has_pk = false;
-    char id[DEVICE_ID_LEN + 1];
+    bool has_pk = false, is_reg = kind == LEDGER_KIND_DEVICE_REGISTRATION;
     memset(&rec, 0, sizeof rec);
-    rec.kind = LEDGER_KIND_DEVICE_REGISTRATION;
+    rec.kind = kind;
     for (int i = 1; i < argc; i++) {
         int k = dev__common_opt(&o, argc, argv, &i);
         if (k < 0)
             return -k;
         if (k)
             continue;
-        if ((strcmp(argv[i], "--pub") == 0 || strcmp(argv[i], "--key") == 0) && i + 1 < argc) {
-            if (cli_parse_pubkey(argv[++i], pk))
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (v && !is_reg && strcmp(a, "--id") == 0) {
+            id = v;
+        } else if (v && kind != LEDGER_KIND_DEVICE_REVOCATION &&
+                   (strcmp(a, "--pub") == 0 || strcmp(a, "--key") == 0)) {
+            if (cli_parse_pubkey(v, pk))
                 return CLI_ERR;
             has_pk = true;
-        } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
-            const char *nm = argv[++i];
-            rec.reg.name = (struct ledger_bytes){(const uint8_t *)nm, strlen(nm)};
-        } else if (strcmp(argv[i], "--attr") == 0 && i + 1 < argc) {
-            const char *kv = argv[++i], *eq = strchr(kv, '=');
-            if (eq == NULL || eq == kv)
-                return cli_error(CLI_ERR, "--attr %s: expected NAME=VALUE", kv);
-            if (rec.reg.n_attrs == LEDGER_REG_MAX_ATTRS)
+        } else if (v && is_reg && strcmp(a, "--name") == 0) {
+            g->name = (struct ledger_bytes){(const uint8_t *)v, strlen(v)};
+        } else if (v && is_reg && strcmp(a, "--attr") == 0) {
+            const char *eq = strchr(v, '=');
+            if (eq == NULL || eq == v)
+                return cli_error(CLI_ERR, "--attr %s: expected NAME=VALUE", v);
+            if (g->n_attrs == LEDGER_REG_MAX_ATTRS)
                 return cli_error(CLI_ERR, "at most %d attributes", LEDGER_REG_MAX_ATTRS);
-            size_t j = rec.reg.n_attrs++;
-            rec.reg.attr_keys[j] = (struct ledger_bytes){(const uint8_t *)kv, (size_t)(eq - kv)};
-            rec.reg.attr_values[j] = (struct ledger_bytes){(const uint8_t *)eq + 1, strlen(eq + 1)};
+            g->attr_keys[g->n_attrs] = (struct ledger_bytes){(const uint8_t *)v, (size_t)(eq - v)};
+            g->attr_values[g->n_attrs++] =
+                (struct ledger_bytes){(const uint8_t *)eq + 1, strlen(eq + 1)};
+        } else if (v && kind == LEDGER_KIND_DEVICE_REVOCATION && strcmp(a, "--reason") == 0) {
+            g->reason = (struct ledger_bytes){(const uint8_t *)v, strlen(v)};
         } else {
-            return dev__bad_arg("register", argv[i]);
+            return dev__bad_arg(what, a);
         }
+        i++;
     }
-    if (!has_pk || rec.reg.name.ptr == NULL)
-        return cli_error(CLI_ERR, "device register: --pub PUBKEY (or --key DEVKEY) and --name NAME "
-                                  "are required");
-    device_id_from_pk(pk, id);
-    rec.reg.device_id = (struct ledger_bytes){(const uint8_t *)id, DEVICE_ID_LEN};
-    rec.reg.public_key = (struct ledger_bytes){pk, 32};
+    if (is_reg) {
+        if (!has_pk || g->name.ptr == NULL)
+            return cli_error(CLI_ERR, "device register: --pub PUBKEY (or --key DEVKEY) and --name "
+                                      "NAME are required");
+        device_id_from_pk(pk, derived);
+        id = derived;
+    } else if (id == NULL || !device_id_valid(id, strlen(id)) ||
+               (kind == LEDGER_KIND_KEY_ROTATION && !has_pk)) {
+        return cli_error(CLI_ERR, "device %s: --id DEVICEID (d-...)%s required", what,
+                         kind == LEDGER_KIND_KEY_ROTATION ? " and --pub NEWPUB are" : " is");
+    }
+    g->device_id = (struct ledger_bytes){(const uint8_t *)id, strlen(id)};
+    if (has_pk)
+        g->public_key = (struct ledger_bytes){pk, 32};
     return dev__submit(c, &o, &rec);
+}
+
+int cli_device_register(struct cli *c, int argc, char **argv)
+{
+    return dev__write(c, argc, argv, LEDGER_KIND_DEVICE_REGISTRATION);
 }
 
 int cli_device_revoke(struct cli *c, int argc, char **argv)
 {
-    struct dev__opts o = {0};
-    struct ledger_record rec;
-    const char *id = NULL;
-    memset(&rec, 0, sizeof rec);
-    rec.kind = LEDGER_KIND_DEVICE_REVOCATION;
-    for (int i = 1; i < argc; i++) {
-        int k = dev__common_opt(&o, argc, argv, &i);
-        if (k < 0)
-            return -k;
-        if (k)
-            continue;
-        if (strcmp(argv[i], "--id") == 0 && i + 1 < argc) {
-            id = argv[++i];
-        } else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc) {
-            const char *why = argv[++i];
-            rec.reg.reason = (struct ledger_bytes){(const uint8_t *)why, strlen(why)};
-        } else {
-            return dev__bad_arg("revoke", argv[i]);
-        }
-    }
-    if (id == NULL || !device_id_valid(id, strlen(id)))
-        return cli_error(CLI_ERR, "device revoke: --id DEVICEID (d-...) is required");
-    rec.reg.device_id = (struct ledger_bytes){(const uint8_t *)id, strlen(id)};
-    return dev__submit(c, &o, &rec);
+    return dev__write(c, argc, argv, LEDGER_KIND_DEVICE_REVOCATION);
 }
 
 int cli_device_rotate(struct cli *c, int argc, char **argv)
 {
-    struct dev__opts o = {0};
-    struct ledger_record rec;
-    const char *id = NULL;
-    uint8_t pk[32];
-    bool has_pk = false;
-    memset(&rec, 0, sizeof rec);
-    rec.kind = LEDGER_KIND_KEY_ROTATION;
-    for (int i = 1; i < argc; i++) {
-        int k = dev__common_opt(&o, argc, argv, &i);
-        if (k < 0)
-            return -k;
-        if (k)
-            continue;
-        if (strcmp(argv[i], "--id") == 0 && i + 1 < argc) {
-            id = argv[++i];
-        } else if ((strcmp(argv[i], "--pub") == 0 || strcmp(argv[i], "--key") == 0) &&
-                   i + 1 < argc) {
-            if (cli_parse_pubkey(argv[++i], pk))
-                return CLI_ERR;
-            has_pk = true;
-        } else {
-            return dev__bad_arg("rotate", argv[i]);
-        }
-    }
-    if (id == NULL || !device_id_valid(id, strlen(id)) || !has_pk)
-        return cli_error(CLI_ERR, "device rotate: --id DEVICEID and --pub NEWPUB are required");
-    rec.reg.device_id = (struct ledger_bytes){(const uint8_t *)id, strlen(id)};
-    rec.reg.public_key = (struct ledger_bytes){pk, 32};
-    return dev__submit(c, &o, &rec);
+    return dev__write(c, argc, argv, LEDGER_KIND_KEY_ROTATION);
 }
 
 /* list/show: with --trust, bring the index up to date first (opens the
