@@ -475,6 +475,51 @@ static void test_rules_and_rebuild(void **state)
     free(dev);
 }
 
+/* Enough registry records in one chunk for the threaded signature check,
+ * with forged ones among them, in one batch. */
+static void test_many_in_one_batch(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    char dir[128], cmd[256];
+    static uint8_t bufs[N][512];
+    struct ledger_record_buf recs[N];
+    static struct keypair devs[N];
+    struct registry_sync_result res;
+    struct registry_device *dev = malloc(sizeof *dev);
+    assert_non_null(dev);
+    make_dir(dir, sizeof dir);
+    struct ledger *l = open_ledger(dir);
+    for (size_t i = 0; i < N; i++) {
+        uint8_t seed[32] = {0};
+        seed[0] = (uint8_t)i;
+        seed[1] = (uint8_t)(i >> 8);
+        seed[31] = 0x5a;
+        assert_int_equal(crypto_ed25519_seed_keypair(devs[i].pk, devs[i].sk, seed), 0);
+        device_id_from_pk(devs[i].pk, devs[i].id);
+        recs[i].len =
+            make_rec(bufs[i], sizeof bufs[i], 3, devs[i].id, devs[i].pk, "m", T0 + i, NULL, &op_a);
+        recs[i].data = bufs[i];
+        if (i % 97 == 13)
+            bufs[i][recs[i].len - 10] ^= 0x40; /* forged: 13, 110, 207 */
+    }
+    assert_int_equal(ledger_append_batch(l, recs, N, T0, NULL), 0);
+    struct registry *r = open_registry(dir, &op_a.v, 1);
+    n_refused = 0;
+    assert_int_equal(registry_sync(r, l, &res, count_refused, NULL), 0);
+    assert_int_equal(res.applied, N - 3);
+    assert_int_equal(res.refused, 3);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(registry_lookup(r, devs[i].id, DEVICE_ID_LEN, dev),
+                         i % 97 == 13 ? -ENOENT : 0);
+    assert_int_equal(dev->registration.reg.time_ms, T0 + N - 1);
+    registry_close(r);
+    ledger_close(l);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    free(dev);
+}
+
 /* The config's repeatable operator_key feeds registry_open. */
 static void test_config_operator_key(void **state)
 {
@@ -507,9 +552,8 @@ int main(void)
     lmq_log_set_level(LMQ_LOG_ERROR);
     make_keys();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_records_roundtrip),
-        cmocka_unit_test(test_records_reject),
-        cmocka_unit_test(test_rules_and_rebuild),
+        cmocka_unit_test(test_records_roundtrip),   cmocka_unit_test(test_records_reject),
+        cmocka_unit_test(test_rules_and_rebuild),   cmocka_unit_test(test_many_in_one_batch),
         cmocka_unit_test(test_config_operator_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
