@@ -29,7 +29,15 @@
  * Threads: one struct registry per process; lookups (registry_lookup*,
  * registry_foreach, registry_check) may run on any thread concurrently
  * (each uses its own read transaction); registry_sync on one thread at a
- * time. */
+ * time (it starts short-lived threads of its own to verify operator
+ * signatures when a chunk holds many registry records). Other processes
+ * may sync the same index: LMDB serialises their writes and a sync that
+ * finds the index moved under it starts over.
+ *
+ * Cost: a rebuild is bound by Ed25519 verification of the registry
+ * records (measured 17k records/s on this 2-core machine, so ~1 min per
+ * 1M devices); the index takes ~850 bytes per device on disk; a lookup
+ * ~2-3 us. */
 #ifndef LMQ_IDENTITY_REGISTRY_H
 #define LMQ_IDENTITY_REGISTRY_H
 
