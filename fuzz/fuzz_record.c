@@ -1,7 +1,10 @@
 /* libFuzzer target: ledger record decoder and the CBOR reader/validator.
  * Invariants checked beyond "no crash": a record that decodes as a known
  * kind re-encodes to exactly the same bytes (one record, one encoding);
- * the validator and the typed walk agree on where the item ends. */
+ * the validator and the typed walk agree on where the item ends; the bytes
+ * a registry record's operator signs are the record minus its last 67
+ * bytes with the map header decreased (docs/FORMATS.md "Registry
+ * records"). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -74,6 +77,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (ledger_record_encode(&rec, out, size + 16, &len) != 0 || len != size ||
             memcmp(out, data, size) != 0)
             abort(); /* a decoded record must re-encode to its own bytes */
+        if (rec.kind >= LEDGER_KIND_DEVICE_REGISTRATION && rec.kind <= LEDGER_KIND_KEY_ROTATION) {
+            size_t dl = sizeof(LEDGER_REG_SIG_DOMAIN) - 1;
+            uint8_t *body = malloc(size + dl);
+            if (body == NULL || ledger_registry_signed_bytes(&rec, body, size + dl, &len) != 0 ||
+                len != dl + size - 67 || memcmp(body, LEDGER_REG_SIG_DOMAIN, dl) != 0 ||
+                body[dl] != data[0] - 1 || memcmp(body + dl + 1, data + 1, size - 68) != 0)
+                abort();
+            free(body);
+        }
         free(out);
     }
 
