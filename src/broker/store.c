@@ -596,7 +596,11 @@ static int store__grow(struct lmq_store *s)
         return LMQ_STORE_EFULL;
     }
     MDB_envinfo info;
-    mdb_env_info(s->env, &info);
+    rc = mdb_env_info(s->env, &info);
+    if (rc) {
+        LMQ_ERROR("store: reading the map size failed: %s", mdb_strerror(rc));
+        return LMQ_STORE_EFULL;
+    }
     LMQ_INFO("store: map grown from %" PRIu64 " to %" PRIu64 " MiB (limit %" PRIu64 " MiB)",
              s->map_size / MIB, (uint64_t)info.me_mapsize / MIB, s->opt.map_size_max / MIB);
     s->map_size = info.me_mapsize;
@@ -1514,7 +1518,10 @@ void lmq_store_close(struct lmq_store *s)
         return;
     lmq_store_abort(s);
     if (s->env) {
-        mdb_env_sync(s->env, 1);
+        int rc = mdb_env_sync(s->env, 1);
+        if (rc)
+            LMQ_ERROR("store: final sync at close failed: %s; the last commits may not be on disk",
+                      mdb_strerror(rc));
         store__env_close(s);
     }
     if (s->lock_fd >= 0)
@@ -1995,7 +2002,11 @@ int lmq_store_load(struct lmq_store *s, const struct lmq_store_visitor *v, void 
             rc = store__fail("repair commit", rc);
             goto out;
         }
-        mdb_env_sync(s->env, 1);
+        rc = mdb_env_sync(s->env, 1);
+        if (rc) {
+            rc = store__fail("repair sync", rc);
+            goto out;
+        }
         if (L.n_damaged)
             LMQ_WARN("store: repair committed: %zu damaged records skipped, %zu repairs", L.n_damaged,
                      L.n_fix);
