@@ -20,8 +20,13 @@
 #define CLI_ERR 2  /* could not read input, usage error, I/O error */
 
 struct cli {
-    const char *datadir; /* -d DATADIR (default ./data) */
+    const char *datadir; /* -d DATADIR, else data_dir of -c CONFIG, else ./data */
     const char *prog;    /* "ledgermq" */
+    /* From -c CONFIG (the daemon's file): ledger_origin (NULL without -c)
+     * and ledger_sync (default always). They apply where the CLI writes
+     * the ledger, as ledgermqd would; command flags override them. */
+    const char *origin;
+    enum ledger_sync sync;
 };
 
 /* argv[0] is the last command word; options and operands follow. */
@@ -40,7 +45,9 @@ int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 int cli_parse_u64(const char *s, uint64_t *v);
 /* Reads a whole file ("-" = stdin) into a malloc'd NUL-terminated buffer. */
 int cli_read_file(const char *path, char **buf, size_t *len);
-/* Opens the ledger of c->datadir; prints the reason and returns CLI_ERR. */
+/* Opens the ledger of c->datadir (read-write opens use origin, else
+ * c->origin, and c->sync); prints the reason and returns CLI_FAIL if the
+ * open found the log damaged (LEDGER_ERR_CORRUPT), else CLI_ERR. */
 int cli_open_ledger(struct cli *c, bool read_only, const char *origin, struct ledger **out);
 /* Hex of n bytes into out (2n+1). */
 void cli_hex(const uint8_t *p, size_t n, char *out);

@@ -23,6 +23,13 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Exit code of a failed ledger call: 1 when the log is damaged or does not
+ * extend what it signed (tampering or corruption), 2 for I/O and usage. */
+static int fail_code(int rc)
+{
+    return rc == LEDGER_ERR_CORRUPT || rc == LEDGER_ERR_INCONSISTENT ? CLI_FAIL : CLI_ERR;
+}
+
 static int extra_arg(const char *a)
 {
     return cli_error(CLI_ERR, "unexpected argument '%s' (see ledgermq --help)", a);
@@ -180,7 +187,7 @@ int cli_log_get(struct cli *c, int argc, char **argv)
         rc = buf ? ledger_get(l, index, buf, cap, &len) : -ENOMEM;
     }
     if (rc) {
-        int code = rc == LEDGER_ERR_CORRUPT ? CLI_FAIL : CLI_ERR;
+        int code = fail_code(rc);
         if (rc == -ERANGE)
             cli_error(code, "log get %llu: no such record (log size is %llu)",
                       (unsigned long long)index, (unsigned long long)ledger_size(l));
@@ -318,9 +325,9 @@ int cli_log_blocks(struct cli *c, int argc, char **argv)
         rc = ledger_block(l, h, &b);
         if (rc) {
             ledger_close(l);
-            return cli_error(rc == LEDGER_ERR_CORRUPT ? CLI_FAIL : CLI_ERR,
-                             "block %llu: %s (ledger/blocks offset %llu)", (unsigned long long)h,
-                             ledger_strerror(rc), (unsigned long long)(h * 128));
+            return cli_error(fail_code(rc), "block %llu: %s (ledger/blocks offset %llu)",
+                             (unsigned long long)h, ledger_strerror(rc),
+                             (unsigned long long)(h * 128));
         }
         char root[65], hash[65];
         cli_hex(b.root, 32, root);
@@ -417,9 +424,9 @@ static int pending_commit(struct ledger *l, struct pending *p)
 
 int cli_log_append(struct cli *c, int argc, char **argv)
 {
-    const char *topic = NULL, *origin = NULL;
+    const char *topic = NULL, *origin = c->origin;
     uint64_t batch = 1000;
-    enum ledger_sync sync = LEDGER_SYNC_ALWAYS;
+    enum ledger_sync sync = c->sync;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc)
             topic = argv[++i];
@@ -449,7 +456,7 @@ int cli_log_append(struct cli *c, int argc, char **argv)
     struct ledger *l;
     int rc = ledger_open(c->datadir, &o, &l, err, sizeof err);
     if (rc)
-        return cli_error(CLI_ERR, "%s: %s", c->datadir, err[0] ? err : ledger_strerror(rc));
+        return cli_error(fail_code(rc), "%s: %s", c->datadir, err[0] ? err : ledger_strerror(rc));
 
     struct pending p = {0};
     size_t cap = 1 << 20, have = 0;
@@ -496,7 +503,7 @@ int cli_log_append(struct cli *c, int argc, char **argv)
             }
             start = i + 1;
             if (p.n >= batch && (rc = pending_commit(l, &p))) {
-                code = cli_error(CLI_ERR, "append: %s", ledger_strerror(rc));
+                code = cli_error(fail_code(rc), "append: %s", ledger_strerror(rc));
                 goto done;
             }
         }
@@ -514,7 +521,7 @@ int cli_log_append(struct cli *c, int argc, char **argv)
         struct pollfd pf = {.fd = 0, .events = POLLIN};
         if (eof || p.n >= batch || poll(&pf, 1, 0) == 0) {
             if ((rc = pending_commit(l, &p))) {
-                code = cli_error(CLI_ERR, "append: %s", ledger_strerror(rc));
+                code = cli_error(fail_code(rc), "append: %s", ledger_strerror(rc));
                 goto done;
             }
         }
@@ -578,7 +585,7 @@ int cli_log_checkpoint(struct cli *c, int argc, char **argv)
     rc = ledger_block_checkpoint(l, h, note, sizeof note, &len);
     ledger_close(l);
     if (rc)
-        return cli_error(CLI_ERR, "checkpoint of block %llu: %s", (unsigned long long)h,
+        return cli_error(fail_code(rc), "checkpoint of block %llu: %s", (unsigned long long)h,
                          ledger_strerror(rc));
     fwrite(note, 1, len, stdout);
     return CLI_OK;
@@ -615,7 +622,7 @@ int cli_log_proof(struct cli *c, int argc, char **argv)
     struct receipt r;
     rc = scratch ? ledger_receipt(l, index, size, scratch, scap, &r) : -ENOMEM;
     if (rc) {
-        int code = rc == LEDGER_ERR_CORRUPT ? CLI_FAIL : CLI_ERR;
+        int code = fail_code(rc);
         if (rc == LEDGER_ERR_NOCHECKPOINT)
             cli_error(code,
                       "no checkpoint at tree size %llu (sizes at block ends only; see "
@@ -666,9 +673,9 @@ int cli_log_consistency(struct cli *c, int argc, char **argv)
     rc = ledger_consistency_proof(l, old_size, new_size, proof, &n);
     ledger_close(l);
     if (rc)
-        return cli_error(CLI_ERR, "consistency %llu -> %llu: %s (log size too small?)",
+        return cli_error(fail_code(rc), "consistency %llu -> %llu: %s%s",
                          (unsigned long long)old_size, (unsigned long long)new_size,
-                         ledger_strerror(rc));
+                         ledger_strerror(rc), rc == -ERANGE ? " (log size too small)" : "");
     printf("ledgermq consistency v1\nold %llu\nnew %llu\n", (unsigned long long)old_size,
            (unsigned long long)new_size);
     for (size_t i = 0; i < n; i++) {

@@ -5,6 +5,7 @@
  * watch, cluster) are one row and one cli_*.c file each. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "cmd/cli.h"
 #include "crypto/hash.h"
+#include "util/config.h"
 #include "util/log.h"
 
 static const struct cli_command commands[] = {
@@ -64,15 +66,17 @@ static const struct cli_command commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ledgermq [-d DATADIR] COMMAND [ARGS]\n\n"
-            "  -d DATADIR   the node's data dir (default ./data; the ledger is DATADIR/ledger)\n\n"
-            "commands:\n");
+    fprintf(f, "usage: ledgermq [-c CONFIG] [-d DATADIR] COMMAND [ARGS]\n\n"
+               "  -c CONFIG    read data_dir, ledger_origin and ledger_sync from ledgermqd's\n"
+               "               config file (docs/CONFIG.md); -d and command flags override it\n"
+               "  -d DATADIR   the node's data dir (default: data_dir of CONFIG, else ./data;\n"
+               "               the ledger is DATADIR/ledger)\n\n"
+               "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %s %s\n      %s\n", commands[i].words, commands[i].synopsis,
                 commands[i].help);
     fprintf(f, "\nexit codes: 0 ok / verified, 1 verification failed (tampered, bad signature or\n"
-               "proof), 2 could not read input, usage or I/O error.\n");
+               "proof, or a damaged ledger), 2 could not read input, usage or I/O error.\n");
 }
 
 int cli_error(int code, const char *fmt, ...)
@@ -155,6 +159,11 @@ int cli_open_ledger(struct cli *c, bool read_only, const char *origin, struct le
     ledger_options_default(&o);
     o.origin = origin;
     o.read_only = read_only;
+    if (!read_only) {
+        if (!o.origin)
+            o.origin = c->origin;
+        o.sync = c->sync;
+    }
     char err[512];
     if (read_only) {
         char p[4096];
@@ -165,7 +174,8 @@ int cli_open_ledger(struct cli *c, bool read_only, const char *origin, struct le
     }
     int rc = ledger_open(c->datadir, &o, out, err, sizeof err);
     if (rc)
-        return cli_error(CLI_ERR, "%s: %s", c->datadir, err[0] ? err : ledger_strerror(rc));
+        return cli_error(rc == LEDGER_ERR_CORRUPT ? CLI_FAIL : CLI_ERR, "%s: %s", c->datadir,
+                         err[0] ? err : ledger_strerror(rc));
     return 0;
 }
 
@@ -203,20 +213,26 @@ static size_t match(const struct cli_command *cmd, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    struct cli c = {.datadir = "./data", .prog = "ledgermq"};
+    struct cli c = {.datadir = NULL, .prog = "ledgermq", .sync = LEDGER_SYNC_ALWAYS};
+    const char *conf = NULL;
     lmq_log_set_level(LMQ_LOG_WARNING);
-    /* Global -d may come anywhere; collect the rest in order. */
+    /* Global -d and -c may come anywhere; collect the rest in order. */
     char **rest = calloc((size_t)argc + 1, sizeof *rest);
     if (!rest)
         return CLI_ERR;
     int n = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-d") == 0 || strcmp(argv[i], "--datadir") == 0) {
+        bool is_d = strcmp(argv[i], "-d") == 0 || strcmp(argv[i], "--datadir") == 0;
+        bool is_c = strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0;
+        if (is_d || is_c) {
             if (i + 1 >= argc) {
                 free(rest);
-                return cli_error(CLI_ERR, "%s needs a directory", argv[i]);
+                return cli_error(CLI_ERR, "%s needs a %s", argv[i], is_d ? "directory" : "file");
             }
-            c.datadir = argv[++i];
+            if (is_d)
+                c.datadir = argv[++i];
+            else
+                conf = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             free(rest);
@@ -232,6 +248,21 @@ int main(int argc, char **argv)
         free(rest);
         return CLI_ERR;
     }
+    static struct lmq_config cfg; /* large (listener paths): not on the stack */
+    if (conf) {
+        char err[PATH_MAX + 256];
+        lmq_config_defaults(&cfg);
+        if (lmq_config_load(&cfg, conf, err, sizeof err) != 0) {
+            free(rest);
+            return cli_error(CLI_ERR, "%s", err);
+        }
+        if (!c.datadir)
+            c.datadir = cfg.data_dir;
+        c.origin = cfg.ledger_origin;
+        c.sync = cfg.ledger_sync == LMQ_SYNC_BATCH ? LEDGER_SYNC_BATCH : LEDGER_SYNC_ALWAYS;
+    }
+    if (!c.datadir)
+        c.datadir = "./data";
     const struct cli_command *best = NULL;
     size_t best_used = 0;
     for (size_t i = 0; i < N_COMMANDS; i++) {

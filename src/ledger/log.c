@@ -1488,12 +1488,17 @@ int ledger_open(const char *datadir, const struct ledger_options *opts, struct l
             seterr(l, "cannot truncate derived files in %s: %s", l->dir, strerror(-rc));
             goto fail;
         }
+        uint64_t derived_height = l->height;
         rc = replay(l, l->height ? start : POS_MAKE(0, 0));
         if (rc) {
             if (l->err && !l->err[0])
                 seterr(l, "recovering %s: %s", l->dir, ledger_strerror(rc));
             goto fail;
         }
+        if (l->height > derived_height)
+            LMQ_WARN("ledger: derived files lagged the segments: rebuilt blocks %llu..%llu from "
+                     "the segments",
+                     (unsigned long long)derived_height, (unsigned long long)(l->height - 1));
         rc = sync_derived(l);
         if (rc) {
             seterr(l, "cannot sync derived files in %s: %s", l->dir, strerror(-rc));
