@@ -1,8 +1,11 @@
 /* Tests for the ledger store (src/ledger/log.c, segment.c, block.c, audit.c):
  * append/read round trips, proofs at every size checked with
  * merkle_verify_*, reopen, the block chain, checkpoint signatures, the
- * lock, torn tails cut at every byte offset of the last batch, and damage
- * refused with the file and offset named. */
+ * lock, torn tails cut at every byte offset of the last batch, damage
+ * refused with the file and offset named, an append refused rather than a
+ * checkpoint signed that does not extend the last one, inconsistent but
+ * validly signed checkpoints named by the auditor, and sync=batch recovery
+ * after a power loss dropped unsynced segment data. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
