@@ -13,6 +13,7 @@
 
 #include "crypto/note.h"
 #include "ledger/log.h"
+#include "util/config.h"
 
 /* Exit codes (documented in the usage text and docs/FORMATS.md "CLI"). */
 #define CLI_OK 0   /* verified / done */
@@ -27,6 +28,9 @@ struct cli {
      * the ledger, as ledgermqd would; command flags override them. */
     const char *origin;
     enum ledger_sync sync;
+    /* The whole -c CONFIG (NULL without -c): the device commands trust its
+     * operator_key lines. */
+    const struct lmq_config *config;
 };
 
 /* argv[0] is the last command word; options and operands follow. */

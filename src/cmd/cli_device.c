@@ -8,10 +8,11 @@
  * <datadir>/registry/; with --trust they first bring it up to date.
  *
  * Trusted operator keys: the index applies only records signed by the
- * operator keys it is built with. The CLI builds it with every --trust
- * VKEY plus, for register/revoke/rotate, the signing operator's key; pass
- * the node's configured operator_key values as --trust so that the CLI's
- * view matches the broker's (a different set makes the index rebuild). */
+ * operator keys it is built with. The CLI builds it with the operator_key
+ * lines of -c CONFIG and every --trust VKEY plus, for register/revoke/
+ * rotate, the signing operator's key; give it the node's config (-c) so
+ * that the CLI's view matches the broker's (a different set makes the
+ * index rebuild). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@
 #include "ledger/record.h"
 
 #define DEV__MAX_TRUST 16
+#define DEV__MAX_OPS (DEV__MAX_TRUST + LMQ_MAX_OPERATOR_KEYS + 1)
 #define DEV__DEFAULT_OPERATOR_NAME "operator"
 
 static uint64_t dev__now_ms(void)
@@ -259,6 +261,26 @@ static void dev__on_refused(void *ctx, uint64_t index, int err)
             (unsigned long long)index, registry_strerror(err));
 }
 
+/* The trusted operator keys: -c CONFIG's operator_key lines, then every
+ * --trust VKEY. ops holds DEV__MAX_OPS. */
+static int dev__trusted(const struct cli *c, const struct dev__opts *o, struct note_verifier *ops,
+                        size_t *n)
+{
+    *n = 0;
+    for (size_t i = 0; c->config && i < c->config->n_operator_keys; i++) {
+        const char *k = c->config->operator_keys[i];
+        if (note_verifier_parse(k, strlen(k), &ops[*n]) != 0 || ops[*n].type != NOTE_SIG_ED25519)
+            return cli_error(CLI_ERR, "%s: operator_key %s: not a valid Ed25519 verifier key",
+                             c->config->source, k);
+        (*n)++;
+    }
+    int rc = cli_parse_keys((char **)o->trust, o->n_trust, ops + *n);
+    if (rc)
+        return rc;
+    *n += o->n_trust;
+    return 0;
+}
+
 /* Opens the ledger (read-write when writing) and the registry with the
  * trusted keys (+ signer when given), brought up to date. */
 static int dev__open(struct cli *c, bool write, const struct note_verifier *ops, size_t n_ops,
@@ -290,24 +312,24 @@ static int dev__open(struct cli *c, bool write, const struct note_verifier *ops,
 static int dev__submit(struct cli *c, struct dev__opts *o, struct ledger_record *rec)
 {
     uint8_t pk[32], sk[64], sig[64];
-    struct note_verifier ops[DEV__MAX_TRUST + 1];
+    struct note_verifier ops[DEV__MAX_OPS];
     char vkey[NOTE_VKEY_MAX];
     int rc;
     if (o->op_key_path == NULL)
         return cli_error(CLI_ERR, "--operator-key OPKEY is required");
-    if ((rc = cli_parse_keys(o->trust, o->n_trust, ops)) != 0)
+    size_t n_ops;
+    if ((rc = dev__trusted(c, o, ops, &n_ops)) != 0)
         return rc;
     rc = crypto_key_load(o->op_key_path, pk, sk);
     if (rc)
         return cli_error(CLI_ERR, "%s: cannot load the operator key: %s", o->op_key_path,
                          rc == -EINVAL ? "malformed key file" : strerror(-rc));
-    /* the signer's name: --operator-name, else a --trust key with this
-     * public key, else OPKEY.vkey (written by operator keygen), else
-     * "operator" */
+    /* the signer's name: --operator-name, else a trusted key (config or
+     * --trust) with this public key, else OPKEY.vkey (written by operator
+     * keygen), else "operator" */
     const char *name = o->op_name ? o->op_name : DEV__DEFAULT_OPERATOR_NAME;
-    size_t n_ops = o->n_trust;
     int signer = -1;
-    for (size_t i = 0; i < o->n_trust && !o->op_name; i++)
+    for (size_t i = 0; i < n_ops && !o->op_name; i++)
         if (memcmp(ops[i].pk, pk, 32) == 0 && ops[i].type == NOTE_SIG_ED25519)
             signer = (int)i;
     if (signer < 0 && !o->op_name && dev__sidecar_vkey(o->op_key_path, pk, &ops[n_ops]) == 0)
@@ -461,15 +483,16 @@ int cli_device_rotate(struct cli *c, int argc, char **argv)
  * ledger read-only); without, read the index as it is. */
 static int dev__open_read(struct cli *c, struct dev__opts *o, struct registry **r)
 {
-    struct note_verifier ops[DEV__MAX_TRUST];
+    struct note_verifier ops[DEV__MAX_OPS];
+    size_t n_ops;
     struct ledger *l = NULL;
     char err[512], path[4096];
     struct stat st;
     int rc;
-    if (o->n_trust > 0) {
-        if ((rc = cli_parse_keys(o->trust, o->n_trust, ops)) != 0)
-            return rc;
-        if ((rc = dev__open(c, false, ops, o->n_trust, &l, r)) != 0)
+    if ((rc = dev__trusted(c, o, ops, &n_ops)) != 0)
+        return rc;
+    if (n_ops > 0) {
+        if ((rc = dev__open(c, false, ops, n_ops, &l, r)) != 0)
             return rc;
         ledger_close(l);
         return 0;

@@ -68,7 +68,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: ledgermq [-c CONFIG] [-d DATADIR] COMMAND [ARGS]\n\n"
                "  -c CONFIG    read data_dir, ledger_origin and ledger_sync from ledgermqd's\n"
-               "               config file (docs/CONFIG.md); -d and command flags override it\n"
+               "               config file (docs/CONFIG.md); -d and command flags override it;\n"
+               "               the device commands trust its operator_key lines\n"
                "  -d DATADIR   the node's data dir (default: data_dir of CONFIG, else ./data;\n"
                "               the ledger is DATADIR/ledger)\n\n"
                "commands:\n");
@@ -259,6 +260,7 @@ int main(int argc, char **argv)
         if (!c.datadir)
             c.datadir = cfg.data_dir;
         c.origin = cfg.ledger_origin;
+        c.config = &cfg;
         c.sync = cfg.ledger_sync == LMQ_SYNC_BATCH ? LEDGER_SYNC_BATCH : LEDGER_SYNC_ALWAYS;
     }
     if (!c.datadir)

@@ -370,7 +370,8 @@ static int reg__cmp_vkey(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* SHA-256 of the sorted operator verifier key strings, each + '\n'. */
+/* SHA-256 of the sorted distinct operator verifier key strings, each +
+ * '\n'. */
 static int reg__ops_hash(struct registry *r)
 {
     char(*s)[NOTE_VKEY_MAX] = calloc(r->n_ops ? r->n_ops : 1, sizeof *s);
@@ -390,13 +391,17 @@ static int reg__ops_hash(struct registry *r)
         p[i] = s[i];
     }
     qsort(p, r->n_ops, sizeof *p, reg__cmp_vkey);
+    size_t n = 0; /* distinct keys: a key listed twice is the same set */
     for (size_t i = 0; i < r->n_ops; i++) {
-        parts[2 * i] = p[i];
-        lens[2 * i] = strlen(p[i]);
-        parts[2 * i + 1] = "\n";
-        lens[2 * i + 1] = 1;
+        if (i > 0 && strcmp(p[i], p[i - 1]) == 0)
+            continue;
+        parts[2 * n] = p[i];
+        lens[2 * n] = strlen(p[i]);
+        parts[2 * n + 1] = "\n";
+        lens[2 * n + 1] = 1;
+        n++;
     }
-    crypto_sha256_parts(parts, lens, 2 * r->n_ops, r->ops_hash);
+    crypto_sha256_parts(parts, lens, 2 * n, r->ops_hash);
 out:
     free(s);
     free(p);

@@ -50,7 +50,7 @@
 #include "ledger/log.h"
 #include "ledger/record.h"
 
-#define REGISTRY_MAX_OPERATORS 64
+#define REGISTRY_MAX_OPERATORS 128
 #define REGISTRY_RECORD_MAX 16384 /* bytes of one registry record */
 
 enum registry_status {

@@ -169,6 +169,18 @@ def test_registry_cli(tmp):
                           check=0).stdout) == []
     assert show(data, did, "--trust", vkey)["status"] == "revoked"
 
+    # the node's config: its operator_key lines are the trusted set
+    conf = tmp / "ledgermq.conf"
+    conf.write_text("data_dir %s\noperator_key %s\n" % (data, vkey))
+    shutil.rmtree(data / "registry")
+    via_conf = json.loads(cli("-c", conf, "device", "list", check=0).stdout)
+    assert via_conf == before
+    conf.write_text("data_dir %s\noperator_key %s\n" % (data, other))
+    assert json.loads(cli("-c", conf, "device", "list", check=0).stdout) == []
+    conf.write_text("data_dir %s\noperator_key %s\n" % (data, vkey[:-2] + "AA"))
+    p = cli("-c", conf, "device", "list", check=2)
+    assert b"operator_key" in p.stderr
+
 
 def test_register_refused_on_running_node(tmp):
     """A running broker holds the ledger lock: offline registry writes refuse,
