@@ -34,6 +34,16 @@
 /* Seconds without an ack after which a congested subscriber stops pausing
  * its publishers. */
 #define BK_STALL_S 2
+/* MQTT 5 Topic Alias Maximum the broker announces: inbound aliases 1..this
+ * are resolved per connection. */
+#define BK_TOPIC_ALIAS_MAX 10
+/* MQTT 5 subscription option bits kept per subscription in the tree. */
+#define BK_OPT_NO_LOCAL 0x04
+#define BK_OPT_RAP 0x08 /* retain as published */
+/* The properties the broker itself sets or strips when forwarding. */
+#define BK_PROPS_STRIP                                                                     \
+    (MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID) |      \
+     MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY) | MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY))
 
 enum bk_qstate { BK_QUEUED = 0, BK_AWAIT_ACK = 1, BK_AWAIT_COMP = 2 };
 
@@ -47,12 +57,14 @@ struct bk_entry {
     uint8_t qos;
     uint8_t state;
     bool dup;
+    bool retain;            /* RETAIN flag to send it with */
 };
 
 struct bk_sub {
     char *filter;
     uint16_t len;
     uint8_t qos;
+    uint8_t opts;           /* BK_OPT_* */
 };
 
 struct bk_session {
@@ -64,6 +76,12 @@ struct bk_session {
     struct bk_entry *inf_head, *inf_tail;
     struct bk_entry *q_head, *q_tail;
     uint16_t *qos2_in;
+    struct lmq_msg *will;       /* MQTT 5 delayed will, waiting for will_at */
+    uint64_t will_at;           /* unix seconds */
+    uint32_t will_expiry;       /* its message expiry interval, 0 = none */
+    uint32_t expiry;            /* session expiry interval (s); UINT32_MAX = never */
+    uint32_t max_out;           /* client's Maximum Packet Size, 0 = none */
+    uint16_t recv_max;          /* client's Receive Maximum, 0 = none */
     uint64_t q_bytes;
     uint64_t next_seq;
     uint64_t disconnected_at;   /* unix seconds, 0 while online */
@@ -95,6 +113,9 @@ struct lmq_client {
     struct lmq_client *dirty_next;      /* clients with output this iteration */
     struct lmq_client *paused_next;
     struct lmq_msg *will;
+    char **alias_in;                    /* MQTT 5 inbound topic aliases, or NULL */
+    uint32_t will_delay;                /* MQTT 5 will delay interval */
+    uint32_t will_expiry;               /* its message expiry interval, 0 = none */
     uint32_t last_rx;                   /* monotonic seconds */
     uint32_t created;
     uint16_t keepalive;
@@ -106,6 +127,7 @@ struct lmq_client {
     bool paused;                        /* input paused: it published to a
                                            congested session */
     bool anonymous_ok;                  /* its listener's allow_anonymous */
+    bool expiry0;                       /* v5 CONNECT had session expiry 0 */
     char peer[39];                      /* "a.b.c.d:port" or "[v6]:port" (may be cut) */
 };
 
@@ -130,6 +152,9 @@ struct lmq_broker {
     uint64_t id_counter;
     struct lmq_broker_stats st;
     bool shutting_down;
+    bool freeing;
+    bool v5_expiry;                     /* a session with a finite expiry exists */
+    uint32_t n_wills;                   /* sessions with a delayed will */
     /* Publisher flow control: a publisher whose QoS 1/2 message lands in an
      * online session's queue above half its limit is paused (no more input
      * read) until some congested session drains below a quarter, or a tick
@@ -221,24 +246,91 @@ static void bk__out(struct lmq_client *c, const void *p, size_t n)
     bk__dirty(c);
 }
 
-static void bk__send_ack(struct lmq_client *c, uint8_t type, uint16_t pkid)
+static void bk__send_ack_rc(struct lmq_client *c, uint8_t type, uint16_t pkid, uint8_t reason)
 {
     uint8_t buf[8];
-    int n = mqtt_encode_ack_simple(buf, sizeof buf, c->proto, type, pkid, 0);
+    int n = mqtt_encode_ack_simple(buf, sizeof buf, c->proto, type, pkid,
+                                   c->proto == MQTT_V5 ? reason : 0);
     if (n > 0)
         bk__out(c, buf, (size_t)n);
 }
 
-static void bk__send_connack(struct lmq_client *c, uint8_t version, bool present, uint8_t rc)
+static void bk__send_ack(struct lmq_client *c, uint8_t type, uint16_t pkid)
+{
+    bk__send_ack_rc(c, type, pkid, 0);
+}
+
+/* CONNACK; PROPS (MQTT 5 only) may be NULL. */
+static void bk__send_connack(struct lmq_client *c, uint8_t version, bool present, uint8_t rc,
+                             const struct mqtt_props *props)
 {
     struct mqtt_connack ca;
     memset(&ca, 0, sizeof ca);
     ca.session_present = present;
     ca.reason = rc;
-    uint8_t buf[32];
+    if (props && version == MQTT_V5)
+        ca.props = *props;
+    uint8_t buf[512];
     int n = mqtt_encode_connack(buf, sizeof buf, version, &ca);
     if (n > 0)
         bk__out(c, buf, (size_t)n);
+}
+
+/* MQTT 5: tells C why the broker closes its connection (nothing under
+ * 3.1.1 or before CONNACK). */
+static void bk__send_disconnect(struct lmq_client *c, uint8_t reason)
+{
+    if (c->proto != MQTT_V5 || c->state != BK_C_CONNECTED)
+        return;
+    struct mqtt_disconnect d;
+    memset(&d, 0, sizeof d);
+    d.reason = reason;
+    uint8_t buf[8];
+    int n = mqtt_encode_disconnect(buf, sizeof buf, MQTT_V5, &d);
+    if (n > 0)
+        bk__out(c, buf, (size_t)n);
+}
+
+static bool bk__msg_expired(const struct lmq_msg *m, uint64_t now_unix)
+{
+    return m && m->expiry_at && now_unix >= m->expiry_at;
+}
+
+/* The PUBLISH of M to C, without payload bytes (P->payload.len is set). */
+static void bk__fill_publish(const struct lmq_client *c, const struct lmq_msg *m, uint8_t qos,
+                             uint16_t pkid, bool dup, bool retain, struct mqtt_publish *p)
+{
+    memset(p, 0, sizeof *p);
+    p->qos = qos;
+    p->dup = dup;
+    p->retain = retain;
+    p->packet_id = pkid;
+    p->topic.ptr = m->topic;
+    p->topic.len = m->topic_len;
+    p->payload.len = m->payload_len;
+    if (c->proto == MQTT_V5) {
+        /* The stored properties lack alias, subscription ids and expiry;
+         * the remaining expiry interval is written fresh. */
+        p->props.extra.ptr = m->props;
+        p->props.extra.len = m->props_len;
+        if (m->expiry_at) {
+            uint64_t now = bk__unix();
+            p->props.present |= MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
+            p->props.message_expiry = m->expiry_at > now ? (uint32_t)(m->expiry_at - now) : 0;
+        }
+    }
+}
+
+/* Whether M at QOS would exceed the Maximum Packet Size of session S's
+ * client (MQTT 5): such a message is dropped for it, not sent. */
+static bool bk__too_big(const struct bk_session *s, const struct lmq_msg *m, uint8_t qos)
+{
+    if (!s->max_out || !s->client)
+        return false;
+    struct mqtt_publish p;
+    bk__fill_publish(s->client, m, qos, qos ? 1 : 0, false, false, &p);
+    int n = mqtt_encode_publish_header(NULL, 0, MQTT_V5, &p);
+    return n < 0 || (uint64_t)n + m->payload_len > s->max_out;
 }
 
 /* Queues one PUBLISH of M to C. */
@@ -246,15 +338,10 @@ static void bk__send_publish(struct lmq_client *c, struct lmq_msg *m, uint8_t qo
                              bool dup, bool retain)
 {
     struct mqtt_publish p;
-    memset(&p, 0, sizeof p);
-    p.qos = qos;
-    p.dup = dup;
-    p.retain = retain;
-    p.packet_id = pkid;
-    p.topic.ptr = m->topic;
-    p.topic.len = m->topic_len;
-    p.payload.len = m->payload_len;
+    bk__fill_publish(c, m, qos, pkid, dup, retain, &p);
     size_t cap = (size_t)m->topic_len + 16;
+    if (c->proto == MQTT_V5)
+        cap += (size_t)m->props_len + 16;
     bool copy = m->payload_len <= LMQ_OUTQ_COPY_MAX;
     if (copy)
         cap += m->payload_len;
@@ -358,10 +445,39 @@ static void bk__entry_free(struct bk_entry *e)
     free(e);
 }
 
+static void bk__publish(struct lmq_broker *b, const struct bk_session *from, const char *topic,
+                        size_t tlen, const void *payload, size_t plen, const void *props,
+                        size_t props_len, uint8_t qos, bool retain, uint64_t expiry_at);
+
+/* Publishes a will message W (MQTT 5 message expiry interval EXPIRY, 0 =
+ * none) and drops the reference to it. */
+static void bk__publish_will(struct lmq_broker *b, struct lmq_msg *w, uint32_t expiry)
+{
+    bk__publish(b, NULL, w->topic, w->topic_len, w->payload, w->payload_len, w->props,
+                w->props_len, w->qos, w->retain, expiry ? bk__unix() + expiry : 0);
+    lmq_msg_unref(w);
+}
+
+/* The session's delayed will is due (or the session ends): publish it. */
+static void bk__sess_will_fire(struct lmq_broker *b, struct bk_session *s, bool publish)
+{
+    struct lmq_msg *w = s->will;
+    if (!w)
+        return;
+    s->will = NULL;
+    b->n_wills--;
+    if (publish && !b->freeing && !b->shutting_down)
+        bk__publish_will(b, w, s->will_expiry);
+    else
+        lmq_msg_unref(w);
+}
+
 /* Removes S from the table and frees it with its subscriptions and queue.
  * Deletes its store record when it has one. */
 static void bk__sess_destroy(struct lmq_broker *b, struct bk_session *s)
 {
+    /* A delayed will goes out when its session ends (MQTT 5 3.1.3.2.2). */
+    bk__sess_will_fire(b, s, true);
     size_t i = s->hash & (b->sess_cap - 1);
     struct bk_session **pp = &b->sessions[i];
     while (*pp != s)
@@ -393,14 +509,22 @@ static void bk__sess_destroy(struct lmq_broker *b, struct bk_session *s)
     free(s);
 }
 
-/* An offline persistent session not resumed within
- * persistent_client_expiration seconds. */
+/* An offline persistent session not resumed within its expiry interval
+ * (MQTT 5 session expiry, else persistent_client_expiration). */
 static bool bk__sess_expired(const struct lmq_broker *b, const struct bk_session *s,
                              uint64_t now)
 {
-    uint32_t exp = b->cfg->persistent_client_expiration;
-    return exp && !s->client && s->disconnected_at && now > s->disconnected_at &&
+    (void)b;
+    uint32_t exp = s->expiry;
+    return exp != UINT32_MAX && !s->client && s->disconnected_at && now > s->disconnected_at &&
            now - s->disconnected_at > exp;
+}
+
+/* The expiry interval of a 3.1.1 persistent session. */
+static uint32_t bk__v4_expiry(const struct lmq_broker *b)
+{
+    uint32_t exp = b->cfg->persistent_client_expiration;
+    return exp ? exp : UINT32_MAX;
 }
 
 static void bk__sess_store_put(struct lmq_broker *b, struct bk_session *s)
@@ -412,9 +536,7 @@ static void bk__sess_store_put(struct lmq_broker *b, struct bk_session *s)
         .client_id = s->id,
         .client_id_len = s->id_len,
         .protocol_version = s->proto,
-        .expiry_interval = b->cfg->persistent_client_expiration
-                               ? b->cfg->persistent_client_expiration
-                               : UINT32_MAX,
+        .expiry_interval = s->expiry,
         .disconnected_at = s->disconnected_at,
     };
     int rc = lmq_store_session_put(st, &rec);
@@ -565,31 +687,69 @@ static void bk__send_entry(struct lmq_broker *b, struct bk_session *s, struct bk
     bk__inflight_append(s, e);
     if (s->persistent)
         bk__entry_store(b, s, e);
-    bk__send_publish(s->client, e->msg, e->qos, e->pkid, false, e->msg->retain);
+    bk__send_publish(s->client, e->msg, e->qos, e->pkid, false, e->retain);
 }
 
-/* Moves queued messages into the inflight window while it has room. */
+/* The session's outbound inflight window: max_inflight_messages, or the
+ * client's MQTT 5 Receive Maximum if smaller. */
+static uint32_t bk__window(const struct lmq_broker *b, const struct bk_session *s)
+{
+    uint32_t w = b->cfg->max_inflight_messages;
+    return s->recv_max && s->recv_max < w ? s->recv_max : w;
+}
+
+/* Counts a message dropped for a client's Maximum Packet Size. */
+static void bk__drop_too_big(struct lmq_broker *b, struct bk_session *s, const struct lmq_msg *m)
+{
+    if (b->st.dropped_too_large++ % 1000 == 0)
+        LMQ_WARN("client %s: message on %s exceeds its maximum packet size %" PRIu32
+                 "; dropped (%" PRIu64 " in all)",
+                 s->id, m->topic, s->max_out, b->st.dropped_too_large);
+}
+
+/* Moves queued messages into the inflight window while it has room;
+ * expired messages and those too large for the client are dropped. */
 static void bk__pump(struct lmq_broker *b, struct bk_session *s)
 {
+    uint64_t now = 0;
     while (s->client && s->client->state == BK_C_CONNECTED && s->q_head &&
-           s->n_inflight < b->cfg->max_inflight_messages) {
+           s->n_inflight < bk__window(b, s)) {
         struct bk_entry *e = s->q_head;
         s->q_head = e->next;
         if (!s->q_head)
             s->q_tail = NULL;
         s->n_queued--;
         s->q_bytes -= lmq_msg_size(e->msg);
+        if (e->msg->expiry_at && !now)
+            now = bk__unix();
+        bool expired = bk__msg_expired(e->msg, now);
+        if (expired || bk__too_big(s, e->msg, e->qos)) {
+            if (!expired)
+                bk__drop_too_big(b, s, e->msg);
+            if (s->persistent)
+                bk__entry_unstore(b, s, e);
+            bk__entry_free(e);
+            continue;
+        }
         bk__send_entry(b, s, e);
     }
     if (s->congested && bk__under_low(b, s))
         bk__decongest(b, s);
 }
 
-/* Delivers M to session S at QoS (already min of message and grant). */
-static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_msg *m, uint8_t qos)
+/* Delivers M to session S at QoS (already min of message and grant) with
+ * the RETAIN flag RETAIN. */
+static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_msg *m, uint8_t qos,
+                        bool retain)
 {
     struct lmq_client *c = s->client;
     bool online = c && c->state == BK_C_CONNECTED;
+    if (m->expiry_at && bk__msg_expired(m, bk__unix()))
+        return;
+    if (online && bk__too_big(s, m, qos)) {
+        bk__drop_too_big(b, s, m);
+        return;
+    }
     if (qos == 0) {
         if (!online)
             return; /* QoS 0 is not queued for offline sessions */
@@ -600,14 +760,15 @@ static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_m
                          bk__name(c), b->st.dropped_qos0);
             return;
         }
-        bk__send_publish(c, m, 0, 0, false, m->retain);
+        bk__send_publish(c, m, 0, 0, false, retain);
         return;
     }
-    if (online && !s->q_head && s->n_inflight < b->cfg->max_inflight_messages) {
+    if (online && !s->q_head && s->n_inflight < bk__window(b, s)) {
         struct bk_entry *e = calloc(1, sizeof *e);
         if (!e)
             goto drop;
         e->msg = lmq_msg_ref(m);
+        e->retain = retain;
         e->qos = qos;
         e->seq = s->next_seq++;
         bk__send_entry(b, s, e);
@@ -622,6 +783,7 @@ static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_m
     if (!e)
         goto drop;
     e->msg = lmq_msg_ref(m);
+    e->retain = retain;
     e->qos = qos;
     e->seq = s->next_seq++;
     e->state = BK_QUEUED;
@@ -653,9 +815,13 @@ drop:
                  s->id, s->n_queued, s->q_bytes, qos, m->topic, s->dropped);
 }
 
-/* Routes M to every matching subscription, once per session at the
- * highest granted QoS. */
-static void bk__route(struct lmq_broker *b, struct lmq_msg *m)
+/* Routes M (published by session FROM, NULL for the broker's own, with
+ * RETAIN set when it was published retained) to every matching
+ * subscription, once per session at the highest granted QoS. The options
+ * of a session's overlapping subscriptions are merged (OR): one No Local
+ * or Retain As Published subscription decides for all of them. */
+static void bk__route(struct lmq_broker *b, struct lmq_msg *m, const struct bk_session *from,
+                      bool retain)
 {
     if (lmq_tree_match(b->tree, m->topic, m->topic_len, &b->matches) < 0) {
         LMQ_ERROR("out of memory routing a message on %s", m->topic);
@@ -663,14 +829,17 @@ static void bk__route(struct lmq_broker *b, struct lmq_msg *m)
     }
     for (size_t i = 0; i < b->matches.n; i++) {
         struct lmq_match *mt = &b->matches.v[i];
+        if ((mt->opts & BK_OPT_NO_LOCAL) && mt->owner == from)
+            continue;
         uint8_t qos = mt->qos < m->qos ? mt->qos : m->qos;
-        bk__deliver(b, mt->owner, m, qos);
+        bk__deliver(b, mt->owner, m, qos, retain && (mt->opts & BK_OPT_RAP));
     }
 }
 
 /* Sets or deletes the retained message of M's topic (memory and store). */
 static void bk__retain(struct lmq_broker *b, const char *topic, size_t tlen, const void *payload,
-                       size_t plen, const void *props, size_t props_len, uint8_t qos)
+                       size_t plen, const void *props, size_t props_len, uint8_t qos,
+                       uint64_t expiry_at)
 {
     if (plen == 0) {
         int delta;
@@ -693,6 +862,7 @@ static void bk__retain(struct lmq_broker *b, const char *topic, size_t tlen, con
         LMQ_ERROR("out of memory retaining a message on %.*s", (int)tlen, topic);
         return;
     }
+    r->expiry_at = expiry_at;
     int delta;
     if (lmq_tree_retain(b->tree, topic, tlen, r, &delta) < 0)
         LMQ_ERROR("out of memory retaining a message on %.*s", (int)tlen, topic);
@@ -710,25 +880,29 @@ static void bk__retain(struct lmq_broker *b, const char *topic, size_t tlen, con
             .props_len = props_len,
             .qos = qos,
             .retain = true,
+            .expiry_at = expiry_at,
         };
         bk__st_check(b, lmq_store_retained_put(st, &sm), "put retained");
     }
 }
 
-/* A message published (by a client or as a will). */
-static void bk__publish(struct lmq_broker *b, const char *topic, size_t tlen, const void *payload,
-                        size_t plen, const void *props, size_t props_len, uint8_t qos,
-                        bool retain)
+/* A message published (by session FROM, or as a will or by the broker
+ * with FROM NULL). PROPS are MQTT 5 properties to forward (without those
+ * in BK_PROPS_STRIP); EXPIRY_AT is its message expiry (unix s, 0 = none). */
+static void bk__publish(struct lmq_broker *b, const struct bk_session *from, const char *topic,
+                        size_t tlen, const void *payload, size_t plen, const void *props,
+                        size_t props_len, uint8_t qos, bool retain, uint64_t expiry_at)
 {
     b->st.msgs_in++;
     if (retain)
-        bk__retain(b, topic, tlen, payload, plen, props, props_len, qos);
+        bk__retain(b, topic, tlen, payload, plen, props, props_len, qos, expiry_at);
     struct lmq_msg *m = lmq_msg_new(topic, tlen, payload, plen, props, props_len, qos, false);
     if (!m) {
         LMQ_ERROR("out of memory routing a message on %.*s", (int)tlen, topic);
         return;
     }
-    bk__route(b, m);
+    m->expiry_at = expiry_at;
+    bk__route(b, m, from, retain);
     lmq_msg_unref(m);
 }
 
@@ -745,6 +919,16 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
     c->lost = true;
     struct lmq_msg *will = c->will;
     c->will = NULL;
+    if (c->alias_in) {
+        for (unsigned i = 0; i <= BK_TOPIC_ALIAS_MAX; i++)
+            free(c->alias_in[i]);
+        free(c->alias_in);
+        c->alias_in = NULL;
+    }
+    if (!send_will || b->shutting_down) {
+        lmq_msg_unref(will);
+        will = NULL;
+    }
     struct bk_session *s = c->sess;
     if (s) {
         c->sess = NULL;
@@ -752,16 +936,25 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
         bk__decongest(b, s);
         if (s->persistent) {
             s->disconnected_at = bk__unix();
+            /* MQTT 5 will delay: the will waits with the session, and is
+             * dropped if the session resumes first. */
+            if (will && c->will_delay) {
+                bk__sess_will_fire(b, s, false);
+                s->will = will;
+                s->will_expiry = c->will_expiry;
+                uint32_t d = c->will_delay < s->expiry ? c->will_delay : s->expiry;
+                s->will_at = s->disconnected_at + d;
+                b->n_wills++;
+                will = NULL;
+            }
             if (!b->shutting_down)
                 bk__sess_store_put(b, s);
         } else {
             bk__sess_destroy(b, s);
         }
     }
-    if (will && send_will && !b->shutting_down)
-        bk__publish(b, will->topic, will->topic_len, will->payload, will->payload_len,
-                    will->props, will->props_len, will->qos, will->retain);
-    lmq_msg_unref(will);
+    if (will)
+        bk__publish_will(b, will, c->will_expiry);
 }
 
 /* Closes C after a protocol error or on the broker's decision. The will is
@@ -776,15 +969,67 @@ static void bk__close(struct lmq_client *c)
     bk__dirty(c);
 }
 
-static void bk__protocol_error(struct lmq_client *c, const char *what, int err)
+/* Closes C like bk__close, telling an MQTT 5 client REASON first. */
+static void bk__close_rc(struct lmq_client *c, uint8_t reason)
+{
+    if (c->state == BK_C_CLOSING)
+        return;
+    bk__send_disconnect(c, reason);
+    bk__disconnect(c, true);
+    c->state = BK_C_CLOSING;
+    c->want_close = true;
+    bk__dirty(c);
+}
+
+/* Closes C for a defect: ERR (an enum mqtt_err, or 0) names it in the log;
+ * an MQTT 5 client gets DISCONNECT with REASON. */
+static void bk__fail(struct lmq_client *c, uint8_t reason, const char *what, int err)
 {
     LMQ_WARN("client %s (%s): %s%s%s; closing connection", bk__name(c), c->peer, what,
              err ? ": " : "", err ? mqtt_err_str(err) : "");
-    bk__close(c);
+    bk__close_rc(c, reason);
+}
+
+static void bk__protocol_error(struct lmq_client *c, const char *what, int err)
+{
+    bk__fail(c, err ? mqtt_err_reason(err) : MQTT_RC_PROTOCOL_ERROR, what, err);
 }
 
 /* ------------------------------------------------------------------ */
 /* packet handlers */
+
+/* The Receive Maximum the broker announces: max_inflight_messages. */
+static uint16_t bk__recv_max(const struct lmq_broker *b)
+{
+    uint32_t rm = b->cfg->max_inflight_messages;
+    return (uint16_t)(rm && rm < UINT16_MAX ? rm : UINT16_MAX);
+}
+
+/* Copies the properties of a validated block RAW minus BK_PROPS_STRIP into
+ * a new buffer *OUT (NULL when there are none; free() it). Returns its
+ * length, or -1 when out of memory. */
+static int bk__props_forward(struct mqtt_bin raw, uint8_t **out)
+{
+    *out = NULL;
+    if (!raw.ptr || !raw.len)
+        return 0;
+    int n = mqtt_props_copy(NULL, 0, raw, BK_PROPS_STRIP);
+    if (n <= 0)
+        return n < 0 ? -1 : 0;
+    *out = malloc((size_t)n);
+    if (!*out)
+        return -1;
+    return mqtt_props_copy(*out, (size_t)n, raw, BK_PROPS_STRIP) == n ? n : -1;
+}
+
+/* Refuses a CONNECT: CONNACK with V4 (3.1.1 return code) or V5 (reason
+ * code), then close. Returns -1. */
+static int bk__refuse(struct lmq_client *c, uint8_t v4, uint8_t v5)
+{
+    bk__send_connack(c, c->proto, false, c->proto == MQTT_V5 ? v5 : v4, NULL);
+    bk__close(c);
+    return -1;
+}
 
 static int bk__parse_will(struct lmq_client *c, const struct mqtt_connect *ct)
 {
@@ -794,14 +1039,31 @@ static int bk__parse_will(struct lmq_client *c, const struct mqtt_connect *ct)
     int rc = mqtt_topic_name_check(ct->will_topic.ptr, ct->will_topic.len,
                                    b->cfg->max_topic_length, b->cfg->max_topic_levels);
     if (rc < 0) {
-        bk__protocol_error(c, "invalid will topic", rc);
-        return -1;
+        LMQ_WARN("client %s: invalid will topic: %s; refused", c->peer, mqtt_err_str(rc));
+        return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_TOPIC_NAME_INVALID);
     }
-    c->will = lmq_msg_new(ct->will_topic.ptr, ct->will_topic.len, ct->will_payload.ptr,
-                          ct->will_payload.len, NULL, 0, ct->will_qos, ct->will_retain);
+    uint8_t *props = NULL;
+    int plen = 0;
+    if (c->proto == MQTT_V5) {
+        if (mqtt_payload_check(&ct->will_props, ct->will_payload) < 0) {
+            LMQ_WARN("client %s: will payload is not UTF-8 as its format says; refused",
+                     c->peer);
+            return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_PAYLOAD_FORMAT_INVALID);
+        }
+        plen = bk__props_forward(ct->will_props.raw, &props);
+        if (mqtt_props_has(&ct->will_props, MQTT_PROP_WILL_DELAY))
+            c->will_delay = ct->will_props.will_delay;
+        if (mqtt_props_has(&ct->will_props, MQTT_PROP_MESSAGE_EXPIRY))
+            c->will_expiry = ct->will_props.message_expiry;
+    }
+    if (plen >= 0)
+        c->will = lmq_msg_new(ct->will_topic.ptr, ct->will_topic.len, ct->will_payload.ptr,
+                              ct->will_payload.len, props, (size_t)plen, ct->will_qos,
+                              ct->will_retain);
+    free(props);
     if (!c->will) {
-        bk__protocol_error(c, "out of memory storing the will", 0);
-        return -1;
+        LMQ_ERROR("client %s: out of memory storing the will", c->peer);
+        return bk__refuse(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
     }
     return 0;
 }
@@ -823,7 +1085,7 @@ static void bk__resume(struct lmq_broker *b, struct bk_session *s)
                 bk__entry_store(b, s, e);
             }
             e->dup = true;
-            bk__send_publish(c, e->msg, e->qos, e->pkid, true, e->msg->retain);
+            bk__send_publish(c, e->msg, e->qos, e->pkid, true, e->retain);
         }
     }
     bk__pump(b, s);
@@ -836,47 +1098,53 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     int rc = mqtt_decode_connect(pkt, len, &ct);
     if (rc == MQTT_E_PROTOCOL_LEVEL) {
         LMQ_WARN("client %s: unsupported protocol level %u; refused", c->peer, ct.version);
-        bk__send_connack(c, ct.version == MQTT_V5 ? MQTT_V5 : MQTT_V311, false,
-                         ct.version == MQTT_V5 ? MQTT_RC_UNSUPPORTED_VERSION
-                                               : MQTT_CONNACK_BAD_PROTOCOL);
+        bk__send_connack(c, MQTT_V311, false, MQTT_CONNACK_BAD_PROTOCOL, NULL);
         bk__close(c);
         return -1;
     }
     if (rc < 0) {
+        if (ct.version == MQTT_V5) {
+            c->proto = MQTT_V5;
+            bk__send_connack(c, MQTT_V5, false, mqtt_err_reason(rc), NULL);
+        }
         bk__protocol_error(c, "malformed CONNECT", rc);
         return -1;
     }
-    if (ct.version == MQTT_V5) {
-        /* MQTT 5 sessions come with a later issue. */
-        LMQ_WARN("client %s: MQTT 5 is not supported yet; refused", c->peer);
-        bk__send_connack(c, MQTT_V5, false, MQTT_RC_UNSUPPORTED_VERSION);
-        bk__close(c);
-        return -1;
-    }
     c->proto = ct.version;
+    bool v5 = c->proto == MQTT_V5;
+    struct mqtt_props ack;
+    memset(&ack, 0, sizeof ack);
+
+    if (v5 && mqtt_props_has(&ct.props, MQTT_PROP_AUTH_METHOD)) {
+        /* Enhanced authentication: no method is registered yet. */
+        LMQ_WARN("client %s: authentication method '%.*s' not supported; refused", c->peer,
+                 (int)ct.props.auth_method.len, ct.props.auth_method.ptr);
+        return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD);
+    }
 
     char idbuf[64];
     const char *id = ct.client_id.ptr;
     size_t idlen = ct.client_id.len;
     if (idlen == 0) {
-        if (!ct.clean_start || !b->cfg->allow_zero_length_clientid) {
+        if ((!v5 && !ct.clean_start) || !b->cfg->allow_zero_length_clientid) {
             LMQ_WARN("client %s: empty client id %s; refused (identifier rejected)", c->peer,
-                     ct.clean_start ? "not allowed" : "with clean session 0");
-            bk__send_connack(c, c->proto, false, MQTT_CONNACK_ID_REJECTED);
-            bk__close(c);
-            return -1;
+                     ct.clean_start || v5 ? "not allowed" : "with clean session 0");
+            return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_INVALID);
         }
         int n = snprintf(idbuf, sizeof idbuf, "auto-%016" PRIx64 "-%" PRIu64,
                          (uint64_t)bk__unix() * 2654435761u, ++b->id_counter);
         id = idbuf;
         idlen = (size_t)n;
+        if (v5) {
+            ack.present |= MQTT_PROP_BIT(MQTT_PROP_ASSIGNED_CLIENT_ID);
+            ack.assigned_client_id.ptr = id;
+            ack.assigned_client_id.len = idlen;
+        }
     }
     if (idlen > b->cfg->max_client_id_length) {
         LMQ_WARN("client %s: client id of %zu bytes exceeds max_client_id_length %u; refused",
                  c->peer, idlen, b->cfg->max_client_id_length);
-        bk__send_connack(c, c->proto, false, MQTT_CONNACK_ID_REJECTED);
-        bk__close(c);
-        return -1;
+        return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_INVALID);
     }
     /* Authentication comes with the identity module; until then a listener
      * without allow_anonymous accepts nobody (nobody can be verified). */
@@ -884,24 +1152,45 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
         LMQ_WARN("client %.*s from %s: not authorized (allow_anonymous false, no "
                  "authentication configured); refused",
                  (int)idlen, id, c->peer);
-        bk__send_connack(c, c->proto, false, MQTT_CONNACK_NOT_AUTHORIZED);
-        bk__close(c);
-        return -1;
+        return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
     }
     if (bk__parse_will(c, &ct) < 0)
         return -1;
-    /* 3.1.1 cannot tell a client to use a shorter keep-alive, so, like
-     * Mosquitto, refuse one above max_keepalive (0 = infinite is above). */
+    c->keepalive = ct.keep_alive;
     if (b->cfg->max_keepalive < UINT16_MAX &&
         (ct.keep_alive == 0 || ct.keep_alive > b->cfg->max_keepalive)) {
-        LMQ_WARN("client %s: keep-alive %u exceeds max_keepalive %u; refused (identifier "
-                 "rejected)",
-                 c->peer, ct.keep_alive, b->cfg->max_keepalive);
-        bk__send_connack(c, c->proto, false, MQTT_CONNACK_ID_REJECTED);
-        bk__close(c);
-        return -1;
+        if (v5) {
+            /* MQTT 5 lets the server set the keep-alive instead. */
+            c->keepalive = b->cfg->max_keepalive;
+            ack.present |= MQTT_PROP_BIT(MQTT_PROP_SERVER_KEEP_ALIVE);
+            ack.server_keep_alive = b->cfg->max_keepalive;
+        } else {
+            /* 3.1.1 cannot tell a client to use a shorter keep-alive, so,
+             * like Mosquitto, refuse one above max_keepalive (0 = infinite
+             * is above). */
+            LMQ_WARN("client %s: keep-alive %u exceeds max_keepalive %u; refused (identifier "
+                     "rejected)",
+                     c->peer, ct.keep_alive, b->cfg->max_keepalive);
+            return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_INVALID);
+        }
     }
-    c->keepalive = ct.keep_alive;
+
+    /* Session expiry: MQTT 5 from the CONNECT (capped by
+     * persistent_client_expiration), 3.1.1 from clean session. */
+    uint32_t expiry;
+    if (v5) {
+        expiry = mqtt_props_has(&ct.props, MQTT_PROP_SESSION_EXPIRY) ? ct.props.session_expiry
+                                                                     : 0;
+        c->expiry0 = expiry == 0;
+        uint32_t cap = b->cfg->persistent_client_expiration;
+        if (cap && expiry > cap) {
+            expiry = cap;
+            ack.present |= MQTT_PROP_BIT(MQTT_PROP_SESSION_EXPIRY);
+            ack.session_expiry = expiry;
+        }
+    } else {
+        expiry = ct.clean_start ? 0 : bk__v4_expiry(b);
+    }
 
     /* Session takeover / resumption. */
     bool present = false;
@@ -911,6 +1200,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
         LMQ_NOTICE("client %.*s: taken over by a new connection from %s (old: %s)", (int)idlen,
                    id, c->peer, old->peer);
         /* Detach first so the old connection does not end the session. */
+        bk__send_disconnect(old, MQTT_RC_SESSION_TAKEN_OVER);
         s->client = NULL;
         old->sess = NULL;
         bk__close(old);
@@ -927,16 +1217,24 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     }
     if (s) {
         present = true;
+        bk__sess_will_fire(b, s, false); /* resumed before its will delay */
     } else {
         s = bk__sess_new(b, id, idlen);
         if (!s) {
             LMQ_ERROR("client %s: out of memory creating a session", c->peer);
-            bk__send_connack(c, c->proto, false, MQTT_CONNACK_SERVER_UNAVAILABLE);
-            bk__close(c);
-            return -1;
+            return bk__refuse(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
         }
-        s->persistent = !ct.clean_start;
     }
+    s->expiry = expiry;
+    s->persistent = expiry != 0;
+    if (expiry && expiry != UINT32_MAX)
+        b->v5_expiry = true;
+    s->recv_max = v5 && mqtt_props_has(&ct.props, MQTT_PROP_RECEIVE_MAXIMUM)
+                      ? ct.props.receive_maximum
+                      : 0;
+    s->max_out = v5 && mqtt_props_has(&ct.props, MQTT_PROP_MAXIMUM_PACKET_SIZE)
+                     ? ct.props.maximum_packet_size
+                     : 0;
     s->client = c;
     s->proto = c->proto;
     s->disconnected_at = 0;
@@ -944,9 +1242,24 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     c->state = BK_C_CONNECTED;
     if (s->persistent)
         bk__sess_store_put(b, s);
-    LMQ_INFO("client %s connected from %s (clean session %d, keep-alive %u%s)", s->id, c->peer,
-             ct.clean_start, c->keepalive, present ? ", session resumed" : "");
-    bk__send_connack(c, c->proto, present, MQTT_CONNACK_ACCEPTED);
+    LMQ_INFO("client %s connected from %s (%s, clean %s %d, keep-alive %u%s)", s->id, c->peer,
+             v5 ? "MQTT 5" : "MQTT 3.1.1", v5 ? "start" : "session", ct.clean_start,
+             c->keepalive, present ? ", session resumed" : "");
+    if (v5) {
+        ack.present |= MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM) |
+                       MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) |
+                       MQTT_PROP_BIT(MQTT_PROP_SUB_ID_AVAILABLE) |
+                       MQTT_PROP_BIT(MQTT_PROP_SHARED_SUB_AVAILABLE);
+        ack.receive_maximum = bk__recv_max(b);
+        ack.topic_alias_maximum = BK_TOPIC_ALIAS_MAX;
+        ack.sub_id_available = 0;
+        ack.shared_sub_available = 0;
+        if (b->cfg->max_packet_size) {
+            ack.present |= MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE);
+            ack.maximum_packet_size = b->cfg->max_packet_size;
+        }
+    }
+    bk__send_connack(c, c->proto, present, MQTT_CONNACK_ACCEPTED, &ack);
     if (present)
         bk__resume(b, s);
     return 0;
@@ -1034,18 +1347,71 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
         bk__protocol_error(c, "malformed PUBLISH", rc);
         return -1;
     }
+    bool v5 = c->proto == MQTT_V5;
+    if (v5 && mqtt_props_has(&p.props, MQTT_PROP_SUBSCRIPTION_ID)) {
+        bk__fail(c, MQTT_RC_PROTOCOL_ERROR, "subscription identifier in PUBLISH", 0);
+        return -1;
+    }
+    if (v5 && mqtt_props_has(&p.props, MQTT_PROP_TOPIC_ALIAS)) {
+        uint16_t a = p.props.topic_alias;
+        if (a == 0 || a > BK_TOPIC_ALIAS_MAX) {
+            bk__fail(c, MQTT_RC_TOPIC_ALIAS_INVALID, "topic alias out of range", 0);
+            return -1;
+        }
+        if (!c->alias_in && !(c->alias_in = calloc(BK_TOPIC_ALIAS_MAX + 1, sizeof(char *)))) {
+            bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
+            return -1;
+        }
+        if (p.topic.len == 0) {
+            if (!c->alias_in[a]) {
+                bk__fail(c, MQTT_RC_PROTOCOL_ERROR, "unknown topic alias", 0);
+                return -1;
+            }
+            p.topic.ptr = c->alias_in[a];
+            p.topic.len = strlen(c->alias_in[a]);
+        }
+    }
     rc = mqtt_topic_name_check(p.topic.ptr, p.topic.len, b->cfg->max_topic_length,
                                b->cfg->max_topic_levels);
     if (rc < 0) {
         bk__protocol_error(c, "invalid PUBLISH topic", rc);
         return -1;
     }
+    if (v5 && mqtt_props_has(&p.props, MQTT_PROP_TOPIC_ALIAS) &&
+        c->alias_in[p.props.topic_alias] != p.topic.ptr) {
+        char *t = malloc(p.topic.len + 1);
+        if (!t) {
+            bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
+            return -1;
+        }
+        memcpy(t, p.topic.ptr, p.topic.len);
+        t[p.topic.len] = '\0';
+        free(c->alias_in[p.props.topic_alias]);
+        c->alias_in[p.props.topic_alias] = t;
+        p.topic.ptr = t;
+    }
     struct bk_session *s = c->sess;
+    if (v5 && mqtt_payload_check(&p.props, p.payload) < 0) {
+        if (p.qos == 0) {
+            bk__fail(c, MQTT_RC_PAYLOAD_FORMAT_INVALID, "PUBLISH payload is not UTF-8",
+                     MQTT_E_PAYLOAD_FORMAT);
+            return -1;
+        }
+        LMQ_INFO("client %s: PUBLISH on %.*s: payload is not UTF-8 as its format says; refused",
+                 s->id, (int)p.topic.len, p.topic.ptr);
+        bk__send_ack_rc(c, p.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p.packet_id,
+                        MQTT_RC_PAYLOAD_FORMAT_INVALID);
+        return 0;
+    }
     if (p.qos == 2) {
         if (bk__qos2_has(s, p.packet_id)) {
             /* A resent PUBLISH before PUBREL: acknowledge, do not route again. */
             bk__send_ack(c, MQTT_PUBREC, p.packet_id);
             return 0;
+        }
+        if (v5 && s->n_qos2_in >= bk__recv_max(b)) {
+            bk__fail(c, MQTT_RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded", 0);
+            return -1;
         }
         if (bk__qos2_add(s, p.packet_id) < 0) {
             bk__protocol_error(c, "out of memory", 0);
@@ -1059,8 +1425,21 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
         }
     }
     b->hit_congested = false;
-    bk__publish(b, p.topic.ptr, p.topic.len, p.payload.ptr, p.payload.len, NULL, 0, p.qos,
-                p.retain);
+    uint8_t *props = NULL;
+    int plen = 0;
+    uint64_t expiry_at = 0;
+    if (v5) {
+        plen = bk__props_forward(p.props.raw, &props);
+        if (plen < 0) {
+            bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
+            return -1;
+        }
+        if (mqtt_props_has(&p.props, MQTT_PROP_MESSAGE_EXPIRY))
+            expiry_at = bk__unix() + p.props.message_expiry;
+    }
+    bk__publish(b, s, p.topic.ptr, p.topic.len, p.payload.ptr, p.payload.len, props,
+                (size_t)plen, p.qos, p.retain, expiry_at);
+    free(props);
     /* Only a pure publisher is paused: one with messages of its own in
      * flight must keep being read for their acks, or two clients that
      * publish to each other would wait on each other. */
@@ -1112,13 +1491,14 @@ static int bk__handle_ack(struct lmq_client *c, const uint8_t *pkt, size_t len)
     }
     struct bk_session *s = c->sess;
     if (a.type == MQTT_PUBREL) {
-        if (bk__qos2_del(s, a.packet_id) && s->persistent) {
+        bool had = bk__qos2_del(s, a.packet_id);
+        if (had && s->persistent) {
             struct lmq_store *st = bk__st(b);
             if (st)
                 bk__st_check(b, lmq_store_qos2_in_del(st, s->id, s->id_len, a.packet_id),
                              "delete incoming QoS 2 id");
         }
-        bk__send_ack(c, MQTT_PUBCOMP, a.packet_id);
+        bk__send_ack_rc(c, MQTT_PUBCOMP, a.packet_id, had ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND);
         return 0;
     }
     struct bk_entry *prev;
@@ -1149,6 +1529,16 @@ static int bk__handle_ack(struct lmq_client *c, const uint8_t *pkt, size_t len)
             LMQ_DEBUG("client %s: PUBREC for QoS 1 packet id %u ignored", s->id, a.packet_id);
             return 0;
         }
+        if (a.reason >= 0x80 && e->state == BK_AWAIT_ACK) {
+            /* MQTT 5: the receiver refused the message; its flow ends. */
+            bk__inflight_remove(s, e, prev);
+            s->last_progress = (uint32_t)b->now;
+            if (s->persistent)
+                bk__entry_unstore(b, s, e);
+            bk__entry_free(e);
+            bk__pump(b, s);
+            break;
+        }
         if (e->state == BK_AWAIT_ACK) {
             e->state = BK_AWAIT_COMP;
             lmq_msg_unref(e->msg);
@@ -1174,14 +1564,16 @@ static void bk__retained_cb(void *ctx, struct lmq_msg *m)
 {
     struct bk_retained_ctx *rc = ctx;
     uint8_t qos = m->qos < rc->qos ? m->qos : rc->qos;
-    bk__deliver(rc->b, rc->s, m, qos);
+    bk__deliver(rc->b, rc->s, m, qos, true);
 }
 
-static int bk__sub_add(struct bk_session *s, const char *f, size_t len, uint8_t qos)
+static int bk__sub_add(struct bk_session *s, const char *f, size_t len, uint8_t qos,
+                       uint8_t opts)
 {
     for (uint32_t i = 0; i < s->nsubs; i++) {
         if (s->subs[i].len == len && memcmp(s->subs[i].filter, f, len) == 0) {
             s->subs[i].qos = qos;
+            s->subs[i].opts = opts;
             return 0;
         }
     }
@@ -1198,7 +1590,7 @@ static int bk__sub_add(struct bk_session *s, const char *f, size_t len, uint8_t 
         return -ENOMEM;
     memcpy(copy, f, len);
     copy[len] = '\0';
-    s->subs[s->nsubs++] = (struct bk_sub){copy, (uint16_t)len, qos};
+    s->subs[s->nsubs++] = (struct bk_sub){copy, (uint16_t)len, qos, opts};
     return 0;
 }
 
@@ -1231,40 +1623,61 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
         bk__protocol_error(c, "malformed SUBSCRIBE", rc);
         return -1;
     }
-    struct bk_session *s = c->sess;
-    uint8_t small[64];
-    uint8_t *codes = sub.count <= sizeof small ? small : malloc(sub.count);
-    if (!codes) {
-        bk__protocol_error(c, "out of memory", 0);
+    bool v5 = c->proto == MQTT_V5;
+    if (v5 && mqtt_props_has(&sub.props, MQTT_PROP_SUBSCRIPTION_ID)) {
+        bk__fail(c, MQTT_RC_SUB_IDS_NOT_SUPPORTED, "subscription identifiers not supported", 0);
         return -1;
     }
+    struct bk_session *s = c->sess;
+    /* Per filter: the reason code, then whether to send retained messages. */
+    uint8_t small[128];
+    uint8_t *codes = sub.count * 2 <= sizeof small ? small : malloc((size_t)sub.count * 2);
+    if (!codes) {
+        bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
+        return -1;
+    }
+    uint8_t *send_ret = codes + sub.count;
     struct mqtt_entry_iter it;
     struct mqtt_sub_entry e;
     uint32_t k = 0;
     mqtt_sub_iter_init(&it, &sub);
     while (k < sub.count && mqtt_sub_next(&it, &e)) {
-        uint8_t code = 0x80;
+        uint8_t code = MQTT_RC_UNSPECIFIED;
+        uint8_t opts = v5 ? (uint8_t)(e.options & (BK_OPT_NO_LOCAL | BK_OPT_RAP)) : 0;
+        bool existed = bk__sub_has(s, e.filter.ptr, e.filter.len);
+        send_ret[k] = 0;
         rc = mqtt_topic_filter_check(e.filter.ptr, e.filter.len, b->cfg->max_topic_length,
                                      b->cfg->max_topic_levels);
         if (rc < 0) {
             LMQ_WARN("client %s: SUBSCRIBE to '%.*s' refused: %s", s->id, (int)e.filter.len,
                      e.filter.ptr, mqtt_err_str(rc));
-        } else if (!bk__sub_has(s, e.filter.ptr, e.filter.len) &&
-                   s->nsubs >= b->cfg->max_subscriptions_per_client) {
+            if (v5)
+                code = MQTT_RC_TOPIC_FILTER_INVALID;
+        } else if (v5 && e.filter.len >= 7 && memcmp(e.filter.ptr, "$share/", 7) == 0) {
+            LMQ_INFO("client %s: SUBSCRIBE to '%.*s' refused: shared subscriptions are not "
+                     "supported",
+                     s->id, (int)e.filter.len, e.filter.ptr);
+            code = MQTT_RC_SHARED_SUBS_NOT_SUPPORTED;
+        } else if (!existed && s->nsubs >= b->cfg->max_subscriptions_per_client) {
             LMQ_WARN("client %s: SUBSCRIBE to '%.*s' refused: max_subscriptions_per_client "
                      "(%u) reached",
                      s->id, (int)e.filter.len, e.filter.ptr, b->cfg->max_subscriptions_per_client);
-        } else if (bk__sub_add(s, e.filter.ptr, e.filter.len, e.qos) < 0 ||
-                   lmq_tree_subscribe(b->tree, e.filter.ptr, e.filter.len, s, e.qos, 0, NULL) <
-                       0) {
+            if (v5)
+                code = MQTT_RC_QUOTA_EXCEEDED;
+        } else if (bk__sub_add(s, e.filter.ptr, e.filter.len, e.qos, opts) < 0 ||
+                   lmq_tree_subscribe(b->tree, e.filter.ptr, e.filter.len, s, e.qos, opts,
+                                      NULL) < 0) {
             bk__sub_del(s, e.filter.ptr, e.filter.len);
             LMQ_ERROR("client %s: out of memory subscribing to '%.*s'", s->id,
                       (int)e.filter.len, e.filter.ptr);
         } else {
             code = e.qos;
+            /* Retain handling: 0 always, 1 for a new subscription, 2 never. */
+            send_ret[k] = !v5 || e.retain_handling == 0 || (e.retain_handling == 1 && !existed);
             if (s->persistent) {
                 struct lmq_store *st = bk__st(b);
-                struct lmq_store_sub ss = {e.filter.ptr, e.filter.len, e.qos, 0};
+                struct lmq_store_sub ss = {e.filter.ptr, e.filter.len,
+                                           v5 ? e.options : e.qos, 0};
                 if (st)
                     bk__st_check(b, lmq_store_sub_put(st, s->id, s->id_len, &ss),
                                  "put subscription");
@@ -1289,7 +1702,7 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
     /* Retained messages after the SUBACK. */
     mqtt_sub_iter_init(&it, &sub);
     for (uint32_t i = 0; i < k && mqtt_sub_next(&it, &e); i++) {
-        if (codes[i] == 0x80)
+        if (codes[i] >= 0x80 || !send_ret[i])
             continue;
         struct bk_retained_ctx rctx = {b, s, codes[i]};
         lmq_tree_match_retained(b->tree, e.filter.ptr, e.filter.len, bk__retained_cb, &rctx);
@@ -1309,12 +1722,22 @@ static int bk__handle_unsubscribe(struct lmq_client *c, const uint8_t *pkt, size
         return -1;
     }
     struct bk_session *s = c->sess;
+    uint8_t small[64];
+    uint8_t *codes = us.count <= sizeof small ? small : malloc(us.count);
+    if (!codes) {
+        bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
+        return -1;
+    }
     struct mqtt_entry_iter it;
     struct mqtt_str f;
+    uint32_t k = 0;
     mqtt_sub_iter_init(&it, &us);
-    while (mqtt_unsub_next(&it, &f)) {
-        if (!bk__sub_del(s, f.ptr, f.len))
+    while (k < us.count && mqtt_unsub_next(&it, &f)) {
+        if (!bk__sub_del(s, f.ptr, f.len)) {
+            codes[k++] = MQTT_RC_NO_SUBSCRIPTION_EXISTED;
             continue;
+        }
+        codes[k++] = MQTT_RC_SUCCESS;
         lmq_tree_unsubscribe(b->tree, f.ptr, f.len, s);
         if (s->persistent) {
             struct lmq_store *st = bk__st(b);
@@ -1326,15 +1749,23 @@ static int bk__handle_unsubscribe(struct lmq_client *c, const uint8_t *pkt, size
     struct mqtt_suback sa;
     memset(&sa, 0, sizeof sa);
     sa.packet_id = us.packet_id;
-    uint8_t buf[16];
-    int n = mqtt_encode_unsuback(buf, sizeof buf, c->proto, &sa);
-    if (n > 0)
-        bk__out(c, buf, (size_t)n);
+    sa.reasons.ptr = codes;
+    sa.reasons.len = k;
+    size_t need = (size_t)k + 16;
+    uint8_t *d = lmq_outq_reserve(&c->out, need);
+    if (d) {
+        int n = mqtt_encode_unsuback(d, need, c->proto, &sa);
+        lmq_outq_unreserve(&c->out, n > 0 ? need - (size_t)n : need);
+        bk__dirty(c);
+    }
+    if (codes != small)
+        free(codes);
     return 0;
 }
 
 static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, const uint8_t *pkt)
 {
+    struct lmq_broker *b = c->b;
     if (c->state == BK_C_NEW) {
         if (f->type != MQTT_CONNECT) {
             char what[64];
@@ -1376,8 +1807,26 @@ static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, c
             bk__protocol_error(c, "malformed DISCONNECT", rc);
             return -1;
         }
-        LMQ_INFO("client %s disconnected", bk__name(c));
-        bk__disconnect(c, false);
+        bool send_will = false;
+        if (c->proto == MQTT_V5) {
+            struct bk_session *s = c->sess;
+            if (mqtt_props_has(&d.props, MQTT_PROP_SESSION_EXPIRY) && s) {
+                uint32_t exp = d.props.session_expiry;
+                if (c->expiry0 && exp != 0) {
+                    bk__fail(c, MQTT_RC_PROTOCOL_ERROR,
+                             "DISCONNECT sets a session expiry after CONNECT had 0", 0);
+                    return -1;
+                }
+                uint32_t cap = b->cfg->persistent_client_expiration;
+                s->expiry = cap && exp > cap ? cap : exp;
+                s->persistent = s->expiry != 0;
+                if (s->expiry && s->expiry != UINT32_MAX)
+                    b->v5_expiry = true;
+            }
+            send_will = d.reason == MQTT_RC_DISCONNECT_WITH_WILL;
+        }
+        LMQ_INFO("client %s disconnected (reason 0x%02x)", bk__name(c), d.reason);
+        bk__disconnect(c, send_will);
         c->state = BK_C_CLOSING;
         c->want_close = true;
         bk__dirty(c);
@@ -1466,7 +1915,14 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
                          bk__name(c), c->peer, b->cfg->max_packet_size);
             else
                 bk__protocol_error(c, "bad fixed header", rc);
-            bk__close(c);
+            if (rc == MQTT_E_TOO_LARGE && c->state == BK_C_NEW && data[off] >> 4 == MQTT_CONNECT &&
+                len - off > (size_t)f.header_len + 6 && data[off + f.header_len + 6] == MQTT_V5) {
+                /* An oversize MQTT 5 CONNECT gets CONNACK 0x95. */
+                c->proto = MQTT_V5;
+                bk__send_connack(c, MQTT_V5, false, MQTT_RC_PACKET_TOO_LARGE, NULL);
+            }
+            bk__close_rc(c, rc == MQTT_E_TOO_LARGE ? MQTT_RC_PACKET_TOO_LARGE
+                                                   : MQTT_RC_MALFORMED);
             *consumed = len;
             return -1;
         }
@@ -1616,7 +2072,7 @@ static void bk__sys_pub(struct lmq_broker *b, const char *topic, const char *fmt
     if (n < 0 || (size_t)n >= sizeof val)
         return;
     uint64_t in = b->st.msgs_in; /* $SYS messages are not client traffic */
-    bk__publish(b, topic, strlen(topic), val, (size_t)n, NULL, 0, 0, true);
+    bk__publish(b, NULL, topic, strlen(topic), val, (size_t)n, NULL, 0, 0, true, 0);
     b->st.msgs_in = in;
 }
 
@@ -1654,7 +2110,7 @@ void lmq_broker_tick(struct lmq_broker *b)
                    ((uint32_t)b->now - c->last_rx) * (uint64_t)2 > (uint64_t)c->keepalive * 3) {
             LMQ_NOTICE("client %s: keep-alive timeout (%u s); closing", bk__name(c),
                        c->keepalive);
-            bk__close(c);
+            bk__close_rc(c, MQTT_RC_KEEP_ALIVE_TIMEOUT);
         } else if (c->out.bytes == 0 && !c->dirty) {
             lmq_outq_trim(&c->out);
         }
@@ -1668,14 +2124,19 @@ void lmq_broker_tick(struct lmq_broker *b)
         b->last_sys = b->now;
         bk__sys(b);
     }
-    /* Expire persistent sessions offline for too long. */
+    /* Expire persistent sessions offline for too long; send delayed
+     * wills. Every second while MQTT 5 sessions with an expiry or delayed
+     * wills exist, else every persistent_client_expiration (at most 60 s). */
     uint32_t exp = b->cfg->persistent_client_expiration;
-    if (exp && b->now - b->last_expire >= (exp < 60 ? exp : 60)) {
+    uint64_t every = b->v5_expiry || b->n_wills ? 1 : exp < 60 ? exp : 60;
+    if ((exp || b->v5_expiry || b->n_wills) && b->now - b->last_expire >= every) {
         b->last_expire = b->now;
         uint64_t now = bk__unix();
         for (size_t i = 0; i < b->sess_cap; i++) {
             for (struct bk_session *s = b->sessions[i], *nx; s; s = nx) {
                 nx = s->hnext;
+                if (s->will && now >= s->will_at)
+                    bk__sess_will_fire(b, s, true);
                 if (bk__sess_expired(b, s, now)) {
                     LMQ_INFO("session %s expired", s->id);
                     bk__sess_destroy(b, s);
@@ -1692,6 +2153,7 @@ void lmq_broker_shutdown(struct lmq_broker *b)
     b->shutting_down = true;
     for (struct lmq_client *c = b->clients; c; c = c->next) {
         if (c->state != BK_C_CLOSING) {
+            bk__send_disconnect(c, MQTT_RC_SERVER_SHUTTING_DOWN);
             bk__disconnect(c, false);
             c->state = BK_C_CLOSING;
             c->want_close = true;
@@ -1773,6 +2235,7 @@ static int bk__load_retained(void *ctx, const struct lmq_store_message *m)
     if (!r)
         return -ENOMEM;
     int delta;
+    r->expiry_at = m->expiry_at;
     int rc = lmq_tree_retain(L->b->tree, m->topic, m->topic_len, r, &delta);
     lmq_msg_unref(r);
     L->n_retained++;
@@ -1793,8 +2256,10 @@ static int bk__load_session(void *ctx, const struct lmq_store_session *ss,
     struct bk_load *L = ctx;
     struct lmq_broker *b = L->b;
     uint64_t now = bk__unix();
-    if (b->cfg->persistent_client_expiration && ss->disconnected_at &&
-        now - ss->disconnected_at > b->cfg->persistent_client_expiration)
+    uint32_t exp = ss->protocol_version == MQTT_V5 ? ss->expiry_interval
+                                                   : b->cfg->persistent_client_expiration;
+    if (exp && exp != UINT32_MAX && ss->disconnected_at && now > ss->disconnected_at &&
+        now - ss->disconnected_at > exp)
         return LMQ_STORE_VISIT_DROP;
     struct bk_session *s = bk__sess_new(b, ss->client_id, ss->client_id_len);
     if (!s)
@@ -1802,6 +2267,11 @@ static int bk__load_session(void *ctx, const struct lmq_store_session *ss,
     s->persistent = true;
     s->stored = true;
     s->proto = ss->protocol_version ? ss->protocol_version : MQTT_V311;
+    s->expiry = s->proto == MQTT_V5 ? ss->expiry_interval : bk__v4_expiry(b);
+    if (s->expiry == 0)
+        s->expiry = UINT32_MAX; /* not written that way; keep it rather than lose it */
+    if (s->expiry != UINT32_MAX)
+        b->v5_expiry = s->proto == MQTT_V5 || b->v5_expiry;
     s->disconnected_at = ss->disconnected_at ? ss->disconnected_at : now;
     s->next_seq = stats->max_seq + 1;
     L->cur = s;
@@ -1819,8 +2289,9 @@ static int bk__load_sub(void *ctx, const struct lmq_store_session *ss,
     uint8_t qos = sub->options & 3;
     if (qos > 2)
         qos = 2;
-    if (bk__sub_add(s, sub->filter, sub->filter_len, qos) < 0 ||
-        lmq_tree_subscribe(L->b->tree, sub->filter, sub->filter_len, s, qos, 0, NULL) < 0)
+    uint8_t opts = sub->options & (BK_OPT_NO_LOCAL | BK_OPT_RAP);
+    if (bk__sub_add(s, sub->filter, sub->filter_len, qos, opts) < 0 ||
+        lmq_tree_subscribe(L->b->tree, sub->filter, sub->filter_len, s, qos, opts, NULL) < 0)
         return -ENOMEM;
     return LMQ_STORE_VISIT_KEEP;
 }
@@ -1852,6 +2323,7 @@ static int bk__load_msg(void *ctx, const struct lmq_store_session *ss,
             e->msg->store_id = se->msg_id;
             e->msg->expiry_at = m->expiry_at;
         }
+        e->retain = e->msg->retain;
     }
     e->msg_id = e->msg ? se->msg_id : 0;
     e->seq = se->seq;
@@ -1957,6 +2429,7 @@ void lmq_broker_free(struct lmq_broker *b)
         lmq_store_close(b->store);
         b->store = NULL;
     }
+    b->freeing = true;
     for (size_t i = 0; i < b->sess_cap; i++) {
         while (b->sessions[i]) {
             struct bk_session *s = b->sessions[i];

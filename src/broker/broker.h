@@ -41,6 +41,7 @@ struct lmq_broker_stats {
     uint64_t bytes_in, bytes_out;
     uint64_t dropped_qos0;      /* slow consumer */
     uint64_t dropped_queue_full;
+    uint64_t dropped_too_large; /* over a client's MQTT 5 maximum packet size */
     uint64_t clients, sessions, retained, subscriptions;
 };
 
