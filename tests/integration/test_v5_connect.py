@@ -354,6 +354,6 @@ def test_v5_oversize_packet_disconnect_0x95(broker_factory, raw5):
 def test_v5_malformed_packet_disconnect_0x81(broker, raw5):
     s = raw5(broker.port)
     assert s.connect5("mal").reason == 0
-    s.send(V.publish("a/b", b"x", qos=3 if False else 0, pprops=b"\x02\x7f\x00"))
+    s.send(V.publish("a/b", b"x", pprops=b"\x02\x7f\x00"))
     d = s.expect5(R.DISCONNECT)
     assert d.reason == 0x81
