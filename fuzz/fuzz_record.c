@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ledger/cbor.h"
+#include "util/cbor.h"
 #include "ledger/record.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "broker/store_record.h"
+#include "util/crc32c.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -34,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* With the top bit set, fix the CRC up first, so that the fuzzer gets
      * past it to the length and field checks. */
     if ((data[0] & 0x80) && n >= 4) {
-        uint32_t c = lmq_store_crc32c(0, v, n - 4);
+        uint32_t c = lmq_crc32c(0, v, n - 4);
         for (int i = 0; i < 4; i++)
             v[n - 4 + i] = (uint8_t)(c >> (8 * i));
     }

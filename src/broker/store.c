@@ -10,6 +10,7 @@
  * that names a client starts with the same self-delimiting client prefix,
  * so one session's records in any table are one cursor range. */
 #include "broker/store.h"
+#include "util/crc32c.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -246,7 +247,7 @@ static void key__describe(int t, const uint8_t *k, size_t kl, char *out, size_t 
 /* Values' CRCs cover their key (see broker/store_record.h). */
 static uint32_t kcrc(const void *k, size_t kl)
 {
-    return lmq_store_crc32c(0, k, kl);
+    return lmq_crc32c(0, k, kl);
 }
 #define KCRC(mdbval) kcrc((mdbval)->mv_data, (mdbval)->mv_size)
 

@@ -3,36 +3,12 @@
  * are big-endian so that they sort). Invariant: decoders never read outside
  * [buf, buf+len) and accept only what the matching encoder can produce. */
 #include "broker/store_record.h"
+#include "util/crc32c.h"
 
 #include <string.h>
 
 #define HDR 2u /* version + kind */
 #define CRC 4u
-
-static uint32_t crc_table[256];
-static int crc_table_ready;
-
-static void crc__init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc_table[i] = c;
-    }
-    crc_table_ready = 1;
-}
-
-uint32_t lmq_store_crc32c(uint32_t crc, const void *data, size_t len)
-{
-    const uint8_t *p = data;
-    if (!crc_table_ready)
-        crc__init();
-    crc = ~crc;
-    while (len--)
-        crc = crc_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
-    return ~crc;
-}
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -72,7 +48,7 @@ static void seal(uint32_t key_crc, uint8_t *out, uint8_t kind, size_t total)
 {
     out[0] = LMQ_STORE_REC_VERSION;
     out[1] = kind;
-    put32(out + total - CRC, lmq_store_crc32c(key_crc, out, total - CRC));
+    put32(out + total - CRC, lmq_crc32c(key_crc, out, total - CRC));
 }
 
 /* Common checks: fixed part present, version, kind, CRC. */
@@ -85,7 +61,7 @@ static int check(uint32_t key_crc, const void *buf, size_t len, uint8_t kind, si
         return LMQ_STORE_REC_EVERSION;
     if (p[1] != kind)
         return LMQ_STORE_REC_EKIND;
-    if (get32(p + len - CRC) != lmq_store_crc32c(key_crc, p, len - CRC))
+    if (get32(p + len - CRC) != lmq_crc32c(key_crc, p, len - CRC))
         return LMQ_STORE_REC_ECRC;
     return 0;
 }

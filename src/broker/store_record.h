@@ -3,7 +3,7 @@
  * fuzzed on arbitrary bytes. Every value is
  *     version (1 byte) | kind (1 byte) | fields... | CRC32C (4 bytes, LE)
  * with the CRC over the record's LMDB key followed by everything before it
- * in the value: every function takes KEY_CRC = lmq_store_crc32c(0, key,
+ * in the value: every function takes KEY_CRC = lmq_crc32c(0, key,
  * key length), so a value moved to another key, or a damaged key, fails. Invariant: a decoder that returns
  * 0 has checked the version, the kind, the CRC and that every length field
  * fits exactly in the value; string/byte fields it returns point into the
@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "broker/store.h"
+#include "util/crc32c.h"
 
 #define LMQ_STORE_REC_VERSION 1
 
@@ -36,10 +37,6 @@ enum lmq_store_rec_error {
     LMQ_STORE_REC_ELENGTH = -4105,  /* length fields disagree with the value size */
     LMQ_STORE_REC_EFIELD = -4106,   /* a field is out of range (qos 3, state 9...) */
 };
-
-/* CRC32C (Castagnoli, reflected, init/xorout 0xFFFFFFFF); CRC is the value
- * returned by a previous call, 0 to start. */
-uint32_t lmq_store_crc32c(uint32_t crc, const void *data, size_t len);
 
 /* Message bodies ('M', messages table) and retained messages ('R'). */
 size_t lmq_store_rec_message_size(const struct lmq_store_message *m);

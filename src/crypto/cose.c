@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "crypto/sign.h"
-#include "ledger/cbor.h"
+#include "util/cbor.h"
 
 #define COSE__STACK_TBS 2048 /* Sig_structures up to this size avoid malloc */
 

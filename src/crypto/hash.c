@@ -1,6 +1,6 @@
 /* SHA-256 through OpenSSL EVP (one fetched EVP_MD, one reusable context per
- * thread, so the hot path neither fetches nor allocates), CRC-32C with a
- * hardware path, and the strict base64/hex codecs. Invariant: the base64
+ * thread, so the hot path neither fetches nor allocates) and the strict
+ * base64/hex codecs. Invariant: the base64
  * decoder accepts exactly one encoding per byte string. */
 #include "crypto/hash.h"
 
@@ -12,11 +12,6 @@
 #include <string.h>
 
 #include <openssl/evp.h>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <nmmintrin.h>
-#define CRYPTO__HAVE_SSE42_PATH 1
-#endif
 
 static pthread_once_t sha__once = PTHREAD_ONCE_INIT;
 static EVP_MD *sha__md;
@@ -108,68 +103,6 @@ void crypto_sha256_free(crypto_sha256_ctx *c)
 {
     EVP_MD_CTX_free(c->md_ctx);
     c->md_ctx = NULL;
-}
-
-/* ---- CRC-32C ---- */
-
-static uint32_t crc__table[256];
-static pthread_once_t crc__once = PTHREAD_ONCE_INIT;
-static int crc__hw;
-
-static void crc__init_once(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc__table[i] = c;
-    }
-#ifdef CRYPTO__HAVE_SSE42_PATH
-    __builtin_cpu_init();
-    crc__hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-#endif
-}
-
-static uint32_t crc__sw(uint32_t c, const uint8_t *p, size_t len)
-{
-    while (len--)
-        c = crc__table[(c ^ *p++) & 0xff] ^ (c >> 8);
-    return c;
-}
-
-#ifdef CRYPTO__HAVE_SSE42_PATH
-__attribute__((target("sse4.2"))) static uint32_t crc__hw32(uint32_t c, const uint8_t *p,
-                                                            size_t len)
-{
-    uint64_t c64 = c;
-    while (len > 0 && ((uintptr_t)p & 7) != 0) {
-        c64 = _mm_crc32_u8((uint32_t)c64, *p++);
-        len--;
-    }
-    while (len >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c64 = _mm_crc32_u64(c64, v);
-        p += 8;
-        len -= 8;
-    }
-    while (len > 0) {
-        c64 = _mm_crc32_u8((uint32_t)c64, *p++);
-        len--;
-    }
-    return (uint32_t)c64;
-}
-#endif
-
-uint32_t crypto_crc32c(uint32_t crc, const void *data, size_t len)
-{
-    pthread_once(&crc__once, crc__init_once);
-    uint32_t c = ~crc;
-#ifdef CRYPTO__HAVE_SSE42_PATH
-    if (crc__hw)
-        return ~crc__hw32(c, data, len);
-#endif
-    return ~crc__sw(c, data, len);
 }
 
 /* ---- base64 ---- */
@@ -320,63 +253,4 @@ int crypto_memeq(const void *a, const void *b, size_t n)
     for (size_t i = 0; i < n; i++)
         d |= x[i] ^ y[i];
     return d != 0;
-}
-
-/* ---- UTF-8 ---- */
-
-int crypto_utf8_next(const uint8_t *p, size_t len, uint32_t *cp)
-{
-    if (len == 0)
-        return -1;
-    uint8_t b = p[0];
-    if (b < 0x80) {
-        *cp = b;
-        return 1;
-    }
-    int n;
-    uint32_t c, min;
-    if ((b & 0xe0) == 0xc0) {
-        n = 2;
-        c = b & 0x1f;
-        min = 0x80;
-    } else if ((b & 0xf0) == 0xe0) {
-        n = 3;
-        c = b & 0x0f;
-        min = 0x800;
-    } else if ((b & 0xf8) == 0xf0) {
-        n = 4;
-        c = b & 0x07;
-        min = 0x10000;
-    } else {
-        return -1;
-    }
-    if (len < (size_t)n)
-        return -1;
-    for (int i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return -1;
-        c = (c << 6) | (p[i] & 0x3f);
-    }
-    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return -1;
-    *cp = c;
-    return n;
-}
-
-int crypto_utf8_valid(const void *data, size_t len)
-{
-    const uint8_t *p = data;
-    size_t i = 0;
-    while (i < len) {
-        if (p[i] < 0x80) {
-            i++;
-            continue;
-        }
-        uint32_t cp;
-        int n = crypto_utf8_next(p + i, len - i, &cp);
-        if (n < 0)
-            return 0;
-        i += (size_t)n;
-    }
-    return 1;
 }

@@ -30,11 +30,6 @@ void crypto_sha256_update(crypto_sha256_ctx *c, const void *data, size_t len);
 void crypto_sha256_final(crypto_sha256_ctx *c, uint8_t out[32]); /* also frees */
 void crypto_sha256_free(crypto_sha256_ctx *c);
 
-/* CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), zlib-style
- * chaining: start with crc = 0, pass the previous result to continue.
- * crypto_crc32c(0, "123456789", 9) == 0xE3069283. */
-uint32_t crypto_crc32c(uint32_t crc, const void *data, size_t len);
-
 /* Base64, RFC 4648 §4, standard alphabet with '=' padding. */
 #define CRYPTO_B64_ENCODED_LEN(n) ((((size_t)(n) + 2) / 3) * 4)
 #define CRYPTO_B64_DECODED_MAX(n) ((((size_t)(n)) / 4) * 3)
@@ -53,13 +48,6 @@ ssize_t crypto_hex_encode(const void *in, size_t len, char *out, size_t cap);
 /* Accepts upper and lower case; odd length or non-hex -> -EINVAL; returns
  * bytes written or -ENOSPC. */
 ssize_t crypto_hex_decode(const char *in, size_t len, uint8_t *out, size_t cap);
-
-/* Strict UTF-8 (no overlong forms, no surrogates, <= U+10FFFF).
- * crypto_utf8_next decodes one code point at p[0:len] into *cp and returns
- * its length in bytes, or -1 if the sequence is invalid or truncated. */
-int crypto_utf8_next(const uint8_t *p, size_t len, uint32_t *cp);
-/* 1 if p[0:len] is entirely valid UTF-8, else 0. */
-int crypto_utf8_valid(const void *p, size_t len);
 
 /* Constant-time comparison of n bytes: 0 if equal. */
 int crypto_memeq(const void *a, const void *b, size_t n);

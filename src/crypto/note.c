@@ -3,6 +3,7 @@
  * its key is unknown, so a malformed note is rejected the same way by
  * every verifier whatever keys it holds. Formats: docs/FORMATS.md. */
 #include "crypto/note.h"
+#include "util/utf8.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -56,7 +57,7 @@ int note_name_valid(const char *name, size_t len)
         return 0;
     for (size_t i = 0; i < len;) {
         uint32_t c;
-        int n = crypto_utf8_next(p + i, len - i, &c);
+        int n = lmq_utf8_next(p + i, len - i, &c);
         if (n < 0 || c < 0x20 || c == 0x7f || c == '+' || note__is_unicode_space(c))
             return 0;
         i += (size_t)n;
@@ -72,7 +73,7 @@ static int note__text_chars_valid(const char *s, size_t len)
         if (c < 0x20 && c != '\n')
             return 0;
     }
-    return crypto_utf8_valid(s, len);
+    return lmq_utf8_valid(s, len);
 }
 
 uint32_t note_key_id(const char *name, size_t name_len, uint8_t type, const uint8_t pk[32])

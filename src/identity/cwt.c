@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#include "ledger/cbor.h"
+#include "util/cbor.h"
 
 const char *cwt_strerror(int err)
 {

@@ -24,7 +24,7 @@
 
 #include "crypto/hash.h"
 #include "crypto/sign.h"
-#include "ledger/cbor.h"
+#include "util/cbor.h"
 #include "util/log.h"
 
 #define REG__CHUNK 4096               /* ledger records per write transaction */

@@ -4,6 +4,7 @@
  * so a body and its parse are in one-to-one correspondence. Format:
  * docs/FORMATS.md "Checkpoints". */
 #include "ledger/checkpoint.h"
+#include "util/utf8.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,7 +38,7 @@ static int cp__line_chars_ok(const char *s, size_t len)
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)s[i] < 0x20)
             return 0;
-    return crypto_utf8_valid(s, len);
+    return lmq_utf8_valid(s, len);
 }
 
 /* "block <height> <64 lowercase hex>" without the newline. */

@@ -7,6 +7,7 @@
  * and every stored node is a complete subtree of the committed tree.
  * Formats: docs/FORMATS.md "Ledger data directory". */
 #include "ledger/log.h"
+#include "util/crc32c.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -598,8 +599,8 @@ static int read_frame(struct ledger *l, uint64_t pos, uint8_t want_type, uint8_t
     rc = store_pread_full(fd, buf, n, (off_t)POS_OFF(pos) + FRAME_HEADER_LEN);
     if (rc)
         return rc;
-    uint32_t crc = crypto_crc32c(0, hdr, 8);
-    crc = crypto_crc32c(crc, buf, n);
+    uint32_t crc = lmq_crc32c(0, hdr, 8);
+    crc = lmq_crc32c(crc, buf, n);
     if (crc != le32_get(hdr + 8))
         return LEDGER_ERR_CORRUPT;
     return 0;

@@ -4,6 +4,7 @@
  * standard JSON escapes; anything else is RECEIPT_ERR_MALFORMED. Format:
  * docs/FORMATS.md "Receipts" and "tlog-proof". */
 #include "ledger/receipt.h"
+#include "util/utf8.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -330,7 +331,7 @@ int receipt_parse(const char *json, size_t len, uint8_t *scratch, size_t scratch
     unsigned seen = 0;
     size_t used = 0;
     memset(r, 0, sizeof *r);
-    if (json == NULL || len > RECEIPT_MAX_JSON || !crypto_utf8_valid(json, len))
+    if (json == NULL || len > RECEIPT_MAX_JSON || !lmq_utf8_valid(json, len))
         return RECEIPT_ERR_MALFORMED;
     if (!rc__lit(&in, '{'))
         return RECEIPT_ERR_MALFORMED;

@@ -4,12 +4,13 @@
  * fields, types, and (for known kind + version) no unknown keys.
  * Field tables: docs/FORMATS.md "Ledger records". */
 #include "ledger/record.h"
+#include "util/utf8.h"
 
 #include <string.h>
 
 #include "crypto/hash.h"
 #include "crypto/note.h"
-#include "ledger/cbor.h"
+#include "util/cbor.h"
 
 const char *ledger_record_strerror(int err)
 {
@@ -35,7 +36,7 @@ static int rec__tstr_ok(const struct ledger_bytes *b, int required, int nonempty
         return !required;
     if (nonempty && b->len == 0)
         return 0;
-    return crypto_utf8_valid(b->ptr, b->len);
+    return lmq_utf8_valid(b->ptr, b->len);
 }
 
 static void rec__put_tstr(struct cbor_writer *w, unsigned key, const struct ledger_bytes *b)

@@ -3,6 +3,7 @@
  * entry carries its own CRC-32C so a torn or flipped entry is found
  * without reading anything else. Formats: docs/FORMATS.md. */
 #include "ledger/store_int.h"
+#include "util/crc32c.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,7 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "crypto/hash.h"
 
 void store_frame_header(uint8_t hdr[FRAME_HEADER_LEN], uint8_t type, const void *payload,
                         size_t len)
@@ -18,8 +18,8 @@ void store_frame_header(uint8_t hdr[FRAME_HEADER_LEN], uint8_t type, const void 
     le32_put(hdr, (uint32_t)len);
     hdr[4] = type;
     hdr[5] = hdr[6] = hdr[7] = 0;
-    uint32_t crc = crypto_crc32c(0, hdr, 8);
-    crc = crypto_crc32c(crc, payload, len);
+    uint32_t crc = lmq_crc32c(0, hdr, 8);
+    crc = lmq_crc32c(crc, payload, len);
     le32_put(hdr + 8, crc);
 }
 
@@ -36,8 +36,8 @@ int store_frame_check(const uint8_t *buf, size_t avail, uint8_t *type, uint32_t 
         return -EBADMSG;
     if (avail - FRAME_HEADER_LEN < n)
         return -EAGAIN;
-    uint32_t crc = crypto_crc32c(0, buf, 8);
-    crc = crypto_crc32c(crc, buf + FRAME_HEADER_LEN, n);
+    uint32_t crc = lmq_crc32c(0, buf, 8);
+    crc = lmq_crc32c(crc, buf + FRAME_HEADER_LEN, n);
     if (crc != le32_get(buf + 8))
         return -EBADMSG;
     *type = buf[4];
@@ -66,13 +66,13 @@ void store_seg_header(uint8_t hdr[SEG_HEADER_LEN], uint32_t seg)
 {
     memcpy(hdr, SEG_MAGIC, 8);
     le32_put(hdr + 8, seg);
-    le32_put(hdr + 12, crypto_crc32c(0, hdr, 12));
+    le32_put(hdr + 12, lmq_crc32c(0, hdr, 12));
 }
 
 int store_seg_header_check(const uint8_t hdr[SEG_HEADER_LEN], uint32_t seg)
 {
     if (memcmp(hdr, SEG_MAGIC, 8) != 0 || le32_get(hdr + 8) != seg ||
-        le32_get(hdr + 12) != crypto_crc32c(0, hdr, 12))
+        le32_get(hdr + 12) != lmq_crc32c(0, hdr, 12))
         return -EBADMSG;
     return 0;
 }
@@ -81,12 +81,12 @@ void store_index_entry(uint8_t e[INDEX_ENTRY_LEN], uint64_t pos, uint32_t len)
 {
     le64_put(e, pos);
     le32_put(e + 8, len);
-    le32_put(e + 12, crypto_crc32c(0, e, 12));
+    le32_put(e + 12, lmq_crc32c(0, e, 12));
 }
 
 int store_index_entry_parse(const uint8_t e[INDEX_ENTRY_LEN], uint64_t *pos, uint32_t *len)
 {
-    if (le32_get(e + 12) != crypto_crc32c(0, e, 12))
+    if (le32_get(e + 12) != lmq_crc32c(0, e, 12))
         return -EBADMSG;
     *pos = le64_get(e);
     *len = le32_get(e + 8);
@@ -99,13 +99,13 @@ void store_block_entry(uint8_t e[BLOCK_ENTRY_LEN], const uint8_t header[LEDGER_B
     memcpy(e, header, LEDGER_BLOCK_HEADER_LEN);
     le64_put(e + 112, commit_pos);
     le32_put(e + 120, 0);
-    le32_put(e + 124, crypto_crc32c(0, e, 124));
+    le32_put(e + 124, lmq_crc32c(0, e, 124));
 }
 
 int store_block_entry_parse(const uint8_t e[BLOCK_ENTRY_LEN], struct ledger_block *b,
                             uint64_t *commit_pos)
 {
-    if (le32_get(e + 124) != crypto_crc32c(0, e, 124) || le32_get(e + 120) != 0)
+    if (le32_get(e + 124) != lmq_crc32c(0, e, 124) || le32_get(e + 120) != 0)
         return -EBADMSG;
     if (ledger_block_decode(e, b) != 0)
         return -EBADMSG;

@@ -1,4 +1,4 @@
-/* Tests of src/ledger/cbor.c: RFC 8949 Appendix A encodings (writer and
+/* Tests of src/util/cbor.c: RFC 8949 Appendix A encodings (writer and
  * reader), the §4.2.1 key order example, and one test per error code. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "crypto/hash.h"
-#include "ledger/cbor.h"
+#include "util/cbor.h"
 
 static size_t unhex(const char *hex, uint8_t *out, size_t cap)
 {

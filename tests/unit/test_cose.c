@@ -29,7 +29,7 @@
 #include "crypto/sign.h"
 #include "identity/cwt.h"
 #include "identity/device_id.h"
-#include "ledger/cbor.h"
+#include "util/cbor.h"
 
 /* ---- tiny purpose-specific JSON extraction ---- */
 

@@ -16,6 +16,8 @@
 #include <cmocka.h>
 
 #include "crypto/hash.h"
+#include "util/crc32c.h"
+#include "util/utf8.h"
 #include "crypto/sign.h"
 
 static void hex32(const char *hex, uint8_t out[32])
@@ -56,21 +58,21 @@ static void test_sha256(void **state)
 static void test_crc32c(void **state)
 {
     (void)state;
-    assert_int_equal(crypto_crc32c(0, "123456789", 9), 0xE3069283u);
-    assert_int_equal(crypto_crc32c(0, "", 0), 0);
+    assert_int_equal(lmq_crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(lmq_crc32c(0, "", 0), 0);
     uint8_t zeros[32] = {0}, ones[32];
     memset(ones, 0xff, sizeof ones);
     /* RFC 3720 B.4 (bytes aa 36 91 8a / 43 ab a8 62 as sent, little-endian) */
-    assert_int_equal(crypto_crc32c(0, zeros, 32), 0x8A9136AAu);
-    assert_int_equal(crypto_crc32c(0, ones, 32), 0x62A8AB43u);
+    assert_int_equal(lmq_crc32c(0, zeros, 32), 0x8A9136AAu);
+    assert_int_equal(lmq_crc32c(0, ones, 32), 0x62A8AB43u);
     /* chaining at every split point and alignment equals one call */
     uint8_t buf[301];
     for (size_t i = 0; i < sizeof buf; i++)
         buf[i] = (uint8_t)(i * 7 + 3);
-    uint32_t whole = crypto_crc32c(0, buf, sizeof buf);
+    uint32_t whole = lmq_crc32c(0, buf, sizeof buf);
     for (size_t split = 0; split <= sizeof buf; split++)
         assert_int_equal(
-            crypto_crc32c(crypto_crc32c(0, buf, split), buf + split, sizeof buf - split), whole);
+            lmq_crc32c(lmq_crc32c(0, buf, split), buf + split, sizeof buf - split), whole);
     /* bitwise reference */
     for (size_t off = 0; off < 16; off++) {
         uint32_t c = 0xffffffffu;
@@ -79,7 +81,7 @@ static void test_crc32c(void **state)
             for (int k = 0; k < 8; k++)
                 c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
         }
-        assert_int_equal(crypto_crc32c(0, buf + off, sizeof buf - off), ~c);
+        assert_int_equal(lmq_crc32c(0, buf + off, sizeof buf - off), ~c);
     }
 }
 
@@ -132,13 +134,13 @@ static void test_hex_utf8(void **state)
     assert_int_equal(crypto_hex_decode("0g", 2, b, sizeof b), -EINVAL);
     assert_int_equal(crypto_hex_decode("0102", 4, b, 1), -ENOSPC);
 
-    assert_true(crypto_utf8_valid("plain ascii", 11));
-    assert_true(crypto_utf8_valid("\xe2\x80\x94 \xf0\x9f\x98\x80", 8));
-    assert_false(crypto_utf8_valid("\xc0\xaf", 2));         /* overlong */
-    assert_false(crypto_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
-    assert_false(crypto_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
-    assert_false(crypto_utf8_valid("\xe2\x80", 2));         /* truncated */
-    assert_false(crypto_utf8_valid("\x80", 1));
+    assert_true(lmq_utf8_valid("plain ascii", 11));
+    assert_true(lmq_utf8_valid("\xe2\x80\x94 \xf0\x9f\x98\x80", 8));
+    assert_false(lmq_utf8_valid("\xc0\xaf", 2));         /* overlong */
+    assert_false(lmq_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    assert_false(lmq_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    assert_false(lmq_utf8_valid("\xe2\x80", 2));         /* truncated */
+    assert_false(lmq_utf8_valid("\x80", 1));
     assert_int_equal(crypto_memeq("abc", "abc", 3), 0);
     assert_int_not_equal(crypto_memeq("abc", "abd", 3), 0);
 }

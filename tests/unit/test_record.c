@@ -18,7 +18,7 @@
 #include "crypto/hash.h"
 #include "crypto/note.h"
 #include "crypto/sign.h"
-#include "ledger/cbor.h"
+#include "util/cbor.h"
 #include "ledger/record.h"
 
 #define B(s) ((struct ledger_bytes){(const uint8_t *)(s), sizeof(s) - 1})

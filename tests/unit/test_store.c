@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "broker/store.h"
+#include "util/crc32c.h"
 #include "broker/store_record.h"
 #include "util/log.h"
 
@@ -363,7 +364,7 @@ static void test_record_codec(void **state)
     assert_int_equal(lmq_store_rec_message_decode(0, LMQ_STORE_KIND_MESSAGE, buf, n, &d),
                      LMQ_STORE_REC_ECRC);
     /* crc32c check value */
-    assert_int_equal(lmq_store_crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(lmq_crc32c(0, "123456789", 9), 0xE3069283u);
 
     struct lmq_store_entry e = {7, 99, 2, LMQ_STORE_AWAIT_ACK, 513, true, 77}, e2;
     lmq_store_rec_entry_encode(0, &e, buf);

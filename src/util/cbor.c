@@ -3,11 +3,11 @@
  * arguments, reserved and indefinite forms, so the typed getters and the
  * validator agree on what "deterministic" means. The validator recurses at
  * most CBOR_MAX_DEPTH levels. */
-#include "ledger/cbor.h"
+#include "util/cbor.h"
+#include "util/utf8.h"
 
 #include <string.h>
 
-#include "crypto/hash.h"
 
 const char *cbor_strerror(int err)
 {
@@ -296,7 +296,7 @@ int cbor_get_tstr(struct cbor_reader *r, const char **p, size_t *len)
     int rc = cbor__get(r, CBOR_TYPE_TSTR, &n);
     if (rc != 0)
         return rc;
-    if (!crypto_utf8_valid(r->p, (size_t)n)) {
+    if (!lmq_utf8_valid(r->p, (size_t)n)) {
         *r = save;
         return CBOR_ERR_UTF8;
     }
@@ -369,7 +369,7 @@ static int cbor__validate(const uint8_t **pp, const uint8_t *end, unsigned depth
     case CBOR_TYPE_TSTR:
         if (v > left)
             return CBOR_ERR_TRUNCATED;
-        if (mt == CBOR_TYPE_TSTR && !crypto_utf8_valid(p, (size_t)v))
+        if (mt == CBOR_TYPE_TSTR && !lmq_utf8_valid(p, (size_t)v))
             return CBOR_ERR_UTF8;
         p += v;
         break;

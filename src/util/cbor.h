@@ -7,8 +7,8 @@
  * read bounds-checked; strings are returned as views into the input.
  * Supported: uint, negint, bstr, tstr, array, map, tag, false/true/null.
  * Floats, undefined and other simple values are CBOR_ERR_UNSUPPORTED. */
-#ifndef LMQ_LEDGER_CBOR_H
-#define LMQ_LEDGER_CBOR_H
+#ifndef LMQ_UTIL_CBOR_H
+#define LMQ_UTIL_CBOR_H
 
 #include <stdbool.h>
 #include <stddef.h>
