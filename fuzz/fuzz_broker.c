@@ -3,7 +3,10 @@
  * state), through a fake transport that discards output. Input format: a
  * sequence of chunks [client (low 2 bits) | flags][length][bytes]; flag
  * 0x80 drops the client's connection before the chunk (abnormal close),
- * 0x40 runs a tick. One broker (store in a temp dir) lives for the whole
+ * 0x40 runs a tick, 0x20 opens a new connection with a canned MQTT 5
+ * CONNECT (session expiry, receive maximum 2, maximum packet size 200,
+ * topic alias maximum, a will with properties and a delay) so the v5 paths
+ * are reached without the fuzzer having to build one. One broker (store in a temp dir) lives for the whole
  * run, so state accumulates like in a real server. */
 #include <stdint.h>
 #include <stdio.h>
@@ -81,6 +84,26 @@ static struct lmq_broker *fz_broker(void)
     return b;
 }
 
+/* An MQTT 5 CONNECT for client "v5-N" (N at FZ_V5_ID_AT). */
+static const uint8_t fz_v5_connect[] = {
+    0x10, 60,                                        /* CONNECT, remaining length */
+    0, 4, 'M', 'Q', 'T', 'T', 5, 0x0C, 0, 10,        /* will QoS 1, keep-alive 10 */
+    18,                                              /* properties */
+    0x11, 0, 0, 0, 30,                               /* session expiry 30 */
+    0x21, 0, 2,                                      /* receive maximum 2 */
+    0x27, 0, 0, 0, 200,                              /* maximum packet size 200 */
+    0x22, 0, 3,                                      /* topic alias maximum 3 */
+    0x17, 1,                                         /* request problem info */
+    0, 4, 'v', '5', '-', '0',                        /* client id */
+    14,                                              /* will properties */
+    0x18, 0, 0, 0, 1,                                /* will delay 1 */
+    0x01, 1,                                         /* payload format: UTF-8 */
+    0x26, 0, 1, 'k', 0, 1, 'v',                      /* user property */
+    0, 3, 'w', '/', 'x',                             /* will topic */
+    0, 3, 'b', 'y', 'e',                             /* will payload */
+};
+#define FZ_V5_ID_AT 36
+
 static void fz_drop(struct fz_conn *f, bool lost)
 {
     if (!f->c)
@@ -108,6 +131,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             f->c = lmq_broker_client_new(b, f, NULL, "fuzz");
             if (!f->c)
                 abort();
+            if (hdr & 0x20) {
+                memcpy(f->rest, fz_v5_connect, sizeof fz_v5_connect);
+                f->rest[FZ_V5_ID_AT] = (uint8_t)('0' + (hdr & 3));
+                f->rest_len = sizeof fz_v5_connect;
+            }
         }
         if (!f->closing && f->rest_len + len <= sizeof f->rest) {
             memcpy(f->rest + f->rest_len, data + i, len);

@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,7 @@ struct bk_sub {
     uint16_t len;
     uint8_t qos;
     uint8_t opts;           /* BK_OPT_* */
+    uint32_t sub_id;        /* MQTT 5 subscription identifier, 0 = none */
 };
 
 struct bk_session {
@@ -87,6 +89,7 @@ struct bk_session {
     uint64_t disconnected_at;   /* unix seconds, 0 while online */
     uint32_t hash;
     uint32_t nsubs, scap;
+    uint32_t n_subids;          /* subscriptions with an identifier */
     uint32_t n_inflight;
     uint32_t n_queued;
     uint32_t n_qos2_in, cap_qos2_in;
@@ -155,6 +158,15 @@ struct lmq_broker {
     bool freeing;
     bool v5_expiry;                     /* a session with a finite expiry exists */
     uint32_t n_wills;                   /* sessions with a delayed will */
+    /* $SYS: the most clients connected at once, and load averages (per
+     * minute, over 1, 5 and 15 minutes) with the counters they were last
+     * computed from. */
+    size_t max_connected;
+    struct bk_load_avg {
+        double v[3];
+        uint64_t prev;
+    } load[5];
+    uint64_t conns_total;               /* connections accepted */
     /* Publisher flow control: a publisher whose QoS 1/2 message lands in an
      * online session's queue above half its limit is paused (no more input
      * read) until some congested session drains below a quarter, or a tick
@@ -339,16 +351,44 @@ static void bk__send_publish(struct lmq_client *c, struct lmq_msg *m, uint8_t qo
 {
     struct mqtt_publish p;
     bk__fill_publish(c, m, qos, pkid, dup, retain, &p);
+    /* MQTT 5 subscription identifiers: one delivery carries the id of
+     * every subscription of the session that matches the topic now. */
+    uint8_t small[256];
+    uint8_t *props = NULL;
+    struct bk_session *s = c->sess;
+    if (c->proto == MQTT_V5 && s && s->n_subids) {
+        size_t pcap = (size_t)m->props_len + 5u * s->n_subids;
+        props = pcap <= sizeof small ? small : malloc(pcap);
+        if (!props)
+            goto fail;
+        memcpy(props, m->props, m->props_len);
+        size_t pn = m->props_len;
+        for (uint32_t i = 0; i < s->nsubs; i++) {
+            const struct bk_sub *sb = &s->subs[i];
+            if (!sb->sub_id || !mqtt_topic_matches(sb->filter, sb->len, m->topic, m->topic_len))
+                continue;
+            int k = mqtt_prop_encode_sub_id(props + pn, pcap - pn, sb->sub_id);
+            if (k > 0)
+                pn += (size_t)k;
+        }
+        p.props.extra.ptr = props;
+        p.props.extra.len = pn;
+    }
     size_t cap = (size_t)m->topic_len + 16;
     if (c->proto == MQTT_V5)
-        cap += (size_t)m->props_len + 16;
+        cap += (size_t)p.props.extra.len + 16;
     bool copy = m->payload_len <= LMQ_OUTQ_COPY_MAX;
     if (copy)
         cap += m->payload_len;
     uint8_t *d = lmq_outq_reserve(&c->out, cap);
-    if (!d)
+    if (!d) {
+        if (props && props != small)
+            free(props);
         goto fail;
+    }
     int n = mqtt_encode_publish_header(d, cap, c->proto == MQTT_V5 ? MQTT_V5 : MQTT_V311, &p);
+    if (props && props != small)
+        free(props);
     if (n < 0) {
         lmq_outq_unreserve(&c->out, cap);
         LMQ_ERROR("client %s: cannot encode PUBLISH to %s: %s", bk__name(c), m->topic,
@@ -1248,11 +1288,9 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     if (v5) {
         ack.present |= MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM) |
                        MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) |
-                       MQTT_PROP_BIT(MQTT_PROP_SUB_ID_AVAILABLE) |
                        MQTT_PROP_BIT(MQTT_PROP_SHARED_SUB_AVAILABLE);
         ack.receive_maximum = bk__recv_max(b);
         ack.topic_alias_maximum = BK_TOPIC_ALIAS_MAX;
-        ack.sub_id_available = 0;
         ack.shared_sub_available = 0;
         if (b->cfg->max_packet_size) {
             ack.present |= MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE);
@@ -1568,12 +1606,14 @@ static void bk__retained_cb(void *ctx, struct lmq_msg *m)
 }
 
 static int bk__sub_add(struct bk_session *s, const char *f, size_t len, uint8_t qos,
-                       uint8_t opts)
+                       uint8_t opts, uint32_t sub_id)
 {
     for (uint32_t i = 0; i < s->nsubs; i++) {
         if (s->subs[i].len == len && memcmp(s->subs[i].filter, f, len) == 0) {
             s->subs[i].qos = qos;
             s->subs[i].opts = opts;
+            s->n_subids += (sub_id != 0) - (s->subs[i].sub_id != 0);
+            s->subs[i].sub_id = sub_id;
             return 0;
         }
     }
@@ -1590,7 +1630,8 @@ static int bk__sub_add(struct bk_session *s, const char *f, size_t len, uint8_t 
         return -ENOMEM;
     memcpy(copy, f, len);
     copy[len] = '\0';
-    s->subs[s->nsubs++] = (struct bk_sub){copy, (uint16_t)len, qos, opts};
+    s->subs[s->nsubs++] = (struct bk_sub){copy, (uint16_t)len, qos, opts, sub_id};
+    s->n_subids += sub_id != 0;
     return 0;
 }
 
@@ -1606,6 +1647,7 @@ static bool bk__sub_del(struct bk_session *s, const char *f, size_t len)
 {
     for (uint32_t i = 0; i < s->nsubs; i++) {
         if (s->subs[i].len == len && memcmp(s->subs[i].filter, f, len) == 0) {
+            s->n_subids -= s->subs[i].sub_id != 0;
             free(s->subs[i].filter);
             s->subs[i] = s->subs[--s->nsubs];
             return true;
@@ -1624,10 +1666,9 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
         return -1;
     }
     bool v5 = c->proto == MQTT_V5;
-    if (v5 && mqtt_props_has(&sub.props, MQTT_PROP_SUBSCRIPTION_ID)) {
-        bk__fail(c, MQTT_RC_SUB_IDS_NOT_SUPPORTED, "subscription identifiers not supported", 0);
-        return -1;
-    }
+    uint32_t sub_id = v5 && mqtt_props_has(&sub.props, MQTT_PROP_SUBSCRIPTION_ID)
+                          ? sub.props.subscription_id
+                          : 0;
     struct bk_session *s = c->sess;
     /* Per filter: the reason code, then whether to send retained messages. */
     uint8_t small[128];
@@ -1664,7 +1705,7 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
                      s->id, (int)e.filter.len, e.filter.ptr, b->cfg->max_subscriptions_per_client);
             if (v5)
                 code = MQTT_RC_QUOTA_EXCEEDED;
-        } else if (bk__sub_add(s, e.filter.ptr, e.filter.len, e.qos, opts) < 0 ||
+        } else if (bk__sub_add(s, e.filter.ptr, e.filter.len, e.qos, opts, sub_id) < 0 ||
                    lmq_tree_subscribe(b->tree, e.filter.ptr, e.filter.len, s, e.qos, opts,
                                       NULL) < 0) {
             bk__sub_del(s, e.filter.ptr, e.filter.len);
@@ -1677,7 +1718,7 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
             if (s->persistent) {
                 struct lmq_store *st = bk__st(b);
                 struct lmq_store_sub ss = {e.filter.ptr, e.filter.len,
-                                           v5 ? e.options : e.qos, 0};
+                                           v5 ? e.options : e.qos, sub_id};
                 if (st)
                     bk__st_check(b, lmq_store_sub_put(st, s->id, s->id_len, &ss),
                                  "put subscription");
@@ -1872,6 +1913,7 @@ struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx,
         b->clients->prev = c;
     b->clients = c;
     b->n_clients++;
+    b->conns_total++;
     LMQ_DEBUG("new connection from %s", peer);
     return c;
 }
@@ -2076,22 +2118,71 @@ static void bk__sys_pub(struct lmq_broker *b, const char *topic, const char *fmt
     b->st.msgs_in = in;
 }
 
-/* Publishes the broker's status under $SYS/broker/ (retained, QoS 0), as
- * Mosquitto does. */
-static void bk__sys(struct lmq_broker *b)
+/* Folds counter CUR into the 1/5/15-minute load averages L after DT
+ * seconds, as Mosquitto does: the rate over the interval, per minute,
+ * smoothed exponentially. */
+static void bk__load_update(struct bk_load_avg *l, uint64_t cur, double dt)
 {
+    static const double minutes[3] = {1, 5, 15};
+    double rate = (double)(cur - l->prev) * 60.0 / dt;
+    l->prev = cur;
+    for (int i = 0; i < 3; i++) {
+        double e = exp(-dt / (60.0 * minutes[i]));
+        l->v[i] = rate + e * (l->v[i] - rate);
+    }
+}
+
+/* Publishes the broker's status under $SYS/broker/ (retained, QoS 0) in
+ * Mosquitto's layout, every sys_interval seconds. */
+static void bk__sys(struct lmq_broker *b, uint64_t dt)
+{
+    size_t connected = 0, offline = 0, subs = 0;
+    for (struct lmq_client *c = b->clients; c; c = c->next)
+        connected += c->state == BK_C_CONNECTED;
+    for (size_t i = 0; i < b->sess_cap; i++) {
+        for (struct bk_session *s = b->sessions[i]; s; s = s->hnext) {
+            subs += s->nsubs;
+            offline += !s->client;
+        }
+    }
+    if (connected > b->max_connected)
+        b->max_connected = connected;
+    uint64_t dropped =
+        b->st.dropped_qos0 + b->st.dropped_queue_full + b->st.dropped_too_large;
     bk__sys_pub(b, "$SYS/broker/version", "ledgermqd %s", LMQ_VERSION);
     bk__sys_pub(b, "$SYS/broker/uptime", "%" PRIu64 " seconds", b->now - b->started);
-    bk__sys_pub(b, "$SYS/broker/clients/connected", "%zu", b->n_clients);
+    bk__sys_pub(b, "$SYS/broker/clients/connected", "%zu", connected);
+    bk__sys_pub(b, "$SYS/broker/clients/disconnected", "%zu", offline);
+    bk__sys_pub(b, "$SYS/broker/clients/total", "%zu", b->n_sessions);
+    bk__sys_pub(b, "$SYS/broker/clients/maximum", "%zu", b->max_connected);
     bk__sys_pub(b, "$SYS/broker/sessions/count", "%zu", b->n_sessions);
+    bk__sys_pub(b, "$SYS/broker/subscriptions/count", "%zu", subs);
     bk__sys_pub(b, "$SYS/broker/messages/received", "%" PRIu64, b->st.msgs_in);
     bk__sys_pub(b, "$SYS/broker/messages/sent", "%" PRIu64, b->st.msgs_out);
-    bk__sys_pub(b, "$SYS/broker/messages/dropped", "%" PRIu64,
-                b->st.dropped_qos0 + b->st.dropped_queue_full);
+    bk__sys_pub(b, "$SYS/broker/messages/dropped", "%" PRIu64, dropped);
+    bk__sys_pub(b, "$SYS/broker/publish/messages/received", "%" PRIu64, b->st.msgs_in);
+    bk__sys_pub(b, "$SYS/broker/publish/messages/sent", "%" PRIu64, b->st.msgs_out);
+    bk__sys_pub(b, "$SYS/broker/publish/messages/dropped", "%" PRIu64, dropped);
     bk__sys_pub(b, "$SYS/broker/bytes/received", "%" PRIu64, b->st.bytes_in);
     bk__sys_pub(b, "$SYS/broker/bytes/sent", "%" PRIu64, b->st.bytes_out);
     bk__sys_pub(b, "$SYS/broker/retained messages/count", "%zu",
                 lmq_tree_retained_count(b->tree));
+    static const char *const load_name[5] = {"messages/received", "messages/sent",
+                                             "bytes/received", "bytes/sent", "connections"};
+    const uint64_t load_cur[5] = {b->st.msgs_in, b->st.msgs_out, b->st.bytes_in,
+                                  b->st.bytes_out, b->conns_total};
+    static const char *const span[3] = {"1min", "5min", "15min"};
+    for (int k = 0; k < 5; k++) {
+        if (dt)
+            bk__load_update(&b->load[k], load_cur[k], (double)dt);
+        else
+            b->load[k].prev = load_cur[k];
+        for (int i = 0; i < 3; i++) {
+            char topic[64];
+            snprintf(topic, sizeof topic, "$SYS/broker/load/%s/%s", load_name[k], span[i]);
+            bk__sys_pub(b, topic, "%.2f", b->load[k].v[i]);
+        }
+    }
 }
 
 void lmq_broker_tick(struct lmq_broker *b)
@@ -2121,8 +2212,8 @@ void lmq_broker_tick(struct lmq_broker *b)
         lmq_store_flush(b->store);
     }
     if (b->cfg->sys_interval && b->now - b->last_sys >= b->cfg->sys_interval) {
+        bk__sys(b, b->now - (b->last_sys ? b->last_sys : b->started));
         b->last_sys = b->now;
-        bk__sys(b);
     }
     /* Expire persistent sessions offline for too long; send delayed
      * wills. Every second while MQTT 5 sessions with an expiry or delayed
@@ -2290,7 +2381,7 @@ static int bk__load_sub(void *ctx, const struct lmq_store_session *ss,
     if (qos > 2)
         qos = 2;
     uint8_t opts = sub->options & (BK_OPT_NO_LOCAL | BK_OPT_RAP);
-    if (bk__sub_add(s, sub->filter, sub->filter_len, qos, opts) < 0 ||
+    if (bk__sub_add(s, sub->filter, sub->filter_len, qos, opts, sub->sub_id) < 0 ||
         lmq_tree_subscribe(L->b->tree, sub->filter, sub->filter_len, s, qos, opts, NULL) < 0)
         return -ENOMEM;
     return LMQ_STORE_VISIT_KEEP;

@@ -98,10 +98,33 @@ def test_v5_suback_quota_exceeded_0x97(broker_factory, raw5):
     assert s.subscribe5([("q/1", 0), ("q/2", 0), ("q/1", 1)]) == [0, 0x97, 1]
 
 
-def test_v5_subscription_identifier_not_supported_0xa1(broker, raw5):
+def test_v5_subscription_identifiers_overlapping(broker, raw5):
     s = conn(raw5, broker.port, "sid")
-    s.send(V.subscribe(1, [("sid/t", 0)], sprops=V.props((V.SUBSCRIPTION_ID, 3))))
-    assert s.expect5(R.DISCONNECT).reason == 0xA1
+    s.send(V.subscribe(1, [("sid/+", 1)], sprops=V.props((V.SUBSCRIPTION_ID, 3))))
+    assert s.expect5(R.SUBACK).codes == [1]
+    s.send(V.subscribe(2, [("sid/#", 0)], sprops=V.props((V.SUBSCRIPTION_ID, 200000))))
+    assert s.expect5(R.SUBACK).codes == [0]
+    assert s.subscribe5([("sid/t", 0)], pid=3) == [0]          # no identifier
+    p = conn(raw5, broker.port, "sid-p")
+    p.send(V.publish("sid/t", b"once", qos=1, pid=1))
+    m = s.expect5(R.PUBLISH)
+    assert m.payload == b"once" and m.qos == 1
+    assert sorted(v for k, v in m.props if k == V.SUBSCRIPTION_ID) == [3, 200000]
+    assert s.recv5(timeout=0.5) is None                       # one delivery only
+    p.send(V.publish("sid/a/b", b"deep", qos=0))
+    m = s.expect5(R.PUBLISH)
+    assert [v for k, v in m.props if k == V.SUBSCRIPTION_ID] == [200000]
+
+
+def test_v5_subscription_identifier_on_retained(broker, raw5):
+    p = conn(raw5, broker.port, "sidr-p")
+    p.send(V.publish("sidr/t", b"r", qos=1, pid=1, retain=True))
+    p.expect5(R.PUBACK)
+    s = conn(raw5, broker.port, "sidr")
+    s.send(V.subscribe(1, [("sidr/t", 1)], sprops=V.props((V.SUBSCRIPTION_ID, 42))))
+    assert s.expect5(R.SUBACK).codes == [1]
+    m = s.expect5(R.PUBLISH)
+    assert m.retain and V.pget(m.props, V.SUBSCRIPTION_ID) == 42
 
 
 def test_v5_unsuback_reason_codes(broker, raw5):
