@@ -11,6 +11,11 @@ PKGS=(build-essential cmake pkg-config git
       python3 python3-pytest python3-paho-mqtt python3-cbor2 python3-nacl
       mosquitto mosquitto-clients openssl procps iproute2 curl)
 BACKPORTS_PKGS=(libraft-dev)
+# MQTT.js for tests/js: Debian's nodejs and npm, only when node or npm is
+# missing (NodeSource's nodejs, say, bundles npm and conflicts with it).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PKGS+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PKGS[@]}" "${BACKPORTS_PKGS[@]}"; do

@@ -6,6 +6,9 @@
 #include "net/server.h"
 
 #include "broker/broker.h"
+#include "net/tls.h"
+#include "net/transport.h"
+#include "net/ws.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -19,11 +22,14 @@
 #define NET_READ_BUF (64 * 1024)
 #define NET_MAX_IOV 1024
 #define NET_CLOSE_GRACE_S 5
+#define NET_FILTER_CHUNK (64 * 1024) /* plaintext encoded per filter write */
 
 struct net__listener {
     uv_tcp_t tcp;
     struct lmq_server *srv;
     const struct lmq_listener_config *cfg;
+    struct lmq_tls_ctx *tls; /* certfile set: the listener's TLS context */
+    uint16_t port;           /* the bound port (the OS's choice for port 0) */
     bool open;
 };
 
@@ -32,6 +38,7 @@ struct net__listener {
 struct net__write {
     uv_write_t req;
     struct lmq_outq q;
+    uint8_t *wire; /* filtered connections: the filter's wire bytes */
 };
 
 /* The unfinished tail of the input (a partial packet). */
@@ -46,13 +53,16 @@ struct net__conn {
     uv_tcp_t tcp;
     struct lmq_client *client;
     struct net__conn *prev, *next;
-    struct net__rest *rest;     /* unfinished packet bytes, or NULL */
-    struct net__write *w;       /* the pending uv_write, or NULL */
-    uint32_t closing_since;     /* tick count when close was requested */
+    struct net__rest *rest; /* unfinished packet bytes, or NULL */
+    struct lmq_filter *f;   /* TLS and/or WebSocket, or NULL: plain TCP */
+    struct net__write *w;   /* the pending uv_write, or NULL */
+    uint32_t closing_since; /* tick count when close was requested */
     bool writing;
-    bool paused;                /* flow control: not reading */
-    bool closing;               /* no more input; close after the write */
+    bool paused;  /* flow control: not reading */
+    bool closing; /* no more input; close after the write */
     bool handle_closed;
+    bool tls_logged; /* the handshake's log line is written */
+    uint16_t lport;  /* the listener's port, for log lines */
 };
 
 struct lmq_server {
@@ -66,7 +76,7 @@ struct lmq_server {
     uv_timer_t tick;
     uv_signal_t sigint, sigterm;
     uv_signal_t sigpipe;
-    struct net__conn *conns;    /* all connections not yet freed */
+    struct net__conn *conns; /* all connections not yet freed */
     size_t n_conns;
     uint32_t ticks;
     bool stopping;
@@ -85,8 +95,14 @@ static struct lmq_server *net__srv(const struct net__conn *c)
 
 static void net__write_cb(uv_write_t *req, int status);
 
+static void net__flush_filtered(struct net__conn *c, bool outq_too);
+
 static void net__flush(struct net__conn *c)
 {
+    if (c->f) {
+        net__flush_filtered(c, true);
+        return;
+    }
     if (c->writing || c->handle_closed)
         return;
     struct lmq_outq *q = lmq_broker_client_outq(c->client);
@@ -139,6 +155,7 @@ static void net__flush(struct net__conn *c)
         return;
     }
     w->q = *q;
+    w->wire = NULL;
     memset(q, 0, sizeof *q);
     w->req.data = c;
     c->w = w;
@@ -159,14 +176,115 @@ static void net__flush(struct net__conn *c)
     c->writing = true;
 }
 
+/* Filtered connections (see docs/TRANSPORTS.md, "Write path"): the
+ * filter's wire bytes go first; only once the socket took them all is more
+ * of the outq encoded, at most NET_FILTER_CHUNK at a time, so backpressure
+ * stays in the broker's queue. OUTQ_TOO false sends only what the filter
+ * already holds (handshake replies, pongs, alerts): the broker's output may
+ * have to wait for the store commit of this iteration. A closing
+ * connection encodes all of its outq, then the filter's close (close frame
+ * and/or close_notify), and closes once the wire bytes are out. */
+static void net__flush_filtered(struct net__conn *c, bool outq_too)
+{
+    if (c->writing || c->handle_closed)
+        return;
+    struct lmq_outq *q = lmq_broker_client_outq(c->client);
+    struct iovec iov[NET_MAX_IOV];
+    for (;;) {
+        size_t wl;
+        const uint8_t *wire = lmq_filter_wire(c->f, &wl);
+        if (wl) {
+            uv_buf_t b = uv_buf_init((char *)wire, (unsigned)wl);
+            int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+            if (r == UV_EAGAIN || r == UV_ENOSYS)
+                r = 0;
+            if (r < 0) {
+                if (!c->closing)
+                    lmq_broker_client_lost(c->client, uv_strerror(r));
+                lmq_outq_consume(q, q->bytes);
+                c->closing = true;
+                net__close(c);
+                return;
+            }
+            lmq_filter_wire_consume(c->f, (size_t)r);
+            if ((size_t)r < wl)
+                break;
+        }
+        if (!outq_too && !c->closing)
+            break;
+        if (q->bytes == 0) {
+            if (c->closing && lmq_filter_shutdown(c->f) == 0) {
+                lmq_filter_wire(c->f, &wl);
+                if (wl)
+                    continue;
+            }
+            break;
+        }
+        size_t n = lmq_outq_iov(q, iov, NET_MAX_IOV);
+        size_t want = 0, k = 0;
+        while (k < n && want < NET_FILTER_CHUNK)
+            want += iov[k++].iov_len;
+        if (lmq_filter_write(c->f, iov, k) < 0) {
+            /* ESTATE (closed or failed) or ENOMEM: nothing more goes out. */
+            lmq_outq_consume(q, q->bytes);
+            if (!c->closing)
+                lmq_broker_client_lost(c->client, lmq_filter_reason(c->f)[0]
+                                                      ? lmq_filter_reason(c->f)
+                                                      : "out of memory");
+            c->closing = true;
+            continue; /* what the filter holds still goes out */
+        }
+        lmq_outq_consume(q, want);
+        lmq_broker_client_wrote(c->client, want);
+    }
+    size_t wl;
+    lmq_filter_wire(c->f, &wl);
+    if (wl == 0) {
+        if (q->bytes == 0 && q->cap <= 4096)
+            lmq_outq_trim(q);
+        if (c->closing && q->bytes == 0)
+            net__close(c);
+        return;
+    }
+    /* The socket is full: uv_write owns the filter's buffer until the
+     * callback; new wire bytes accumulate in a fresh one. */
+    struct net__write *w = calloc(1, sizeof *w);
+    if (!w) {
+        lmq_outq_consume(q, q->bytes);
+        if (!c->closing)
+            lmq_broker_client_lost(c->client, "out of memory");
+        c->closing = true;
+        net__close(c);
+        return;
+    }
+    size_t len;
+    lmq_filter_wire_take(c->f, &w->wire, &len);
+    w->req.data = c;
+    c->w = w;
+    uv_buf_t b = uv_buf_init((char *)w->wire, (unsigned)len);
+    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, net__write_cb);
+    if (r < 0) {
+        c->w = NULL;
+        free(w->wire);
+        free(w);
+        if (!c->closing)
+            lmq_broker_client_lost(c->client, uv_strerror(r));
+        c->closing = true;
+        net__close(c);
+        return;
+    }
+    c->writing = true;
+}
+
 static void net__write_cb(uv_write_t *req, int status)
 {
     struct net__conn *c = req->data;
     struct net__write *w = c->w;
     c->writing = false;
     c->w = NULL;
-    size_t n = w->q.bytes;
+    size_t n = w->q.bytes; /* plaintext; a filter's bytes were counted */
     lmq_outq_free(&w->q);
+    free(w->wire);
     free(w);
     if (c->handle_closed)
         return;
@@ -181,10 +299,13 @@ static void net__write_cb(uv_write_t *req, int status)
     /* What the broker queued meanwhile may wait for this iteration's store
      * commit: let lmq_broker_flush() write it. A closing connection gets no
      * new output, so its rest can go now. */
-    if (c->closing)
+    if (c->closing) {
         net__flush(c);
-    else
-        lmq_broker_client_kick(c->client);
+        return;
+    }
+    if (c->f)
+        net__flush_filtered(c, false); /* pongs etc. held meanwhile */
+    lmq_broker_client_kick(c->client);
 }
 
 /* ---- closing ---- */
@@ -202,6 +323,7 @@ static void net__close_cb(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     s->n_conns--;
+    lmq_filter_free(c->f);
     free(c->rest);
     free(c);
 }
@@ -254,6 +376,7 @@ static void net__tr_pause(void *tctx)
 static void net__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void net__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static int net__keep_rest(struct net__conn *c, const uint8_t *p, size_t n);
+static int net__feed_app(struct net__conn *c);
 
 static void net__tr_resume(void *tctx)
 {
@@ -261,7 +384,10 @@ static void net__tr_resume(void *tctx)
     if (!c->paused || c->closing || c->handle_closed)
         return;
     c->paused = false;
-    if (c->rest && c->rest->len) {
+    if (c->f) {
+        if (net__feed_app(c) < 0 || c->paused)
+            return; /* closed by the broker, or paused again */
+    } else if (c->rest && c->rest->len) {
         size_t used = 0;
         if (lmq_broker_input(c->client, c->rest->data, c->rest->len, &used) < 0)
             return; /* the broker closes it */
@@ -325,6 +451,91 @@ static int net__keep_rest(struct net__conn *c, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* "ADDR:PORT" of the peer (or "?") into BUF. */
+static void net__peer_name(uv_tcp_t *tcp, char *buf, size_t len)
+{
+    struct sockaddr_storage sa;
+    int salen = sizeof sa;
+    char ip[64] = "?";
+    snprintf(buf, len, "?");
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&sa, &salen) != 0)
+        return;
+    if (sa.ss_family == AF_INET) {
+        uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
+        snprintf(buf, len, "%s:%d", ip, ntohs(((struct sockaddr_in *)&sa)->sin_port));
+    } else if (sa.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
+        snprintf(buf, len, "[%s]:%d", ip, ntohs(((struct sockaddr_in6 *)&sa)->sin6_port));
+    }
+}
+
+/* Hands the filter's MQTT bytes to the broker; the filter keeps the
+ * unfinished packet. -1 when the broker closed the connection. */
+static int net__feed_app(struct net__conn *c)
+{
+    size_t n;
+    const uint8_t *app = lmq_filter_app(c->f, &n);
+    if (n == 0)
+        return 0;
+    size_t used = 0;
+    if (lmq_broker_input(c->client, app, n, &used) < 0)
+        return -1;
+    lmq_filter_app_consume(c->f, used);
+    return 0;
+}
+
+/* Once per TLS connection, when its handshake is done: one line with the
+ * peer, protocol, cipher and client certificate. */
+static void net__log_tls(struct net__conn *c)
+{
+    struct lmq_filter *t = lmq_filter_layer(c->f, "tls");
+    if (!t) {
+        c->tls_logged = true;
+        return;
+    }
+    if (!lmq_tls_version(t)[0])
+        return;
+    c->tls_logged = true;
+    char peer[80], subject[256] = "none";
+    net__peer_name(&c->tcp, peer, sizeof peer);
+    if (lmq_tls_peer_subject(t, subject, sizeof subject) != 0)
+        snprintf(subject, sizeof subject, "none");
+    LMQ_INFO("connection from %s: %s %s%s, client certificate: %s", peer, lmq_tls_version(t),
+             lmq_tls_cipher(t), lmq_tls_resumed(t) ? " (resumed)" : "", subject);
+}
+
+/* A filtered connection's input (docs/TRANSPORTS.md, "Read path"). */
+static void net__read_filtered(struct net__conn *c, const uint8_t *data, size_t len)
+{
+    int r = lmq_filter_feed(c->f, data, len);
+    /* Whatever happened, the filter may have bytes to send (handshake
+     * reply, pong, alert, HTTP error page, close frame). */
+    net__flush_filtered(c, false);
+    if (c->closing || c->handle_closed)
+        return;
+    if (!c->tls_logged)
+        net__log_tls(c);
+    if (net__feed_app(c) < 0)
+        return; /* the broker called transport->close */
+    unsigned st = lmq_filter_state(c->f);
+    if (r < 0 || (st & LMQ_FILTER_PEER_CLOSED)) {
+        const char *why = lmq_filter_reason(c->f);
+        if (r < 0) {
+            char peer[80];
+            net__peer_name(&c->tcp, peer, sizeof peer);
+            LMQ_NOTICE("connection from %s on %s port %u refused: %s", peer, lmq_filter_name(c->f),
+                       c->lport, why);
+        }
+        lmq_broker_client_lost(c->client, why);
+        struct lmq_outq *q = lmq_broker_client_outq(c->client);
+        lmq_outq_consume(q, q->bytes);
+        c->closing = true;
+        c->closing_since = net__srv(c)->ticks;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        net__flush_filtered(c, true); /* the filter's last words, then close */
+    }
+}
+
 static void net__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct net__conn *c = st->data;
@@ -340,6 +551,10 @@ static void net__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    if (c->f) {
+        net__read_filtered(c, (const uint8_t *)buf->base, (size_t)nread);
+        return;
+    }
     const uint8_t *data = (const uint8_t *)buf->base;
     size_t len = (size_t)nread;
     if (c->rest) {
@@ -349,8 +564,7 @@ static void net__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             size_t cap = c->rest->cap;
             while (cap < total)
                 cap *= 2;
-            struct net__rest *r =
-                cap <= UINT32_MAX ? realloc(c->rest, sizeof *r + cap) : NULL;
+            struct net__rest *r = cap <= UINT32_MAX ? realloc(c->rest, sizeof *r + cap) : NULL;
             if (!r) {
                 LMQ_ERROR("out of memory buffering input; closing connection");
                 lmq_broker_client_lost(c->client, "out of memory");
@@ -402,20 +616,23 @@ static void net__accept_cb(uv_stream_t *ls, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    char peer[80] = "?";
-    struct sockaddr_storage sa;
-    int salen = sizeof sa;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
-        char ip[64] = "?";
-        int port = 0;
-        if (sa.ss_family == AF_INET) {
-            uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-            snprintf(peer, sizeof peer, "%s:%d", ip, port);
-        } else if (sa.ss_family == AF_INET6) {
-            uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-            snprintf(peer, sizeof peer, "[%s]:%d", ip, port);
+    char peer[80];
+    net__peer_name(&c->tcp, peer, sizeof peer);
+    c->lport = l->port;
+    if (l->tls || l->cfg->protocol == LMQ_PROTO_WEBSOCKETS) {
+        /* lmq_filter_stack owns both layers, also when one is NULL. */
+        if (l->tls && l->cfg->protocol == LMQ_PROTO_WEBSOCKETS)
+            c->f = lmq_filter_stack(lmq_tls_filter_new(l->tls),
+                                    lmq_ws_filter_new(s->cfg->max_packet_size));
+        else if (l->tls)
+            c->f = lmq_tls_filter_new(l->tls);
+        else
+            c->f = lmq_ws_filter_new(s->cfg->max_packet_size);
+        if (!c->f) {
+            LMQ_ERROR("out of memory accepting a connection");
+            c->handle_closed = true;
+            uv_close((uv_handle_t *)&c->tcp, net__close_cb);
+            return;
         }
     }
     c->client = s->stopping ? NULL : lmq_broker_client_new(s->broker, c, l->cfg, peer);
@@ -540,13 +757,9 @@ int lmq_server_listen(struct lmq_server *s, char *err, size_t errlen)
     for (size_t i = 0; i < s->cfg->n_listeners; i++) {
         const struct lmq_listener_config *lc = &s->cfg->listeners[i];
         struct net__listener *l = &s->listeners[i];
-        if (lc->protocol != LMQ_PROTO_MQTT) {
-            LMQ_WARN("listener %s:%u: websockets not supported yet, skipped", lc->addr, lc->port);
-            continue;
-        }
         struct sockaddr_storage sa;
         int r = strchr(lc->addr, ':') ? uv_ip6_addr(lc->addr, lc->port, (struct sockaddr_in6 *)&sa)
-                                       : uv_ip4_addr(lc->addr, lc->port, (struct sockaddr_in *)&sa);
+                                      : uv_ip4_addr(lc->addr, lc->port, (struct sockaddr_in *)&sa);
         if (r < 0) {
             snprintf(err, errlen, "listener address '%s': %s", lc->addr, uv_strerror(r));
             return -1;
@@ -554,6 +767,12 @@ int lmq_server_listen(struct lmq_server *s, char *err, size_t errlen)
         l->srv = s;
         l->cfg = lc;
         l->tcp.data = l;
+        if (lc->certfile[0]) {
+            l->tls = lmq_tls_ctx_new(lc, err, errlen);
+            if (!l->tls)
+                return -1;
+            s->n_listeners = i + 1; /* freed by lmq_server_free */
+        }
         uv_tcp_init(&s->loop, &l->tcp);
         l->open = true;
         s->n_listeners = i + 1;
@@ -569,9 +788,34 @@ int lmq_server_listen(struct lmq_server *s, char *err, size_t errlen)
         if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&sa, &salen) == 0)
             port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
                                                   : ((struct sockaddr_in *)&sa)->sin_port);
-        LMQ_NOTICE("listening on %s:%d", lc->addr, port);
+        l->port = (uint16_t)port;
+        LMQ_NOTICE("listening on %s:%d%s%s", lc->addr, port,
+                   lc->protocol == LMQ_PROTO_WEBSOCKETS ? " (websockets)" : "",
+                   lc->certfile[0] ? (lc->cafile[0] ? (lc->require_certificate
+                                                           ? " (TLS, client certificate required)"
+                                                           : " (TLS, client certificate optional)")
+                                                    : " (TLS)")
+                                   : "");
     }
     return 0;
+}
+
+static struct lmq_filter *net__tls_layer(const void *tctx)
+{
+    const struct net__conn *c = tctx;
+    return c && c->f ? lmq_filter_layer(c->f, "tls") : NULL;
+}
+
+int lmq_server_peer_subject(const void *tctx, char *buf, size_t len)
+{
+    struct lmq_filter *t = net__tls_layer(tctx);
+    return t ? lmq_tls_peer_subject(t, buf, len) : -1;
+}
+
+int lmq_server_peer_key(const void *tctx, uint8_t *buf, size_t cap, size_t *len)
+{
+    struct lmq_filter *t = net__tls_layer(tctx);
+    return t ? lmq_tls_peer_key(t, buf, cap, len) : -1;
 }
 
 int lmq_server_run(struct lmq_server *s)
@@ -603,6 +847,8 @@ void lmq_server_free(struct lmq_server *s)
         uv_run(&s->loop, UV_RUN_DEFAULT);
     }
     lmq_broker_free(s->broker);
+    for (size_t i = 0; i < s->n_listeners; i++)
+        lmq_tls_ctx_free(s->listeners[i].tls);
     uv_loop_close(&s->loop);
     free(s);
 }

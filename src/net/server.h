@@ -3,6 +3,8 @@
  * the broker and writes its queued output with one writev per iteration.
  * Reads go into one shared 64 KiB buffer per loop; a connection keeps only
  * the unfinished tail of a packet, so an idle connection costs little.
+ * Listeners may speak TLS and/or WebSocket through a per-connection
+ * transport filter (net/transport.h, docs/TRANSPORTS.md).
  * Loop thread only. */
 #ifndef LMQ_NET_SERVER_H
 #define LMQ_NET_SERVER_H
@@ -10,6 +12,7 @@
 #include "util/config.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct lmq_server;
 
@@ -26,5 +29,17 @@ int lmq_server_listen(struct lmq_server *s, char *err, size_t errlen);
 int lmq_server_run(struct lmq_server *s);
 
 void lmq_server_free(struct lmq_server *s);
+
+/* For the authentication layer, on the loop thread: TCTX is the transport
+ * context the broker got in lmq_broker_client_new(). On a TLS listener
+ * (also under WebSocket) with a cafile, after the handshake (any time
+ * from CONNECT on), the client certificate's subject as one RFC 2253 line
+ * and its public key (LMQ_TLS_KEY_ED25519: raw 32 bytes, the form the
+ * device registry stores; LMQ_TLS_KEY_SPKI: DER) -- verified against the
+ * listener's cafile. -1 when the connection has no client certificate
+ * (plain TCP, no cafile, none sent); LMQ_FILTER_ELIMIT when the buffer is
+ * too small. See net/tls.h. */
+int lmq_server_peer_subject(const void *tctx, char *buf, size_t len);
+int lmq_server_peer_key(const void *tctx, uint8_t *buf, size_t cap, size_t *len);
 
 #endif

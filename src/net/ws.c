@@ -333,6 +333,11 @@ static int ws__feed(struct lmq_filter *f, const uint8_t *wire, size_t len)
     size_t from = old > 3 ? old - 3 : 0;
     const char *e = memmem(r + from, w->req.len - from, "\r\n\r\n", 4);
     if (!e) {
+        /* Not HTTP at all (e.g. plain MQTT on this port): say so now
+         * instead of waiting for a blank line that never comes. */
+        size_t n = w->req.len < 4 ? w->req.len : 4;
+        if (memcmp(r, "GET ", n) != 0)
+            return ws__refuse(w, 400, "", "method must be GET");
         if (w->req.len >= LMQ_WS_MAX_HEADER)
             return ws__refuse(w, 431, "", "request header larger than 8192 bytes");
         return 0;

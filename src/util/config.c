@@ -385,14 +385,19 @@ int lmq_config_finish(struct lmq_config *cfg, int port, const char *data_dir, ch
     }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct lmq_listener_config *l = &cfg->listeners[i];
-        if (l->protocol == LMQ_PROTO_WEBSOCKETS) {
-            cfg__err(err, errlen, "%s:%u: listener %u: protocol websockets is not supported yet",
-                     cfg->source, l->line, l->port);
-            return -1;
-        }
-        if (l->certfile[0] || l->keyfile[0] || l->cafile[0] || l->require_certificate) {
-            cfg__err(err, errlen, "%s:%u: listener %u: TLS is not supported yet", cfg->source,
-                     l->line, l->port);
+        /* TLS options (files are read by lmq_tls_ctx_new at listen). */
+        const char *tls_err = NULL;
+        if (l->certfile[0] && !l->keyfile[0])
+            tls_err = "certfile needs a keyfile";
+        else if (l->keyfile[0] && !l->certfile[0])
+            tls_err = "keyfile needs a certfile";
+        else if (l->cafile[0] && !l->certfile[0])
+            tls_err = "cafile needs a certfile and keyfile (TLS)";
+        else if (l->require_certificate && !l->cafile[0])
+            tls_err = "require_certificate needs a cafile to verify client certificates";
+        if (tls_err) {
+            cfg__err(err, errlen, "%s:%u: listener %u: %s", cfg->source, l->line, l->port,
+                     tls_err);
             return -1;
         }
         for (size_t j = 0; j < i; j++)

@@ -169,13 +169,51 @@ static void test_finish_errors_name_line(void **state)
     unlink(path);
 }
 
+/* TLS options that cannot work together fail at finish with FILE:LINE of
+ * their listener; TLS and websockets listeners are accepted. */
+static void expect_finish(const char *text, const char *want)
+{
+    char path[64];
+    assert_int_equal(write_conf(path, sizeof path, text), 0);
+    struct lmq_config c;
+    lmq_config_defaults(&c);
+    assert_int_equal(lmq_config_load(&c, path, err, sizeof err), 0);
+    int rc = lmq_config_finish(&c, 0, NULL, err, sizeof err);
+    if (!want) {
+        if (rc != 0)
+            fail_msg("'%s' refused: %s", text, err);
+    } else {
+        char prefix[128];
+        snprintf(prefix, sizeof prefix, "%s:2: listener 1900: %s", path, want);
+        if (rc != -1 || strcmp(err, prefix) != 0)
+            fail_msg("'%s': rc %d, error '%s', want '%s'", text, rc, err, prefix);
+    }
+    unlink(path);
+}
+
+static void test_tls_options(void **state)
+{
+    (void)state;
+    expect_finish("# tls\nlistener 1900 127.0.0.1\ncertfile /a.crt\n", "certfile needs a keyfile");
+    expect_finish("# tls\nlistener 1900 127.0.0.1\nkeyfile /a.key\n", "keyfile needs a certfile");
+    expect_finish("# tls\nlistener 1900 127.0.0.1\ncafile /ca.crt\n",
+                  "cafile needs a certfile and keyfile (TLS)");
+    expect_finish("# tls\nlistener 1900 127.0.0.1\ncertfile /a.crt\nkeyfile /a.key\n"
+                  "require_certificate true\n",
+                  "require_certificate needs a cafile to verify client certificates");
+    expect_finish("# tls\nlistener 1900 127.0.0.1\ncertfile /a.crt\nkeyfile /a.key\n"
+                  "cafile /ca.crt\nrequire_certificate true\nprotocol websockets\n",
+                  NULL);
+    expect_finish("# ws\nlistener 1900 127.0.0.1\nprotocol websockets\n", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),        cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_file_ok),         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_missing_file),    cmocka_unit_test(test_duplicate_listener),
-        cmocka_unit_test(test_finish_errors_name_line),
+        cmocka_unit_test(test_finish_errors_name_line), cmocka_unit_test(test_tls_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
