@@ -4,7 +4,7 @@ on DISCONNECT; will retain; PINGREQ keeps a connection alive."""
 import time
 
 import mqttraw as R
-from conftest import IS_MOSQUITTO
+from conftest import IS_MOSQUITTO, ledgermq_only
 
 # 1.5 x keepalive 2 = 3 s; the bound leaves room for timer granularity.
 # mosquitto 2.0.11 checks keep-alives coarsely and closes after up to ~6.1 s.
@@ -121,3 +121,20 @@ def test_other_packets_keep_connection_alive(broker, raw):
         i += 1
         c.publish("ka/talk", b"%d" % i, qos=1, pid=i)
     assert c.is_open()
+
+
+@ledgermq_only("pins ledgermqd's keep-alive grace at 1.5x (mosquitto's differs)")
+def test_keepalive_grace_is_one_and_a_half_times(broker, raw):
+    """keepalive 4: a PINGREQ 5 s after CONNECT (1.25x) still finds the
+    connection open — a 1x deadline would have closed it at 4 s — and after
+    that last packet, silence closes it at 1.5x = 6 s, well before 2x = 8 s."""
+    c = raw(broker.port)
+    assert c.connect("ka4", keepalive=4).rc == 0
+    time.sleep(5.0)
+    assert c.is_open(), "closed before 1.25x keepalive"
+    c.send(R.pingreq_packet())
+    c.expect(R.PINGRESP, timeout=2)
+    t_last = time.monotonic()
+    assert c.wait_closed(10), "not closed within 10 s of silence"
+    silent = time.monotonic() - t_last
+    assert 5.0 <= silent <= 7.5, "closed after %.2f s of silence (want ~6 s = 1.5 x 4)" % silent
