@@ -38,6 +38,9 @@
 /* MQTT 5 Topic Alias Maximum the broker announces: inbound aliases 1..this
  * are resolved per connection. */
 #define BK_TOPIC_ALIAS_MAX 10
+/* Most outbound topic aliases the broker uses per connection (fewer if the
+ * client's Topic Alias Maximum is lower): slots are reused round-robin. */
+#define BK_TOPIC_ALIAS_OUT_MAX 16
 /* MQTT 5 subscription option bits kept per subscription in the tree. */
 #define BK_OPT_NO_LOCAL 0x04
 #define BK_OPT_RAP 0x08 /* retain as published */
@@ -117,6 +120,9 @@ struct lmq_client {
     struct lmq_client *paused_next;
     struct lmq_msg *will;
     char **alias_in;                    /* MQTT 5 inbound topic aliases, or NULL */
+    char **alias_out;                   /* outbound aliases 1..alias_out_max, or NULL */
+    uint16_t alias_out_max;             /* min(client's maximum, BK_TOPIC_ALIAS_OUT_MAX) */
+    uint16_t alias_out_next;            /* slot to reuse next (1-based) */
     uint32_t will_delay;                /* MQTT 5 will delay interval */
     uint32_t will_expiry;               /* its message expiry interval, 0 = none */
     uint32_t last_rx;                   /* monotonic seconds */
@@ -345,6 +351,38 @@ static bool bk__too_big(const struct bk_session *s, const struct lmq_msg *m, uin
     return n < 0 || (uint64_t)n + m->payload_len > s->max_out;
 }
 
+/* MQTT 5 outbound topic alias for P: a topic already sent under an alias
+ * goes out as that alias with an empty topic; a new topic takes the next
+ * slot (round-robin) and goes out in full with it. */
+static void bk__alias_out(struct lmq_client *c, struct mqtt_publish *p)
+{
+    if (!c->alias_out) {
+        c->alias_out = calloc((size_t)c->alias_out_max + 1, sizeof(char *));
+        if (!c->alias_out)
+            return;
+    }
+    for (uint16_t i = 1; i <= c->alias_out_max; i++) {
+        const char *t = c->alias_out[i];
+        if (t && strlen(t) == p->topic.len && memcmp(t, p->topic.ptr, p->topic.len) == 0) {
+            p->props.present |= MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS);
+            p->props.topic_alias = i;
+            p->topic.len = 0;
+            return;
+        }
+    }
+    char *t = malloc(p->topic.len + 1);
+    if (!t)
+        return;
+    memcpy(t, p->topic.ptr, p->topic.len);
+    t[p->topic.len] = '\0';
+    uint16_t slot = c->alias_out_next ? c->alias_out_next : 1;
+    c->alias_out_next = (uint16_t)(slot % c->alias_out_max + 1);
+    free(c->alias_out[slot]);
+    c->alias_out[slot] = t;
+    p->props.present |= MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS);
+    p->props.topic_alias = slot;
+}
+
 /* Queues one PUBLISH of M to C. */
 static void bk__send_publish(struct lmq_client *c, struct lmq_msg *m, uint8_t qos, uint16_t pkid,
                              bool dup, bool retain)
@@ -374,6 +412,8 @@ static void bk__send_publish(struct lmq_client *c, struct lmq_msg *m, uint8_t qo
         p.props.extra.ptr = props;
         p.props.extra.len = pn;
     }
+    if (c->alias_out_max)
+        bk__alias_out(c, &p);
     size_t cap = (size_t)m->topic_len + 16;
     if (c->proto == MQTT_V5)
         cap += (size_t)p.props.extra.len + 16;
@@ -965,6 +1005,12 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
         free(c->alias_in);
         c->alias_in = NULL;
     }
+    if (c->alias_out) {
+        for (unsigned i = 0; i <= c->alias_out_max; i++)
+            free(c->alias_out[i]);
+        free(c->alias_out);
+        c->alias_out = NULL;
+    }
     if (!send_will || b->shutting_down) {
         lmq_msg_unref(will);
         will = NULL;
@@ -1275,6 +1321,10 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     s->max_out = v5 && mqtt_props_has(&ct.props, MQTT_PROP_MAXIMUM_PACKET_SIZE)
                      ? ct.props.maximum_packet_size
                      : 0;
+    if (v5 && mqtt_props_has(&ct.props, MQTT_PROP_TOPIC_ALIAS_MAXIMUM))
+        c->alias_out_max = ct.props.topic_alias_maximum < BK_TOPIC_ALIAS_OUT_MAX
+                               ? ct.props.topic_alias_maximum
+                               : BK_TOPIC_ALIAS_OUT_MAX;
     s->client = c;
     s->proto = c->proto;
     s->disconnected_at = 0;

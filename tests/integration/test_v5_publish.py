@@ -225,3 +225,33 @@ def test_v5_pubrec_error_ends_flow(broker, raw5):
     s.send(V.ack(R.PUBREC, m.pid, 0x80))   # refused: no PUBREL follows
     m2 = s.expect5(R.PUBLISH)
     assert m2.payload == b"b"
+
+
+def test_v5_outbound_topic_aliases(broker, raw5):
+    s = sub5(raw5, broker.port, "tao-sub", [("tao/#", 0)],
+             cprops=V.props((V.TOPIC_ALIAS_MAXIMUM, 2)))
+    p = pub5(raw5, broker.port)
+    for t in ("tao/a", "tao/a", "tao/b", "tao/b", "tao/c", "tao/a"):
+        p.send(V.publish(t, t.encode()))
+    got = [s.expect5(R.PUBLISH) for _ in range(6)]
+    aliases = [V.pget(m.props, V.TOPIC_ALIAS) for m in got]
+    topics = [m.topic for m in got]
+    assert [m.payload for m in got] == [b"tao/a", b"tao/a", b"tao/b", b"tao/b", b"tao/c", b"tao/a"]
+    assert all(a in (1, 2) for a in aliases)        # within the client's maximum
+    assert topics == ["tao/a", "", "tao/b", "", "tao/c", "tao/a"]
+    # resolve as a client would
+    table = {}
+    for m, a in zip(got, aliases):
+        if m.topic:
+            table[a] = m.topic
+        assert table[a] == m.payload.decode()
+
+
+def test_v5_no_outbound_aliases_without_client_maximum(broker, raw5):
+    s = sub5(raw5, broker.port, "tan-sub", [("tan/#", 0)])
+    p = pub5(raw5, broker.port)
+    p.send(V.publish("tan/a", b"1"))
+    p.send(V.publish("tan/a", b"2"))
+    for _ in range(2):
+        m = s.expect5(R.PUBLISH)
+        assert m.topic == "tan/a" and V.pget(m.props, V.TOPIC_ALIAS) is None
