@@ -16,6 +16,11 @@
  * Modes: load (default), --idle N (hold N idle connections; prints
  * "IDLE_READY ..." once connected, then holds until --hold expires or
  * SIGTERM), --probe (exit 0 once a CONNACK is received).
+ * Transports: plain TCP (default), TLS (--tls CAFILE: OpenSSL on the
+ * non-blocking socket, server certificate verified against CAFILE) and
+ * MQTT over WebSocket (--ws: an Upgrade with subprotocol mqtt, then each
+ * flush is one masked binary frame with mask key 0, so no payload is
+ * copied to mask it); --tls --ws is MQTT over WebSocket over TLS.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -44,7 +51,7 @@
 #define OUT_HIGH (1u << 20)   /* stop generating above 1 MiB unsent */
 
 enum role { ROLE_PUB, ROLE_SUB, ROLE_IDLE, ROLE_PROBE };
-enum cstate { CS_CONNECTING, CS_CONNACK, CS_SUBACK, CS_READY, CS_DEAD };
+enum cstate { CS_CONNECTING, CS_TLS, CS_UPGRADE, CS_CONNACK, CS_SUBACK, CS_READY, CS_DEAD };
 enum phase { PH_SETUP, PH_RUN, PH_DRAIN, PH_DONE };
 
 struct buf {
@@ -67,6 +74,8 @@ struct conn {
     bool dirty, want_out;
     uint32_t ev; /* registered epoll events */
     struct buf in, out;
+    SSL *ssl;             /* --tls */
+    struct buf raw, wire; /* --ws: received frames, framed output */
     uint64_t last_tx;
     /* publisher */
     char topic[128];
@@ -83,7 +92,7 @@ struct conn {
 };
 
 struct opts {
-    const char *host, *port, *prefix, *filter, *scenario, *idprefix;
+    const char *host, *port, *prefix, *filter, *scenario, *idprefix, *tls_ca;
     int pubs, subs, qos, keepalive;
     size_t payload;
     uint32_t window, e2e_window;
@@ -91,7 +100,7 @@ struct opts {
     uint64_t count;
     int idle, coalesce_us;
     uint64_t coalesce_min;
-    bool probe;
+    bool probe, ws;
 };
 
 static struct opts o = {
@@ -108,6 +117,7 @@ static int nconns;
 static struct conn **pubc, **subc;
 static bool *match; /* [pub * subs + sub] */
 static int ep = -1;
+static SSL_CTX *tls_ctx; /* --tls */
 static struct conn **dirty;
 static int ndirty;
 static uint32_t run_tag;
@@ -339,10 +349,16 @@ static void conn_close(struct conn *c, const char *why)
     }
     c->fd = -1;
     c->state = CS_DEAD;
+    SSL_free(c->ssl);
+    c->ssl = NULL;
     free(c->in.p);
     free(c->out.p);
+    free(c->raw.p);
+    free(c->wire.p);
     memset(&c->in, 0, sizeof c->in);
     memset(&c->out, 0, sizeof c->out);
+    memset(&c->raw, 0, sizeof c->raw);
+    memset(&c->wire, 0, sizeof c->wire);
 }
 
 static int conn_open(struct conn *c)
@@ -371,15 +387,84 @@ static int conn_open(struct conn *c)
     return 0;
 }
 
+/* read()/write() through TLS when --tls: the same return conventions
+ * (EAGAIN when the socket must become readable or writable first). */
+static ssize_t tr_recv(struct conn *c, void *p, size_t n)
+{
+    if (!c->ssl)
+        return read(c->fd, p, n);
+    int r = SSL_read(c->ssl, p, n > (1u << 30) ? (1 << 30) : (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : EPROTO;
+    return -1;
+}
+
+static ssize_t tr_send(struct conn *c, const void *p, size_t n)
+{
+    if (!c->ssl)
+        return write(c->fd, p, n);
+    int r = SSL_write(c->ssl, p, n > (1u << 30) ? (1 << 30) : (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : EPROTO;
+    return -1;
+}
+
+/* --ws: what is in c->out becomes one masked binary frame in c->wire (mask
+ * key 0, so the payload is copied as is). Only when c->wire is empty, so
+ * that unsent bytes stay in c->out, where OUT_HIGH sees them. */
+static int ws_frame_out(struct conn *c)
+{
+    size_t n = c->out.len - c->out.off;
+    if (n == 0 || c->wire.off < c->wire.len)
+        return 0;
+    if (buf_reserve(&c->wire, n + 14) < 0)
+        return -1;
+    uint8_t *h = c->wire.p + c->wire.len;
+    size_t hl = 2;
+    h[0] = 0x82;
+    if (n < 126) {
+        h[1] = (uint8_t)(0x80 | n);
+    } else if (n < 65536) {
+        h[1] = 0x80 | 126;
+        put16(h + 2, (unsigned)n);
+        hl = 4;
+    } else {
+        h[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
+        hl = 10;
+    }
+    memset(h + hl, 0, 4);
+    hl += 4;
+    memcpy(h + hl, c->out.p + c->out.off, n);
+    c->wire.len += hl + n;
+    c->out.off = c->out.len = 0;
+    return 0;
+}
+
 static void conn_flush(struct conn *c)
 {
     c->dirty = false;
-    if (c->state == CS_DEAD || c->state == CS_CONNECTING)
+    if (c->state == CS_DEAD || c->state == CS_CONNECTING || c->state == CS_TLS)
         return;
-    while (c->out.off < c->out.len) {
-        ssize_t n = write(c->fd, c->out.p + c->out.off, c->out.len - c->out.off);
+    bool framed = o.ws && c->state != CS_UPGRADE;
+    for (;;) {
+        if (framed && ws_frame_out(c) < 0)
+            return;
+        struct buf *b = framed ? &c->wire : &c->out;
+        if (b->off >= b->len)
+            break;
+        ssize_t n = tr_send(c, b->p + b->off, b->len - b->off);
         if (n > 0) {
-            c->out.off += (size_t)n;
+            b->off += (size_t)n;
+            if (b->off == b->len)
+                b->off = b->len = 0;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -392,6 +477,7 @@ static void conn_flush(struct conn *c)
         return;
     }
     c->out.off = c->out.len = 0;
+    c->wire.off = c->wire.len = 0;
     c->last_tx = now_ns();
     ep_set(c, EPOLLIN);
 }
@@ -553,14 +639,82 @@ static int handle_packet(struct conn *c, uint8_t h, const uint8_t *b, size_t n, 
     }
 }
 
+/* --ws: the Upgrade answer, then the server's frames from c->raw into
+ * the MQTT stream in c->in. -1 when the connection was closed. */
+static int ws_input(struct conn *c)
+{
+    struct buf *r = &c->raw;
+    if (c->state == CS_UPGRADE) {
+        const uint8_t *e = memmem(r->p + r->off, r->len - r->off, "\r\n\r\n", 4);
+        if (!e) {
+            if (r->len - r->off > 8192) {
+                conn_close(c, "bad WebSocket answer");
+                return -1;
+            }
+            return 0;
+        }
+        if (r->len - r->off < 12 || memcmp(r->p + r->off, "HTTP/1.1 101", 12) != 0) {
+            conn_close(c, "WebSocket upgrade refused");
+            return -1;
+        }
+        r->off = (size_t)(e + 4 - r->p);
+        c->state = CS_CONNACK;
+        send_connect(c);
+    }
+    while (r->len - r->off >= 2) {
+        const uint8_t *p = r->p + r->off;
+        size_t avail = r->len - r->off, hl = 2;
+        uint64_t n = p[1] & 127;
+        if (p[1] & 0x80) {
+            conn_close(c, "masked server frame");
+            return -1;
+        }
+        if (n == 126) {
+            if (avail < 4)
+                break;
+            n = (uint64_t)p[2] << 8 | p[3];
+            hl = 4;
+        } else if (n == 127) {
+            if (avail < 10)
+                break;
+            n = 0;
+            for (int i = 0; i < 8; i++)
+                n = n << 8 | p[2 + i];
+            hl = 10;
+        }
+        if (n > MAX_PACKET) {
+            conn_close(c, "WebSocket frame too large");
+            return -1;
+        }
+        if (avail < hl + n)
+            break;
+        unsigned op = p[0] & 15;
+        if (op == 8) {
+            conn_close(c, "WebSocket close from broker");
+            return -1;
+        }
+        if (op == 0 || op == 2) {
+            if (buf_reserve(&c->in, (size_t)n) < 0)
+                return -1;
+            memcpy(c->in.p + c->in.len, r->p + r->off + hl, (size_t)n);
+            c->in.len += (size_t)n;
+        }
+        r->off += hl + (size_t)n;
+    }
+    if (r->off == r->len)
+        r->off = r->len = 0;
+    return 0;
+}
+
 static void conn_read(struct conn *c)
 {
     size_t budget = 4u << 20;
     while (budget > 0 && c->state != CS_DEAD) {
         size_t want = c->role == ROLE_IDLE ? 512 : 256 * 1024;
-        if (buf_reserve(&c->in, want) < 0)
+        struct buf *rb = o.ws ? &c->raw : &c->in;
+        if (buf_reserve(rb, want) < 0)
             return;
-        ssize_t r = read(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len);
+        ssize_t r = tr_recv(c, rb->p + rb->len, rb->cap - rb->len);
         if (r == 0) {
             conn_close(c, "closed by broker");
             return;
@@ -572,8 +726,10 @@ static void conn_read(struct conn *c)
                 conn_close(c, strerror(errno));
             return;
         }
-        c->in.len += (size_t)r;
+        rb->len += (size_t)r;
         budget = (size_t)r < budget ? budget - (size_t)r : 0;
+        if (o.ws && ws_input(c) < 0)
+            return;
         uint64_t now = now_ns();
         t_last_rx = now;
         /* parse every complete packet */
@@ -616,8 +772,50 @@ static void conn_read(struct conn *c)
             free(c->in.p); /* idle connections keep no buffers between packets */
             memset(&c->in, 0, sizeof c->in);
         }
-        if ((size_t)r < want / 2)
-            return; /* probably drained; epoll will tell us */
+        if ((size_t)r < want / 2 && !c->ssl)
+            return; /* probably drained; epoll will tell us (TLS: read on
+                     * to EAGAIN, a record is at most 16 KiB) */
+    }
+}
+
+/* TCP (and TLS) is up: the WebSocket Upgrade, or CONNECT. */
+static void conn_transport_up(struct conn *c)
+{
+    ep_set(c, EPOLLIN);
+    if (!o.ws) {
+        c->state = CS_CONNACK;
+        send_connect(c);
+        return;
+    }
+    c->state = CS_UPGRADE;
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET /mqtt HTTP/1.1\r\nHost: %.200s\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+                     o.host);
+    uint8_t *p = out_alloc(c, (size_t)n);
+    if (p)
+        memcpy(p, req, (size_t)n);
+}
+
+static void conn_tls_step(struct conn *c)
+{
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        conn_transport_up(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        ep_set(c, EPOLLIN);
+    } else if (e == SSL_ERROR_WANT_WRITE) {
+        ep_set(c, EPOLLIN | EPOLLOUT);
+    } else {
+        static char why[256];
+        const char *rs = ERR_reason_error_string(ERR_peek_last_error());
+        snprintf(why, sizeof why, "TLS handshake: %s", rs ? rs : "failed");
+        conn_close(c, why);
     }
 }
 
@@ -631,9 +829,18 @@ static void conn_connected(struct conn *c)
         conn_close(c, strerror(err));
         return;
     }
-    c->state = CS_CONNACK;
-    ep_set(c, EPOLLIN);
-    send_connect(c);
+    if (tls_ctx) {
+        c->ssl = SSL_new(tls_ctx);
+        if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+            conn_close(c, "SSL_new failed");
+            return;
+        }
+        SSL_set_connect_state(c->ssl);
+        c->state = CS_TLS;
+        conn_tls_step(c);
+        return;
+    }
+    conn_transport_up(c);
 }
 
 /* ---------- publishers ---------- */
@@ -771,7 +978,9 @@ static void usage(void)
         "  --coalesce-min N    (16)\n"
         "  --idle N            open N idle connections, print IDLE_READY, hold\n"
         "  --hold S            how long --idle holds them (30; SIGTERM ends early)\n"
-        "  --probe             exit 0 once the broker answers CONNECT\n",
+        "  --probe             exit 0 once the broker answers CONNECT\n"
+        "  --tls CAFILE        connect over TLS, verify the broker against CAFILE\n"
+        "  --ws                MQTT over WebSocket (with --tls: over TLS)\n",
         HDR_LEN);
 }
 
@@ -784,7 +993,7 @@ static int parse_opts(int argc, char **argv)
         {"rate", 1, 0, 'r'}, {"duration", 1, 0, 'd'}, {"count", 1, 0, 'n'},
         {"topic", 1, 0, 't'}, {"filter", 1, 0, 'f'}, {"drain-timeout", 1, 0, 'D'},
         {"keepalive", 1, 0, 'k'}, {"idle", 1, 0, 'I'}, {"hold", 1, 0, 'H'},
-        {"coalesce-us", 1, 0, 'C'}, {"coalesce-min", 1, 0, 'M'}, {"probe", 0, 0, 'X'}, {"help", 0, 0, '?'}, {0, 0, 0, 0},
+        {"coalesce-us", 1, 0, 'C'}, {"coalesce-min", 1, 0, 'M'}, {"probe", 0, 0, 'X'}, {"tls", 1, 0, 'T'}, {"ws", 0, 0, 'Z'}, {"help", 0, 0, '?'}, {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -810,6 +1019,8 @@ static int parse_opts(int argc, char **argv)
         case 'C': o.coalesce_us = atoi(optarg); break;
         case 'M': o.coalesce_min = strtoull(optarg, NULL, 10); break;
         case 'X': o.probe = true; break;
+        case 'T': o.tls_ca = optarg; break;
+        case 'Z': o.ws = true; break;
         default: usage(); return -1;
         }
     }
@@ -919,6 +1130,16 @@ int main(int argc, char **argv)
     else
         nconns = o.pubs + o.subs;
     raise_nofile((size_t)nconns + 64);
+    if (o.tls_ca) {
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!tls_ctx || SSL_CTX_load_verify_locations(tls_ctx, o.tls_ca, NULL) != 1) {
+            fprintf(stderr, "lmqbench: --tls %s: cannot load the CA file\n", o.tls_ca);
+            return 1;
+        }
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
     ep = epoll_create1(EPOLL_CLOEXEC);
     conns = calloc((size_t)nconns, sizeof *conns);
     dirty = calloc((size_t)nconns, sizeof *dirty);
@@ -975,7 +1196,8 @@ int main(int argc, char **argv)
         int pending = 0;
         if (next_open < nconns) {
             for (int i = 0; i < next_open; i++)
-                if (conns[i].state == CS_CONNECTING || conns[i].state == CS_CONNACK)
+                if (conns[i].state == CS_CONNECTING || conns[i].state == CS_TLS ||
+                    conns[i].state == CS_UPGRADE || conns[i].state == CS_CONNACK)
                     pending++;
             /* counting is O(n) per turn only while connecting */
             while (next_open < nconns && pending < pending_max) {
@@ -1010,6 +1232,10 @@ int main(int argc, char **argv)
             struct conn *c = evs[i].data.ptr;
             if (c->state == CS_CONNECTING) {
                 conn_connected(c);
+                continue;
+            }
+            if (c->state == CS_TLS) {
+                conn_tls_step(c);
                 continue;
             }
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
@@ -1112,7 +1338,7 @@ int main(int argc, char **argv)
             exit_code = 2;
         }
         for (int i = 0; i < nconns; i++) {
-            if (conns[i].state == CS_READY) {
+            if (conns[i].state == CS_READY && !conns[i].ssl && !o.ws) {
                 uint8_t d[2] = {0xE0, 0};
                 if (write(conns[i].fd, d, 2) < 0) { /* best effort */
                 }
@@ -1163,7 +1389,7 @@ int main(int argc, char **argv)
     }
     fflush(stdout);
     for (int i = 0; i < nconns; i++) {
-        if (conns[i].state == CS_READY) {
+        if (conns[i].state == CS_READY && !conns[i].ssl && !o.ws) {
             uint8_t d[2] = {0xE0, 0};
             if (write(conns[i].fd, d, 2) < 0) { /* best effort */
             }

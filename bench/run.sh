@@ -42,7 +42,19 @@ SCENARIOS=(
   "qos2-1to1|--qos 2 --pubs 1 --subs 1 --window 100"
   "qos1-1to1-10k|--qos 1 --pubs 1 --subs 1 --window 100 --rate 10000"
   "idle-conns|"
+  # Transports (docs/TRANSPORTS.md): both brokers get the same listener,
+  # TLS with a test certificate (no client certificates), or WebSocket.
+  "tls-qos1-1to1|--qos 1 --pubs 1 --subs 1 --window 100 --tls @CA@"
+  "ws-qos1-1to1|--qos 1 --pubs 1 --subs 1 --window 100 --ws"
 )
+# The listener a scenario needs: tls-*: TLS, ws-*: websockets, else plain.
+listen_mode() {
+  case $1 in
+    tls-*) echo tls ;;
+    ws-*) echo ws ;;
+    *) echo plain ;;
+  esac
+}
 
 if [ ! -x "$GEN" ]; then
   echo "bench: $GEN not found: build first (make build)" >&2
@@ -91,9 +103,37 @@ free_port() {
   return 1
 }
 
-mosquitto_conf() { # port -> config text; documented in docs/BENCHMARKS.md
+# Listener lines for MODE (plain, tls, ws): the same for both brokers.
+listener_extra() {
+  case $1 in
+    tls) printf 'certfile %s\nkeyfile %s\n' "$TMP/pki/server.crt" "$TMP/pki/server.key" ;;
+    ws) printf 'protocol websockets\n' ;;
+  esac
+}
+
+# A throwaway CA and server certificate for the TLS scenarios.
+make_pki() {
+  [ -s "$TMP/pki/server.crt" ] && return 0
+  mkdir -p "$TMP/pki"
+  (
+    cd "$TMP/pki" &&
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+        -out ca.crt -days 2 -subj "/CN=lmqbench CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+        -out server.csr -subj "/CN=localhost" &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext &&
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+        -out server.crt -days 2 -extfile server.ext &&
+      # mosquitto started as root reads its files as user mosquitto
+      chmod 711 "$TMP" && chmod 755 . && chmod 644 ./*
+  ) >"$TMP/pki.log" 2>&1
+}
+
+mosquitto_conf() { # port mode -> config text; documented in docs/BENCHMARKS.md
   cat <<EOF
 listener $1 127.0.0.1
+$(listener_extra "${2:-plain}")
 allow_anonymous true
 persistence false
 max_connections -1
@@ -108,9 +148,10 @@ connection_messages false
 EOF
 }
 
-ledgermq_conf() { # port -> config text (docs/CONFIG.md); same limits as mosquitto's
+ledgermq_conf() { # port mode -> config text (docs/CONFIG.md); same limits as mosquitto's
   cat <<EOF
 listener $1 127.0.0.1
+$(listener_extra "${2:-plain}")
 allow_anonymous true
 log_level warning
 max_connections 1000000
@@ -121,13 +162,18 @@ max_queued_bytes 0
 EOF
 }
 
-# start_broker NAME PORT: sets BROKER_PID, returns non-zero if unavailable.
+# start_broker NAME PORT [MODE]: sets BROKER_PID, returns non-zero if unavailable.
 start_broker() {
-  local name=$1 port=$2
+  local name=$1 port=$2 mode=${3:-plain}
+  local probe=()
+  case $mode in
+    tls) probe=(--tls "$TMP/pki/ca.crt") ;;
+    ws) probe=(--ws) ;;
+  esac
   BROKER_PID=""
   case $name in
     mosquitto)
-      mosquitto_conf "$port" >"$TMP/mosquitto.conf"
+      mosquitto_conf "$port" "$mode" >"$TMP/mosquitto.conf"
       "${NICE[@]}" "$MOSQ" -c "$TMP/mosquitto.conf" >>"$TMP/mosquitto.log" 2>&1 &
       BROKER_PID=$!
       ;;
@@ -135,7 +181,7 @@ start_broker() {
       [ -x "$LMQD" ] || return 1
       rm -rf "$TMP/lmq-data"
       mkdir -p "$TMP/lmq-data"
-      ledgermq_conf "$port" >"$TMP/ledgermq.conf"
+      ledgermq_conf "$port" "$mode" >"$TMP/ledgermq.conf"
       "${NICE[@]}" "$LMQD" -c "$TMP/ledgermq.conf" -p "$port" -d "$TMP/lmq-data" >>"$TMP/ledgermq.log" 2>&1 &
       BROKER_PID=$!
       ;;
@@ -146,7 +192,7 @@ start_broker() {
       BROKER_PID=""
       return 1
     fi
-    if "$GEN" --port "$port" --probe >/dev/null 2>&1; then
+    if "$GEN" --port "$port" --probe "${probe[@]}" >/dev/null 2>&1; then
       return 0
     fi
     sleep 0.2
@@ -177,6 +223,7 @@ kv() { # LINE KEY -> value
 
 declare -A R # R[scenario|broker|field]
 ERRORS=()
+NOTES=() # why a broker is n/a in a scenario
 
 cpu_ticks() { # PID -> utime+stime in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null
@@ -254,14 +301,20 @@ fi
 for entry in "${SCENARIOS[@]}"; do
   sc=${entry%%|*}
   args=${entry#*|}
+  args=${args//@CA@/$TMP/pki/ca.crt}
   selected "$sc" || continue
   echo "== $sc"
+  mode=$(listen_mode "$sc")
+  if [ "$mode" = tls ] && ! make_pki; then
+    echo "  test certificates could not be made: $(tail -1 "$TMP/pki.log")"
+  fi
   for br in $BROKERS; do
     port=$(free_port) || { echo "bench: no free port" >&2; exit 1; }
-    if ! start_broker "$br" "$port"; then
+    if ! start_broker "$br" "$port" "$mode"; then
       R[$sc|$br|status]="n/a"
       echo "  [$br] n/a (not built or did not start)"
       [ -s "$TMP/$br.log" ] && tail -3 "$TMP/$br.log" | sed 's/^/    /'
+      NOTES+=("$sc/$br: n/a: $(grep -iE 'error' "$TMP/$br.log" 2>/dev/null | tail -1 | sed 's/^[0-9]*: //')")
       continue
     fi
     if [ "$sc" = idle-conns ]; then
@@ -318,6 +371,7 @@ ratio() { # a b -> a/b
   done
   echo
   echo "ledgermq/mosquitto: ratio of msgs/s (higher is better); for idle-conns, of KiB/conn (lower is better)."
+  for n in "${NOTES[@]}"; do echo "$n"; echo; done
   echo "Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r); $(date -u +%Y-%m-%d); ${SECS}s per scenario and broker; mosquitto $("$MOSQ" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1); load average at start $LOAD_START, at end $(cut -d' ' -f1 /proc/loadavg)${BENCH_NICE:+; nice $BENCH_NICE}."
 } >"$TMP/table.md"
 

@@ -229,6 +229,7 @@ def test_plain_and_tls_listeners_side_by_side(broker_factory, pki, clients):
     tls_port = free_port()
     b = broker_factory(extra_lines=["listener %d 127.0.0.1" % tls_port] +
                        pki.listener_lines())
+    assert b.wait_log(r"listening on 127\.0\.0\.1:%d " % tls_port, timeout=10), b.log()
     plain = clients(b.port)
     plain.subscribe("mix/#", qos=1)
     r = pub(tls_port, pki, "mix/a", "over tls")

@@ -62,6 +62,8 @@ def ws_broker(broker_factory):
         b = broker_factory(extra_lines=["listener %d 127.0.0.1" % ws_port,
                                         "protocol websockets"] + list(tls_lines), **kw)
         b.ws_port = ws_port
+        # start() waits for the first listener's line only
+        assert b.wait_log(r"listening on 127\.0\.0\.1:%d " % ws_port, timeout=10), b.log()
         return b
     return make
 
