@@ -14,6 +14,7 @@
  *   and incoming QoS 2 ids in the store; clean sessions never touch it. */
 #include "broker/broker.h"
 
+#include "broker/auth.h"
 #include "broker/msg.h"
 #include "broker/store.h"
 #include "broker/topictree.h"
@@ -108,7 +109,8 @@ struct bk_session {
     char id[];                  /* client id, NUL-terminated */
 };
 
-enum bk_cstate { BK_C_NEW = 0, BK_C_CONNECTED = 1, BK_C_CLOSING = 2 };
+/* BK_C_AUTH: an MQTT 5 CONNECT waits for enhanced authentication (AUTH). */
+enum bk_cstate { BK_C_NEW = 0, BK_C_CONNECTED = 1, BK_C_CLOSING = 2, BK_C_AUTH = 3 };
 
 struct lmq_client {
     struct lmq_broker *b;
@@ -120,6 +122,10 @@ struct lmq_client {
     struct lmq_client *paused_next;
     struct lmq_msg *will;
     char **alias_in;                    /* MQTT 5 inbound topic aliases, or NULL */
+    const struct lmq_auth_method *auth; /* enhanced authentication method, or NULL */
+    void *auth_state;                   /* the method's */
+    uint8_t *pending;                   /* the CONNECT waiting for BK_C_AUTH to end */
+    uint32_t pending_len;
     char **alias_out;                   /* outbound aliases 1..alias_out_max, or NULL */
     uint16_t alias_out_max;             /* min(client's maximum, BK_TOPIC_ALIAS_OUT_MAX) */
     uint16_t alias_out_next;            /* slot to reuse next (1-based) */
@@ -137,6 +143,7 @@ struct lmq_client {
                                            congested session */
     bool anonymous_ok;                  /* its listener's allow_anonymous */
     bool expiry0;                       /* v5 CONNECT had session expiry 0 */
+    bool authed;                        /* enhanced authentication succeeded */
     char peer[39];                      /* "a.b.c.d:port" or "[v6]:port" (may be cut) */
 };
 
@@ -999,6 +1006,12 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
     c->lost = true;
     struct lmq_msg *will = c->will;
     c->will = NULL;
+    free(c->pending);
+    c->pending = NULL;
+    if (c->auth) {
+        c->auth->done(c->auth_state);
+        c->auth_state = NULL;
+    }
     if (c->alias_in) {
         for (unsigned i = 0; i <= BK_TOPIC_ALIAS_MAX; i++)
             free(c->alias_in[i]);
@@ -1117,6 +1130,26 @@ static int bk__refuse(struct lmq_client *c, uint8_t v4, uint8_t v5)
     return -1;
 }
 
+/* AUTH 0x18 (continue authentication) with C's method and DATA/N. */
+static void bk__send_auth(struct lmq_client *c, const uint8_t *data, size_t n)
+{
+    struct mqtt_auth a;
+    memset(&a, 0, sizeof a);
+    a.reason = MQTT_RC_CONTINUE_AUTH;
+    a.props.present = MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD);
+    a.props.auth_method.ptr = c->auth->name;
+    a.props.auth_method.len = strlen(c->auth->name);
+    if (n) {
+        a.props.present |= MQTT_PROP_BIT(MQTT_PROP_AUTH_DATA);
+        a.props.auth_data.ptr = data;
+        a.props.auth_data.len = n;
+    }
+    uint8_t buf[LMQ_AUTH_OUT_MAX + 128];
+    int k = mqtt_encode_auth(buf, sizeof buf, &a);
+    if (k > 0)
+        bk__out(c, buf, (size_t)k);
+}
+
 static int bk__parse_will(struct lmq_client *c, const struct mqtt_connect *ct)
 {
     struct lmq_broker *b = c->b;
@@ -1201,11 +1234,36 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     struct mqtt_props ack;
     memset(&ack, 0, sizeof ack);
 
-    if (v5 && mqtt_props_has(&ct.props, MQTT_PROP_AUTH_METHOD)) {
-        /* Enhanced authentication: no method is registered yet. */
-        LMQ_WARN("client %s: authentication method '%.*s' not supported; refused", c->peer,
-                 (int)ct.props.auth_method.len, ct.props.auth_method.ptr);
-        return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD);
+    if (v5 && mqtt_props_has(&ct.props, MQTT_PROP_AUTH_METHOD) && !c->authed) {
+        /* Enhanced authentication (auth.h): the method's first step. */
+        const struct lmq_auth_method *am =
+            lmq_auth_find(ct.props.auth_method.ptr, ct.props.auth_method.len);
+        if (!am) {
+            LMQ_WARN("client %s: authentication method '%.*s' not supported; refused", c->peer,
+                     (int)ct.props.auth_method.len, ct.props.auth_method.ptr);
+            return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD);
+        }
+        c->auth = am;
+        uint8_t out[LMQ_AUTH_OUT_MAX];
+        size_t on = 0;
+        int r = am->start(&c->auth_state, ct.props.auth_data.ptr, ct.props.auth_data.len, out,
+                          sizeof out, &on);
+        if (r == LMQ_AUTH_CONTINUE) {
+            c->pending = malloc(len);
+            if (!c->pending)
+                return bk__refuse(c, MQTT_CONNACK_SERVER_UNAVAILABLE,
+                                  MQTT_RC_SERVER_UNAVAILABLE);
+            memcpy(c->pending, pkt, len);
+            c->pending_len = (uint32_t)len;
+            c->state = BK_C_AUTH;
+            bk__send_auth(c, out, on);
+            return 0;
+        }
+        if (r != LMQ_AUTH_SUCCESS) {
+            LMQ_WARN("client %s: authentication (%s) failed; refused", c->peer, am->name);
+            return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
+        }
+        c->authed = true;
     }
 
     char idbuf[64];
@@ -1234,7 +1292,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     }
     /* Authentication comes with the identity module; until then a listener
      * without allow_anonymous accepts nobody (nobody can be verified). */
-    if (!c->anonymous_ok) {
+    if (!c->anonymous_ok && !c->authed) {
         LMQ_WARN("client %.*s from %s: not authorized (allow_anonymous false, no "
                  "authentication configured); refused",
                  (int)idlen, id, c->peer);
@@ -1345,6 +1403,11 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
         if (b->cfg->max_packet_size) {
             ack.present |= MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE);
             ack.maximum_packet_size = b->cfg->max_packet_size;
+        }
+        if (c->auth) {
+            ack.present |= MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD);
+            ack.auth_method.ptr = c->auth->name;
+            ack.auth_method.len = strlen(c->auth->name);
         }
     }
     bk__send_connack(c, c->proto, present, MQTT_CONNACK_ACCEPTED, &ack);
@@ -1854,9 +1917,54 @@ static int bk__handle_unsubscribe(struct lmq_client *c, const uint8_t *pkt, size
     return 0;
 }
 
+/* An AUTH packet while the CONNECT waits (BK_C_AUTH): the method's next
+ * step; on success the kept CONNECT is handled as if it came now. */
+static int bk__handle_auth(struct lmq_client *c, const uint8_t *pkt, size_t len)
+{
+    struct mqtt_auth a;
+    int rc = mqtt_decode_auth(pkt, len, MQTT_V5, &a);
+    if (rc < 0) {
+        bk__protocol_error(c, "malformed AUTH", rc);
+        return -1;
+    }
+    const char *name = c->auth->name;
+    if (a.reason != MQTT_RC_CONTINUE_AUTH || !mqtt_props_has(&a.props, MQTT_PROP_AUTH_METHOD) ||
+        a.props.auth_method.len != strlen(name) ||
+        memcmp(a.props.auth_method.ptr, name, a.props.auth_method.len) != 0) {
+        LMQ_WARN("client %s: AUTH with another reason or method; refused", c->peer);
+        return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_PROTOCOL_ERROR);
+    }
+    uint8_t out[LMQ_AUTH_OUT_MAX];
+    size_t on = 0;
+    int r = c->auth->step(&c->auth_state, a.props.auth_data.ptr, a.props.auth_data.len, out,
+                          sizeof out, &on);
+    if (r == LMQ_AUTH_CONTINUE) {
+        bk__send_auth(c, out, on);
+        return 0;
+    }
+    if (r != LMQ_AUTH_SUCCESS) {
+        LMQ_WARN("client %s: authentication (%s) failed; refused", c->peer, name);
+        return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
+    }
+    c->authed = true;
+    c->state = BK_C_NEW;
+    uint8_t *connect = c->pending;
+    c->pending = NULL;
+    rc = bk__handle_connect(c, connect, c->pending_len);
+    free(connect);
+    return rc;
+}
+
 static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, const uint8_t *pkt)
 {
     struct lmq_broker *b = c->b;
+    if (c->state == BK_C_AUTH) {
+        if (f->type != MQTT_AUTH) {
+            bk__protocol_error(c, "expected AUTH during authentication", 0);
+            return -1;
+        }
+        return bk__handle_auth(c, pkt, f->total_len);
+    }
     if (c->state == BK_C_NEW) {
         if (f->type != MQTT_CONNECT) {
             char what[64];
@@ -2243,7 +2351,8 @@ void lmq_broker_tick(struct lmq_broker *b)
     for (struct lmq_client *c = b->clients; c; c = c->next) {
         if (c->paused)
             c->last_rx = (uint32_t)b->now; /* we are not reading it: not its fault */
-        if (c->state == BK_C_NEW && (uint32_t)b->now - c->created >= b->cfg->connect_timeout) {
+        if ((c->state == BK_C_NEW || c->state == BK_C_AUTH) &&
+            (uint32_t)b->now - c->created >= b->cfg->connect_timeout) {
             LMQ_WARN("connection from %s: no CONNECT within %u s; closing", c->peer,
                      b->cfg->connect_timeout);
             bk__close(c);

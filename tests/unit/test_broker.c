@@ -1,13 +1,15 @@
 /* Unit tests of the broker's pure parts: the topic tree (matching, `$`
  * rule, overlapping subscriptions deduplicated at the highest QoS,
  * unsubscribe and pruning, retained messages matched by wildcard filters)
- * and the outgoing byte queue. */
+ * and the outgoing byte queue, the MQTT 5 subscription options kept per
+ * match, and the authentication method registry. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "broker/auth.h"
 #include "broker/msg.h"
 #include "broker/outq.h"
 #include "broker/topictree.h"
@@ -248,13 +250,66 @@ static void test_outq(void **state)
     lmq_msg_unref(m);
 }
 
+/* The options byte of a subscription reaches the match; overlapping
+ * subscriptions of one owner merge theirs (OR). */
+static void test_match_opts(void **state)
+{
+    (void)state;
+    struct lmq_tree *t = lmq_tree_new();
+    struct lmq_match_set s = {0};
+    assert_int_equal(lmq_tree_subscribe(t, S("o/+"), &A, 1, 0x04, NULL), 0);
+    assert_int_equal(lmq_tree_subscribe(t, S("o/#"), &A, 0, 0x08, NULL), 0);
+    assert_int_equal(lmq_tree_subscribe(t, S("o/x"), &B, 2, 0, NULL), 0);
+    assert_int_equal(match(t, "o/x", &s), 2);
+    for (size_t i = 0; i < s.n; i++) {
+        if (s.v[i].owner == &A)
+            assert_int_equal(s.v[i].opts, 0x0C);
+        else
+            assert_int_equal(s.v[i].opts, 0);
+    }
+    lmq_match_set_free(&s);
+    lmq_tree_free(t);
+}
+
+/* The test-only echo method exists only when its environment variable
+ * says so, and runs its challenge/response. */
+static void test_auth_registry(void **state)
+{
+    (void)state;
+    unsetenv("LEDGERMQ_TEST_AUTH_ECHO");
+    assert_null(lmq_auth_find(S("ledgermq-test-echo")));
+    setenv("LEDGERMQ_TEST_AUTH_ECHO", "1", 1);
+    const struct lmq_auth_method *m = lmq_auth_find(S("ledgermq-test-echo"));
+    assert_non_null(m);
+    assert_null(lmq_auth_find(S("ledgermq-test-ech")));
+    uint8_t out[LMQ_AUTH_OUT_MAX];
+    size_t n = 99;
+    void *st = NULL;
+    assert_int_equal(m->start(&st, (const uint8_t *)"ok", 2, out, sizeof out, &n),
+                     LMQ_AUTH_SUCCESS);
+    assert_int_equal(n, 0);
+    m->done(st);
+    st = NULL;
+    assert_int_equal(m->start(&st, (const uint8_t *)"ab", 2, out, sizeof out, &n),
+                     LMQ_AUTH_CONTINUE);
+    assert_int_equal(n, 12);
+    assert_memory_equal(out, "challenge:ab", 12);
+    assert_int_equal(m->step(&st, (const uint8_t *)"response:ax", 11, out, sizeof out, &n),
+                     LMQ_AUTH_FAIL);
+    assert_int_equal(m->step(&st, (const uint8_t *)"response:ab", 11, out, sizeof out, &n),
+                     LMQ_AUTH_SUCCESS);
+    m->done(st);
+    unsetenv("LEDGERMQ_TEST_AUTH_ECHO");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_and_wildcards), cmocka_unit_test(test_dollar_rule),
         cmocka_unit_test(test_overlap_dedupe),      cmocka_unit_test(test_many_owners),
         cmocka_unit_test(test_unsubscribe_prunes),  cmocka_unit_test(test_retained),
-        cmocka_unit_test(test_outq),
+        cmocka_unit_test(test_outq),                cmocka_unit_test(test_match_opts),
+        cmocka_unit_test(test_auth_registry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
