@@ -496,12 +496,25 @@ static void net__log_tls(struct net__conn *c)
     if (!lmq_tls_version(t)[0])
         return;
     c->tls_logged = true;
-    char peer[80], subject[256] = "none";
+    char peer[80], subject[256] = "none", key[80] = "";
     net__peer_name(&c->tcp, peer, sizeof peer);
-    if (lmq_tls_peer_subject(t, subject, sizeof subject) != 0)
+    if (lmq_server_peer_subject(c, subject, sizeof subject) != 0)
         snprintf(subject, sizeof subject, "none");
-    LMQ_INFO("connection from %s: %s %s%s, client certificate: %s", peer, lmq_tls_version(t),
-             lmq_tls_cipher(t), lmq_tls_resumed(t) ? " (resumed)" : "", subject);
+    /* The key as the authentication layer will see it: a raw Ed25519 key
+     * in full (what the device registry stores), else its DER size. */
+    uint8_t kb[1024];
+    size_t kl = 0;
+    int kt = lmq_server_peer_key(c, kb, sizeof kb, &kl);
+    if (kt == LMQ_TLS_KEY_ED25519 && kl == 32) {
+        memcpy(key, " (Ed25519 key ", 14);
+        for (size_t i = 0; i < 32; i++)
+            snprintf(key + 14 + 2 * i, 3, "%02x", kb[i]);
+        memcpy(key + 78, ")", 2);
+    } else if (kt == LMQ_TLS_KEY_SPKI) {
+        snprintf(key, sizeof key, " (SPKI key, %zu bytes)", kl);
+    }
+    LMQ_INFO("connection from %s: %s %s%s, client certificate: %s%s", peer, lmq_tls_version(t),
+             lmq_tls_cipher(t), lmq_tls_resumed(t) ? " (resumed)" : "", subject, key);
 }
 
 /* A filtered connection's input (docs/TRANSPORTS.md, "Read path"). */

@@ -189,10 +189,24 @@ def test_server_only_tls(broker_factory, pki):
 
 
 def test_ed25519_client_certificate(broker_factory, pki):
+    """The raw Ed25519 key reaches the server's getter (the form the device
+    registry stores): the log line shows it, equal to openssl's."""
     b = tls_broker(broker_factory, pki)
     since = len(b.log())
     assert pub(b.port, pki, "t", "x", cert="client_ed").returncode == 0
-    assert b.wait_log(r"TLSv1\.3 \S+, client certificate: CN=dev-ed,O=Acme", since=since)
+    der = subprocess.run(["openssl", "pkey", "-in", pki.path("client_ed.key"), "-pubout",
+                          "-outform", "DER"], capture_output=True, check=True, timeout=10).stdout
+    m = b.wait_log(r"TLSv1\.3 \S+, client certificate: CN=dev-ed,O=Acme \(Ed25519 key ([0-9a-f]{64})\)",
+                   since=since)
+    assert m, b.log()[since:]
+    assert m.group(1) == der[-32:].hex()
+
+
+def test_ec_client_certificate_key_reported(broker_factory, pki):
+    b = tls_broker(broker_factory, pki)
+    since = len(b.log())
+    assert pub(b.port, pki, "t", "x").returncode == 0
+    assert b.wait_log(r"client certificate: CN=dev1,O=Acme \(SPKI key, 91 bytes\)", since=since)
 
 
 def test_plain_mqtt_on_tls_port_refused(broker_factory, pki):
