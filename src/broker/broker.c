@@ -52,9 +52,27 @@
 
 enum bk_qstate { BK_QUEUED = 0, BK_AWAIT_ACK = 1, BK_AWAIT_COMP = 2 };
 
+/* A shared subscription group "$share/{group}/{filter}": its members in
+ * subscription order, served round-robin. Groups live until the broker is
+ * freed (entries point at the group they were delivered through). */
+struct bk_member {
+    struct bk_session *s;
+    uint8_t qos;
+};
+struct bk_group {
+    struct bk_group *next;
+    char *key;              /* "{group}/{filter}", NUL-terminated */
+    size_t key_len;
+    const char *filter;     /* points into key */
+    size_t filter_len;
+    struct bk_member *m;
+    uint32_t n, cap, rr;
+};
+
 /* One message in a session's inflight list or queue. */
 struct bk_entry {
     struct bk_entry *next;
+    struct bk_group *grp;   /* delivered through this shared group, or NULL */
     struct lmq_msg *msg;    /* NULL once PUBREL was sent */
     uint64_t msg_id;        /* its body in the store (persistent sessions), 0 = none */
     uint64_t seq;
@@ -155,6 +173,9 @@ struct lmq_broker {
     bool batch_failed;
     struct lmq_tree *tree;
     struct lmq_match_set matches;
+    struct lmq_tree *shared;            /* shared groups by their inner filter */
+    struct bk_group *groups;
+    struct bk_group *cur_grp;           /* group of the delivery in progress */
     struct bk_session **sessions;
     size_t n_sessions, sess_cap;
     struct lmq_client *clients;
@@ -559,6 +580,89 @@ static void bk__sess_will_fire(struct lmq_broker *b, struct bk_session *s, bool 
         lmq_msg_unref(w);
 }
 
+/* The shared group of "$share/{group}/{filter}" (SH from
+ * mqtt_topic_share_parse), created if CREATE. */
+static struct bk_group *bk__group_find(struct lmq_broker *b, const struct mqtt_share *sh,
+                                       bool create)
+{
+    size_t klen = sh->group.len + 1 + sh->filter.len;
+    for (struct bk_group *g = b->groups; g; g = g->next)
+        if (g->key_len == klen && memcmp(g->key, sh->group.ptr, klen) == 0)
+            return g;
+    if (!create)
+        return NULL;
+    struct bk_group *g = calloc(1, sizeof *g);
+    if (!g || !(g->key = malloc(klen + 1))) {
+        free(g);
+        return NULL;
+    }
+    memcpy(g->key, sh->group.ptr, klen); /* "{group}/{filter}" is contiguous */
+    g->key[klen] = '\0';
+    g->key_len = klen;
+    g->filter = g->key + sh->group.len + 1;
+    g->filter_len = sh->filter.len;
+    g->next = b->groups;
+    b->groups = g;
+    return g;
+}
+
+/* Adds S's subscription to FILTER (QoS, options) to the tree, or to its
+ * shared group for "$share/..." filters. Returns 0 or -ENOMEM. */
+static int bk__tree_sub(struct lmq_broker *b, struct bk_session *s, const char *f, size_t len,
+                        uint8_t qos, uint8_t opts)
+{
+    struct mqtt_share sh;
+    if (mqtt_topic_share_parse(f, len, &sh) != 1)
+        return lmq_tree_subscribe(b->tree, f, len, s, qos, opts, NULL);
+    struct bk_group *g = bk__group_find(b, &sh, true);
+    if (!g)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < g->n; i++) {
+        if (g->m[i].s == s) {
+            g->m[i].qos = qos;
+            return 0;
+        }
+    }
+    if (g->n == g->cap) {
+        uint32_t cap = g->cap ? g->cap * 2 : 4;
+        struct bk_member *v = realloc(g->m, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        g->m = v;
+        g->cap = cap;
+    }
+    if (g->n == 0 && lmq_tree_subscribe(b->shared, g->filter, g->filter_len, g, 2, 0, NULL) < 0)
+        return -ENOMEM;
+    g->m[g->n++] = (struct bk_member){s, qos};
+    return 0;
+}
+
+static void bk__tree_unsub(struct lmq_broker *b, struct bk_session *s, const char *f, size_t len)
+{
+    struct mqtt_share sh;
+    if (mqtt_topic_share_parse(f, len, &sh) != 1) {
+        lmq_tree_unsubscribe(b->tree, f, len, s);
+        return;
+    }
+    struct bk_group *g = bk__group_find(b, &sh, false);
+    if (!g)
+        return;
+    for (uint32_t i = 0; i < g->n; i++) {
+        if (g->m[i].s == s) {
+            memmove(&g->m[i], &g->m[i + 1], (g->n - i - 1) * sizeof g->m[0]);
+            g->n--;
+            if (g->rr > i)
+                g->rr--;
+            break;
+        }
+    }
+    if (g->n == 0)
+        lmq_tree_unsubscribe(b->shared, g->filter, g->filter_len, g);
+}
+
+static void bk__group_deliver(struct lmq_broker *b, struct bk_group *g, struct lmq_msg *m,
+                              const struct bk_session *exclude);
+
 /* Removes S from the table and frees it with its subscriptions and queue.
  * Deletes its store record when it has one. */
 static void bk__sess_destroy(struct lmq_broker *b, struct bk_session *s)
@@ -572,16 +676,23 @@ static void bk__sess_destroy(struct lmq_broker *b, struct bk_session *s)
     *pp = s->hnext;
     b->n_sessions--;
     for (uint32_t k = 0; k < s->nsubs; k++) {
-        lmq_tree_unsubscribe(b->tree, s->subs[k].filter, s->subs[k].len, s);
+        bk__tree_unsub(b, s, s->subs[k].filter, s->subs[k].len);
         free(s->subs[k].filter);
     }
     free(s->subs);
+    /* Unacknowledged messages of a shared subscription go to another
+     * member of the group when the session ends. */
+    bool redeliver = !b->freeing && !b->shutting_down;
     for (struct bk_entry *e = s->inf_head, *nx; e; e = nx) {
         nx = e->next;
+        if (redeliver && e->grp && e->msg && e->state == BK_AWAIT_ACK)
+            bk__group_deliver(b, e->grp, e->msg, s);
         bk__entry_free(e);
     }
     for (struct bk_entry *e = s->q_head, *nx; e; e = nx) {
         nx = e->next;
+        if (redeliver && e->grp && e->msg)
+            bk__group_deliver(b, e->grp, e->msg, s);
         bk__entry_free(e);
     }
     free(s->qos2_in);
@@ -856,6 +967,7 @@ static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_m
             goto drop;
         e->msg = lmq_msg_ref(m);
         e->retain = retain;
+        e->grp = b->cur_grp;
         e->qos = qos;
         e->seq = s->next_seq++;
         bk__send_entry(b, s, e);
@@ -871,6 +983,7 @@ static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_m
         goto drop;
     e->msg = lmq_msg_ref(m);
     e->retain = retain;
+    e->grp = b->cur_grp;
     e->qos = qos;
     e->seq = s->next_seq++;
     e->state = BK_QUEUED;
@@ -902,6 +1015,28 @@ drop:
                  s->id, s->n_queued, s->q_bytes, qos, m->topic, s->dropped);
 }
 
+/* Delivers M to one member of shared group G, round-robin: the next online
+ * member, else the next member with a persistent session; never EXCLUDE. */
+static void bk__group_deliver(struct lmq_broker *b, struct bk_group *g, struct lmq_msg *m,
+                              const struct bk_session *exclude)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t k = 0; k < g->n; k++) {
+            uint32_t i = (g->rr + k) % g->n;
+            struct bk_session *s = g->m[i].s;
+            bool online = s->client && s->client->state == BK_C_CONNECTED;
+            if (s == exclude || (pass == 0 ? !online : !s->persistent))
+                continue;
+            g->rr = i + 1;
+            uint8_t qos = g->m[i].qos < m->qos ? g->m[i].qos : m->qos;
+            b->cur_grp = g;
+            bk__deliver(b, s, m, qos, false);
+            b->cur_grp = NULL;
+            return;
+        }
+    }
+}
+
 /* Routes M (published by session FROM, NULL for the broker's own, with
  * RETAIN set when it was published retained) to every matching
  * subscription, once per session at the highest granted QoS. The options
@@ -921,6 +1056,14 @@ static void bk__route(struct lmq_broker *b, struct lmq_msg *m, const struct bk_s
         uint8_t qos = mt->qos < m->qos ? mt->qos : m->qos;
         bk__deliver(b, mt->owner, m, qos, retain && (mt->opts & BK_OPT_RAP));
     }
+    if (!b->groups)
+        return;
+    if (lmq_tree_match(b->shared, m->topic, m->topic_len, &b->matches) < 0) {
+        LMQ_ERROR("out of memory routing a message on %s", m->topic);
+        return;
+    }
+    for (size_t i = 0; i < b->matches.n; i++)
+        bk__group_deliver(b, b->matches.v[i].owner, m, NULL);
 }
 
 /* Sets or deletes the retained message of M's topic (memory and store). */
@@ -1395,11 +1538,9 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
              c->keepalive, present ? ", session resumed" : "");
     if (v5) {
         ack.present |= MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM) |
-                       MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) |
-                       MQTT_PROP_BIT(MQTT_PROP_SHARED_SUB_AVAILABLE);
+                       MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM);
         ack.receive_maximum = bk__recv_max(b);
         ack.topic_alias_maximum = BK_TOPIC_ALIAS_MAX;
-        ack.shared_sub_available = 0;
         if (b->cfg->max_packet_size) {
             ack.present |= MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE);
             ack.maximum_packet_size = b->cfg->max_packet_size;
@@ -1807,11 +1948,12 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
                      e.filter.ptr, mqtt_err_str(rc));
             if (v5)
                 code = MQTT_RC_TOPIC_FILTER_INVALID;
-        } else if (v5 && e.filter.len >= 7 && memcmp(e.filter.ptr, "$share/", 7) == 0) {
-            LMQ_INFO("client %s: SUBSCRIBE to '%.*s' refused: shared subscriptions are not "
-                     "supported",
-                     s->id, (int)e.filter.len, e.filter.ptr);
-            code = MQTT_RC_SHARED_SUBS_NOT_SUPPORTED;
+        } else if (v5 && e.no_local && e.filter.len >= 7 &&
+                   memcmp(e.filter.ptr, "$share/", 7) == 0) {
+            if (codes != small)
+                free(codes);
+            bk__fail(c, MQTT_RC_PROTOCOL_ERROR, "No Local on a shared subscription", 0);
+            return -1;
         } else if (!existed && s->nsubs >= b->cfg->max_subscriptions_per_client) {
             LMQ_WARN("client %s: SUBSCRIBE to '%.*s' refused: max_subscriptions_per_client "
                      "(%u) reached",
@@ -1819,8 +1961,7 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
             if (v5)
                 code = MQTT_RC_QUOTA_EXCEEDED;
         } else if (bk__sub_add(s, e.filter.ptr, e.filter.len, e.qos, opts, sub_id) < 0 ||
-                   lmq_tree_subscribe(b->tree, e.filter.ptr, e.filter.len, s, e.qos, opts,
-                                      NULL) < 0) {
+                   bk__tree_sub(b, s, e.filter.ptr, e.filter.len, e.qos, opts) < 0) {
             bk__sub_del(s, e.filter.ptr, e.filter.len);
             LMQ_ERROR("client %s: out of memory subscribing to '%.*s'", s->id,
                       (int)e.filter.len, e.filter.ptr);
@@ -1828,6 +1969,9 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
             code = e.qos;
             /* Retain handling: 0 always, 1 for a new subscription, 2 never. */
             send_ret[k] = !v5 || e.retain_handling == 0 || (e.retain_handling == 1 && !existed);
+            /* No retained messages for shared subscriptions (MQTT 5 4.8.2). */
+            if (e.filter.len >= 7 && memcmp(e.filter.ptr, "$share/", 7) == 0)
+                send_ret[k] = 0;
             if (s->persistent) {
                 struct lmq_store *st = bk__st(b);
                 struct lmq_store_sub ss = {e.filter.ptr, e.filter.len,
@@ -1892,7 +2036,7 @@ static int bk__handle_unsubscribe(struct lmq_client *c, const uint8_t *pkt, size
             continue;
         }
         codes[k++] = MQTT_RC_SUCCESS;
-        lmq_tree_unsubscribe(b->tree, f.ptr, f.len, s);
+        bk__tree_unsub(b, s, f.ptr, f.len);
         if (s->persistent) {
             struct lmq_store *st = bk__st(b);
             if (st)
@@ -2541,7 +2685,7 @@ static int bk__load_sub(void *ctx, const struct lmq_store_session *ss,
         qos = 2;
     uint8_t opts = sub->options & (BK_OPT_NO_LOCAL | BK_OPT_RAP);
     if (bk__sub_add(s, sub->filter, sub->filter_len, qos, opts, sub->sub_id) < 0 ||
-        lmq_tree_subscribe(L->b->tree, sub->filter, sub->filter_len, s, qos, opts, NULL) < 0)
+        bk__tree_sub(L->b, s, sub->filter, sub->filter_len, qos, opts) < 0)
         return -ENOMEM;
     return LMQ_STORE_VISIT_KEEP;
 }
@@ -2625,7 +2769,8 @@ struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq
     b->tr = *tr;
     b->now = b->started = bk__mono();
     b->tree = lmq_tree_new();
-    if (!b->tree || bk__sess_table_grow(b) < 0) {
+    b->shared = lmq_tree_new();
+    if (!b->tree || !b->shared || bk__sess_table_grow(b) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -2658,6 +2803,7 @@ struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq
 fail:
     lmq_store_close(b->store);
     lmq_tree_free(b->tree);
+    lmq_tree_free(b->shared);
     free(b->sessions);
     free(b);
     return NULL;
@@ -2690,5 +2836,13 @@ void lmq_broker_free(struct lmq_broker *b)
     free(b->sessions);
     lmq_match_set_free(&b->matches);
     lmq_tree_free(b->tree);
+    lmq_tree_free(b->shared);
+    while (b->groups) {
+        struct bk_group *g = b->groups;
+        b->groups = g->next;
+        free(g->key);
+        free(g->m);
+        free(g);
+    }
     free(b);
 }

@@ -88,8 +88,9 @@ def test_v5_retain_handling(broker, raw5):
 
 def test_v5_suback_reason_codes(broker, raw5):
     s = conn(raw5, broker.port, "sa")
-    codes = s.subscribe5([("ok/0", 0), ("ok/2", 2), ("bad/#/x", 1), ("$share/g/x", 1)])
-    assert codes == [0, 2, 0x8F, 0x9E]
+    codes = s.subscribe5([("ok/0", 0), ("ok/2", 2), ("bad/#/x", 1), ("$share/g/x", 1),
+                          ("$share//x", 1), ("$share/g", 1)])
+    assert codes == [0, 2, 0x8F, 1, 0x8F, 0x8F]
 
 
 def test_v5_suback_quota_exceeded_0x97(broker_factory, raw5):
