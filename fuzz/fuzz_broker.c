@@ -6,8 +6,9 @@
  * 0x40 runs a tick, 0x20 opens a new connection with a canned MQTT 5
  * CONNECT (session expiry, receive maximum 2, maximum packet size 200,
  * topic alias maximum, a will with properties and a delay) so the v5 paths
- * are reached without the fuzzer having to build one. One broker (store in a temp dir) lives for the whole
- * run, so state accumulates like in a real server. */
+ * are reached without the fuzzer having to build one. One broker (store
+ * in a temp dir) lives for the whole run, so state accumulates like in a
+ * real server. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

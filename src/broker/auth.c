@@ -60,7 +60,10 @@ static void au__echo_done(void *state)
 }
 
 static const struct lmq_auth_method au__echo = {
-    "ledgermq-test-echo", au__echo_start, au__echo_step, au__echo_done,
+    "ledgermq-test-echo",
+    au__echo_start,
+    au__echo_step,
+    au__echo_done,
 };
 
 const struct lmq_auth_method *lmq_auth_find(const char *name, size_t len)

@@ -24,6 +24,10 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+#include <malloc.h>
+#define BK_HAVE_MALLINFO2 1
+#endif
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -196,6 +200,7 @@ struct lmq_broker {
      * minute, over 1, 5 and 15 minutes) with the counters they were last
      * computed from. */
     size_t max_connected;
+    size_t heap_max;
     struct bk_load_avg {
         double v[3];
         uint64_t prev;
@@ -2469,6 +2474,15 @@ static void bk__sys(struct lmq_broker *b, uint64_t dt)
     bk__sys_pub(b, "$SYS/broker/bytes/sent", "%" PRIu64, b->st.bytes_out);
     bk__sys_pub(b, "$SYS/broker/retained messages/count", "%zu",
                 lmq_tree_retained_count(b->tree));
+#ifdef BK_HAVE_MALLINFO2
+    /* glibc's count of bytes in use (all threads' arenas). */
+    struct mallinfo2 mi = mallinfo2();
+    size_t heap = mi.uordblks + mi.hblkhd;
+    if (heap > b->heap_max)
+        b->heap_max = heap;
+    bk__sys_pub(b, "$SYS/broker/heap/current", "%zu", heap);
+    bk__sys_pub(b, "$SYS/broker/heap/maximum", "%zu", b->heap_max);
+#endif
     static const char *const load_name[5] = {"messages/received", "messages/sent",
                                              "bytes/received", "bytes/sent", "connections"};
     const uint64_t load_cur[5] = {b->st.msgs_in, b->st.msgs_out, b->st.bytes_in,

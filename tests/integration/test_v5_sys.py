@@ -57,4 +57,6 @@ def test_sys_topics_mosquitto_layout(broker_factory):
     assert int(got["publish/messages/received"]) >= 1
     assert int(got["bytes/received"]) > 0
     assert float(got["load/connections/1min"]) > 0
+    assert int(got["heap/current"]) > 0
+    assert int(got["heap/maximum"]) >= int(got["heap/current"])
     c.abort()
