@@ -380,3 +380,77 @@ def test_mqttjs_wss_wrong_certificate_refused(ws_broker, mqttjs, pki):
                 "LMQ_KEY": pki.path("client_other.key")})
     assert r.returncode != 0
     assert b.wait_log(r"refused: TLS handshake failed: certificate verify failed")
+
+
+# ------------------------------------------------------------ backpressure
+
+@pytest.mark.parametrize("kind", ["ws", "wss", "tls"])
+def test_slow_filtered_consumer_bounded_memory(ws_broker, broker_factory, pki, kind):
+    """A TLS / WebSocket subscriber that never reads while 100 MiB of QoS 0
+    is published: the filtered write path encodes only what the socket
+    takes, so the broker's queue limits still apply (it drops for the slow
+    client instead of buffering) and the publisher keeps being served."""
+    import socket
+    import threading
+    import mqttraw as R
+    tls = pki.listener_lines(cafile=False, require=False)
+    if kind == "tls":
+        tls_port = free_port()
+        b = broker_factory(extra_lines=["listener %d 127.0.0.1" % tls_port] + tls)
+        assert b.wait_log(r"listening on 127\.0\.0\.1:%d " % tls_port, timeout=10)
+    else:
+        b = ws_broker(tls_lines=tls if kind == "wss" else ())
+    ctx = ssl.create_default_context(cafile=pki.path("ca.crt"))
+    if kind == "tls":
+        s = socket.create_connection(("127.0.0.1", tls_port), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+        s.sendall(R.connect_packet("slow", keepalive=0) +
+                  R.subscribe_packet(1, [("flood/#", 0)]))
+        slow = s
+    else:
+        c = WsClient(b.ws_port, ssl_context=ctx if kind == "wss" else None)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.send_binary(R.connect_packet("slow", keepalive=0) +
+                      R.subscribe_packet(1, [("flood/#", 0)]))
+        slow = c.sock
+    time.sleep(0.3)  # it never reads again
+    watcher = PahoClient(b.port, client_id="flood-watch")
+    watcher.subscribe("other/#", 1)
+    rss0 = b.rss_kb() or 0
+    rss_max = [rss0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            v = b.rss_kb()
+            if v:
+                rss_max[0] = max(rss_max[0], v)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    pub = R.RawClient(b.port)
+    pub.send(R.connect_packet("flood-pub"))
+    pub.sock.settimeout(15)
+    chunk = R.publish_packet("flood/x", b"\xab" * 65536, qos=0)
+    try:
+        for i in range(1600):  # 100 MiB
+            pub.send(chunk)
+            if i % 400 == 399:
+                watcher.publish("other/t", b"%d" % i, qos=1, timeout=10)
+    except socket.timeout:
+        pytest.fail("broker stopped reading the publisher")
+    finally:
+        stop.set()
+        t.join(5)
+    got = watcher.get_n(4, timeout=10)
+    assert len(got) == 4
+    grew = rss_max[0] - rss0
+    assert grew < 60 * 1024, "broker RSS grew by %d MB" % (grew // 1024)
+    # the broker saw the client as slow (its queue filled up), i.e. the
+    # filter did not swallow the flood into its own buffers
+    assert b.wait_log(r"(warning|notice|error).*slow"), b.log()[-3000:]
+    watcher.disconnect()
+    pub.close()
+    slow.close()
