@@ -263,9 +263,12 @@ def _index_entry(d, i):
     return pos >> 32, pos & 0xFFFFFFFF, length
 
 
-def _flip(path, off, fix_frame_at=None):
+def _flip(path, off, fix_frame_at=None, base64_char=False):
     data = bytearray(path.read_bytes())
-    data[off] ^= 0x01
+    if base64_char:  # another valid base64 letter: the bytes change, the syntax stays
+        data[off] = ord("B") if data[off] == ord("A") else ord("A")
+    else:
+        data[off] ^= 0x01
     if fix_frame_at is not None:  # recompute the frame CRC like a careful forger
         fo = fix_frame_at
         n = struct.unpack_from("<I", data, fo)[0]
@@ -311,7 +314,10 @@ def test_tamper_detected_by_audit(tmp_path, target):
     else:
         fo = _last_commit_frame(seg)
         n = struct.unpack_from("<I", seg.read_bytes(), fo)[0]
-        _flip(seg, fo + 12 + n - 20, fix_frame_at=fo if target.endswith("fixed") else None)
+        # A byte inside the signature's base64 (72 bytes, 96 characters, no
+        # padding): a forger's different signature, not a malformed note.
+        _flip(seg, fo + 12 + n - 20, fix_frame_at=fo if target.endswith("fixed") else None,
+              base64_char=True)
         expect = (["seg-00000000 offset %d" % fo, "checkpoint of block 2", "signature"]
                   if target.endswith("fixed") else ["seg-00000000 offset %d" % fo, "block 2"])
     p = cli("audit", datadir=d, check=1)
