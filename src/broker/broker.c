@@ -2475,13 +2475,16 @@ static void bk__sys(struct lmq_broker *b, uint64_t dt)
     bk__sys_pub(b, "$SYS/broker/retained messages/count", "%zu",
                 lmq_tree_retained_count(b->tree));
 #ifdef BK_HAVE_MALLINFO2
-    /* glibc's count of bytes in use (all threads' arenas). */
+    /* glibc's count of bytes in use (all threads' arenas); 0 when another
+     * allocator (a sanitizer's) serves malloc: then not published. */
     struct mallinfo2 mi = mallinfo2();
     size_t heap = mi.uordblks + mi.hblkhd;
     if (heap > b->heap_max)
         b->heap_max = heap;
-    bk__sys_pub(b, "$SYS/broker/heap/current", "%zu", heap);
-    bk__sys_pub(b, "$SYS/broker/heap/maximum", "%zu", b->heap_max);
+    if (heap) {
+        bk__sys_pub(b, "$SYS/broker/heap/current", "%zu", heap);
+        bk__sys_pub(b, "$SYS/broker/heap/maximum", "%zu", b->heap_max);
+    }
 #endif
     static const char *const load_name[5] = {"messages/received", "messages/sent",
                                              "bytes/received", "bytes/sent", "connections"};

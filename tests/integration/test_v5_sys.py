@@ -57,6 +57,8 @@ def test_sys_topics_mosquitto_layout(broker_factory):
     assert int(got["publish/messages/received"]) >= 1
     assert int(got["bytes/received"]) > 0
     assert float(got["load/connections/1min"]) > 0
-    assert int(got["heap/current"]) > 0
-    assert int(got["heap/maximum"]) >= int(got["heap/current"])
+    # glibc heap counters; absent when a sanitizer's allocator serves malloc
+    if "heap/current" in got:
+        assert int(got["heap/current"]) > 0
+        assert int(got["heap/maximum"]) >= int(got["heap/current"])
     c.abort()
