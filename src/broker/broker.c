@@ -40,12 +40,10 @@
 /* Seconds without an ack after which a congested subscriber stops pausing
  * its publishers. */
 #define BK_STALL_S 2
-/* MQTT 5 Topic Alias Maximum the broker announces: inbound aliases 1..this
- * are resolved per connection. */
-#define BK_TOPIC_ALIAS_MAX 10
-/* Most outbound topic aliases the broker uses per connection (fewer if the
- * client's Topic Alias Maximum is lower): slots are reused round-robin. */
-#define BK_TOPIC_ALIAS_OUT_MAX 16
+/* Topic aliases (MQTT 5): config's max_topic_alias is both the Topic Alias
+ * Maximum the broker announces (inbound aliases 1..max resolved per
+ * connection) and the most outbound aliases it uses per connection (fewer if
+ * the client's maximum is lower), reused round-robin. */
 /* MQTT 5 subscription option bits kept per subscription in the tree. */
 #define BK_OPT_NO_LOCAL 0x04
 #define BK_OPT_RAP 0x08 /* retain as published */
@@ -149,7 +147,7 @@ struct lmq_client {
     uint8_t *pending;                   /* the CONNECT waiting for BK_C_AUTH to end */
     uint32_t pending_len;
     char **alias_out;                   /* outbound aliases 1..alias_out_max, or NULL */
-    uint16_t alias_out_max;             /* min(client's maximum, BK_TOPIC_ALIAS_OUT_MAX) */
+    uint16_t alias_out_max;             /* min(client's maximum, max_topic_alias) */
     uint16_t alias_out_next;            /* slot to reuse next (1-based) */
     uint32_t will_delay;                /* MQTT 5 will delay interval */
     uint32_t will_expiry;               /* its message expiry interval, 0 = none */
@@ -1161,7 +1159,7 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
         c->auth_state = NULL;
     }
     if (c->alias_in) {
-        for (unsigned i = 0; i <= BK_TOPIC_ALIAS_MAX; i++)
+        for (unsigned i = 0; i <= c->b->cfg->max_topic_alias; i++)
             free(c->alias_in[i]);
         free(c->alias_in);
         c->alias_in = NULL;
@@ -1528,9 +1526,9 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
                      ? ct.props.maximum_packet_size
                      : 0;
     if (v5 && mqtt_props_has(&ct.props, MQTT_PROP_TOPIC_ALIAS_MAXIMUM))
-        c->alias_out_max = ct.props.topic_alias_maximum < BK_TOPIC_ALIAS_OUT_MAX
+        c->alias_out_max = ct.props.topic_alias_maximum < b->cfg->max_topic_alias
                                ? ct.props.topic_alias_maximum
-                               : BK_TOPIC_ALIAS_OUT_MAX;
+                               : (uint16_t)b->cfg->max_topic_alias;
     s->client = c;
     s->proto = c->proto;
     s->disconnected_at = 0;
@@ -1545,7 +1543,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
         ack.present |= MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM) |
                        MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM);
         ack.receive_maximum = bk__recv_max(b);
-        ack.topic_alias_maximum = BK_TOPIC_ALIAS_MAX;
+        ack.topic_alias_maximum = (uint16_t)b->cfg->max_topic_alias;
         if (b->cfg->max_packet_size) {
             ack.present |= MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE);
             ack.maximum_packet_size = b->cfg->max_packet_size;
@@ -1651,11 +1649,12 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
     }
     if (v5 && mqtt_props_has(&p.props, MQTT_PROP_TOPIC_ALIAS)) {
         uint16_t a = p.props.topic_alias;
-        if (a == 0 || a > BK_TOPIC_ALIAS_MAX) {
+        if (a == 0 || a > c->b->cfg->max_topic_alias) {
             bk__fail(c, MQTT_RC_TOPIC_ALIAS_INVALID, "topic alias out of range", 0);
             return -1;
         }
-        if (!c->alias_in && !(c->alias_in = calloc(BK_TOPIC_ALIAS_MAX + 1, sizeof(char *)))) {
+        if (!c->alias_in &&
+            !(c->alias_in = calloc((size_t)c->b->cfg->max_topic_alias + 1, sizeof(char *)))) {
             bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
             return -1;
         }

@@ -42,6 +42,7 @@ static const struct cfg__key cfg__keys[] = {
     G("max_subscriptions_per_client", T_U32, max_subscriptions_per_client, 1, 1000000),
     G("max_client_id_length", T_U32, max_client_id_length, 23, 65535),
     G("max_keepalive", T_U16, max_keepalive, 10, 65535),
+    G("max_topic_alias", T_U32, max_topic_alias, 0, 1024),
     G("connect_timeout", T_U32, connect_timeout, 1, 3600),
     G("allow_zero_length_clientid", T_BOOL, allow_zero_length_clientid, 0, 1),
     G("persistent_client_expiration", T_U32, persistent_client_expiration, 0, UINT32_MAX),
@@ -86,6 +87,7 @@ void lmq_config_defaults(struct lmq_config *cfg)
     cfg->max_subscriptions_per_client = 1000;
     cfg->max_client_id_length = 256;
     cfg->max_keepalive = 65535;
+    cfg->max_topic_alias = 10;
     cfg->connect_timeout = 10;
     cfg->allow_zero_length_clientid = true;
     cfg->persistent_client_expiration = 0;

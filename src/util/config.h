@@ -61,6 +61,7 @@ struct lmq_config {
     uint32_t max_subscriptions_per_client;
     uint32_t max_client_id_length;
     uint16_t max_keepalive;
+    uint32_t max_topic_alias;       /* MQTT 5 topic aliases per connection and direction */
     uint32_t connect_timeout;       /* seconds allowed between accept and CONNECT */
     bool allow_zero_length_clientid;
     uint32_t persistent_client_expiration; /* seconds; 0 = never expire */

@@ -255,3 +255,25 @@ def test_v5_no_outbound_aliases_without_client_maximum(broker, raw5):
     for _ in range(2):
         m = s.expect5(R.PUBLISH)
         assert m.topic == "tan/a" and V.pget(m.props, V.TOPIC_ALIAS) is None
+
+
+@ledgermq_only("max_topic_alias is ledgermq's key")
+def test_v5_max_topic_alias_from_config(broker_factory, raw5):
+    """max_topic_alias 3: CONNACK announces 3, alias 3 works, alias 4 gets
+    DISCONNECT 0x94; outbound aliases stay within 3 even when the client
+    allows 100."""
+    b = broker_factory(config={"max_topic_alias": 3})
+    s = raw5(b.port)
+    ack = s.connect5("mta-sub", cprops=V.props((V.TOPIC_ALIAS_MAXIMUM, 100)))
+    assert ack.reason == 0 and V.pget(ack.props, V.TOPIC_ALIAS_MAXIMUM) == 3
+    assert s.subscribe5([("mta/#", 0)]) == [0]
+    p = pub5(raw5, b.port)
+    topics = ["mta/%d" % i for i in range(6)] * 2
+    p.send(V.publish("mta/0", b"x", pprops=V.props((V.TOPIC_ALIAS, 3))))
+    for t in topics:
+        p.send(V.publish(t, t.encode()))
+    got = [s.expect5(R.PUBLISH) for _ in range(1 + len(topics))]
+    aliases = {V.pget(m.props, V.TOPIC_ALIAS) for m in got} - {None}
+    assert aliases and aliases <= {1, 2, 3}, aliases
+    p.send(V.publish("mta/x", b"1", pprops=V.props((V.TOPIC_ALIAS, 4))))
+    assert p.expect5(R.DISCONNECT).reason == 0x94
