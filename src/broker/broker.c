@@ -132,6 +132,23 @@ struct bk_session {
 /* BK_C_AUTH: an MQTT 5 CONNECT waits for enhanced authentication (AUTH). */
 enum bk_cstate { BK_C_NEW = 0, BK_C_CONNECTED = 1, BK_C_CLOSING = 2, BK_C_AUTH = 3 };
 
+/* The MQTT 5 state of a client that most connections never use (topic
+ * aliases, enhanced authentication, will delay/expiry): kept out of line
+ * so an idle client stays small; allocated by bk__x the first time any of
+ * it is needed, freed with the client. */
+struct bk_client_x {
+    char **alias_in;                    /* MQTT 5 inbound topic aliases, or NULL */
+    const struct lmq_auth_method *auth; /* enhanced authentication method, or NULL */
+    void *auth_state;                   /* the method's */
+    uint8_t *pending;                   /* the CONNECT waiting for BK_C_AUTH to end */
+    char **alias_out;                   /* outbound aliases 1..alias_out_max, or NULL */
+    uint32_t pending_len;
+    uint16_t alias_out_max;             /* min(client's maximum, max_topic_alias) */
+    uint16_t alias_out_next;            /* slot to reuse next (1-based) */
+    uint32_t will_delay;                /* MQTT 5 will delay interval */
+    uint32_t will_expiry;               /* its message expiry interval, 0 = none */
+};
+
 struct lmq_client {
     struct lmq_broker *b;
     void *tctx;
@@ -141,16 +158,7 @@ struct lmq_client {
     struct lmq_client *dirty_next;      /* clients with output this iteration */
     struct lmq_client *paused_next;
     struct lmq_msg *will;
-    char **alias_in;                    /* MQTT 5 inbound topic aliases, or NULL */
-    const struct lmq_auth_method *auth; /* enhanced authentication method, or NULL */
-    void *auth_state;                   /* the method's */
-    uint8_t *pending;                   /* the CONNECT waiting for BK_C_AUTH to end */
-    uint32_t pending_len;
-    char **alias_out;                   /* outbound aliases 1..alias_out_max, or NULL */
-    uint16_t alias_out_max;             /* min(client's maximum, max_topic_alias) */
-    uint16_t alias_out_next;            /* slot to reuse next (1-based) */
-    uint32_t will_delay;                /* MQTT 5 will delay interval */
-    uint32_t will_expiry;               /* its message expiry interval, 0 = none */
+    struct bk_client_x *x;              /* rarely used MQTT 5 state, or NULL */
     uint32_t last_rx;                   /* monotonic seconds */
     uint32_t created;
     uint16_t keepalive;
@@ -382,18 +390,28 @@ static bool bk__too_big(const struct bk_session *s, const struct lmq_msg *m, uin
     return n < 0 || (uint64_t)n + m->payload_len > s->max_out;
 }
 
+/* C's MQTT 5 extension state, allocated on first use; NULL if out of
+ * memory. */
+static struct bk_client_x *bk__x(struct lmq_client *c)
+{
+    if (!c->x)
+        c->x = calloc(1, sizeof *c->x);
+    return c->x;
+}
+
 /* MQTT 5 outbound topic alias for P: a topic already sent under an alias
  * goes out as that alias with an empty topic; a new topic takes the next
  * slot (round-robin) and goes out in full with it. */
 static void bk__alias_out(struct lmq_client *c, struct mqtt_publish *p)
 {
-    if (!c->alias_out) {
-        c->alias_out = calloc((size_t)c->alias_out_max + 1, sizeof(char *));
-        if (!c->alias_out)
+    struct bk_client_x *x = c->x;
+    if (!x->alias_out) {
+        x->alias_out = calloc((size_t)x->alias_out_max + 1, sizeof(char *));
+        if (!x->alias_out)
             return;
     }
-    for (uint16_t i = 1; i <= c->alias_out_max; i++) {
-        const char *t = c->alias_out[i];
+    for (uint16_t i = 1; i <= x->alias_out_max; i++) {
+        const char *t = x->alias_out[i];
         if (t && strlen(t) == p->topic.len && memcmp(t, p->topic.ptr, p->topic.len) == 0) {
             p->props.present |= MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS);
             p->props.topic_alias = i;
@@ -406,10 +424,10 @@ static void bk__alias_out(struct lmq_client *c, struct mqtt_publish *p)
         return;
     memcpy(t, p->topic.ptr, p->topic.len);
     t[p->topic.len] = '\0';
-    uint16_t slot = c->alias_out_next ? c->alias_out_next : 1;
-    c->alias_out_next = (uint16_t)(slot % c->alias_out_max + 1);
-    free(c->alias_out[slot]);
-    c->alias_out[slot] = t;
+    uint16_t slot = x->alias_out_next ? x->alias_out_next : 1;
+    x->alias_out_next = (uint16_t)(slot % x->alias_out_max + 1);
+    free(x->alias_out[slot]);
+    x->alias_out[slot] = t;
     p->props.present |= MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS);
     p->props.topic_alias = slot;
 }
@@ -443,7 +461,7 @@ static void bk__send_publish(struct lmq_client *c, struct lmq_msg *m, uint8_t qo
         p.props.extra.ptr = props;
         p.props.extra.len = pn;
     }
-    if (c->alias_out_max)
+    if (c->x && c->x->alias_out_max)
         bk__alias_out(c, &p);
     size_t cap = (size_t)m->topic_len + 16;
     if (c->proto == MQTT_V5)
@@ -1152,24 +1170,29 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
     c->lost = true;
     struct lmq_msg *will = c->will;
     c->will = NULL;
-    free(c->pending);
-    c->pending = NULL;
-    if (c->auth) {
-        c->auth->done(c->auth_state);
-        c->auth_state = NULL;
+    struct bk_client_x *x = c->x;
+    if (x) {
+        free(x->pending);
+        x->pending = NULL;
+        if (x->auth) {
+            x->auth->done(x->auth_state);
+            x->auth_state = NULL;
+        }
+        if (x->alias_in) {
+            for (unsigned i = 0; i <= c->b->cfg->max_topic_alias; i++)
+                free(x->alias_in[i]);
+            free(x->alias_in);
+            x->alias_in = NULL;
+        }
+        if (x->alias_out) {
+            for (unsigned i = 0; i <= x->alias_out_max; i++)
+                free(x->alias_out[i]);
+            free(x->alias_out);
+            x->alias_out = NULL;
+        }
     }
-    if (c->alias_in) {
-        for (unsigned i = 0; i <= c->b->cfg->max_topic_alias; i++)
-            free(c->alias_in[i]);
-        free(c->alias_in);
-        c->alias_in = NULL;
-    }
-    if (c->alias_out) {
-        for (unsigned i = 0; i <= c->alias_out_max; i++)
-            free(c->alias_out[i]);
-        free(c->alias_out);
-        c->alias_out = NULL;
-    }
+    uint32_t will_delay = x ? x->will_delay : 0;
+    uint32_t will_expiry = x ? x->will_expiry : 0;
     if (!send_will || b->shutting_down) {
         lmq_msg_unref(will);
         will = NULL;
@@ -1183,11 +1206,11 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
             s->disconnected_at = bk__unix();
             /* MQTT 5 will delay: the will waits with the session, and is
              * dropped if the session resumes first. */
-            if (will && c->will_delay) {
+            if (will && will_delay) {
                 bk__sess_will_fire(b, s, false);
                 s->will = will;
-                s->will_expiry = c->will_expiry;
-                uint32_t d = c->will_delay < s->expiry ? c->will_delay : s->expiry;
+                s->will_expiry = will_expiry;
+                uint32_t d = will_delay < s->expiry ? will_delay : s->expiry;
                 s->will_at = s->disconnected_at + d;
                 b->n_wills++;
                 will = NULL;
@@ -1199,7 +1222,7 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
         }
     }
     if (will)
-        bk__publish_will(b, will, c->will_expiry);
+        bk__publish_will(b, will, will_expiry);
 }
 
 /* Closes C after a protocol error or on the broker's decision. The will is
@@ -1283,8 +1306,8 @@ static void bk__send_auth(struct lmq_client *c, const uint8_t *data, size_t n)
     memset(&a, 0, sizeof a);
     a.reason = MQTT_RC_CONTINUE_AUTH;
     a.props.present = MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD);
-    a.props.auth_method.ptr = c->auth->name;
-    a.props.auth_method.len = strlen(c->auth->name);
+    a.props.auth_method.ptr = c->x->auth->name;
+    a.props.auth_method.len = strlen(c->x->auth->name);
     if (n) {
         a.props.present |= MQTT_PROP_BIT(MQTT_PROP_AUTH_DATA);
         a.props.auth_data.ptr = data;
@@ -1316,10 +1339,24 @@ static int bk__parse_will(struct lmq_client *c, const struct mqtt_connect *ct)
             return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_PAYLOAD_FORMAT_INVALID);
         }
         plen = bk__props_forward(ct->will_props.raw, &props);
-        if (mqtt_props_has(&ct->will_props, MQTT_PROP_WILL_DELAY))
-            c->will_delay = ct->will_props.will_delay;
-        if (mqtt_props_has(&ct->will_props, MQTT_PROP_MESSAGE_EXPIRY))
-            c->will_expiry = ct->will_props.message_expiry;
+        uint32_t wd = mqtt_props_has(&ct->will_props, MQTT_PROP_WILL_DELAY)
+                          ? ct->will_props.will_delay
+                          : 0;
+        uint32_t we = mqtt_props_has(&ct->will_props, MQTT_PROP_MESSAGE_EXPIRY)
+                          ? ct->will_props.message_expiry
+                          : 0;
+        if (wd || we) {
+            if (!bk__x(c)) {
+                free(props);
+                LMQ_ERROR("client %s: out of memory storing the will", c->peer);
+                return bk__refuse(c, MQTT_CONNACK_SERVER_UNAVAILABLE,
+                                  MQTT_RC_SERVER_UNAVAILABLE);
+            }
+            if (wd)
+                c->x->will_delay = wd;
+            if (we)
+                c->x->will_expiry = we;
+        }
     }
     if (plen >= 0)
         c->will = lmq_msg_new(ct->will_topic.ptr, ct->will_topic.len, ct->will_payload.ptr,
@@ -1389,18 +1426,21 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
                      (int)ct.props.auth_method.len, ct.props.auth_method.ptr);
             return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD);
         }
-        c->auth = am;
+        struct bk_client_x *x = bk__x(c);
+        if (!x)
+            return bk__refuse(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
+        x->auth = am;
         uint8_t out[LMQ_AUTH_OUT_MAX];
         size_t on = 0;
-        int r = am->start(&c->auth_state, ct.props.auth_data.ptr, ct.props.auth_data.len, out,
+        int r = am->start(&x->auth_state, ct.props.auth_data.ptr, ct.props.auth_data.len, out,
                           sizeof out, &on);
         if (r == LMQ_AUTH_CONTINUE) {
-            c->pending = malloc(len);
-            if (!c->pending)
+            x->pending = malloc(len);
+            if (!x->pending)
                 return bk__refuse(c, MQTT_CONNACK_SERVER_UNAVAILABLE,
                                   MQTT_RC_SERVER_UNAVAILABLE);
-            memcpy(c->pending, pkt, len);
-            c->pending_len = (uint32_t)len;
+            memcpy(x->pending, pkt, len);
+            x->pending_len = (uint32_t)len;
             c->state = BK_C_AUTH;
             bk__send_auth(c, out, on);
             return 0;
@@ -1525,10 +1565,15 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     s->max_out = v5 && mqtt_props_has(&ct.props, MQTT_PROP_MAXIMUM_PACKET_SIZE)
                      ? ct.props.maximum_packet_size
                      : 0;
-    if (v5 && mqtt_props_has(&ct.props, MQTT_PROP_TOPIC_ALIAS_MAXIMUM))
-        c->alias_out_max = ct.props.topic_alias_maximum < b->cfg->max_topic_alias
-                               ? ct.props.topic_alias_maximum
-                               : (uint16_t)b->cfg->max_topic_alias;
+    if (v5 && mqtt_props_has(&ct.props, MQTT_PROP_TOPIC_ALIAS_MAXIMUM)) {
+        uint16_t am = ct.props.topic_alias_maximum < b->cfg->max_topic_alias
+                          ? ct.props.topic_alias_maximum
+                          : (uint16_t)b->cfg->max_topic_alias;
+        /* Without memory for the extension, outbound aliases are not
+         * used (they are optional for the sender). */
+        if (am && bk__x(c))
+            c->x->alias_out_max = am;
+    }
     s->client = c;
     s->proto = c->proto;
     s->disconnected_at = 0;
@@ -1548,10 +1593,10 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
             ack.present |= MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE);
             ack.maximum_packet_size = b->cfg->max_packet_size;
         }
-        if (c->auth) {
+        if (c->x && c->x->auth) {
             ack.present |= MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD);
-            ack.auth_method.ptr = c->auth->name;
-            ack.auth_method.len = strlen(c->auth->name);
+            ack.auth_method.ptr = c->x->auth->name;
+            ack.auth_method.len = strlen(c->x->auth->name);
         }
     }
     bk__send_connack(c, c->proto, present, MQTT_CONNACK_ACCEPTED, &ack);
@@ -1653,18 +1698,19 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
             bk__fail(c, MQTT_RC_TOPIC_ALIAS_INVALID, "topic alias out of range", 0);
             return -1;
         }
-        if (!c->alias_in &&
-            !(c->alias_in = calloc((size_t)c->b->cfg->max_topic_alias + 1, sizeof(char *)))) {
+        struct bk_client_x *x = bk__x(c);
+        if (!x || (!x->alias_in && !(x->alias_in = calloc((size_t)c->b->cfg->max_topic_alias + 1,
+                                                           sizeof(char *))))) {
             bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
             return -1;
         }
         if (p.topic.len == 0) {
-            if (!c->alias_in[a]) {
+            if (!x->alias_in[a]) {
                 bk__fail(c, MQTT_RC_PROTOCOL_ERROR, "unknown topic alias", 0);
                 return -1;
             }
-            p.topic.ptr = c->alias_in[a];
-            p.topic.len = strlen(c->alias_in[a]);
+            p.topic.ptr = x->alias_in[a];
+            p.topic.len = strlen(x->alias_in[a]);
         }
     }
     rc = mqtt_topic_name_check(p.topic.ptr, p.topic.len, b->cfg->max_topic_length,
@@ -1674,7 +1720,7 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
         return -1;
     }
     if (v5 && mqtt_props_has(&p.props, MQTT_PROP_TOPIC_ALIAS) &&
-        c->alias_in[p.props.topic_alias] != p.topic.ptr) {
+        c->x->alias_in[p.props.topic_alias] != p.topic.ptr) {
         char *t = malloc(p.topic.len + 1);
         if (!t) {
             bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
@@ -1682,8 +1728,8 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
         }
         memcpy(t, p.topic.ptr, p.topic.len);
         t[p.topic.len] = '\0';
-        free(c->alias_in[p.props.topic_alias]);
-        c->alias_in[p.props.topic_alias] = t;
+        free(c->x->alias_in[p.props.topic_alias]);
+        c->x->alias_in[p.props.topic_alias] = t;
         p.topic.ptr = t;
     }
     struct bk_session *s = c->sess;
@@ -2075,7 +2121,8 @@ static int bk__handle_auth(struct lmq_client *c, const uint8_t *pkt, size_t len)
         bk__protocol_error(c, "malformed AUTH", rc);
         return -1;
     }
-    const char *name = c->auth->name;
+    struct bk_client_x *x = c->x;
+    const char *name = x->auth->name;
     if (a.reason != MQTT_RC_CONTINUE_AUTH || !mqtt_props_has(&a.props, MQTT_PROP_AUTH_METHOD) ||
         a.props.auth_method.len != strlen(name) ||
         memcmp(a.props.auth_method.ptr, name, a.props.auth_method.len) != 0) {
@@ -2084,7 +2131,7 @@ static int bk__handle_auth(struct lmq_client *c, const uint8_t *pkt, size_t len)
     }
     uint8_t out[LMQ_AUTH_OUT_MAX];
     size_t on = 0;
-    int r = c->auth->step(&c->auth_state, a.props.auth_data.ptr, a.props.auth_data.len, out,
+    int r = x->auth->step(&x->auth_state, a.props.auth_data.ptr, a.props.auth_data.len, out,
                           sizeof out, &on);
     if (r == LMQ_AUTH_CONTINUE) {
         bk__send_auth(c, out, on);
@@ -2096,9 +2143,9 @@ static int bk__handle_auth(struct lmq_client *c, const uint8_t *pkt, size_t len)
     }
     c->authed = true;
     c->state = BK_C_NEW;
-    uint8_t *connect = c->pending;
-    c->pending = NULL;
-    rc = bk__handle_connect(c, connect, c->pending_len);
+    uint8_t *connect = x->pending;
+    x->pending = NULL;
+    rc = bk__handle_connect(c, connect, x->pending_len);
     free(connect);
     return rc;
 }
@@ -2327,6 +2374,7 @@ void lmq_broker_client_free(struct lmq_client *c)
         c->next->prev = c->prev;
     b->n_clients--;
     lmq_outq_free(&c->out);
+    free(c->x);
     free(c);
 }
 
