@@ -93,6 +93,14 @@ struct bk_sub {
     uint32_t sub_id;        /* MQTT 5 subscription identifier, 0 = none */
 };
 
+/* An MQTT 5 delayed will waiting with its offline session (out of line:
+ * only sessions with one pay for it). */
+struct bk_dwill {
+    struct lmq_msg *msg;
+    uint64_t at;                /* unix seconds */
+    uint32_t expiry;            /* its message expiry interval, 0 = none */
+};
+
 struct bk_session {
     /* Laid out without padding: an idle connection's session is most of
      * what it costs. */
@@ -102,9 +110,7 @@ struct bk_session {
     struct bk_entry *inf_head, *inf_tail;
     struct bk_entry *q_head, *q_tail;
     uint16_t *qos2_in;
-    struct lmq_msg *will;       /* MQTT 5 delayed will, waiting for will_at */
-    uint64_t will_at;           /* unix seconds */
-    uint32_t will_expiry;       /* its message expiry interval, 0 = none */
+    struct bk_dwill *will;      /* MQTT 5 delayed will, or NULL */
     uint32_t expiry;            /* session expiry interval (s); UINT32_MAX = never */
     uint32_t max_out;           /* client's Maximum Packet Size, 0 = none */
     uint16_t recv_max;          /* client's Receive Maximum, 0 = none */
@@ -551,7 +557,9 @@ static struct bk_session *bk__sess_new(struct lmq_broker *b, const char *id, siz
     /* Chains of two on average: the table costs 4 bytes per session. */
     if (b->n_sessions + 1 > 2 * b->sess_cap && bk__sess_table_grow(b) < 0)
         return NULL;
-    struct bk_session *s = calloc(1, sizeof *s + len + 1);
+    /* The id starts in the struct's tail padding. */
+    size_t sz = offsetof(struct bk_session, id) + len + 1;
+    struct bk_session *s = calloc(1, sz > sizeof *s ? sz : sizeof *s);
     if (!s)
         return NULL;
     memcpy(s->id, id, len);
@@ -590,13 +598,16 @@ static void bk__publish_will(struct lmq_broker *b, struct lmq_msg *w, uint32_t e
 /* The session's delayed will is due (or the session ends): publish it. */
 static void bk__sess_will_fire(struct lmq_broker *b, struct bk_session *s, bool publish)
 {
-    struct lmq_msg *w = s->will;
-    if (!w)
+    struct bk_dwill *dw = s->will;
+    if (!dw)
         return;
     s->will = NULL;
     b->n_wills--;
+    struct lmq_msg *w = dw->msg;
+    uint32_t expiry = dw->expiry;
+    free(dw);
     if (publish && !b->freeing && !b->shutting_down)
-        bk__publish_will(b, w, s->will_expiry);
+        bk__publish_will(b, w, expiry);
     else
         lmq_msg_unref(w);
 }
@@ -1206,12 +1217,15 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
             s->disconnected_at = bk__unix();
             /* MQTT 5 will delay: the will waits with the session, and is
              * dropped if the session resumes first. */
-            if (will && will_delay) {
+            /* (Out of memory for it: the will goes now.) */
+            struct bk_dwill *dw = will && will_delay ? malloc(sizeof *dw) : NULL;
+            if (dw) {
                 bk__sess_will_fire(b, s, false);
-                s->will = will;
-                s->will_expiry = will_expiry;
+                dw->msg = will;
+                dw->expiry = will_expiry;
                 uint32_t d = will_delay < s->expiry ? will_delay : s->expiry;
-                s->will_at = s->disconnected_at + d;
+                dw->at = s->disconnected_at + d;
+                s->will = dw;
                 b->n_wills++;
                 will = NULL;
             }
@@ -2593,7 +2607,7 @@ void lmq_broker_tick(struct lmq_broker *b)
         for (size_t i = 0; i < b->sess_cap; i++) {
             for (struct bk_session *s = b->sessions[i], *nx; s; s = nx) {
                 nx = s->hnext;
-                if (s->will && now >= s->will_at)
+                if (s->will && now >= s->will->at)
                     bk__sess_will_fire(b, s, true);
                 if (bk__sess_expired(b, s, now)) {
                     LMQ_INFO("session %s expired", s->id);
