@@ -130,9 +130,25 @@ make_pki() {
   ) >"$TMP/pki.log" 2>&1
 }
 
+# Debian's mosquitto 2.0.11 (libwebsockets 4.1 without external poll)
+# exits with "Unable to start any listening sockets" when its only listener
+# is a websockets one (eclipse-mosquitto/mosquitto#2284, #2578): it counts
+# only its own MQTT sockets. So its ws configuration gets an unused plain
+# listener on a second loopback port first. libwebsockets also ignores the
+# listener's address (it binds the wildcard address; socket_domain ipv4
+# keeps that to IPv4), see docs/BENCHMARKS.md.
+mosquitto_listener() { # port mode -> listener lines
+  if [ "${2:-plain}" = ws ]; then
+    printf 'listener %s 127.0.0.1\n' "$(free_port)"
+    printf 'listener %s\nsocket_domain ipv4\n' "$1"
+  else
+    printf 'listener %s 127.0.0.1\n' "$1"
+  fi
+}
+
 mosquitto_conf() { # port mode -> config text; documented in docs/BENCHMARKS.md
   cat <<EOF
-listener $1 127.0.0.1
+$(mosquitto_listener "$1" "${2:-plain}")
 $(listener_extra "${2:-plain}")
 allow_anonymous true
 persistence false
