@@ -227,6 +227,7 @@ struct lmq_broker {
     bool hit_congested;
     bool resume_pending;
     struct lmq_client *paused;
+    struct lmq_broker_services svc;     /* ledger, registry, worker pool */
 };
 
 static void bk__close(struct lmq_client *c);
@@ -2632,6 +2633,18 @@ void lmq_broker_shutdown(struct lmq_broker *b)
             bk__dirty(c);
         }
     }
+}
+
+void lmq_broker_set_services(struct lmq_broker *b, const struct lmq_broker_services *svc)
+{
+    b->svc = *svc;
+}
+
+void lmq_broker_reload(struct lmq_broker *b)
+{
+    /* Nothing is read from files after start yet: the password and ACL
+     * files come with the identity work. */
+    LMQ_NOTICE("SIGHUP: reloading (%s)", b->cfg->source);
 }
 
 void lmq_broker_get_stats(const struct lmq_broker *b, struct lmq_broker_stats *st)

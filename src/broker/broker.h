@@ -21,6 +21,20 @@
 
 struct lmq_broker;
 struct lmq_client;
+struct ledger;
+struct registry;
+struct lmq_workpool;
+
+/* What the daemon hands the broker besides the config: the node's ledger
+ * and device registry (either may be NULL: no ledger, or a damaged one that
+ * is not served) and the worker pool for CPU work kept off the loop thread
+ * (NULL in unit tests: such work then runs inline). Borrowed; they outlive
+ * the broker. */
+struct lmq_broker_services {
+    struct ledger *ledger;
+    struct registry *registry;
+    struct lmq_workpool *pool;
+};
 
 /* Callbacks into the transport. TCTX is what lmq_broker_client_new got. */
 struct lmq_transport {
@@ -92,6 +106,15 @@ void lmq_broker_tick(struct lmq_broker *b);
  * and their state stay in the store for the next start). The caller then
  * runs lmq_broker_flush() so queued output and the store batch go out. */
 void lmq_broker_shutdown(struct lmq_broker *b);
+
+/* Sets the services (copied; see struct lmq_broker_services). Call before
+ * the first client connects. */
+void lmq_broker_set_services(struct lmq_broker *b, const struct lmq_broker_services *svc);
+
+/* SIGHUP: re-reads the files the config names (password file, ACL file).
+ * A file that does not parse keeps the rules in force, with a log line
+ * naming FILE:LINE and the reason. */
+void lmq_broker_reload(struct lmq_broker *b);
 
 void lmq_broker_get_stats(const struct lmq_broker *b, struct lmq_broker_stats *st);
 

@@ -3,6 +3,7 @@
  * sessions, store) and src/ledger (the Merkle log, opened and held here so
  * that its node key exists from the first start and its LOCK keeps offline
  * writers out while the daemon runs). */
+#include "identity/registry.h"
 #include "ledger/log.h"
 #include "net/server.h"
 #include "util/config.h"
@@ -59,6 +60,58 @@ static int open_ledger(const struct lmq_config *cfg, struct ledger **out)
     LMQ_INFO("ledger: origin %s, %llu records in %llu blocks, root %s, node key %s",
              ledger_origin(*out), (unsigned long long)ledger_size(*out),
              (unsigned long long)ledger_height(*out), root_hex, vkey);
+    return 0;
+}
+
+static void registry_refused(void *ctx, uint64_t index, int err)
+{
+    (void)ctx;
+    LMQ_NOTICE("registry: record %llu has no effect: %s", (unsigned long long)index,
+               registry_strerror(err));
+}
+
+/* Opens the device registry index under the data dir with the config's
+ * operator keys and brings it up to the ledger (rebuilding it when it is
+ * lost or was built from other operator keys). Without a served ledger
+ * there is no registry (*OUT stays NULL): devices cannot be checked, so
+ * the broker refuses what needs them. Returns -1 only when the index
+ * cannot be opened at all. */
+static int open_registry(const struct lmq_config *cfg, struct ledger *ledger,
+                         struct registry **out)
+{
+    static struct note_verifier ops[LMQ_MAX_OPERATOR_KEYS];
+    struct registry_options ro = {0};
+    struct registry_sync_result res;
+    char err[1024];
+    *out = NULL;
+    if (!ledger)
+        return 0;
+    for (size_t i = 0; i < cfg->n_operator_keys; i++) {
+        const char *k = cfg->operator_keys[i];
+        if (note_verifier_parse(k, strlen(k), &ops[ro.n_operators]) != 0 ||
+            ops[ro.n_operators].type != NOTE_SIG_ED25519) {
+            fprintf(stderr, "ledgermqd: operator_key %s: not a valid Ed25519 verifier key\n", k);
+            return -1;
+        }
+        ro.n_operators++;
+    }
+    ro.operators = ops;
+    if (registry_open(cfg->data_dir, &ro, out, err, sizeof err) < 0) {
+        fprintf(stderr, "ledgermqd: device registry: %s\n", err);
+        return -1;
+    }
+    int rc = registry_sync(*out, ledger, &res, registry_refused, NULL);
+    if (rc < 0) {
+        LMQ_ERROR("registry: sync with the ledger failed (%s); devices are not served",
+                  registry_strerror(rc));
+        registry_close(*out);
+        *out = NULL;
+        return 0;
+    }
+    LMQ_INFO("registry: %s at ledger size %llu (%llu registry records applied, %llu refused, "
+             "%zu operator keys)",
+             res.rebuilt ? "rebuilt" : "up to date", (unsigned long long)res.to,
+             (unsigned long long)res.applied, (unsigned long long)res.refused, ro.n_operators);
     return 0;
 }
 
@@ -129,8 +182,16 @@ int main(int argc, char **argv)
         lmq_server_free(srv);
         return 1;
     }
+    struct registry *registry = NULL;
+    if (open_registry(&cfg, ledger, &registry) < 0) {
+        ledger_close(ledger);
+        lmq_server_free(srv);
+        return 1;
+    }
+    lmq_server_set_ledger(srv, ledger, registry);
     if (lmq_server_listen(srv, err, sizeof err) < 0) {
         fprintf(stderr, "ledgermqd: %s\n", err);
+        registry_close(registry);
         ledger_close(ledger);
         lmq_server_free(srv);
         return 1;
@@ -138,6 +199,8 @@ int main(int argc, char **argv)
     LMQ_NOTICE("ledgermqd %s running (data in %s)", LMQ_VERSION, cfg.data_dir);
     int rc = lmq_server_run(srv);
     lmq_server_free(srv);
+    if (registry)
+        registry_close(registry);
     if (ledger)
         ledger_close(ledger);
     LMQ_NOTICE("ledgermqd stopped");

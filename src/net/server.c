@@ -10,6 +10,7 @@
 #include "net/transport.h"
 #include "net/ws.h"
 #include "util/log.h"
+#include "util/workpool.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -75,7 +76,13 @@ struct lmq_server {
     uv_check_t check;
     uv_timer_t tick;
     uv_signal_t sigint, sigterm;
-    uv_signal_t sigpipe;
+    uv_signal_t sigpipe, sighup;
+    /* The worker pool (util/workpool.h) and the async handle its workers
+     * wake the loop with; unreferenced, so it never keeps the loop alive,
+     * and closed only after the pool is gone (lmq_server_free). */
+    struct lmq_workpool *pool;
+    uv_async_t pool_async;
+    struct lmq_broker_services svc;
     struct net__conn *conns; /* all connections not yet freed */
     size_t n_conns;
     uint32_t ticks;
@@ -674,6 +681,7 @@ static void net__close_handles(struct lmq_server *s)
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigpipe, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 static void net__iteration(struct lmq_server *s)
@@ -709,11 +717,32 @@ static void net__tick_cb(uv_timer_t *t)
     }
 }
 
+/* A worker finished a job: run the DONE callbacks here, on the loop
+ * thread; the output they queue goes out in this iteration's
+ * lmq_broker_flush (check phase). */
+static void net__pool_async_cb(uv_async_t *h)
+{
+    struct lmq_server *s = h->data;
+    lmq_workpool_drain(s->pool);
+}
+
+/* Called by a worker thread (util/workpool.h notify). */
+static void net__pool_notify(void *ctx)
+{
+    struct lmq_server *s = ctx;
+    uv_async_send(&s->pool_async);
+}
+
 static void net__signal_cb(uv_signal_t *h, int signum)
 {
     struct lmq_server *s = h->data;
     if (signum == SIGPIPE)
         return;
+    if (signum == SIGHUP) {
+        if (!s->stopping)
+            lmq_broker_reload(s->broker);
+        return;
+    }
     if (s->stopping)
         return;
     LMQ_NOTICE("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -748,16 +777,35 @@ struct lmq_server *lmq_server_new(const struct lmq_config *cfg, char *err, size_
     s->broker = lmq_broker_new(cfg, &net__transport, err, errlen);
     if (!s->broker)
         goto fail_loop;
+    r = uv_async_init(&s->loop, &s->pool_async, net__pool_async_cb);
+    if (r < 0) {
+        snprintf(err, errlen, "uv_async_init: %s", uv_strerror(r));
+        goto fail_broker;
+    }
+    s->pool_async.data = s;
+    uv_unref((uv_handle_t *)&s->pool_async);
+    s->pool = lmq_workpool_new(0, net__pool_notify, s);
+    if (!s->pool) {
+        snprintf(err, errlen, "worker threads: %s", strerror(errno));
+        uv_close((uv_handle_t *)&s->pool_async, NULL);
+        uv_run(&s->loop, UV_RUN_NOWAIT);
+        goto fail_broker;
+    }
+    s->svc.pool = s->pool;
+    lmq_broker_set_services(s->broker, &s->svc);
     uv_prepare_init(&s->loop, &s->prepare);
     uv_check_init(&s->loop, &s->check);
     uv_timer_init(&s->loop, &s->tick);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_init(&s->loop, &s->sigpipe);
+    uv_signal_init(&s->loop, &s->sighup);
     s->prepare.data = s->check.data = s->tick.data = s;
-    s->sigint.data = s->sigterm.data = s->sigpipe.data = s;
+    s->sigint.data = s->sigterm.data = s->sigpipe.data = s->sighup.data = s;
     return s;
 
+fail_broker:
+    lmq_broker_free(s->broker);
 fail_loop:
     uv_loop_close(&s->loop);
 fail_free:
@@ -831,6 +879,13 @@ int lmq_server_peer_key(const void *tctx, uint8_t *buf, size_t cap, size_t *len)
     return t ? lmq_tls_peer_key(t, buf, cap, len) : -1;
 }
 
+void lmq_server_set_ledger(struct lmq_server *s, struct ledger *ledger, struct registry *registry)
+{
+    s->svc.ledger = ledger;
+    s->svc.registry = registry;
+    lmq_broker_set_services(s->broker, &s->svc);
+}
+
 int lmq_server_run(struct lmq_server *s)
 {
     uv_prepare_start(&s->prepare, net__prepare_cb);
@@ -839,6 +894,7 @@ int lmq_server_run(struct lmq_server *s)
     uv_signal_start(&s->sigint, net__signal_cb, SIGINT);
     uv_signal_start(&s->sigterm, net__signal_cb, SIGTERM);
     uv_signal_start(&s->sigpipe, net__signal_cb, SIGPIPE);
+    uv_signal_start(&s->sighup, net__signal_cb, SIGHUP);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     return 0;
 }
@@ -859,6 +915,16 @@ void lmq_server_free(struct lmq_server *s)
         net__close_handles(s);
         uv_run(&s->loop, UV_RUN_DEFAULT);
     }
+    /* Jobs still running finish, and their DONE callbacks run here (the
+     * broker copes with clients that are gone); then what they queued is
+     * committed and the async handle can go. */
+    lmq_workpool_free(s->pool);
+    s->pool = NULL;
+    s->svc.pool = NULL;
+    lmq_broker_set_services(s->broker, &s->svc);
+    lmq_broker_flush(s->broker);
+    uv_close((uv_handle_t *)&s->pool_async, NULL);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
     lmq_broker_free(s->broker);
     for (size_t i = 0; i < s->n_listeners; i++)
         lmq_tls_ctx_free(s->listeners[i].tls);

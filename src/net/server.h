@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 struct lmq_server;
+struct ledger;
+struct registry;
 
 /* Creates the loop and the broker (which opens and loads the store). CFG is
  * borrowed and must outlive the server. NULL with a reason in ERR. */
@@ -24,7 +26,11 @@ struct lmq_server *lmq_server_new(const struct lmq_config *cfg, char *err, size_
  * port the OS chose for port 0). Returns 0 or -1 with a reason in ERR. */
 int lmq_server_listen(struct lmq_server *s, char *err, size_t errlen);
 
-/* Runs until SIGINT/SIGTERM, then stops accepting, flushes, commits the
+/* Hands the node's ledger and device registry (borrowed; either may be
+ * NULL) to the broker, with the server's worker pool. Before run. */
+void lmq_server_set_ledger(struct lmq_server *s, struct ledger *ledger, struct registry *registry);
+
+/* Runs until SIGINT/SIGTERM (SIGHUP: lmq_broker_reload), then stops accepting, flushes, commits the
  * store and returns 0. */
 int lmq_server_run(struct lmq_server *s);
 
