@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <unistd.h>
 
 enum cfg__type { T_U32, T_U64, T_U16, T_BOOL, T_STR, T_PATH, T_LOGLEVEL, T_SYNC, T_PROTO };
 
@@ -52,6 +53,10 @@ static const struct cfg__key cfg__keys[] = {
     G("ledger_sync", T_SYNC, ledger_sync, 0, 0),
     G("ledger_batch_max", T_U32, ledger_batch_max, 1, 100000),
     G("ledger_batch_ms", T_U32, ledger_batch_ms, 0, 10000),
+    G("ledger_queue_messages", T_U32, ledger_queue_messages, 1, 10000000),
+    G("ledger_queue_bytes", T_U64, ledger_queue_bytes, 65536, (uint64_t)1 << 36),
+    G("ledger_clock_skew", T_U32, ledger_clock_skew, 1, 31536000),
+    G("ledger_node_id", T_STR, ledger_node_id, 1, LMQ_CONFIG_STR - 1),
     L("protocol", T_PROTO, protocol, 0, 0),
     L("allow_anonymous", T_BOOL, allow_anonymous, 0, 1),
     L("certfile", T_PATH, certfile, 0, 0),
@@ -97,6 +102,92 @@ void lmq_config_defaults(struct lmq_config *cfg)
     cfg->ledger_sync = LMQ_SYNC_ALWAYS;
     cfg->ledger_batch_max = 1000;
     cfg->ledger_batch_ms = 5;
+    cfg->ledger_queue_messages = 100000;
+    cfg->ledger_queue_bytes = 64u * 1024 * 1024;
+    cfg->ledger_clock_skew = 300;
+}
+
+/* `ledger_topic FILTER signed|attested [late_uploads] [private]`
+ * (repeatable, file order = precedence). The filter is checked here the
+ * way mqtt/topic.c checks a subscription filter ('#' only as the last
+ * level, '+' only as a whole level); util/ may not use mqtt/. */
+static int cfg__ledger_topic(struct lmq_config *cfg, const char *line, char *err, size_t errlen)
+{
+    char buf[PATH_MAX + 64];
+    snprintf(buf, sizeof buf, "%s", line);
+    char *w[8];
+    size_t n = 0;
+    char *save = NULL;
+    for (char *p = strtok_r(buf, " \t\r\n", &save); p; p = strtok_r(NULL, " \t\r\n", &save)) {
+        if (n == 8) {
+            cfg__err(err, errlen, "too many values for 'ledger_topic'");
+            return -1;
+        }
+        w[n++] = p;
+    }
+    if (n < 3) {
+        cfg__err(err, errlen,
+                 "'ledger_topic' takes FILTER signed|attested [late_uploads] [private]");
+        return -1;
+    }
+    const char *f = w[1];
+    size_t flen = strlen(f);
+    if (flen >= LMQ_CONFIG_STR || flen > 65535) {
+        cfg__err(err, errlen, "ledger_topic filter longer than %d bytes", LMQ_CONFIG_STR - 1);
+        return -1;
+    }
+    if (strncmp(f, "$share/", 7) == 0) {
+        cfg__err(err, errlen, "ledger_topic filter '%s' is a shared subscription", f);
+        return -1;
+    }
+    for (size_t i = 0; i < flen; i++) {
+        bool start = i == 0 || f[i - 1] == '/';
+        bool end = i + 1 == flen || f[i + 1] == '/';
+        if ((f[i] == '#' && !(start && i + 1 == flen)) || (f[i] == '+' && !(start && end))) {
+            cfg__err(err, errlen,
+                     "ledger_topic filter '%s' is not a valid topic filter ('#' only as the "
+                     "last level, '+' only as a whole level)",
+                     f);
+            return -1;
+        }
+    }
+    struct lmq_ledger_topic t;
+    memset(&t, 0, sizeof t);
+    memcpy(t.filter, f, flen + 1);
+    t.filter_len = (uint16_t)flen;
+    if (strcmp(w[2], "signed") == 0)
+        t.mode = LMQ_LEDGER_SIGNED;
+    else if (strcmp(w[2], "attested") == 0)
+        t.mode = LMQ_LEDGER_ATTESTED;
+    else {
+        cfg__err(err, errlen, "ledger_topic mode must be signed or attested, not '%s'", w[2]);
+        return -1;
+    }
+    for (size_t i = 3; i < n; i++) {
+        if (strcmp(w[i], "late_uploads") == 0 && t.mode == LMQ_LEDGER_SIGNED)
+            t.late_uploads = true;
+        else if (strcmp(w[i], "private") == 0)
+            t.private_payload = true;
+        else if (strcmp(w[i], "late_uploads") == 0) {
+            cfg__err(err, errlen, "ledger_topic option late_uploads applies to signed topics only");
+            return -1;
+        } else {
+            cfg__err(err, errlen,
+                     "ledger_topic option must be late_uploads or private, not '%s'", w[i]);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_ledger_topics; i++)
+        if (strcmp(cfg->ledger_topics[i].filter, t.filter) == 0) {
+            cfg__err(err, errlen, "ledger_topic filter '%s' is defined twice", t.filter);
+            return -1;
+        }
+    if (cfg->n_ledger_topics == LMQ_MAX_LEDGER_TOPICS) {
+        cfg__err(err, errlen, "more than %d ledger_topic lines", LMQ_MAX_LEDGER_TOPICS);
+        return -1;
+    }
+    cfg->ledger_topics[cfg->n_ledger_topics++] = t;
+    return 0;
 }
 
 /* `operator_key NAME+KEYID+BASE64` (repeatable): the shape of a verifier
@@ -198,6 +289,13 @@ int lmq_config_apply(struct lmq_config *cfg, const char *line_in, char *err, siz
         return -1;
     }
     strcpy(line, line_in);
+    {
+        const char *p = line_in;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (strncmp(p, "ledger_topic", 12) == 0 && (p[12] == ' ' || p[12] == '\t' || !p[12]))
+            return cfg__ledger_topic(cfg, p, err, errlen);
+    }
     char *w[4];
     size_t n = cfg__split(line, w, 3);
     if (n == 0)
@@ -345,6 +443,7 @@ int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t 
         }
         char reason[PATH_MAX];
         size_t listeners_before = cfg->n_listeners;
+        size_t ltopics_before = cfg->n_ledger_topics;
         if (lmq_config_apply(cfg, line, reason, sizeof reason) < 0) {
             cfg__err(err, errlen, "%s:%u: %s", path, lineno, reason);
             rc = -1;
@@ -352,6 +451,8 @@ int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t 
         }
         if (cfg->n_listeners > listeners_before)
             cfg->listeners[cfg->n_listeners - 1].line = lineno;
+        if (cfg->n_ledger_topics > ltopics_before)
+            cfg->ledger_topics[cfg->n_ledger_topics - 1].line = lineno;
     }
     if (rc == 0 && ferror(f)) {
         cfg__err(err, errlen, "%s: read error: %s", path, strerror(errno));
@@ -409,6 +510,14 @@ int lmq_config_finish(struct lmq_config *cfg, int port, const char *data_dir, ch
                          cfg->source, l->line, l->addr, l->port, cfg->listeners[j].line);
                 return -1;
             }
+    }
+    if (!cfg->ledger_node_id[0]) {
+        /* The ingress node named in ledger records: the host name. */
+        char host[LMQ_CONFIG_STR];
+        if (gethostname(host, sizeof host) < 0 || !host[0])
+            snprintf(host, sizeof host, "localhost");
+        host[sizeof host - 1] = '\0';
+        snprintf(cfg->ledger_node_id, sizeof cfg->ledger_node_id, "%s", host);
     }
     if (cfg->max_inflight_messages > cfg->max_queued_messages && cfg->max_queued_messages != 0) {
         /* Allowed: inflight messages are not counted as queued. */

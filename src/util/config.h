@@ -36,6 +36,22 @@ struct lmq_listener_config {
     bool require_certificate;
 };
 
+/* A ledgered topic policy (`ledger_topic FILTER signed|attested
+ * [late_uploads] [private]`). */
+enum lmq_ledger_mode {
+    LMQ_LEDGER_SIGNED = 1,          /* payload is a device COSE_Sign1 envelope */
+    LMQ_LEDGER_ATTESTED = 2,        /* the broker attests the session's publish */
+};
+
+struct lmq_ledger_topic {
+    char filter[LMQ_CONFIG_STR];    /* MQTT topic filter */
+    uint16_t filter_len;
+    uint8_t mode;                   /* enum lmq_ledger_mode */
+    bool late_uploads;              /* signed: no clock skew check */
+    bool private_payload;           /* record holds a salted digest; payload in the payload store */
+    unsigned line;                  /* config file line, 0 = from lmq_config_apply */
+};
+
 enum lmq_sync_policy {
     LMQ_SYNC_ALWAYS = 0,            /* fdatasync before acknowledging */
     LMQ_SYNC_BATCH = 1,             /* ledger: sync per batch window; store: leave to the OS */
@@ -73,6 +89,14 @@ struct lmq_config {
     enum lmq_sync_policy ledger_sync;
     uint32_t ledger_batch_max;
     uint32_t ledger_batch_ms;
+    /* Ledgered topics: the first policy (in file order) whose filter
+     * matches a topic name applies. */
+    struct lmq_ledger_topic ledger_topics[LMQ_MAX_LEDGER_TOPICS];
+    size_t n_ledger_topics;
+    uint32_t ledger_queue_messages; /* ingest queue bound (incl. pending verifications) */
+    uint64_t ledger_queue_bytes;
+    uint32_t ledger_clock_skew;     /* seconds a signed timestamp may differ from broker time */
+    char ledger_node_id[LMQ_CONFIG_STR]; /* ingress node in records; empty = host name */
 
     /* Device registry: trusted operator verifier keys (repeatable
      * `operator_key VKEY`; syntax checked here, key ID by the registry). */
