@@ -48,23 +48,29 @@ struct net__rest {
     uint8_t data[];
 };
 
-/* Laid out to fit a 304-byte malloc chunk: 10,000 idle connections are
- * mostly this struct. The server is found from the handle's loop. */
+/* Laid out to fit a 304-byte malloc chunk (at most 296 bytes): 10,000
+ * idle connections are mostly this struct. The server is found from the
+ * handle's loop, the connection from its handle (tcp comes first) and the
+ * broker's client is the handle's data pointer (net__client). */
 struct net__conn {
     uv_tcp_t tcp;
-    struct lmq_client *client;
     struct net__conn *prev, *next;
     struct net__rest *rest; /* unfinished packet bytes, or NULL */
     struct lmq_filter *f;   /* TLS and/or WebSocket, or NULL: plain TCP */
     struct net__write *w;   /* the pending uv_write, or NULL */
     uint32_t closing_since; /* tick count when close was requested */
-    bool writing;
-    bool paused;  /* flow control: not reading */
-    bool closing; /* no more input; close after the write */
-    bool handle_closed;
-    bool tls_logged; /* the handshake's log line is written */
-    uint16_t lport;  /* the listener's port, for log lines */
+    uint16_t lport;         /* the listener's port, for log lines */
+    bool writing : 1;
+    bool paused : 1;  /* flow control: not reading */
+    bool closing : 1; /* no more input; close after the write */
+    bool handle_closed : 1;
+    bool tls_logged : 1; /* the handshake's log line is written */
 };
+
+static inline struct lmq_client *net__client(const struct net__conn *c)
+{
+    return c->tcp.data;
+}
 
 struct lmq_server {
     uv_loop_t loop;
@@ -112,7 +118,7 @@ static void net__flush(struct net__conn *c)
     }
     if (c->writing || c->handle_closed)
         return;
-    struct lmq_outq *q = lmq_broker_client_outq(c->client);
+    struct lmq_outq *q = lmq_broker_client_outq(net__client(c));
     struct iovec iov[NET_MAX_IOV];
     while (q->bytes > 0) {
         size_t n = lmq_outq_iov(q, iov, NET_MAX_IOV);
@@ -124,14 +130,14 @@ static void net__flush(struct net__conn *c)
             r = 0;
         if (r < 0) {
             if (!c->closing)
-                lmq_broker_client_lost(c->client, uv_strerror(r));
+                lmq_broker_client_lost(net__client(c), uv_strerror(r));
             lmq_outq_consume(q, q->bytes);
             c->closing = true;
             net__close(c);
             return;
         }
         lmq_outq_consume(q, (size_t)r);
-        lmq_broker_client_wrote(c->client, (size_t)r);
+        lmq_broker_client_wrote(net__client(c), (size_t)r);
         if ((size_t)r < want)
             break;
     }
@@ -156,7 +162,7 @@ static void net__flush(struct net__conn *c)
         free(w);
         lmq_outq_consume(q, q->bytes);
         if (!c->closing)
-            lmq_broker_client_lost(c->client, "out of memory");
+            lmq_broker_client_lost(net__client(c), "out of memory");
         c->closing = true;
         net__close(c);
         return;
@@ -175,7 +181,7 @@ static void net__flush(struct net__conn *c)
         lmq_outq_free(&w->q);
         free(w);
         if (!c->closing)
-            lmq_broker_client_lost(c->client, uv_strerror(r));
+            lmq_broker_client_lost(net__client(c), uv_strerror(r));
         c->closing = true;
         net__close(c);
         return;
@@ -195,7 +201,7 @@ static void net__flush_filtered(struct net__conn *c, bool outq_too)
 {
     if (c->writing || c->handle_closed)
         return;
-    struct lmq_outq *q = lmq_broker_client_outq(c->client);
+    struct lmq_outq *q = lmq_broker_client_outq(net__client(c));
     struct iovec iov[NET_MAX_IOV];
     for (;;) {
         size_t wl;
@@ -207,7 +213,7 @@ static void net__flush_filtered(struct net__conn *c, bool outq_too)
                 r = 0;
             if (r < 0) {
                 if (!c->closing)
-                    lmq_broker_client_lost(c->client, uv_strerror(r));
+                    lmq_broker_client_lost(net__client(c), uv_strerror(r));
                 lmq_outq_consume(q, q->bytes);
                 c->closing = true;
                 net__close(c);
@@ -235,14 +241,14 @@ static void net__flush_filtered(struct net__conn *c, bool outq_too)
             /* ESTATE (closed or failed) or ENOMEM: nothing more goes out. */
             lmq_outq_consume(q, q->bytes);
             if (!c->closing)
-                lmq_broker_client_lost(c->client, lmq_filter_reason(c->f)[0]
+                lmq_broker_client_lost(net__client(c), lmq_filter_reason(c->f)[0]
                                                       ? lmq_filter_reason(c->f)
                                                       : "out of memory");
             c->closing = true;
             continue; /* what the filter holds still goes out */
         }
         lmq_outq_consume(q, want);
-        lmq_broker_client_wrote(c->client, want);
+        lmq_broker_client_wrote(net__client(c), want);
     }
     size_t wl;
     lmq_filter_wire(c->f, &wl);
@@ -259,7 +265,7 @@ static void net__flush_filtered(struct net__conn *c, bool outq_too)
     if (!w) {
         lmq_outq_consume(q, q->bytes);
         if (!c->closing)
-            lmq_broker_client_lost(c->client, "out of memory");
+            lmq_broker_client_lost(net__client(c), "out of memory");
         c->closing = true;
         net__close(c);
         return;
@@ -275,7 +281,7 @@ static void net__flush_filtered(struct net__conn *c, bool outq_too)
         free(w->wire);
         free(w);
         if (!c->closing)
-            lmq_broker_client_lost(c->client, uv_strerror(r));
+            lmq_broker_client_lost(net__client(c), uv_strerror(r));
         c->closing = true;
         net__close(c);
         return;
@@ -297,12 +303,12 @@ static void net__write_cb(uv_write_t *req, int status)
         return;
     if (status < 0) {
         if (!c->closing)
-            lmq_broker_client_lost(c->client, uv_strerror(status));
+            lmq_broker_client_lost(net__client(c), uv_strerror(status));
         c->closing = true;
         net__close(c);
         return;
     }
-    lmq_broker_client_wrote(c->client, n);
+    lmq_broker_client_wrote(net__client(c), n);
     /* What the broker queued meanwhile may wait for this iteration's store
      * commit: let lmq_broker_flush() write it. A closing connection gets no
      * new output, so its rest can go now. */
@@ -312,17 +318,17 @@ static void net__write_cb(uv_write_t *req, int status)
     }
     if (c->f)
         net__flush_filtered(c, false); /* pongs etc. held meanwhile */
-    lmq_broker_client_kick(c->client);
+    lmq_broker_client_kick(net__client(c));
 }
 
 /* ---- closing ---- */
 
 static void net__close_cb(uv_handle_t *h)
 {
-    struct net__conn *c = h->data;
+    struct net__conn *c = (struct net__conn *)h;
     struct lmq_server *s = net__srv(c);
-    if (c->client)
-        lmq_broker_client_free(c->client);
+    if (net__client(c))
+        lmq_broker_client_free(net__client(c));
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -396,10 +402,10 @@ static void net__tr_resume(void *tctx)
             return; /* closed by the broker, or paused again */
     } else if (c->rest && c->rest->len) {
         size_t used = 0;
-        if (lmq_broker_input(c->client, c->rest->data, c->rest->len, &used) < 0)
+        if (lmq_broker_input(net__client(c), c->rest->data, c->rest->len, &used) < 0)
             return; /* the broker closes it */
         if (net__keep_rest(c, c->rest->data + used, c->rest->len - used) < 0) {
-            lmq_broker_client_lost(c->client, "out of memory");
+            lmq_broker_client_lost(net__client(c), "out of memory");
             net__close(c);
             return;
         }
@@ -408,7 +414,7 @@ static void net__tr_resume(void *tctx)
     }
     int r = uv_read_start((uv_stream_t *)&c->tcp, net__alloc_cb, net__read_cb);
     if (r < 0) {
-        lmq_broker_client_lost(c->client, uv_strerror(r));
+        lmq_broker_client_lost(net__client(c), uv_strerror(r));
         net__close(c);
     }
 }
@@ -425,7 +431,7 @@ static const struct lmq_transport net__transport = {
 static void net__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
-    struct net__conn *c = h->data;
+    struct net__conn *c = (struct net__conn *)h;
     buf->base = (char *)net__srv(c)->readbuf;
     buf->len = sizeof net__srv(c)->readbuf;
 }
@@ -485,7 +491,7 @@ static int net__feed_app(struct net__conn *c)
     if (n == 0)
         return 0;
     size_t used = 0;
-    if (lmq_broker_input(c->client, app, n, &used) < 0)
+    if (lmq_broker_input(net__client(c), app, n, &used) < 0)
         return -1;
     lmq_filter_app_consume(c->f, used);
     return 0;
@@ -546,8 +552,8 @@ static void net__read_filtered(struct net__conn *c, const uint8_t *data, size_t 
             LMQ_NOTICE("connection from %s on %s port %u refused: %s", peer, lmq_filter_name(c->f),
                        c->lport, why);
         }
-        lmq_broker_client_lost(c->client, why);
-        struct lmq_outq *q = lmq_broker_client_outq(c->client);
+        lmq_broker_client_lost(net__client(c), why);
+        struct lmq_outq *q = lmq_broker_client_outq(net__client(c));
         lmq_outq_consume(q, q->bytes);
         c->closing = true;
         c->closing_since = net__srv(c)->ticks;
@@ -558,13 +564,13 @@ static void net__read_filtered(struct net__conn *c, const uint8_t *data, size_t 
 
 static void net__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
-    struct net__conn *c = st->data;
+    struct net__conn *c = (struct net__conn *)st;
     if (c->closing || c->handle_closed)
         return;
     if (nread < 0) {
-        lmq_broker_client_lost(c->client, nread == UV_EOF ? "connection closed by peer"
+        lmq_broker_client_lost(net__client(c), nread == UV_EOF ? "connection closed by peer"
                                                           : uv_strerror((int)nread));
-        lmq_outq_free(lmq_broker_client_outq(c->client));
+        lmq_outq_free(lmq_broker_client_outq(net__client(c)));
         c->closing = true;
         net__close(c);
         return;
@@ -587,7 +593,7 @@ static void net__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             struct net__rest *r = cap <= UINT32_MAX ? realloc(c->rest, sizeof *r + cap) : NULL;
             if (!r) {
                 LMQ_ERROR("out of memory buffering input; closing connection");
-                lmq_broker_client_lost(c->client, "out of memory");
+                lmq_broker_client_lost(net__client(c), "out of memory");
                 net__close(c);
                 return;
             }
@@ -600,10 +606,10 @@ static void net__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         len = total;
     }
     size_t used = 0;
-    if (lmq_broker_input(c->client, data, len, &used) < 0)
+    if (lmq_broker_input(net__client(c), data, len, &used) < 0)
         return; /* the broker called transport->close */
     if (net__keep_rest(c, data + used, len - used) < 0) {
-        lmq_broker_client_lost(c->client, "out of memory");
+        lmq_broker_client_lost(net__client(c), "out of memory");
         net__close(c);
     }
 }
@@ -623,7 +629,6 @@ static void net__accept_cb(uv_stream_t *ls, int status)
         LMQ_ERROR("out of memory accepting a connection");
         return;
     }
-    c->tcp.data = c;
     uv_tcp_init(&s->loop, &c->tcp);
     c->next = s->conns;
     if (s->conns)
@@ -655,15 +660,15 @@ static void net__accept_cb(uv_stream_t *ls, int status)
             return;
         }
     }
-    c->client = s->stopping ? NULL : lmq_broker_client_new(s->broker, c, l->cfg, peer);
-    if (!c->client) {
+    c->tcp.data = s->stopping ? NULL : lmq_broker_client_new(s->broker, c, l->cfg, peer);
+    if (!c->tcp.data) {
         c->handle_closed = true;
         uv_close((uv_handle_t *)&c->tcp, net__close_cb);
         return;
     }
     int r = uv_read_start((uv_stream_t *)&c->tcp, net__alloc_cb, net__read_cb);
     if (r < 0) {
-        lmq_broker_client_lost(c->client, uv_strerror(r));
+        lmq_broker_client_lost(net__client(c), uv_strerror(r));
         net__close(c);
     }
 }
