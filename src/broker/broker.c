@@ -153,6 +153,7 @@ struct bk_client_x {
     uint16_t alias_out_next;            /* slot to reuse next (1-based) */
     uint32_t will_delay;                /* MQTT 5 will delay interval */
     uint32_t will_expiry;               /* its message expiry interval, 0 = none */
+    bool reauth;                        /* a re-authentication (AUTH 0x19) is running */
 };
 
 struct lmq_client {
@@ -1314,12 +1315,13 @@ static int bk__refuse(struct lmq_client *c, uint8_t v4, uint8_t v5)
     return -1;
 }
 
-/* AUTH 0x18 (continue authentication) with C's method and DATA/N. */
-static void bk__send_auth(struct lmq_client *c, const uint8_t *data, size_t n)
+/* AUTH with REASON (0x18 continue authentication, 0x00 re-authenticated)
+ * with C's method and DATA/N. */
+static void bk__send_auth(struct lmq_client *c, uint8_t reason, const uint8_t *data, size_t n)
 {
     struct mqtt_auth a;
     memset(&a, 0, sizeof a);
-    a.reason = MQTT_RC_CONTINUE_AUTH;
+    a.reason = reason;
     a.props.present = MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD);
     a.props.auth_method.ptr = c->x->auth->name;
     a.props.auth_method.len = strlen(c->x->auth->name);
@@ -1457,7 +1459,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
             memcpy(x->pending, pkt, len);
             x->pending_len = (uint32_t)len;
             c->state = BK_C_AUTH;
-            bk__send_auth(c, out, on);
+            bk__send_auth(c, MQTT_RC_CONTINUE_AUTH, out, on);
             return 0;
         }
         if (r != LMQ_AUTH_SUCCESS) {
@@ -2149,7 +2151,7 @@ static int bk__handle_auth(struct lmq_client *c, const uint8_t *pkt, size_t len)
     int r = x->auth->step(&x->auth_state, a.props.auth_data.ptr, a.props.auth_data.len, out,
                           sizeof out, &on);
     if (r == LMQ_AUTH_CONTINUE) {
-        bk__send_auth(c, out, on);
+        bk__send_auth(c, MQTT_RC_CONTINUE_AUTH, out, on);
         return 0;
     }
     if (r != LMQ_AUTH_SUCCESS) {
@@ -2163,6 +2165,65 @@ static int bk__handle_auth(struct lmq_client *c, const uint8_t *pkt, size_t len)
     rc = bk__handle_connect(c, connect, x->pending_len);
     free(connect);
     return rc;
+}
+
+/* An AUTH packet from a connected MQTT 5 client: re-authentication (MQTT 5
+ * 4.12.1). 0x19 starts it with the method of the CONNECT (the method's
+ * start step), 0x18 continues it (step); the session carries on meanwhile.
+ * Success: AUTH 0x00; failure: DISCONNECT 0x87; AUTH from a client that
+ * used no method at CONNECT, or a 0x18 outside a re-authentication: 0x82;
+ * another method: 0x8C. */
+static int bk__handle_reauth(struct lmq_client *c, const uint8_t *pkt, size_t len)
+{
+    struct mqtt_auth a;
+    int rc = mqtt_decode_auth(pkt, len, MQTT_V5, &a);
+    if (rc < 0) {
+        bk__protocol_error(c, "malformed AUTH", rc);
+        return -1;
+    }
+    struct bk_client_x *x = c->x;
+    if (!x || !x->auth) {
+        bk__fail(c, MQTT_RC_PROTOCOL_ERROR, "AUTH without an authentication method at CONNECT",
+                 0);
+        return -1;
+    }
+    const char *name = x->auth->name;
+    if (!mqtt_props_has(&a.props, MQTT_PROP_AUTH_METHOD) ||
+        a.props.auth_method.len != strlen(name) ||
+        memcmp(a.props.auth_method.ptr, name, a.props.auth_method.len) != 0) {
+        bk__fail(c, MQTT_RC_BAD_AUTH_METHOD, "re-authentication with another method", 0);
+        return -1;
+    }
+    uint8_t out[LMQ_AUTH_OUT_MAX];
+    size_t on = 0;
+    int r;
+    if (a.reason == MQTT_RC_REAUTHENTICATE) {
+        x->auth->done(x->auth_state);
+        x->auth_state = NULL;
+        x->reauth = true;
+        r = x->auth->start(&x->auth_state, a.props.auth_data.ptr, a.props.auth_data.len, out,
+                           sizeof out, &on);
+    } else if (a.reason == MQTT_RC_CONTINUE_AUTH && x->reauth) {
+        r = x->auth->step(&x->auth_state, a.props.auth_data.ptr, a.props.auth_data.len, out,
+                          sizeof out, &on);
+    } else {
+        char what[64];
+        snprintf(what, sizeof what, "AUTH reason 0x%02x outside a re-authentication", a.reason);
+        bk__fail(c, MQTT_RC_PROTOCOL_ERROR, what, 0);
+        return -1;
+    }
+    if (r == LMQ_AUTH_CONTINUE) {
+        bk__send_auth(c, MQTT_RC_CONTINUE_AUTH, out, on);
+        return 0;
+    }
+    x->reauth = false;
+    if (r != LMQ_AUTH_SUCCESS) {
+        bk__fail(c, MQTT_RC_NOT_AUTHORIZED, "re-authentication failed", 0);
+        return -1;
+    }
+    LMQ_INFO("client %s re-authenticated (%s)", bk__name(c), name);
+    bk__send_auth(c, MQTT_RC_SUCCESS, out, on);
+    return 0;
 }
 
 static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, const uint8_t *pkt)
@@ -2244,6 +2305,11 @@ static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, c
     case MQTT_CONNECT:
         bk__protocol_error(c, "second CONNECT", 0);
         return -1;
+    case MQTT_AUTH:
+        /* (MQTT 3.1.1 has no AUTH: unexpected, below.) */
+        if (c->proto == MQTT_V5)
+            return bk__handle_reauth(c, pkt, f->total_len);
+        /* fall through */
     default: {
         char what[64];
         snprintf(what, sizeof what, "unexpected packet type %u (%s)", f->type,
