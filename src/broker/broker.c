@@ -15,6 +15,7 @@
 #include "broker/broker.h"
 
 #include "broker/auth.h"
+#include "broker/ledger_api.h"
 #include "broker/msg.h"
 #include "broker/store.h"
 #include "broker/topictree.h"
@@ -229,6 +230,7 @@ struct lmq_broker {
     bool resume_pending;
     struct lmq_client *paused;
     struct lmq_broker_services svc;     /* ledger, registry, worker pool */
+    struct lmq_ledger_api *lapi;        /* the $ledger/ topics, NULL without a ledger */
 };
 
 static void bk__close(struct lmq_client *c);
@@ -1133,7 +1135,10 @@ static void bk__retain(struct lmq_broker *b, const char *topic, size_t tlen, con
     lmq_msg_unref(r);
     /* $SYS topics are the broker's own status, republished every
      * sys_interval: not worth a disk write. */
-    struct lmq_store *st = (tlen >= 5 && memcmp(topic, "$SYS/", 5) == 0) ? NULL : bk__st(b);
+    /* Nor is $ledger/checkpoint: it is set from the ledger at every start. */
+    bool own = (tlen >= 5 && memcmp(topic, "$SYS/", 5) == 0) ||
+               (tlen >= 8 && memcmp(topic, LMQ_LEDGER_TOPIC_PREFIX, 8) == 0);
+    struct lmq_store *st = own ? NULL : bk__st(b);
     if (st) {
         struct lmq_store_message sm = {
             .topic = topic,
@@ -1695,6 +1700,28 @@ static bool bk__qos2_del(struct bk_session *s, uint16_t id)
     return true;
 }
 
+/* A PUBLISH to a $ledger/ topic: handled by ledger_api.c, never routed as
+ * sent. A refusal is the PUBACK/PUBREC reason code under MQTT 5 (a refused
+ * QoS 2 flow ends there); a 3.1.1 publisher's message is dropped (logged)
+ * and acknowledged as usual, that protocol having no negative ack. */
+static int bk__ledger_publish(struct lmq_client *c, const struct mqtt_publish *p)
+{
+    struct lmq_broker *b = c->b;
+    struct bk_session *s = c->sess;
+    bool v5 = c->proto == MQTT_V5;
+    struct lmq_ledger_api_req r = {s->id, p->topic, p->payload, v5 ? &p->props : NULL, p->qos};
+    uint8_t rc = lmq_ledger_api_publish(b->lapi, b, &r);
+    if (p->qos == 2 && rc >= 0x80 && v5 && bk__qos2_del(s, p->packet_id) && s->persistent) {
+        struct lmq_store *st = bk__st(b);
+        if (st)
+            bk__st_check(b, lmq_store_qos2_in_del(st, s->id, s->id_len, p->packet_id),
+                         "delete incoming QoS 2 id");
+    }
+    if (p->qos)
+        bk__send_ack_rc(c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id, rc);
+    return 0;
+}
+
 static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t len)
 {
     struct lmq_broker *b = c->b;
@@ -1783,6 +1810,8 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
                              "put incoming QoS 2 id");
         }
     }
+    if (p.topic.len >= 8 && memcmp(p.topic.ptr, LMQ_LEDGER_TOPIC_PREFIX, 8) == 0)
+        return bk__ledger_publish(c, &p);
     b->hit_congested = false;
     uint8_t *props = NULL;
     int plen = 0;
@@ -2021,6 +2050,11 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
                 free(codes);
             bk__fail(c, MQTT_RC_PROTOCOL_ERROR, "No Local on a shared subscription", 0);
             return -1;
+        } else if (!lmq_ledger_api_may_subscribe(s->id, e.filter.ptr, e.filter.len)) {
+            LMQ_NOTICE("client %s: SUBSCRIBE to '%.*s' refused: it could match another "
+                       "client's $ledger/receipts topic",
+                       s->id, (int)e.filter.len, e.filter.ptr);
+            code = v5 ? MQTT_RC_NOT_AUTHORIZED : MQTT_RC_UNSPECIFIED;
         } else if (!existed && s->nsubs >= b->cfg->max_subscriptions_per_client) {
             LMQ_WARN("client %s: SUBSCRIBE to '%.*s' refused: max_subscriptions_per_client "
                      "(%u) reached",
@@ -2704,6 +2738,29 @@ void lmq_broker_shutdown(struct lmq_broker *b)
 void lmq_broker_set_services(struct lmq_broker *b, const struct lmq_broker_services *svc)
 {
     b->svc = *svc;
+    if (b->lapi)
+        lmq_ledger_api_set_pool(b->lapi, svc->pool);
+    else if (svc->ledger)
+        b->lapi = lmq_ledger_api_new(b, b->cfg, svc);
+}
+
+/* For ledger_api.c (declared in ledger_api.h). */
+struct lmq_ledger_api *bk_ledger_api(struct lmq_broker *b)
+{
+    return b->lapi;
+}
+
+void bk_publish_internal(struct lmq_broker *b, const char *topic, size_t tlen, const void *payload,
+                         size_t plen, const void *props, size_t props_len, uint8_t qos, bool retain)
+{
+    bk__publish(b, NULL, topic, tlen, payload, plen, props, props_len, qos, retain, 0);
+}
+
+bool bk_has_subscriber(struct lmq_broker *b, const char *topic, size_t tlen)
+{
+    if (lmq_tree_match(b->tree, topic, tlen, &b->matches) < 0)
+        return true; /* out of memory: rather build a receipt for nobody */
+    return b->matches.n > 0;
 }
 
 void lmq_broker_reload(struct lmq_broker *b)
@@ -2991,6 +3048,7 @@ void lmq_broker_free(struct lmq_broker *b)
         }
     }
     free(b->sessions);
+    lmq_ledger_api_free(b->lapi);
     lmq_match_set_free(&b->matches);
     lmq_tree_free(b->tree);
     lmq_tree_free(b->shared);

@@ -69,6 +69,11 @@ int cli_log_proof(struct cli *c, int argc, char **argv);
 int cli_log_consistency(struct cli *c, int argc, char **argv);
 int cli_verify_receipt(struct cli *c, int argc, char **argv);
 int cli_verify_consistency(struct cli *c, int argc, char **argv);
+/* Why a receipt/checkpoint/proof check failed (cli_verify.c), one phrase. */
+const char *cli_verify_reason(int rc);
+/* cli_receipt.c: through a running broker's $ledger topics */
+int cli_receipt(struct cli *c, int argc, char **argv);
+int cli_watch(struct cli *c, int argc, char **argv);
 int cli_audit(struct cli *c, int argc, char **argv);
 /* cli_device.c, cli_sign.c: device keys, registry, envelopes */
 /* A public key as 64 hex digits, 44 base64 characters or a key file; 0 or

@@ -242,3 +242,9 @@ out:
         free(text[i]);
     return code;
 }
+
+/* For the commands that verify what a broker sends (cli_receipt.c). */
+const char *cli_verify_reason(int rc)
+{
+    return verify_reason(rc);
+}

@@ -39,6 +39,15 @@ static const struct cli_command commands[] = {
      "verify that NEW extends OLD (PROOF from `log consistency`)", cli_verify_consistency},
     {"audit", "[--key VKEY] [--quiet]",
      "recompute and check every record, node, block and checkpoint", cli_audit},
+    {"receipt",
+     "--broker HOST:PORT (INDEX | --hash LEAFHASH) [--key VKEY ... [--quorum K]] [--origin O] "
+     "[-o FILE] [CONN]",
+     "fetch a receipt from a running broker ($ledger/proof), verify it, print or save it",
+     cli_receipt},
+    {"watch", "--broker HOST:PORT --key VKEY [--key VKEY2 ... --quorum K] [--count N] [--idle S] "
+              "[CONN]",
+     "follow $ledger/checkpoint: verify each checkpoint and its consistency with the last",
+     cli_watch},
     {"device keygen", "--out KEYFILE",
      "new Ed25519 device key (mode 0600); prints its device id and public key", cli_device_keygen},
     {"device register",
@@ -77,7 +86,10 @@ static void usage(FILE *f)
         fprintf(f, "  %s %s\n      %s\n", commands[i].words, commands[i].synopsis,
                 commands[i].help);
     fprintf(f, "\nexit codes: 0 ok / verified, 1 verification failed (tampered, bad signature or\n"
-               "proof, or a damaged ledger), 2 could not read input, usage or I/O error.\n");
+               "proof, or a damaged ledger), 2 could not read input, usage or I/O error.\n"
+               "\nCONN (commands that talk to a running broker, MQTT 5): --broker HOST:PORT\n"
+               "  [--username U --password P] [--cafile CA] [--cert CERT --tls-key KEY]\n"
+               "  [--client-id ID] [--timeout MS (default 10000)]\n");
 }
 
 int cli_error(int code, const char *fmt, ...)

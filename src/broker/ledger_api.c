@@ -1,0 +1,925 @@
+/* The $ledger/... topics (see ledger_api.h; formats in docs/FORMATS.md
+ * "Ledger topics").
+ *
+ * Work that reads the log (receipts, proofs, the leaf-hash index) runs as
+ * jobs on the worker pool, serialised by api->mu, which guards the
+ * read-only ledger handle and the LMDB leaf-hash index. A job carries
+ * copies of everything it needs and leaves its results (topic + payload)
+ * in a list that its DONE publishes on the loop thread. Receipt jobs form
+ * one chain in commit order: at most one runs, the next commit events
+ * accumulate into one pending job, so receipts go out in commit order and
+ * a burst of commits costs one refresh. Checkpoints and block headers are
+ * published straight from the commit event (they are in it). */
+#include "broker/ledger_api.h"
+
+#include "broker/ledger_pipe.h"
+#include "crypto/hash.h"
+#include "ledger/block.h"
+#include "ledger/log.h"
+#include "ledger/merkle.h"
+#include "ledger/proof_json.h"
+#include "ledger/receipt.h"
+#include "util/log.h"
+#include "util/workpool.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define LAPI_INDEX_DIR "leafindex"
+#define LAPI_INDEX_MAP (1ull << 36) /* 64 GiB of address space; the file is sparse */
+#define LAPI_INDEX_TXN 65536        /* leaf hashes per index write transaction */
+#define LAPI_CHECKPOINT_TOPIC "$ledger/checkpoint"
+#define LAPI_BLOCKS_TOPIC "$ledger/blocks"
+
+enum lapi_kind { LAPI_RECEIPTS, LAPI_PROOF, LAPI_CONSISTENCY, LAPI_INDEX };
+
+/* One message to publish when the job is done. */
+struct lapi_out {
+    struct lapi_out *next;
+    char *topic;
+    char *payload;
+    size_t len;
+    uint8_t *corr;
+    size_t corr_len;
+    uint8_t qos;
+};
+
+struct lapi_target {
+    uint64_t index;
+    char *client_id;
+};
+
+struct lapi_job {
+    struct lmq_work w;
+    struct lmq_ledger_api *api;
+    enum lapi_kind kind;
+    uint64_t size; /* the log is at least this big (committed) */
+    /* receipts */
+    struct lapi_target *t;
+    size_t nt, capt;
+    /* requests */
+    char *req;
+    size_t req_len;
+    char *resp_topic;
+    uint8_t *corr;
+    size_t corr_len;
+    uint8_t qos;
+    char client[64]; /* for log lines */
+    struct lapi_out *out_head, *out_tail;
+};
+
+struct lmq_ledger_api {
+    struct lmq_broker *b;
+    const struct lmq_config *cfg;
+    struct lmq_workpool *pool;
+    pthread_mutex_t mu; /* guards ro, env and the index state */
+    struct ledger *ro;
+    MDB_env *env; /* NULL: no index (lookups by hash answer "unavailable") */
+    MDB_dbi dbi_leaf, dbi_meta;
+    uint64_t committed;          /* tree size of the last commit event (loop thread) */
+    struct lapi_job *rc_running; /* receipts job on the pool */
+    struct lapi_job *rc_pending; /* the next one, collecting targets */
+    uint32_t n_requests;         /* request jobs in flight */
+    bool freeing;
+};
+
+/* ------------------------------------------------------------------ */
+/* small helpers */
+
+static char *lapi__strndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* Appends a result to JOB (on any thread: the job is owned by one thread
+ * at a time). Takes PAYLOAD (malloc'd). */
+static void lapi__out(struct lapi_job *job, const char *topic, char *payload, size_t len,
+                      const uint8_t *corr, size_t corr_len, uint8_t qos)
+{
+    struct lapi_out *o = calloc(1, sizeof *o);
+    if (!o || !(o->topic = strdup(topic)) ||
+        (corr && !(o->corr = malloc(corr_len ? corr_len : 1)))) {
+        LMQ_ERROR("ledger api: out of memory queueing a reply on %s", topic);
+        if (o) {
+            free(o->topic);
+            free(o);
+        }
+        free(payload);
+        return;
+    }
+    if (corr && corr_len)
+        memcpy(o->corr, corr, corr_len);
+    o->corr_len = corr_len;
+    o->payload = payload;
+    o->len = len;
+    o->qos = qos;
+    if (job->out_tail)
+        job->out_tail->next = o;
+    else
+        job->out_head = o;
+    job->out_tail = o;
+}
+
+/* The JSON error reply {"error": CODE, "reason": "..."}; malloc'd. */
+static char *lapi__err_json(size_t *len, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static char *lapi__err_json(size_t *len, const char *code, const char *fmt, ...)
+{
+    char reason[512], esc[1100];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    size_t n = 0;
+    for (const char *p = reason; *p && n + 8 < sizeof esc; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\') {
+            esc[n++] = '\\';
+            esc[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(esc + n, sizeof esc - n, "\\u%04x", c);
+        } else {
+            esc[n++] = (char)c;
+        }
+    }
+    esc[n] = '\0';
+    size_t cap = n + strlen(code) + 40;
+    char *out = malloc(cap);
+    if (out)
+        *len = (size_t)snprintf(out, cap, "{\"error\": \"%s\", \"reason\": \"%s\"}", code, esc);
+    return out;
+}
+
+static void lapi__reply_err(struct lapi_job *job, const char *code, const char *reason)
+{
+    size_t len;
+    char *p = lapi__err_json(&len, code, "%s", reason);
+    if (p)
+        lapi__out(job, job->resp_topic, p, len, job->corr, job->corr_len, job->qos);
+}
+
+/* ------------------------------------------------------------------ */
+/* the leaf-hash index (worker thread, under mu) */
+
+struct lapi_meta {
+    uint64_t size;
+    uint8_t root[32];
+};
+
+static int lapi__index_open(struct lmq_ledger_api *a)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/" LAPI_INDEX_DIR, a->cfg->data_dir);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    MDB_txn *txn = NULL;
+    int rc = mdb_env_create(&a->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(a->env, 2);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(a->env, LAPI_INDEX_MAP);
+    /* Derived data: a crash may lose its tail, which the next catch-up
+     * writes again; a damaged or foreign index is found by its root. */
+    if (rc == 0)
+        rc = mdb_env_open(a->env, path, MDB_NOSYNC | MDB_NOMETASYNC | MDB_NOTLS, 0600);
+    if (rc == 0)
+        rc = mdb_txn_begin(a->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "leaf", MDB_CREATE, &a->dbi_leaf);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &a->dbi_meta);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    if (rc != 0) {
+        LMQ_ERROR("ledger api: %s: %s; lookups by hash are unavailable", path, mdb_strerror(rc));
+        if (a->env)
+            mdb_env_close(a->env);
+        a->env = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+/* Brings the index up to the read-only handle's size. Under mu. */
+static int lapi__index_catch_up(struct lmq_ledger_api *a)
+{
+    if (!a->env)
+        return -ENOENT;
+    uint64_t size = ledger_size(a->ro);
+    MDB_txn *txn;
+    MDB_val k = {4, "size"}, v;
+    struct lapi_meta meta = {0};
+    int rc = mdb_txn_begin(a->env, NULL, 0, &txn);
+    if (rc)
+        goto fail;
+    rc = mdb_get(txn, a->dbi_meta, &k, &v);
+    if (rc == 0 && v.mv_size == sizeof meta)
+        memcpy(&meta, v.mv_data, sizeof meta);
+    else if (rc != MDB_NOTFOUND && rc != 0)
+        goto fail_abort;
+    uint8_t root[32];
+    if (meta.size > size || (meta.size > 0 && (ledger_root_at(a->ro, meta.size, root) != 0 ||
+                                               memcmp(root, meta.root, 32) != 0))) {
+        LMQ_NOTICE("ledger api: the leaf-hash index does not match the log; rebuilding it");
+        if ((rc = mdb_drop(txn, a->dbi_leaf, 0)) != 0)
+            goto fail_abort;
+        meta.size = 0;
+    }
+    uint64_t start = meta.size;
+    while (meta.size < size) {
+        uint8_t h[32];
+        uint64_t idx = meta.size;
+        rc = ledger_leaf_hash(a->ro, idx, h);
+        if (rc) {
+            LMQ_ERROR("ledger api: leaf hash %" PRIu64 ": %s", idx, ledger_strerror(rc));
+            mdb_txn_abort(txn);
+            return rc;
+        }
+        MDB_val hk = {32, h}, hv = {sizeof idx, &idx};
+        /* A record logged twice (same bytes) keeps its first index. */
+        rc = mdb_put(txn, a->dbi_leaf, &hk, &hv, MDB_NOOVERWRITE);
+        if (rc != 0 && rc != MDB_KEYEXIST)
+            goto fail_abort;
+        meta.size++;
+        if ((meta.size - start) % LAPI_INDEX_TXN == 0 || meta.size == size) {
+            if ((rc = ledger_root_at(a->ro, meta.size, meta.root)) != 0) {
+                mdb_txn_abort(txn);
+                return rc;
+            }
+            MDB_val mv = {sizeof meta, &meta};
+            if ((rc = mdb_put(txn, a->dbi_meta, &k, &mv, 0)) != 0)
+                goto fail_abort;
+            if ((rc = mdb_txn_commit(txn)) != 0)
+                goto fail;
+            if (meta.size < size && (rc = mdb_txn_begin(a->env, NULL, 0, &txn)) != 0)
+                goto fail;
+            if (meta.size == size)
+                return 0;
+        }
+    }
+    mdb_txn_abort(txn);
+    return 0;
+fail_abort:
+    mdb_txn_abort(txn);
+fail:
+    LMQ_ERROR("ledger api: leaf-hash index: %s", mdb_strerror(rc));
+    return -EIO;
+}
+
+/* Index of the record with leaf hash H. 0, -ENOENT, or another error. */
+static int lapi__index_lookup(struct lmq_ledger_api *a, const uint8_t h[32], uint64_t *index)
+{
+    int rc = lapi__index_catch_up(a);
+    if (rc)
+        return rc;
+    MDB_txn *txn;
+    MDB_val k = {32, (void *)h}, v;
+    if (mdb_txn_begin(a->env, NULL, MDB_RDONLY, &txn) != 0)
+        return -EIO;
+    rc = mdb_get(txn, a->dbi_leaf, &k, &v);
+    if (rc == 0 && v.mv_size == sizeof *index)
+        memcpy(index, v.mv_data, sizeof *index);
+    mdb_txn_abort(txn);
+    return rc == 0 ? 0 : rc == MDB_NOTFOUND ? -ENOENT : -EIO;
+}
+
+/* ------------------------------------------------------------------ */
+/* building replies (worker thread, under mu) */
+
+/* Refreshes the read-only handle until it holds SIZE records. */
+static int lapi__refresh(struct lmq_ledger_api *a, uint64_t size)
+{
+    if (ledger_size(a->ro) >= size)
+        return 0;
+    int rc = ledger_refresh(a->ro);
+    if (rc)
+        LMQ_ERROR("ledger api: refreshing the read-only ledger: %s", ledger_strerror(rc));
+    return rc;
+}
+
+/* The receipt JSON of record INDEX at checkpointed size SIZE (0 = the
+ * latest); malloc'd into *out. 0 or a ledger error. */
+static int lapi__receipt(struct lmq_ledger_api *a, uint64_t index, uint64_t size, char **out,
+                         size_t *out_len)
+{
+    size_t cap = LEDGER_MAX_CHECKPOINT + 4096, rlen = 0;
+    uint8_t *scratch = NULL;
+    struct receipt r;
+    int rc;
+    for (;;) {
+        uint8_t *ns = realloc(scratch, cap);
+        if (!ns) {
+            free(scratch);
+            return -ENOMEM;
+        }
+        scratch = ns;
+        rc = ledger_receipt(a->ro, index, size, scratch, cap, &r);
+        if (rc != -ENOSPC)
+            break;
+        if (ledger_get(a->ro, index, NULL, 0, &rlen) != -ENOSPC ||
+            cap > rlen + LEDGER_MAX_CHECKPOINT)
+            break;
+        cap = rlen + LEDGER_MAX_CHECKPOINT + 64;
+    }
+    if (rc) {
+        free(scratch);
+        return rc;
+    }
+    size_t jcap = r.record_len / 3 * 4 + 8 + 2 * r.checkpoint_len + 64 * 48 + 256;
+    char *json = malloc(jcap);
+    ssize_t n = json ? receipt_write(&r, json, jcap) : -ENOMEM;
+    free(scratch);
+    if (n < 0) {
+        free(json);
+        return n == -ENOMEM ? -ENOMEM : -ENOSPC;
+    }
+    *out = json;
+    *out_len = (size_t)n;
+    return 0;
+}
+
+static void lapi__receipts_work(struct lapi_job *job)
+{
+    struct lmq_ledger_api *a = job->api;
+    int rc = lapi__refresh(a, job->size);
+    if (rc == 0 && a->env)
+        lapi__index_catch_up(a);
+    for (size_t i = 0; rc == 0 && i < job->nt; i++) {
+        char *json, topic[600];
+        size_t len;
+        int r = lapi__receipt(a, job->t[i].index, job->size, &json, &len);
+        if (r) {
+            LMQ_ERROR("ledger api: receipt of record %" PRIu64 " at size %" PRIu64 ": %s",
+                      job->t[i].index, job->size, r < -1000 ? ledger_strerror(r) : strerror(-r));
+            continue;
+        }
+        snprintf(topic, sizeof topic, LMQ_LEDGER_RECEIPTS_PREFIX "%s", job->t[i].client_id);
+        lapi__out(job, topic, json, len, NULL, 0, 1);
+    }
+}
+
+/* "$ledger/proof": a decimal index or a 64-hex leaf hash. */
+static void lapi__proof_work(struct lapi_job *job)
+{
+    struct lmq_ledger_api *a = job->api;
+    uint64_t index = 0;
+    char *q = job->req;
+    size_t n = job->req_len;
+    while (n && (q[n - 1] == '\n' || q[n - 1] == '\r' || q[n - 1] == ' '))
+        q[--n] = '\0';
+    if (lapi__refresh(a, job->size) != 0) {
+        lapi__reply_err(job, "unavailable", "the ledger cannot be read");
+        return;
+    }
+    uint64_t size = ledger_size(a->ro);
+    if (n == 64) {
+        uint8_t h[32];
+        if (crypto_hex_decode(q, 64, h, 32) != 32) {
+            lapi__reply_err(job, "bad_request", "a record hash is 64 hex digits");
+            return;
+        }
+        int rc = lapi__index_lookup(a, h, &index);
+        if (rc == -ENOENT) {
+            size_t len;
+            char *p = lapi__err_json(
+                &len, "not_found", "no record with leaf hash %s in the log (tree size %" PRIu64 ")",
+                q, size);
+            if (p)
+                lapi__out(job, job->resp_topic, p, len, job->corr, job->corr_len, job->qos);
+            return;
+        }
+        if (rc) {
+            lapi__reply_err(job, "unavailable", "the leaf-hash index is unavailable");
+            return;
+        }
+    } else {
+        bool ok = n > 0 && n <= 20 && (n == 1 || q[0] != '0');
+        for (size_t i = 0; ok && i < n; i++) {
+            if (q[i] < '0' || q[i] > '9')
+                ok = false;
+            else if (index > (UINT64_MAX - (uint64_t)(q[i] - '0')) / 10)
+                ok = false;
+            else
+                index = index * 10 + (uint64_t)(q[i] - '0');
+        }
+        if (!ok) {
+            lapi__reply_err(job, "bad_request",
+                            "the request is a record index (decimal) or a leaf hash (64 hex "
+                            "digits)");
+            return;
+        }
+    }
+    if (index >= size) {
+        size_t len;
+        char *p = lapi__err_json(&len, "not_found",
+                                 "index %" PRIu64 " is not in the log (tree size %" PRIu64 ")",
+                                 index, size);
+        if (p)
+            lapi__out(job, job->resp_topic, p, len, job->corr, job->corr_len, job->qos);
+        return;
+    }
+    char *json;
+    size_t len;
+    int rc = lapi__receipt(a, index, 0, &json, &len);
+    if (rc) {
+        LMQ_ERROR("ledger api: receipt of record %" PRIu64 ": %s", index,
+                  rc < -1000 ? ledger_strerror(rc) : strerror(-rc));
+        lapi__reply_err(job, "unavailable", "the receipt could not be built");
+        return;
+    }
+    lapi__out(job, job->resp_topic, json, len, job->corr, job->corr_len, job->qos);
+}
+
+/* "$ledger/consistency": "OLD NEW". */
+static void lapi__consistency_work(struct lapi_job *job)
+{
+    struct lmq_ledger_api *a = job->api;
+    uint64_t old_size = 0, new_size = 0;
+    char extra;
+    if (sscanf(job->req, "%" SCNu64 " %" SCNu64 " %c", &old_size, &new_size, &extra) != 2 ||
+        strchr(job->req, '-') || strchr(job->req, '+')) {
+        lapi__reply_err(job, "bad_request", "the request is two tree sizes: \"OLD NEW\"");
+        return;
+    }
+    if (lapi__refresh(a, job->size) != 0) {
+        lapi__reply_err(job, "unavailable", "the ledger cannot be read");
+        return;
+    }
+    uint64_t size = ledger_size(a->ro);
+    if (old_size == 0 || old_size > new_size || new_size > size) {
+        size_t len;
+        char *p = lapi__err_json(
+            &len, old_size == 0 || old_size > new_size ? "bad_request" : "not_found",
+            "need 1 <= OLD <= NEW <= tree size %" PRIu64 " (got %" PRIu64 " %" PRIu64 ")", size,
+            old_size, new_size);
+        if (p)
+            lapi__out(job, job->resp_topic, p, len, job->corr, job->corr_len, job->qos);
+        return;
+    }
+    uint8_t proof[MERKLE_MAX_PROOF][32];
+    size_t n = 0;
+    int rc =
+        old_size == new_size ? 0 : ledger_consistency_proof(a->ro, old_size, new_size, proof, &n);
+    if (rc) {
+        LMQ_ERROR("ledger api: consistency proof %" PRIu64 " -> %" PRIu64 ": %s", old_size,
+                  new_size, ledger_strerror(rc));
+        lapi__reply_err(job, "unavailable", "the proof could not be built");
+        return;
+    }
+    size_t cap = 128 + n * 48;
+    char *json = malloc(cap);
+    ssize_t w = json ? proof_json_write_consistency(old_size, new_size, (const uint8_t(*)[32])proof,
+                                                    n, json, cap)
+                     : -1;
+    if (w < 0) {
+        free(json);
+        return;
+    }
+    lapi__out(job, job->resp_topic, json, (size_t)w, job->corr, job->corr_len, job->qos);
+}
+
+static void lapi__work(struct lmq_work *w)
+{
+    struct lapi_job *job = (struct lapi_job *)w;
+    struct lmq_ledger_api *a = job->api;
+    pthread_mutex_lock(&a->mu);
+    switch (job->kind) {
+    case LAPI_RECEIPTS:
+        lapi__receipts_work(job);
+        break;
+    case LAPI_PROOF:
+        lapi__proof_work(job);
+        break;
+    case LAPI_CONSISTENCY:
+        lapi__consistency_work(job);
+        break;
+    case LAPI_INDEX:
+        if (lapi__refresh(a, job->size) == 0)
+            lapi__index_catch_up(a);
+        break;
+    }
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* jobs: submit and done (loop thread) */
+
+static void lapi__job_free(struct lapi_job *job)
+{
+    while (job->out_head) {
+        struct lapi_out *o = job->out_head;
+        job->out_head = o->next;
+        free(o->topic);
+        free(o->payload);
+        free(o->corr);
+        free(o);
+    }
+    for (size_t i = 0; i < job->nt; i++)
+        free(job->t[i].client_id);
+    free(job->t);
+    free(job->req);
+    free(job->resp_topic);
+    free(job->corr);
+    free(job);
+}
+
+/* Raw MQTT 5 properties of a reply: payload format 1 (UTF-8), content
+ * type application/json, and the request's correlation data. */
+static size_t lapi__reply_props(const struct lapi_out *o, uint8_t *buf, size_t cap)
+{
+    struct mqtt_props p;
+    memset(&p, 0, sizeof p);
+    p.present = MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT) | MQTT_PROP_BIT(MQTT_PROP_CONTENT_TYPE);
+    p.payload_format = 1;
+    p.content_type = (struct mqtt_str){"application/json", 16};
+    if (o->corr) {
+        p.present |= MQTT_PROP_BIT(MQTT_PROP_CORRELATION_DATA);
+        p.correlation_data = (struct mqtt_bin){o->corr, o->corr_len};
+    }
+    int n = mqtt_props_encode(buf, cap, &p);
+    if (n <= 0)
+        return 0;
+    /* drop the length prefix: the broker's messages keep the bare block */
+    uint32_t blen;
+    int k = mqtt_varint_decode(buf, (size_t)n, &blen);
+    if (k <= 0)
+        return 0;
+    memmove(buf, buf + k, blen);
+    return blen;
+}
+
+static void lapi__submit(struct lmq_ledger_api *a, struct lapi_job *job);
+
+static void lapi__done(struct lmq_work *w)
+{
+    struct lapi_job *job = (struct lapi_job *)w;
+    struct lmq_ledger_api *a = job->api;
+    for (struct lapi_out *o = job->out_head; o; o = o->next) {
+        uint8_t props[512];
+        size_t pl =
+            o->corr_len + 64 <= sizeof props ? lapi__reply_props(o, props, sizeof props) : 0;
+        bk_publish_internal(a->b, o->topic, strlen(o->topic), o->payload, o->len, props, pl, o->qos,
+                            false);
+    }
+    if (job->kind == LAPI_RECEIPTS) {
+        a->rc_running = NULL;
+        if (a->rc_pending && !a->freeing) {
+            struct lapi_job *next = a->rc_pending;
+            a->rc_pending = NULL;
+            a->rc_running = next;
+            lapi__submit(a, next);
+        }
+    } else if (job->kind != LAPI_INDEX) {
+        a->n_requests--;
+    }
+    lapi__job_free(job);
+}
+
+static void lapi__submit(struct lmq_ledger_api *a, struct lapi_job *job)
+{
+    job->w.work = lapi__work;
+    job->w.done = lapi__done;
+    if (a->pool) {
+        lmq_workpool_submit(a->pool, &job->w);
+    } else {
+        lapi__work(&job->w);
+        lapi__done(&job->w);
+    }
+}
+
+static struct lapi_job *lapi__job_new(struct lmq_ledger_api *a, enum lapi_kind kind)
+{
+    struct lapi_job *job = calloc(1, sizeof *job);
+    if (job) {
+        job->api = a;
+        job->kind = kind;
+        job->size = a->committed;
+    }
+    return job;
+}
+
+/* ------------------------------------------------------------------ */
+/* the commit event */
+
+static bool lapi__id_topic_ok(const char *id)
+{
+    return id[0] && !strpbrk(id, "+#");
+}
+
+static int lapi__add_target(struct lapi_job *job, uint64_t index, const char *client_id)
+{
+    if (job->nt == job->capt) {
+        size_t cap = job->capt ? job->capt * 2 : 16;
+        struct lapi_target *t = realloc(job->t, cap * sizeof *t);
+        if (!t)
+            return -ENOMEM;
+        job->t = t;
+        job->capt = cap;
+    }
+    char *id = strdup(client_id);
+    if (!id)
+        return -ENOMEM;
+    job->t[job->nt++] = (struct lapi_target){index, id};
+    return 0;
+}
+
+/* The block header as JSON (docs/FORMATS.md "Ledger topics"). */
+static int lapi__block_json(const struct bk_commit_event *ev, char *out, size_t cap)
+{
+    struct ledger_block blk;
+    if (ledger_block_decode(ev->block_header, &blk) != 0)
+        return -1;
+    char hash[65], prev[65], root[65], hdr[2 * LEDGER_BLOCK_HEADER_LEN + 1];
+    crypto_hex_encode(blk.hash, 32, hash, sizeof hash);
+    crypto_hex_encode(blk.prev_hash, 32, prev, sizeof prev);
+    crypto_hex_encode(blk.root, 32, root, sizeof root);
+    crypto_hex_encode(ev->block_header, LEDGER_BLOCK_HEADER_LEN, hdr, sizeof hdr);
+    int n = snprintf(out, cap,
+                     "{\"height\": %" PRIu64 ", \"hash\": \"%s\", \"prev_hash\": \"%s\", "
+                     "\"first_index\": %" PRIu64 ", \"count\": %" PRIu64 ", \"tree_size\": %" PRIu64
+                     ", \"root\": \"%s\", \"time_ms\": %" PRIu64 ", \"signer_key_id\": \"%08" PRIx32
+                     "\", \"header\": \"%s\"}",
+                     blk.height, hash, prev, blk.first_index, blk.count, blk.tree_size, root,
+                     blk.time_ms, blk.signer_key_id, hdr);
+    return n > 0 && (size_t)n < cap ? n : -1;
+}
+
+void bk_ledger_committed(struct lmq_broker *b, const struct bk_commit_event *ev)
+{
+    struct lmq_ledger_api *a = bk_ledger_api(b);
+    if (!a)
+        return;
+    if (ev->tree_size > a->committed)
+        a->committed = ev->tree_size;
+    /* the checkpoint, retained, then the block */
+    bk_publish_internal(b, LAPI_CHECKPOINT_TOPIC, strlen(LAPI_CHECKPOINT_TOPIC), ev->checkpoint,
+                        ev->checkpoint_len, NULL, 0, 1, true);
+    char blk[1024];
+    int n = lapi__block_json(ev, blk, sizeof blk);
+    if (n > 0)
+        bk_publish_internal(b, LAPI_BLOCKS_TOPIC, strlen(LAPI_BLOCKS_TOPIC), blk, (size_t)n, NULL,
+                            0, 1, false);
+    else
+        LMQ_ERROR("ledger api: block %" PRIu64 ": malformed header in the commit event",
+                  ev->height);
+    /* receipts for the records whose publisher subscribes to its topic */
+    const char *last = NULL;
+    bool last_sub = false;
+    char topic[600];
+    for (size_t i = 0; i < ev->n_recs; i++) {
+        const struct bk_commit_record *r = &ev->recs[i];
+        if (!r->client_id || !lapi__id_topic_ok(r->client_id))
+            continue;
+        if (!last || strcmp(last, r->client_id) != 0) {
+            int tl = snprintf(topic, sizeof topic, LMQ_LEDGER_RECEIPTS_PREFIX "%s", r->client_id);
+            last = r->client_id;
+            last_sub =
+                tl > 0 && (size_t)tl < sizeof topic && bk_has_subscriber(b, topic, (size_t)tl);
+        }
+        if (!last_sub)
+            continue;
+        if (!a->rc_pending && !(a->rc_pending = lapi__job_new(a, LAPI_RECEIPTS))) {
+            LMQ_ERROR("ledger api: out of memory: receipts of block %" PRIu64 " not sent",
+                      ev->height);
+            return;
+        }
+        if (lapi__add_target(a->rc_pending, r->index, r->client_id) < 0) {
+            LMQ_ERROR("ledger api: out of memory: receipt of record %" PRIu64 " not sent",
+                      r->index);
+            return;
+        }
+    }
+    if (a->rc_pending) {
+        a->rc_pending->size = a->committed;
+        if (!a->rc_running) {
+            a->rc_running = a->rc_pending;
+            a->rc_pending = NULL;
+            lapi__submit(a, a->rc_running);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* client publishes to $ledger/... */
+
+static bool lapi__is(const struct mqtt_str *t, const char *s)
+{
+    return t->len == strlen(s) && memcmp(t->ptr, s, t->len) == 0;
+}
+
+/* Queues a request job; fills the reply address from the properties. */
+static uint8_t lapi__request(struct lmq_ledger_api *a, const struct lmq_ledger_api_req *r,
+                             enum lapi_kind kind)
+{
+    if (a->n_requests >= LMQ_LEDGER_API_MAX_REQUESTS) {
+        LMQ_WARN("client %s: request on %.*s refused: %u requests pending", r->client_id,
+                 (int)r->topic.len, r->topic.ptr, a->n_requests);
+        return MQTT_RC_QUOTA_EXCEEDED;
+    }
+    struct lapi_job *job = lapi__job_new(a, kind);
+    if (!job || !(job->req = lapi__strndup((const char *)r->payload.ptr, r->payload.len)) ||
+        !(job->resp_topic =
+              lapi__strndup(r->props->response_topic.ptr, r->props->response_topic.len))) {
+        if (job)
+            lapi__job_free(job);
+        LMQ_ERROR("client %s: out of memory for a request on %.*s", r->client_id, (int)r->topic.len,
+                  r->topic.ptr);
+        return MQTT_RC_UNSPECIFIED;
+    }
+    job->req_len = r->payload.len;
+    if (mqtt_props_has(r->props, MQTT_PROP_CORRELATION_DATA)) {
+        job->corr_len = r->props->correlation_data.len;
+        job->corr = malloc(job->corr_len ? job->corr_len : 1);
+        if (!job->corr) {
+            lapi__job_free(job);
+            return MQTT_RC_UNSPECIFIED;
+        }
+        memcpy(job->corr, r->props->correlation_data.ptr, job->corr_len);
+    }
+    job->qos = r->qos ? 1 : 0;
+    snprintf(job->client, sizeof job->client, "%s", r->client_id);
+    a->n_requests++;
+    lapi__submit(a, job);
+    return 0;
+}
+
+/* Answers at once on the response topic (used without a ledger). */
+static void lapi__reply_now(struct lmq_broker *b, const struct lmq_ledger_api_req *r,
+                            const char *code, const char *reason)
+{
+    struct lapi_job tmp;
+    memset(&tmp, 0, sizeof tmp);
+    char topic[1024];
+    snprintf(topic, sizeof topic, "%.*s", (int)r->props->response_topic.len,
+             r->props->response_topic.ptr);
+    tmp.resp_topic = topic;
+    if (mqtt_props_has(r->props, MQTT_PROP_CORRELATION_DATA)) {
+        tmp.corr = (uint8_t *)r->props->correlation_data.ptr;
+        tmp.corr_len = r->props->correlation_data.len;
+    }
+    tmp.qos = r->qos ? 1 : 0;
+    lapi__reply_err(&tmp, code, reason);
+    for (struct lapi_out *o = tmp.out_head; o; o = o->next) {
+        uint8_t props[512];
+        size_t pl =
+            o->corr_len + 64 <= sizeof props ? lapi__reply_props(o, props, sizeof props) : 0;
+        bk_publish_internal(b, o->topic, strlen(o->topic), o->payload, o->len, props, pl, o->qos,
+                            false);
+    }
+    tmp.resp_topic = NULL;
+    tmp.corr = NULL;
+    while (tmp.out_head) {
+        struct lapi_out *o = tmp.out_head;
+        tmp.out_head = o->next;
+        free(o->topic);
+        free(o->payload);
+        free(o->corr);
+        free(o);
+    }
+}
+
+uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
+                               const struct lmq_ledger_api_req *r)
+{
+    enum lapi_kind kind;
+    if (lapi__is(&r->topic, "$ledger/proof"))
+        kind = LAPI_PROOF;
+    else if (lapi__is(&r->topic, "$ledger/consistency"))
+        kind = LAPI_CONSISTENCY;
+    else {
+        LMQ_NOTICE("client %s: PUBLISH to %.*s refused: clients may not publish there",
+                   r->client_id, (int)r->topic.len, r->topic.ptr);
+        return MQTT_RC_NOT_AUTHORIZED;
+    }
+    if (!r->props || !mqtt_props_has(r->props, MQTT_PROP_RESPONSE_TOPIC)) {
+        LMQ_NOTICE("client %s: request on %.*s without a Response Topic (MQTT 5 "
+                   "request/response); dropped",
+                   r->client_id, (int)r->topic.len, r->topic.ptr);
+        return MQTT_RC_IMPL_SPECIFIC;
+    }
+    if (r->props->response_topic.len > 0 && r->props->response_topic.ptr[0] == '$') {
+        LMQ_NOTICE("client %s: request on %.*s refused: Response Topic %.*s is a $ topic",
+                   r->client_id, (int)r->topic.len, r->topic.ptr, (int)r->props->response_topic.len,
+                   r->props->response_topic.ptr);
+        return MQTT_RC_IMPL_SPECIFIC;
+    }
+    if (!a) {
+        lapi__reply_now(b, r, "unavailable", "this node serves no ledger");
+        return 0;
+    }
+    return lapi__request(a, r, kind);
+}
+
+bool lmq_ledger_api_may_subscribe(const char *client_id, const char *filter, size_t len)
+{
+    /* A shared subscription is judged by its filter after $share/GROUP/. */
+    if (len > 7 && memcmp(filter, "$share/", 7) == 0) {
+        const char *g = memchr(filter + 7, '/', len - 7);
+        if (!g)
+            return true;
+        len -= (size_t)(g + 1 - filter);
+        filter = g + 1;
+    }
+    /* Only filters whose first level is literally "$ledger" can match a
+     * $ledger topic (wildcards at the first level never match $ topics). */
+    if (len < 8 || memcmp(filter, "$ledger/", 8) != 0)
+        return true;
+    const char *l1 = filter + 8, *end = filter + len;
+    const char *s1 = memchr(l1, '/', (size_t)(end - l1));
+    size_t n1 = (size_t)((s1 ? s1 : end) - l1);
+    bool receipts = n1 == 8 && memcmp(l1, "receipts", 8) == 0;
+    bool plus = n1 == 1 && l1[0] == '+';
+    if (n1 == 1 && l1[0] == '#')
+        return false;
+    if (!receipts && !plus)
+        return true; /* $ledger/checkpoint, $ledger/blocks, ... */
+    if (!s1)
+        return true; /* "$ledger/receipts", "$ledger/+": two levels, no receipts */
+    /* the rest must be exactly the client's own id (no wildcard) */
+    const char *rest = s1 + 1;
+    size_t rl = (size_t)(end - rest);
+    size_t il = strlen(client_id);
+    if (rl == il && memcmp(rest, client_id, il) == 0 && !memchr(rest, '+', rl) &&
+        !memchr(rest, '#', rl))
+        return true;
+    /* $ledger/receipts/other, .../+, .../#, and $ledger/+/X (which matches
+     * the receipts of client X) */
+    return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* life cycle */
+
+struct lmq_ledger_api *lmq_ledger_api_new(struct lmq_broker *b, const struct lmq_config *cfg,
+                                          const struct lmq_broker_services *svc)
+{
+    struct lmq_ledger_api *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->b = b;
+    a->cfg = cfg;
+    a->pool = svc->pool;
+    pthread_mutex_init(&a->mu, NULL);
+    struct ledger_options lo;
+    char err[1024];
+    ledger_options_default(&lo);
+    lo.read_only = true;
+    lo.origin = NULL;
+    int rc = ledger_open(cfg->data_dir, &lo, &a->ro, err, sizeof err);
+    if (rc) {
+        LMQ_ERROR("ledger api: cannot open the ledger read-only: %s; the $ledger topics are "
+                  "not served",
+                  err[0] ? err : ledger_strerror(rc));
+        pthread_mutex_destroy(&a->mu);
+        free(a);
+        return NULL;
+    }
+    a->committed = ledger_size(a->ro);
+    lapi__index_open(a);
+    /* the latest checkpoint, retained */
+    char *cp = malloc(LEDGER_MAX_CHECKPOINT);
+    size_t cl;
+    if (cp && ledger_latest_checkpoint(a->ro, cp, LEDGER_MAX_CHECKPOINT, &cl) == 0)
+        bk_publish_internal(b, LAPI_CHECKPOINT_TOPIC, strlen(LAPI_CHECKPOINT_TOPIC), cp, cl, NULL,
+                            0, 1, true);
+    free(cp);
+    LMQ_INFO("ledger api: serving $ledger/ topics (tree size %" PRIu64 ")", a->committed);
+    /* bring the leaf-hash index up to date in the background */
+    struct lapi_job *job = a->env ? lapi__job_new(a, LAPI_INDEX) : NULL;
+    if (job)
+        lapi__submit(a, job);
+    return a;
+}
+
+void lmq_ledger_api_set_pool(struct lmq_ledger_api *a, struct lmq_workpool *pool)
+{
+    a->pool = pool;
+}
+
+void lmq_ledger_api_free(struct lmq_ledger_api *a)
+{
+    if (!a)
+        return;
+    a->freeing = true;
+    if (a->rc_pending)
+        lapi__job_free(a->rc_pending);
+    if (a->env)
+        mdb_env_close(a->env);
+    ledger_close(a->ro);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}

@@ -1,0 +1,91 @@
+/* The ledger's MQTT face: the broker's own `$ledger/...` topics
+ * (docs/FORMATS.md "Ledger topics"):
+ *   $ledger/checkpoint          retained: the latest signed checkpoint
+ *   $ledger/blocks              each committed block header (JSON)
+ *   $ledger/receipts/{client}   the receipt of each committed message of
+ *                               that client (only it may subscribe)
+ *   $ledger/proof               MQTT 5 request: index or leaf hash -> receipt
+ *   $ledger/consistency         MQTT 5 request: "OLD NEW" -> consistency proof
+ *   $ledger/admin/register|revoke|rotate
+ *                               MQTT 5 request: an operator-signed registry
+ *                               record -> {"index": N} or the refusal
+ * Clients may not publish to any other $ledger/ topic.
+ *
+ * The log is read through a read-only handle of its own (the read-write one
+ * belongs to the pipeline's committer thread), refreshed after each commit
+ * event. Proofs and receipts are built on the worker pool (inline without
+ * one), under one mutex that guards that handle and the leaf-hash index
+ * (<data_dir>/leafindex/, LMDB, derived from the log and rebuilt when it
+ * does not match it); replies are published on the loop thread in the
+ * jobs' DONE. Receipt jobs run one at a time, in commit order.
+ *
+ * Loop thread only, unless a comment says otherwise. */
+#ifndef LMQ_BROKER_LEDGER_API_H
+#define LMQ_BROKER_LEDGER_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/broker.h"
+#include "mqtt/codec.h"
+
+#define LMQ_LEDGER_TOPIC_PREFIX "$ledger/"
+#define LMQ_LEDGER_RECEIPTS_PREFIX "$ledger/receipts/"
+/* Proof, consistency and admin requests being worked on at once; more get
+ * the error reply "busy" (and PUBACK 0x97 under MQTT 5). */
+#define LMQ_LEDGER_API_MAX_REQUESTS 1024
+
+struct lmq_ledger_api;
+
+/* Opens the read-only ledger handle and the leaf-hash index under
+ * CFG->data_dir, publishes the latest checkpoint (retained) and starts
+ * bringing the index up to date on the pool. SVC->ledger must be non-NULL.
+ * NULL (logged) if the log cannot be opened read-only. */
+struct lmq_ledger_api *lmq_ledger_api_new(struct lmq_broker *b, const struct lmq_config *cfg,
+                                          const struct lmq_broker_services *svc);
+/* The pool changed (the server sets NULL before freeing it: work runs
+ * inline from then on). */
+void lmq_ledger_api_set_pool(struct lmq_ledger_api *a, struct lmq_workpool *pool);
+/* After the pool is gone. NULL is allowed. */
+void lmq_ledger_api_free(struct lmq_ledger_api *a);
+
+/* A PUBLISH from a client to a topic starting with "$ledger/". */
+struct lmq_ledger_api_req {
+    const char *client_id; /* NUL-terminated */
+    struct mqtt_str topic;
+    struct mqtt_bin payload;
+    const struct mqtt_props *props; /* MQTT 5 properties, NULL under 3.1.1 */
+    uint8_t qos;
+};
+
+/* Handles it: 0 when accepted (a reply follows on the request's Response
+ * Topic), else the reason code to refuse it with (MQTT 5 PUBACK/PUBREC;
+ * a 3.1.1 publisher's message is just dropped): 0x87 for a topic clients
+ * may not publish to, 0x83 for a request without a usable Response Topic,
+ * 0x97 when LMQ_LEDGER_API_MAX_REQUESTS are pending. Logs refusals. A NULL
+ * A (no ledger served) answers requests with the error "unavailable". */
+uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
+                               const struct lmq_ledger_api_req *r);
+
+/* Whether client CLIENT_ID may subscribe to FILTER as far as the $ledger
+ * topics go: false when the filter could match another client's receipts
+ * topic ($ledger/#, $ledger/+/..., $ledger/receipts/+, another id, ...).
+ * Any thread (pure). */
+bool lmq_ledger_api_may_subscribe(const char *client_id, const char *filter, size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Provided by broker.c for this file (loop thread). */
+
+/* The broker's ledger API, or NULL when no ledger is served. */
+struct lmq_ledger_api *bk_ledger_api(struct lmq_broker *b);
+/* Publishes a message as the broker (no publisher session): routed to the
+ * matching subscriptions; RETAIN also sets the retained message. PROPS are
+ * raw MQTT 5 properties (no length prefix) forwarded to v5 subscribers. */
+void bk_publish_internal(struct lmq_broker *b, const char *topic, size_t tlen, const void *payload,
+                         size_t plen, const void *props, size_t props_len, uint8_t qos,
+                         bool retain);
+/* Whether any session subscribes to a filter matching TOPIC. */
+bool bk_has_subscriber(struct lmq_broker *b, const char *topic, size_t tlen);
+
+#endif
