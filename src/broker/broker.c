@@ -599,7 +599,10 @@ static void bk__publish_will(struct lmq_broker *b, struct lmq_msg *w, uint32_t e
     lmq_msg_unref(w);
 }
 
-/* The session's delayed will is due (or the session ends): publish it. */
+static void bk__sess_store_put(struct lmq_broker *b, struct bk_session *s);
+
+/* The session's delayed will is due (or the session ends or resumes):
+ * publish it if PUBLISH, and drop it from the session's store record. */
 static void bk__sess_will_fire(struct lmq_broker *b, struct bk_session *s, bool publish)
 {
     struct bk_dwill *dw = s->will;
@@ -610,6 +613,8 @@ static void bk__sess_will_fire(struct lmq_broker *b, struct bk_session *s, bool 
     struct lmq_msg *w = dw->msg;
     uint32_t expiry = dw->expiry;
     free(dw);
+    if (s->stored && !b->freeing && !b->shutting_down)
+        bk__sess_store_put(b, s);
     if (publish && !b->freeing && !b->shutting_down)
         bk__publish_will(b, w, expiry);
     else
@@ -773,6 +778,22 @@ static void bk__sess_store_put(struct lmq_broker *b, struct bk_session *s)
         .expiry_interval = s->expiry,
         .disconnected_at = s->disconnected_at,
     };
+    if (s->will) { /* a delayed will waits with the session, across restarts */
+        const struct lmq_msg *w = s->will->msg;
+        rec.has_will = true;
+        rec.will = (struct lmq_store_message){
+            .topic = w->topic,
+            .topic_len = w->topic_len,
+            .payload = w->payload,
+            .payload_len = w->payload_len,
+            .props = w->props,
+            .props_len = w->props_len,
+            .qos = w->qos,
+            .retain = w->retain,
+        };
+        rec.will_at = s->will->at;
+        rec.will_expiry = s->will->expiry;
+    }
     int rc = lmq_store_session_put(st, &rec);
     bk__st_check(b, rc, "put session");
     if (rc == 0)
@@ -2866,12 +2887,31 @@ static int bk__load_session(void *ctx, const struct lmq_store_session *ss,
     uint64_t now = bk__unix();
     uint32_t exp = ss->protocol_version == MQTT_V5 ? ss->expiry_interval
                                                    : b->cfg->persistent_client_expiration;
+    /* An expired session with a delayed will is loaded all the same: the
+     * first tick publishes the will (due at the latest when the session
+     * expires) and then ends the session. */
     if (exp && exp != UINT32_MAX && ss->disconnected_at && now > ss->disconnected_at &&
-        now - ss->disconnected_at > exp)
+        now - ss->disconnected_at > exp && !ss->has_will)
         return LMQ_STORE_VISIT_DROP;
     struct bk_session *s = bk__sess_new(b, ss->client_id, ss->client_id_len);
     if (!s)
         return -ENOMEM;
+    if (ss->has_will) {
+        const struct lmq_store_message *w = &ss->will;
+        struct bk_dwill *dw = malloc(sizeof *dw);
+        struct lmq_msg *m = dw ? lmq_msg_new(w->topic, w->topic_len, w->payload, w->payload_len,
+                                             w->props, w->props_len, w->qos, w->retain)
+                               : NULL;
+        if (!m) {
+            free(dw);
+            return -ENOMEM;
+        }
+        dw->msg = m;
+        dw->at = ss->will_at;
+        dw->expiry = ss->will_expiry;
+        s->will = dw;
+        b->n_wills++;
+    }
     s->persistent = true;
     s->stored = true;
     s->proto = ss->protocol_version ? ss->protocol_version : MQTT_V311;

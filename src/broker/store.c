@@ -77,7 +77,7 @@ struct store__op {
     uint8_t kind;
     uint8_t b0, b1, b2;
     uint16_t u16;
-    uint32_t u32;
+    uint32_t u32, u32b;
     uint64_t u64a, u64b;
     size_t off[4], len[4]; /* 0 client id, 1 topic/filter, 2 payload, 3 props */
 };
@@ -549,7 +549,19 @@ static int op__exec(struct lmq_store *s, const struct store__op *op)
     case OP_RET_DEL:
         return do_del(s, T_RETAINED, k, key__name(k, m.topic, m.topic_len, TOPIC_BUDGET));
     case OP_SESS_PUT: {
-        struct lmq_store_session sess = {cid, cl, op->b0, op->u32, op->u64a};
+        /* b1: has a delayed will (topic, payload, props in 1-3, b2 its
+         * qos | retain << 2, u64b due, u32b its message expiry interval) */
+        struct lmq_store_session sess = {
+            .client_id = cid, .client_id_len = cl, .protocol_version = op->b0,
+            .expiry_interval = op->u32, .disconnected_at = op->u64a, .has_will = op->b1,
+            .will_at = op->u64b, .will_expiry = op->u32b,
+        };
+        if (sess.has_will) {
+            sess.will = m;
+            sess.will.qos = op->b2 & 3;
+            sess.will.retain = (op->b2 & 4) != 0;
+            sess.will.expiry_at = 0;
+        }
         return do_sess_put(s, &sess);
     }
     case OP_SESS_DEL:
@@ -874,10 +886,22 @@ int lmq_store_session_put(struct lmq_store *s, const struct lmq_store_session *s
     if (!sess || !name_ok(sess->client_id, sess->client_id_len) || sess->protocol_version < 3 ||
         sess->protocol_version > 5)
         return LMQ_STORE_EINVAL;
+    const struct lmq_store_message *w = &sess->will;
+    if (sess->has_will && !msg_ok(w))
+        return LMQ_STORE_EINVAL;
     struct store__op op = {.kind = OP_SESS_PUT, .b0 = sess->protocol_version,
                            .u32 = sess->expiry_interval, .u64a = sess->disconnected_at,
                            .len = {sess->client_id_len, 0, 0, 0}};
-    return store__apply(s, &op, sess->client_id, NULL, NULL, NULL);
+    if (!sess->has_will)
+        return store__apply(s, &op, sess->client_id, NULL, NULL, NULL);
+    op.b1 = 1;
+    op.b2 = (uint8_t)(w->qos | (w->retain ? 4 : 0));
+    op.u64b = sess->will_at;
+    op.u32b = sess->will_expiry;
+    op.len[1] = w->topic_len;
+    op.len[2] = w->payload_len;
+    op.len[3] = w->props_len;
+    return store__apply(s, &op, sess->client_id, w->topic, w->payload, w->props);
 }
 
 int lmq_store_session_del(struct lmq_store *s, const char *client_id, size_t client_id_len)

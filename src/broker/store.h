@@ -127,6 +127,14 @@ struct lmq_store_session {
     uint64_t disconnected_at;    /* unix seconds; 0 = connected when written
                                     (after a crash: treat the restart time as
                                     the disconnect time) */
+    /* An MQTT 5 delayed will waiting with the offline session (its will
+     * delay interval running): has_will, and then the will message (topic,
+     * payload, props, qos, retain; its expiry_at is not stored: 0), when it
+     * is due and its message expiry interval. Owned like client_id. */
+    bool has_will;
+    struct lmq_store_message will;
+    uint64_t will_at;            /* unix seconds the will is due */
+    uint32_t will_expiry;        /* its message expiry interval (s), 0 = none */
 };
 
 /* The session expires at disconnected_at + expiry_interval; returns

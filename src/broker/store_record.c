@@ -44,26 +44,37 @@ static uint64_t get64(const uint8_t *p)
     return v;
 }
 
-static void seal(uint32_t key_crc, uint8_t *out, uint8_t kind, size_t total)
+static void seal_v(uint32_t key_crc, uint8_t *out, uint8_t version, uint8_t kind, size_t total)
 {
-    out[0] = LMQ_STORE_REC_VERSION;
+    out[0] = version;
     out[1] = kind;
     put32(out + total - CRC, lmq_crc32c(key_crc, out, total - CRC));
 }
 
-/* Common checks: fixed part present, version, kind, CRC. */
-static int check(uint32_t key_crc, const void *buf, size_t len, uint8_t kind, size_t min_len)
+static void seal(uint32_t key_crc, uint8_t *out, uint8_t kind, size_t total)
+{
+    seal_v(key_crc, out, LMQ_STORE_REC_VERSION, kind, total);
+}
+
+/* Common checks: fixed part present, VERSION, kind, CRC. */
+static int check_v(uint32_t key_crc, const void *buf, size_t len, uint8_t version, uint8_t kind,
+                   size_t min_len)
 {
     const uint8_t *p = buf;
     if (len < HDR + CRC || len < min_len)
         return LMQ_STORE_REC_ESHORT;
-    if (p[0] != LMQ_STORE_REC_VERSION)
+    if (p[0] != version)
         return LMQ_STORE_REC_EVERSION;
     if (p[1] != kind)
         return LMQ_STORE_REC_EKIND;
     if (get32(p + len - CRC) != lmq_crc32c(key_crc, p, len - CRC))
         return LMQ_STORE_REC_ECRC;
     return 0;
+}
+
+static int check(uint32_t key_crc, const void *buf, size_t len, uint8_t kind, size_t min_len)
+{
+    return check_v(key_crc, buf, len, LMQ_STORE_REC_VERSION, kind, min_len);
 }
 
 /* ---- message / retained ----
@@ -155,16 +166,24 @@ int lmq_store_rec_ref_decode(uint32_t key_crc, const void *buf, size_t len, uint
     return 0;
 }
 
-/* ---- session: proto(1) expiry_interval(4) disconnected_at(8) cid_len(2) cid ---- */
+/* ---- session: proto(1) expiry_interval(4) disconnected_at(8) cid_len(2)
+ * [version 2, with a delayed will: will_at(8) will_expiry(4) will_flags(1:
+ * bits 0-1 qos, bit 2 retain) topic_len(2) props_len(4) payload_len(4)]
+ * cid [version 2: topic props payload] ---- */
 #define SESS_FIXED (HDR + 1 + 4 + 8 + 2)
+#define WILL_FIXED (8 + 4 + 1 + 2 + 4 + 4)
 
 size_t lmq_store_rec_session_size(const struct lmq_store_session *sess)
 {
-    return SESS_FIXED + sess->client_id_len + CRC;
+    size_t n = SESS_FIXED + sess->client_id_len + CRC;
+    if (sess->has_will)
+        n += WILL_FIXED + sess->will.topic_len + sess->will.props_len + sess->will.payload_len;
+    return n;
 }
 
 void lmq_store_rec_session_encode(uint32_t key_crc, const struct lmq_store_session *sess, uint8_t *out)
 {
+    const struct lmq_store_message *w = &sess->will;
     uint8_t *p = out + HDR;
     *p++ = sess->protocol_version;
     put32(p, sess->expiry_interval);
@@ -173,27 +192,81 @@ void lmq_store_rec_session_encode(uint32_t key_crc, const struct lmq_store_sessi
     p += 8;
     put16(p, (uint16_t)sess->client_id_len);
     p += 2;
+    if (sess->has_will) {
+        put64(p, sess->will_at);
+        p += 8;
+        put32(p, sess->will_expiry);
+        p += 4;
+        *p++ = (uint8_t)((w->qos & 3) | (w->retain ? 4 : 0));
+        put16(p, (uint16_t)w->topic_len);
+        p += 2;
+        put32(p, (uint32_t)w->props_len);
+        p += 4;
+        put32(p, (uint32_t)w->payload_len);
+        p += 4;
+    }
     memcpy(p, sess->client_id, sess->client_id_len);
-    seal(key_crc, out, LMQ_STORE_KIND_SESSION, lmq_store_rec_session_size(sess));
+    p += sess->client_id_len;
+    if (sess->has_will) {
+        memcpy(p, w->topic, w->topic_len);
+        p += w->topic_len;
+        if (w->props_len)
+            memcpy(p, w->props, w->props_len);
+        p += w->props_len;
+        if (w->payload_len)
+            memcpy(p, w->payload, w->payload_len);
+    }
+    seal_v(key_crc, out, sess->has_will ? LMQ_STORE_REC_VERSION_WILL : LMQ_STORE_REC_VERSION,
+           LMQ_STORE_KIND_SESSION, lmq_store_rec_session_size(sess));
 }
 
 int lmq_store_rec_session_decode(uint32_t key_crc, const void *buf, size_t len, struct lmq_store_session *sess)
 {
-    int rc = check(key_crc, buf, len, LMQ_STORE_KIND_SESSION, SESS_FIXED + CRC);
+    const uint8_t *p = buf;
+    bool will = len > 0 && p[0] == LMQ_STORE_REC_VERSION_WILL;
+    size_t fixed = SESS_FIXED + (will ? WILL_FIXED : 0);
+    int rc = check_v(key_crc, buf, len, will ? LMQ_STORE_REC_VERSION_WILL : LMQ_STORE_REC_VERSION,
+                     LMQ_STORE_KIND_SESSION, fixed + CRC);
     if (rc)
         return rc;
-    const uint8_t *p = (const uint8_t *)buf + HDR;
+    p += HDR;
     uint8_t proto = p[0];
     size_t cl = get16(p + 13);
-    if (SESS_FIXED + cl + CRC != len)
+    uint8_t wflags = 0;
+    size_t tl = 0, pl = 0, yl = 0;
+    if (will) {
+        wflags = p[27];
+        tl = get16(p + 28);
+        pl = get32(p + 30);
+        yl = get32(p + 34);
+    }
+    /* Sum in 64 bits: each term is < 2^32, so no overflow. */
+    if ((uint64_t)fixed + cl + tl + pl + yl + CRC != (uint64_t)len)
         return LMQ_STORE_REC_ELENGTH;
     if (proto < 3 || proto > 5 || cl == 0)
         return LMQ_STORE_REC_EFIELD;
+    if (will && ((wflags & ~7u) || (wflags & 3) == 3 || tl == 0))
+        return LMQ_STORE_REC_EFIELD;
+    memset(sess, 0, sizeof *sess);
     sess->protocol_version = proto;
     sess->expiry_interval = get32(p + 1);
     sess->disconnected_at = get64(p + 5);
     sess->client_id_len = cl;
-    sess->client_id = (const char *)(p + 15);
+    sess->client_id = (const char *)(p + fixed - HDR);
+    if (will) {
+        const uint8_t *v = p + fixed - HDR + cl;
+        sess->has_will = true;
+        sess->will_at = get64(p + 15);
+        sess->will_expiry = get32(p + 23);
+        sess->will.qos = wflags & 3;
+        sess->will.retain = (wflags & 4) != 0;
+        sess->will.topic = (const char *)v;
+        sess->will.topic_len = tl;
+        sess->will.props = v + tl;
+        sess->will.props_len = pl;
+        sess->will.payload = v + tl + pl;
+        sess->will.payload_len = yl;
+    }
     return 0;
 }
 

@@ -18,6 +18,10 @@
 #include "util/crc32c.h"
 
 #define LMQ_STORE_REC_VERSION 1
+/* A session record with a delayed will (lmq_store_session.has_will) is
+ * written as version 2; every other record, and a session without one, as
+ * version 1. */
+#define LMQ_STORE_REC_VERSION_WILL 2
 
 /* Record kinds (the second byte). */
 #define LMQ_STORE_KIND_RETAINED 'R'

@@ -453,6 +453,79 @@ def test_paho5_normal_disconnect_no_will(broker, paho5):
     assert s.quiet(1.0) == []
 
 
+# ------------------------------------------------------------ delayed wills across restarts
+
+def vanish_and_restart(broker, paho5, cid, delay, expiry, kill9=False):
+    """A client with a will (delay DELAY, session expiry EXPIRY) goes away
+    abnormally; the broker restarts while the will waits."""
+    wp = props(PacketTypes.WILLMESSAGE, ContentType="text/plain",
+               UserProperty=[("k", "v1"), ("k", "v2")], MessageExpiryInterval=300)
+    c = will_client(paho5, broker.port, cid, delay, expiry=expiry, wprops=wp)
+    c.vanish()
+    time.sleep(0.3)  # the broker sees the close and stores the will with the session
+    broker.restart(kill9=kill9)
+
+
+def will_subscriber(paho5, port, cid):
+    s = paho5(port, cid)
+    s.start()
+    assert s.sub("pw/#", 1) == [1]
+    return s
+
+
+@pytest.mark.parametrize("kill9", [False, True], ids=["sigterm", "kill9"])
+def test_paho5_will_delay_survives_restart(broker, paho5, kill9):
+    vanish_and_restart(broker, paho5, "pwr", 3, 600, kill9)
+    s = will_subscriber(paho5, broker.port, "pwrs")
+    m = s.messages(1, timeout=6)
+    assert [(x.topic, x.payload, x.qos) for x in m] == [("pw/pwr", b"gone", 1)]
+    p = m[0].properties
+    assert p.ContentType == "text/plain"
+    assert p.UserProperty == [("k", "v1"), ("k", "v2")]
+    assert 0 < p.MessageExpiryInterval <= 300
+    assert "will" not in pdict(p) and not hasattr(p, "WillDelayInterval")
+    # Sent once: not again after another restart.
+    s.stop()
+    broker.restart()
+    s2 = will_subscriber(paho5, broker.port, "pwrs2")
+    assert s2.quiet(2.5) == []
+
+
+def test_paho5_will_delay_cancelled_by_resume_after_restart(broker, paho5):
+    vanish_and_restart(broker, paho5, "pwrc", 3, 600, kill9=True)
+    s = will_subscriber(paho5, broker.port, "pwrcs")
+    flags, rc, _ = paho5(broker.port, "pwrc").start(
+        clean_start=False, cprops=cprops(SessionExpiryInterval=600))
+    assert rc == 0 and flags["session present"] == 1
+    assert s.quiet(4.0) == []
+
+
+def test_paho5_will_at_session_expiry_after_restart(broker, paho5):
+    vanish_and_restart(broker, paho5, "pwrx", 60, 2)
+    s = will_subscriber(paho5, broker.port, "pwrxs")
+    assert [x.payload for x in s.messages(1, timeout=6)] == [b"gone"]
+    time.sleep(1.5)  # the will goes when the session's 2 s are up; the session by the next tick
+    flags, rc, _ = paho5(broker.port, "pwrx").start(clean_start=False)
+    assert rc == 0 and flags["session present"] == 0
+
+
+def test_paho5_will_due_while_broker_down(broker, paho5):
+    s0 = paho5(broker.port, "pwdd-s")
+    s0.start(clean_start=False, cprops=cprops(SessionExpiryInterval=600))
+    assert s0.sub("pw/#", 1) == [1]
+    s0.stop()
+    wp = props(PacketTypes.WILLMESSAGE)
+    will_client(paho5, broker.port, "pwdd", 1, expiry=1, wprops=wp).vanish()
+    time.sleep(0.3)
+    assert broker.stop() == 0
+    time.sleep(2.2)  # will and session both due while the broker is down
+    broker.start()
+    s = paho5(broker.port, "pwdd-s")
+    flags, rc, _ = s.start(clean_start=False, cprops=cprops(SessionExpiryInterval=600))
+    assert rc == 0 and flags["session present"] == 1
+    assert [x.payload for x in s.messages(1, timeout=5)] == [b"gone"]
+
+
 # ------------------------------------------------------------ enhanced authentication
 
 @pytest.fixture
