@@ -100,6 +100,22 @@ void lmq_workpool_submit(struct lmq_workpool *p, struct lmq_work *w)
     pthread_mutex_unlock(&p->mu);
 }
 
+void lmq_workpool_post(struct lmq_workpool *p, struct lmq_work *w)
+{
+    w->work = NULL;
+    w->next = NULL;
+    pthread_mutex_lock(&p->mu);
+    bool was_empty = p->done_head == NULL;
+    if (p->done_tail)
+        p->done_tail->next = w;
+    else
+        p->done_head = w;
+    p->done_tail = w;
+    pthread_mutex_unlock(&p->mu);
+    if (was_empty && p->notify)
+        p->notify(p->notify_ctx);
+}
+
 size_t lmq_workpool_drain(struct lmq_workpool *p)
 {
     pthread_mutex_lock(&p->mu);
@@ -109,7 +125,8 @@ size_t lmq_workpool_drain(struct lmq_workpool *p)
     size_t n = 0;
     while (w) {
         struct lmq_work *next = w->next; /* DONE may free or resubmit W */
-        p->pending--;
+        if (w->work) /* posted jobs (work NULL) were not counted */
+            p->pending--;
         w->done(w);
         w = next;
         n++;

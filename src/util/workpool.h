@@ -43,6 +43,13 @@ struct lmq_workpool *lmq_workpool_new(unsigned threads, void (*notify)(void *ctx
  * its pending verifications by the ingest queue's limits). */
 void lmq_workpool_submit(struct lmq_workpool *p, struct lmq_work *w);
 
+/* Any thread: puts W (its work NULL, its done set) straight on the
+ * completion list, so that its DONE runs in the owner's next drain; for
+ * threads of the caller's own that hand results to the owner's thread
+ * (the ledger committer, cluster/batcher.h). Not counted by
+ * lmq_workpool_pending. W must not be posted again before its DONE ran. */
+void lmq_workpool_post(struct lmq_workpool *p, struct lmq_work *w);
+
 /* Runs the DONE callback of every finished job. Returns how many ran. */
 size_t lmq_workpool_drain(struct lmq_workpool *p);
 
