@@ -1,0 +1,369 @@
+"""The ledger's MQTT face (docs/FORMATS.md "Ledger topics"): the retained
+signed $ledger/checkpoint, $ledger/proof and $ledger/consistency requests
+(MQTT 5 request/response), their error replies, the publish and subscribe
+refusals on $ledger topics, and `ledgermq receipt` / `ledgermq watch`
+against a running broker. Everything the broker sends is re-verified here
+in Python (hashlib + PyNaCl, RFC 9162 and C2SP signed-note, written from
+the specs in test_formats_python.py), not only by our C code.
+
+The ledger is filled offline (`ledgermq log append` on the stopped node)
+before the broker starts; what needs the ledger pipeline (blocks, receipts
+of committed messages, registry records over MQTT) is in
+test_ledger_api_pipeline.py."""
+import base64
+import hashlib
+import json
+import os
+import subprocess
+
+import pytest
+
+import mqttraw as R
+import v5raw as V
+from conftest import BUILD_DIR, free_port, ledgermq_only
+from test_formats_python import (leaf_hash, node_hash, open_note, parse_checkpoint, parse_vkey,
+                                 root_from_inclusion)
+
+LEDGERMQ = os.path.join(BUILD_DIR, "ledgermq")
+N_RECORDS = 7
+
+pytestmark = [ledgermq_only("the $ledger topics are ledgermq's"),
+              pytest.mark.skipif(not os.path.exists(LEDGERMQ), reason="ledgermq not built")]
+
+
+def cli(*args, timeout=60, input=None):
+    return subprocess.run([LEDGERMQ] + [str(a) for a in args], input=input,
+                          capture_output=True, timeout=timeout)
+
+
+def verify_consistency(first, second, first_root, second_root, proof):
+    """RFC 9162 §2.1.4.2."""
+    if first == second:
+        return not proof and first_root == second_root
+    if first == 0 or first > second or not proof:
+        return False
+    if first & (first - 1) == 0:
+        proof = [first_root] + proof
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = proof[0]
+    for c in proof[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == first_root and sr == second_root
+
+
+@pytest.fixture
+def node(broker_factory):
+    """A broker whose ledger holds N_RECORDS records in 3 blocks; returns
+    (broker, verifier key string, list of record bytes)."""
+    b = broker_factory(start=False)
+    lines = "".join("reading %d\n" % i for i in range(N_RECORDS)).encode()
+    p = cli("-d", b.data_dir, "log", "append", "--topic", "meters/m1", "--batch", "3",
+            input=lines)
+    assert p.returncode == 0, p.stderr
+    vkey = cli("-d", b.data_dir, "key", "show").stdout.decode().strip()
+    recs = []
+    for i in range(N_RECORDS):
+        p = cli("-d", b.data_dir, "log", "get", i, "--raw")
+        assert p.returncode == 0, p.stderr
+        recs.append(bytes.fromhex(p.stdout.decode().strip()))
+    b.start()
+    return b, vkey, recs
+
+
+def mth(leaves):
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return node_hash(mth(leaves[:k]), mth(leaves[k:]))
+
+
+def client5(port, cid):
+    c = V.Client5(port)
+    assert c.connect5(cid).reason == 0
+    return c
+
+
+def request(c, topic, payload, corr=b"c-1", resp="replies/me", pid=7):
+    """Publishes a v5 request with QoS 1; returns (PUBACK reason, reply or None)."""
+    c.send(V.publish(topic, payload, qos=1, pid=pid,
+                     pprops=V.props((V.RESPONSE_TOPIC, resp), (V.CORRELATION_DATA, corr))))
+    reason, reply = None, None
+    for _ in range(4):
+        p = c.recv5(timeout=5)
+        assert p is not None, "no answer to the request on %s" % topic
+        if p.type == R.PUBACK and p.pid == pid:
+            reason = p.reason
+            if reason >= 0x80:
+                return reason, None
+        elif p.type == R.PUBLISH:
+            assert p.topic == resp
+            reply = p
+            if p.qos:
+                c.send(V.ack(R.PUBACK, p.pid))
+        if reason is not None and reply is not None:
+            return reason, reply
+    raise AssertionError("incomplete answer")
+
+
+def check_receipt(j, vkey, recs):
+    """Verifies a receipt JSON independently; returns its index."""
+    name, kid, pk = parse_vkey(vkey)
+    text, signed = open_note(j["checkpoint"], [(name, kid, pk)])
+    origin, size, root, ext = parse_checkpoint(text)
+    assert origin == name and size == j["tree_size"]
+    rec = base64.b64decode(j["record"], validate=True)
+    assert rec == recs[j["index"]]
+    proof = [base64.b64decode(h, validate=True) for h in j["proof"]]
+    assert root_from_inclusion(j["index"], size, leaf_hash(rec), proof) == root
+    assert root == mth([leaf_hash(r) for r in recs[:size]])
+    return j["index"]
+
+
+def test_checkpoint_retained_and_signed(node):
+    b, vkey, recs = node
+    c = client5(b.port, "cp-reader")
+    assert c.subscribe5([("$ledger/checkpoint", 1)]) == [1]
+    p = c.expect5(R.PUBLISH)
+    assert p.topic == "$ledger/checkpoint" and p.retain
+    name, kid, pk = parse_vkey(vkey)
+    text, _ = open_note(p.payload.decode(), [(name, kid, pk)])
+    origin, size, root, ext = parse_checkpoint(text)
+    assert size == N_RECORDS
+    assert root == mth([leaf_hash(r) for r in recs])
+    assert ext[0].startswith("block 2 ")
+
+
+def test_wildcards_do_not_match_ledger_topics(node):
+    b, _, _ = node
+    c = client5(b.port, "wild")
+    assert c.subscribe5([("#", 0), ("+/checkpoint", 0)]) == [0, 0]
+    assert c.recv5(timeout=0.5) is None
+
+
+def test_proof_by_index_is_a_verifiable_receipt(node):
+    b, vkey, recs = node
+    c = client5(b.port, "prover")
+    c.subscribe5([("replies/me", 1)])
+    for i in range(N_RECORDS):
+        corr = b"corr-%d" % i
+        reason, reply = request(c, "$ledger/proof", str(i), corr=corr, pid=10 + i)
+        assert reason == 0
+        assert V.pget(reply.props, V.CORRELATION_DATA) == corr
+        assert V.pget(reply.props, V.CONTENT_TYPE) == "application/json"
+        assert V.pget(reply.props, V.PAYLOAD_FORMAT) == 1
+        assert check_receipt(json.loads(reply.payload), vkey, recs) == i
+
+
+def test_proof_by_leaf_hash(node):
+    b, vkey, recs = node
+    c = client5(b.port, "hasher")
+    c.subscribe5([("replies/me", 1)])
+    for i in (0, 4, 6):
+        reason, reply = request(c, "$ledger/proof", leaf_hash(recs[i]).hex(), pid=20 + i)
+        assert reason == 0
+        assert check_receipt(json.loads(reply.payload), vkey, recs) == i
+    # upper-case hex is the same hash
+    reason, reply = request(c, "$ledger/proof", leaf_hash(recs[2]).hex().upper(), pid=30)
+    assert check_receipt(json.loads(reply.payload), vkey, recs) == 2
+
+
+@pytest.mark.parametrize("query,code", [
+    ("7", "not_found"),
+    ("18446744073709551615", "not_found"),
+    ("18446744073709551616", "bad_request"),
+    ("007", "bad_request"),
+    ("-1", "bad_request"),
+    ("seven", "bad_request"),
+    ("", "bad_request"),
+    ("ab" * 32, "not_found"),
+    ("zz" * 32, "bad_request"),
+])
+def test_proof_errors(node, query, code):
+    b, _, _ = node
+    c = client5(b.port, "bad-prover")
+    c.subscribe5([("replies/me", 1)])
+    reason, reply = request(c, "$ledger/proof", query, corr=b"x")
+    assert reason == 0
+    j = json.loads(reply.payload)
+    assert j["error"] == code and j["reason"]
+    assert V.pget(reply.props, V.CORRELATION_DATA) == b"x"
+
+
+def test_consistency_proofs_verify(node):
+    b, _, recs = node
+    leaves = [leaf_hash(r) for r in recs]
+    c = client5(b.port, "consist")
+    c.subscribe5([("replies/me", 1)])
+    pid = 1
+    for old in range(1, N_RECORDS + 1):
+        for new in range(old, N_RECORDS + 1):
+            pid += 1
+            reason, reply = request(c, "$ledger/consistency", "%d %d" % (old, new), pid=pid)
+            assert reason == 0
+            j = json.loads(reply.payload)
+            assert (j["old_size"], j["new_size"]) == (old, new)
+            proof = [base64.b64decode(h, validate=True) for h in j["proof"]]
+            assert verify_consistency(old, new, mth(leaves[:old]), mth(leaves[:new]), proof)
+
+
+@pytest.mark.parametrize("query,code", [
+    ("0 5", "bad_request"),
+    ("5 3", "bad_request"),
+    ("3 8", "not_found"),
+    ("3", "bad_request"),
+    ("3 5 7", "bad_request"),
+    ("-1 5", "bad_request"),
+    ("a b", "bad_request"),
+])
+def test_consistency_errors(node, query, code):
+    b, _, _ = node
+    c = client5(b.port, "bad-consist")
+    c.subscribe5([("replies/me", 1)])
+    reason, reply = request(c, "$ledger/consistency", query)
+    assert reason == 0
+    assert json.loads(reply.payload)["error"] == code
+
+
+def test_request_without_usable_response_topic_refused(node):
+    b, _, _ = node
+    c = client5(b.port, "no-resp")
+    c.send(V.publish("$ledger/proof", "1", qos=1, pid=3))
+    p = c.expect5(R.PUBACK)
+    assert p.reason == 0x83
+    # a $ response topic could forge another client's receipts topic
+    c.send(V.publish("$ledger/proof", "1", qos=1, pid=4,
+                     pprops=V.props((V.RESPONSE_TOPIC, "$ledger/receipts/victim"))))
+    assert c.expect5(R.PUBACK).reason == 0x83
+
+
+@pytest.mark.parametrize("topic", ["$ledger/checkpoint", "$ledger/blocks",
+                                   "$ledger/receipts/someone", "$ledger/receipts/forger",
+                                   "$ledger/anything"])
+def test_publish_to_ledger_topics_refused_v5(node, topic):
+    b, _, _ = node
+    watcher = client5(b.port, "watcher")
+    watcher.subscribe5([("$ledger/checkpoint", 0), ("$ledger/blocks", 0)])
+    assert watcher.expect5(R.PUBLISH).topic == "$ledger/checkpoint"  # the retained one
+    c = client5(b.port, "forger")
+    c.send(V.publish(topic, "forged", qos=1, pid=5))
+    assert c.expect5(R.PUBACK).reason == 0x87
+    c.send(V.publish(topic, "forged", qos=2, pid=6))
+    assert c.expect5(R.PUBREC).reason == 0x87
+    # the refused QoS 2 flow is over: the same packet id starts a new one
+    c.send(V.publish(topic, "forged", qos=2, pid=6))
+    assert c.expect5(R.PUBREC).reason == 0x87
+    c.send(V.publish(topic, "forged", qos=0, retain=True))
+    assert watcher.recv5(timeout=0.5) is None
+    assert "clients may not publish there" in b.log()
+    # the retained checkpoint is still the node's
+    fresh = client5(b.port, "fresh")
+    fresh.subscribe5([("$ledger/checkpoint", 0)])
+    assert fresh.expect5(R.PUBLISH).payload != b"forged"
+
+
+def test_publish_to_ledger_topics_dropped_v311(node, raw):
+    b, _, _ = node
+    watcher = client5(b.port, "watcher")
+    watcher.subscribe5([("$ledger/checkpoint", 0), ("$ledger/blocks", 0)])
+    watcher.expect5(R.PUBLISH)
+    c = raw(b.port)
+    assert c.connect("old-forger").body[1] == 0
+    c.publish("$ledger/blocks", b"forged", qos=1, pid=3)   # PUBACK as usual
+    c.publish("$ledger/checkpoint", b"forged", qos=2, pid=4, retain=True)
+    c.publish("$ledger/checkpoint", b"forged", qos=0, retain=True)
+    assert watcher.recv5(timeout=0.5) is None
+    assert c.is_open()
+    fresh = client5(b.port, "fresh")
+    fresh.subscribe5([("$ledger/checkpoint", 0)])
+    assert fresh.expect5(R.PUBLISH).payload != b"forged"
+
+
+def test_receipts_topic_of_another_client_refused_v5(node):
+    b, _, _ = node
+    c = client5(b.port, "me")
+    codes = c.subscribe5([("$ledger/receipts/other", 1), ("$ledger/receipts/+", 1),
+                          ("$ledger/receipts/#", 1), ("$ledger/#", 1), ("$ledger/+/other", 1),
+                          ("$share/g/$ledger/receipts/other", 1), ("$ledger/receipts/me/x", 1),
+                          ("$ledger/receipts/me", 1), ("$ledger/checkpoint", 0), ("$ledger/+", 0),
+                          ("$ledger/+/me", 0)])
+    assert codes == [0x87, 0x87, 0x87, 0x87, 0x87, 0x87, 0x87, 1, 0, 0, 0]
+
+
+def test_receipts_topic_of_another_client_refused_v311(node, raw):
+    b, _, _ = node
+    c = raw(b.port)
+    c.connect("me311")
+    assert c.subscribe([("$ledger/receipts/other", 1), ("$ledger/receipts/me311", 1)]) == [0x80, 1]
+
+
+def test_cli_receipt(node, tmp_path):
+    b, vkey, recs = node
+    broker = "127.0.0.1:%d" % b.port
+    out = tmp_path / "r.json"
+    p = cli("receipt", "--broker", broker, "5", "--key", vkey, "-o", out)
+    assert p.returncode == 0, p.stderr
+    assert b"verified: record 5" in p.stdout
+    assert check_receipt(json.loads(out.read_text()), vkey, recs) == 5
+    p = cli("verify-receipt", out, "--key", vkey)
+    assert p.returncode == 0, p.stderr
+    # by hash, to stdout
+    p = cli("receipt", "--broker", broker, "--hash", leaf_hash(recs[1]).hex(), "--key", vkey)
+    assert p.returncode == 0, p.stderr
+    assert check_receipt(json.loads(p.stdout), vkey, recs) == 1
+    # without a key: the proof is checked, the signature is said not to be
+    p = cli("receipt", "--broker", broker, "2")
+    assert p.returncode == 0 and b"NOT checked" in p.stderr
+    # unknown record: exit 1 with the broker's reason
+    p = cli("receipt", "--broker", broker, "99", "--key", vkey)
+    assert p.returncode == 1 and b"not_found" in p.stderr
+    # a checkpoint signed by another key: exit 1, nothing saved
+    other = "ledgermq.local/default+00000000+" + base64.b64encode(b"\x01" + b"\x07" * 32).decode()
+    name, _, pk = parse_vkey(vkey)
+    kid = hashlib.sha256(name.encode() + b"\n\x01" + b"\x07" * 32).digest()[:4].hex()
+    other = "%s+%s+%s" % (name, kid, base64.b64encode(b"\x01" + b"\x07" * 32).decode())
+    out2 = tmp_path / "r2.json"
+    p = cli("receipt", "--broker", broker, "3", "--key", other, "-o", out2)
+    assert p.returncode == 1 and b"NOT verified" in p.stderr
+    assert not out2.exists()
+
+
+def test_cli_connection_errors(node):
+    b, vkey, _ = node
+    port = free_port()
+    p = cli("receipt", "--broker", "127.0.0.1:%d" % port, "1")
+    assert p.returncode == 2
+    assert (b"--broker 127.0.0.1:%d: cannot connect: Connection refused" % port) in p.stderr
+    p = cli("receipt", "--broker", "nonsense", "1")
+    assert p.returncode == 2 and b"expected HOST:PORT" in p.stderr
+    p = cli("watch", "--broker", "127.0.0.1:%d" % b.port)
+    assert p.returncode == 2 and b"--key" in p.stderr
+
+
+def test_cli_watch_first_checkpoint(node):
+    b, vkey, _ = node
+    p = cli("watch", "--broker", "127.0.0.1:%d" % b.port, "--key", vkey, "--count", "1")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().startswith("checkpoint size %d root " % N_RECORDS)
+    assert b"block 2: verified, first" in p.stdout
+    # an untrusted key: the checkpoint is refused loudly
+    name, _, _ = parse_vkey(vkey)
+    kid = hashlib.sha256(name.encode() + b"\n\x01" + b"\x09" * 32).digest()[:4].hex()
+    other = "%s+%s+%s" % (name, kid, base64.b64encode(b"\x01" + b"\x09" * 32).decode())
+    p = cli("watch", "--broker", "127.0.0.1:%d" % b.port, "--key", other, "--count", "1")
+    assert p.returncode == 1 and b"checkpoint NOT verified" in p.stderr
