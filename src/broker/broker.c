@@ -15,6 +15,7 @@
 #include "broker/broker.h"
 
 #include "broker/auth.h"
+#include "broker/ledger_glue.h"
 #include "broker/ledger_api.h"
 #include "broker/msg.h"
 #include "broker/store.h"
@@ -167,6 +168,7 @@ struct lmq_client {
     struct lmq_client *paused_next;
     struct lmq_msg *will;
     struct bk_client_x *x;              /* rarely used MQTT 5 state, or NULL */
+    void *lp;                           /* ledger pipeline state (ledger_pipe.c), or NULL */
     uint32_t last_rx;                   /* monotonic seconds */
     uint32_t created;
     uint16_t keepalive;
@@ -231,6 +233,7 @@ struct lmq_broker {
     struct lmq_client *paused;
     struct lmq_broker_services svc;     /* ledger, registry, worker pool */
     struct lmq_ledger_api *lapi;        /* the $ledger/ topics, NULL without a ledger */
+    struct bk_lp *lp;                   /* ledgered topics (ledger_pipe.c), NULL without */
 };
 
 static void bk__close(struct lmq_client *c);
@@ -1810,6 +1813,25 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
                         MQTT_RC_PAYLOAD_FORMAT_INVALID);
         return 0;
     }
+    if (b->lp && bk_lp_ledgered(b->lp, p.topic.ptr, p.topic.len)) {
+        /* A ledgered topic: the pipeline acknowledges and routes it after
+         * its batch is committed (ledger_pipe.h). */
+        uint8_t *lprops = NULL;
+        int lplen = 0;
+        uint64_t lexpiry = 0;
+        if (v5) {
+            lplen = bk__props_forward(p.props.raw, &lprops);
+            if (lplen < 0) {
+                bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
+                return -1;
+            }
+            if (mqtt_props_has(&p.props, MQTT_PROP_MESSAGE_EXPIRY))
+                lexpiry = bk__unix() + p.props.message_expiry;
+        }
+        int lr = bk_lp_publish(b->lp, c, &p, lprops, (size_t)lplen, lexpiry);
+        free(lprops);
+        return lr < 0 ? -1 : 0;
+    }
     if (p.qos == 2) {
         if (bk__qos2_has(s, p.packet_id)) {
             /* A resent PUBLISH before PUBREL: acknowledge, do not route again. */
@@ -2488,6 +2510,8 @@ void lmq_broker_client_free(struct lmq_client *c)
 {
     struct lmq_broker *b = c->b;
     bk__disconnect(c, true);
+    if (c->lp)
+        bk_lp_client_gone(b->lp, c);
     if (c->dirty) {
         struct lmq_client **pp = &b->dirty;
         while (*pp && *pp != c)
@@ -2685,6 +2709,7 @@ static void bk__sys(struct lmq_broker *b, uint64_t dt)
             bk__sys_pub(b, topic, "%.2f", b->load[k].v[i]);
         }
     }
+    bk_lp_sys(b->lp);
 }
 
 void lmq_broker_tick(struct lmq_broker *b)
@@ -2745,6 +2770,8 @@ void lmq_broker_shutdown(struct lmq_broker *b)
     /* Persistent sessions stay as they are in the store (marked connected:
      * the next start treats the restart time as their disconnect time). */
     b->shutting_down = true;
+    /* What the ledger pipeline holds is committed and answered first. */
+    bk_lp_stop(b->lp);
     for (struct lmq_client *c = b->clients; c; c = c->next) {
         if (c->state != BK_C_CLOSING) {
             bk__send_disconnect(c, MQTT_RC_SERVER_SHUTTING_DOWN);
@@ -2759,6 +2786,14 @@ void lmq_broker_shutdown(struct lmq_broker *b)
 void lmq_broker_set_services(struct lmq_broker *b, const struct lmq_broker_services *svc)
 {
     b->svc = *svc;
+    if (b->lp && !bk_lp_running(b->lp) && svc->ledger && svc->pool && !b->shutting_down) {
+        bk_lp_free(b->lp); /* the ledger came after the pool */
+        b->lp = NULL;
+    }
+    if (!b->lp && svc->pool && !b->shutting_down)
+        b->lp = bk_lp_new(b, b->cfg, svc);
+    else if (b->lp && !svc->pool)
+        bk_lp_stop(b->lp); /* the pool goes: the committer may not post to it */
     if (b->lapi)
         lmq_ledger_api_set_pool(b->lapi, svc->pool);
     else if (svc->ledger)
@@ -3089,6 +3124,7 @@ void lmq_broker_free(struct lmq_broker *b)
     }
     free(b->sessions);
     lmq_ledger_api_free(b->lapi);
+    bk_lp_free(b->lp);
     lmq_match_set_free(&b->matches);
     lmq_tree_free(b->tree);
     lmq_tree_free(b->shared);
@@ -3100,4 +3136,122 @@ void lmq_broker_free(struct lmq_broker *b)
         free(g);
     }
     free(b);
+}
+
+/* ------------------------------------------------------------------ */
+/* for the ledger pipeline (broker/ledger_glue.h) */
+
+struct bk_lp *bk_broker_lp(struct lmq_broker *b)
+{
+    return b->lp;
+}
+
+const char *bk_client_id(const struct lmq_client *c, size_t *len)
+{
+    const char *id = c->sess ? c->sess->id : "";
+    *len = c->sess ? c->sess->id_len : 0;
+    return id;
+}
+
+uint8_t bk_client_proto(const struct lmq_client *c)
+{
+    return c->proto;
+}
+
+const char *bk_client_principal(const struct lmq_client *c, bool *is_device)
+{
+    /* Until sessions carry an authenticated principal: the client id. */
+    *is_device = false;
+    return c->sess ? c->sess->id : "";
+}
+
+void *bk_client_lp(const struct lmq_client *c)
+{
+    return c->lp;
+}
+
+void bk_client_set_lp(struct lmq_client *c, void *lpc)
+{
+    c->lp = lpc;
+}
+
+void bk_lp_ack(struct lmq_client *c, uint8_t type, uint16_t pkid, uint8_t reason,
+               const char *reason_str)
+{
+    if (c->state != BK_C_CONNECTED)
+        return;
+    if (c->proto != MQTT_V5 || !reason_str) {
+        bk__send_ack_rc(c, type, pkid, reason);
+        return;
+    }
+    struct mqtt_ack a;
+    memset(&a, 0, sizeof a);
+    a.type = type;
+    a.packet_id = pkid;
+    a.reason = reason;
+    a.props.present = MQTT_PROP_BIT(MQTT_PROP_REASON_STRING);
+    a.props.reason_string.ptr = reason_str;
+    a.props.reason_string.len = strlen(reason_str);
+    uint8_t buf[256];
+    int n = mqtt_encode_ack(buf, sizeof buf, c->proto, &a);
+    if (n > 0)
+        bk__out(c, buf, (size_t)n);
+}
+
+void bk_lp_close(struct lmq_client *c, uint8_t reason, const char *why)
+{
+    if (c->state == BK_C_CLOSING)
+        return;
+    LMQ_NOTICE("client %s (%s): %s; closing connection", bk__name(c), c->peer, why);
+    bk__close_rc(c, reason);
+}
+
+bool bk_lp_qos2_has(const struct lmq_client *c, uint16_t pkid)
+{
+    return c->sess && bk__qos2_has(c->sess, pkid);
+}
+
+uint32_t bk_lp_qos2_count(const struct lmq_client *c)
+{
+    return c->sess ? c->sess->n_qos2_in : 0;
+}
+
+int bk_lp_qos2_add(struct lmq_client *c, uint16_t pkid)
+{
+    struct bk_session *s = c->sess;
+    if (!s || bk__qos2_has(s, pkid))
+        return 0;
+    if (bk__qos2_add(s, pkid) < 0)
+        return -1;
+    if (s->persistent) {
+        struct lmq_store *st = bk__st(c->b);
+        if (st)
+            bk__st_check(c->b, lmq_store_qos2_in_put(st, s->id, s->id_len, pkid),
+                         "put incoming QoS 2 id");
+    }
+    return 0;
+}
+
+void bk_lp_route(struct lmq_broker *b, struct lmq_client *c, const char *topic, size_t tlen,
+                 const void *payload, size_t plen, const void *props, size_t props_len,
+                 uint8_t qos, bool retain, uint64_t expiry_at)
+{
+    bk__publish(b, c ? c->sess : NULL, topic, tlen, payload, plen, props, props_len, qos, retain,
+                expiry_at);
+}
+
+void bk_lp_pause(struct lmq_client *c, bool pause)
+{
+    struct lmq_broker *b = c->b;
+    if (c->state == BK_C_CLOSING)
+        return;
+    if (pause && b->tr.pause)
+        b->tr.pause(c->tctx);
+    else if (!pause && b->tr.resume && !c->paused)
+        b->tr.resume(c->tctx);
+}
+
+void bk_sys_publish(struct lmq_broker *b, const char *topic, const char *value)
+{
+    bk__sys_pub(b, topic, "%s", value);
 }

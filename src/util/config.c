@@ -429,9 +429,18 @@ int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t 
             rc = -1;
             break;
         }
+        /* '#' starts a comment, except inside the FILTER of a ledger_topic
+         * line (a topic filter may end in the '#' wildcard). */
+        size_t keep_from = 0, keep_to = 0;
+        size_t ws = strspn(line, " \t");
+        if (strncmp(line + ws, "ledger_topic", 12) == 0 &&
+            (line[ws + 12] == ' ' || line[ws + 12] == '\t')) {
+            keep_from = ws + 12 + strspn(line + ws + 12, " \t");
+            keep_to = keep_from + strcspn(line + keep_from, " \t\r\n");
+        }
         for (size_t i = 0; i < len; i++) {
             unsigned char c = (unsigned char)line[i];
-            if (c == '#') {
+            if (c == '#' && !(i >= keep_from && i < keep_to)) {
                 line[i] = '\0';
                 break;
             }
