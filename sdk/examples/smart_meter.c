@@ -1,21 +1,33 @@
 /* A simulated smart meter: loads (or creates) its device key, signs each
  * reading as a ledgermq device envelope (sequence number + time in the
  * protected header) and publishes it with MQTT 3.1.1 QoS 1 over a plain
- * TCP socket, waiting for each PUBACK. With -a AUDIENCE it logs in with a
- * CWT device token as the password (username = device id).
+ * TCP socket, keeping up to WINDOW readings unacknowledged. With -a
+ * AUDIENCE it logs in with a CWT device token as the password (username =
+ * device id). The MQTT client id is the device id.
  *
- *   smart_meter [-k KEYFILE] [-n COUNT] [-i INTERVAL_MS] [-a AUDIENCE]
+ *   smart_meter [-k KEYFILE] [-n COUNT | -t SECONDS] [-i INTERVAL_MS]
+ *               [-w WINDOW] [-R RECEIPT_DIR] [-a AUDIENCE] [-q]
  *               HOST PORT TOPIC
+ *   smart_meter [-k KEYFILE] -P          (print the device id and public key)
  *
  * KEYFILE (default ./meter.key) holds the 32-byte seed in hex, mode 0600;
- * KEYFILE.seq the last sequence number used, so that numbers keep growing
- * across restarts. Prints the device id, then one line per acknowledged
- * reading. Exit status 0 if every reading was acknowledged. No heap use. */
+ * KEYFILE.seq a sequence number at or above every one used, so that numbers
+ * keep growing across restarts (reserved WINDOW at a time, written before
+ * use).
+ * With -R the meter subscribes to its receipts topic
+ * $ledger/receipts/{device id} before publishing and writes each receipt
+ * it gets to RECEIPT_DIR/{device id}.{n}.json; after the last PUBACK it
+ * waits (up to 10 s without progress) until it holds one per acknowledged
+ * reading. Prints the device id, one line per acknowledged reading (not
+ * with -q), and a summary line "meter ID: sent N acked N receipts N".
+ * Exit status 0 if every reading was acknowledged (and, with -R, has its
+ * receipt). No heap use. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,39 +132,6 @@ static int send_all(int fd, const uint8_t *p, size_t len)
     return 0;
 }
 
-static int recv_all(int fd, uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = recv(fd, p, len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Reads one packet: type byte, body into buf. Returns body length or -1. */
-static long read_packet(int fd, uint8_t *type, uint8_t *buf, size_t cap)
-{
-    uint32_t len = 0;
-    unsigned shift = 0;
-    uint8_t b;
-    if (recv_all(fd, type, 1) != 0)
-        return -1;
-    do {
-        if (shift > 21 || recv_all(fd, &b, 1) != 0)
-            return -1;
-        len |= (uint32_t)(b & 0x7f) << shift;
-        shift += 7;
-    } while (b & 0x80);
-    if (len > cap || recv_all(fd, buf, len) != 0)
-        return -1;
-    return (long)len;
-}
-
 static size_t put_varint(uint8_t *p, size_t v)
 {
     size_t n = 0;
@@ -173,11 +152,68 @@ static size_t put_str(uint8_t *p, const void *s, size_t len)
 }
 
 static uint8_t pkt[4096];
+static uint8_t rbuf[65536];
+static size_t rlen;
+
+/* Reads one packet within timeout_ms (-1 forever): 1 and type/body/len, 0
+ * on timeout, -1 on error or EOF. The body stays in rbuf until the next
+ * call. */
+static size_t consumed;
+static int next_packet(int fd, int timeout_ms, uint8_t *type, const uint8_t **body, size_t *len)
+{
+    memmove(rbuf, rbuf + consumed, rlen - consumed);
+    rlen -= consumed;
+    consumed = 0;
+    for (;;) {
+        if (rlen >= 2) {
+            size_t v = 0, i = 1;
+            unsigned shift = 0;
+            int complete = 0;
+            while (i < rlen && i <= 4) {
+                v |= (size_t)(rbuf[i] & 0x7f) << shift;
+                shift += 7;
+                if (!(rbuf[i++] & 0x80)) {
+                    complete = 1;
+                    break;
+                }
+            }
+            if (!complete && i > 4)
+                return -1;
+            if (complete && v + i > sizeof(rbuf))
+                return -1;
+            if (complete && rlen >= i + v) {
+                *type = rbuf[0];
+                *body = rbuf + i;
+                *len = v;
+                consumed = i + v;
+                return 1;
+            }
+        }
+        struct pollfd p;
+        p.fd = fd;
+        p.events = POLLIN;
+        int n = poll(&p, 1, timeout_ms);
+        if (n == 0)
+            return 0;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        ssize_t r = recv(fd, rbuf + rlen, sizeof(rbuf) - rlen, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        rlen += (size_t)r;
+    }
+}
 
 static int mqtt_connect(int fd, const char *client_id, const uint8_t *password, size_t pw_len)
 {
-    uint8_t body[1024], type, resp[8];
-    size_t n = 0, h;
+    uint8_t body[1024], type;
+    const uint8_t *resp;
+    size_t n = 0, h, rl;
     n += put_str(body, "MQTT", 4);
     body[n++] = 4;                                  /* protocol level 3.1.1 */
     body[n++] = (uint8_t)(0x02 | (password ? 0xc0 : 0)); /* clean session, user+password */
@@ -195,17 +231,36 @@ static int mqtt_connect(int fd, const char *client_id, const uint8_t *password, 
     memcpy(pkt + h, body, n);
     if (send_all(fd, pkt, h + n) != 0)
         return -1;
-    if (read_packet(fd, &type, resp, sizeof(resp)) != 2 || type != 0x20)
+    if (next_packet(fd, 10000, &type, &resp, &rl) != 1 || type != 0x20 || rl != 2)
         return -1;
     return resp[1]; /* CONNACK return code */
+}
+
+/* SUBSCRIBE to one filter at QoS 1; returns the SUBACK code or -1. */
+static int mqtt_subscribe(int fd, const char *filter)
+{
+    size_t fl = strlen(filter), rem = 2 + 2 + fl + 1, h, rl;
+    uint8_t type;
+    const uint8_t *resp;
+    if (rem + 8 > sizeof(pkt))
+        return -1;
+    pkt[0] = 0x82;
+    h = 1 + put_varint(pkt + 1, rem);
+    pkt[h++] = 0;
+    pkt[h++] = 1; /* packet id 1 */
+    h += put_str(pkt + h, filter, fl);
+    pkt[h++] = 1; /* QoS 1 */
+    if (send_all(fd, pkt, h) != 0)
+        return -1;
+    if (next_packet(fd, 10000, &type, &resp, &rl) != 1 || type != 0x90 || rl != 3)
+        return -1;
+    return resp[2];
 }
 
 static int mqtt_publish_qos1(int fd, const char *topic, uint16_t id, const uint8_t *payload,
                              size_t len)
 {
     size_t tl = strlen(topic), rem = 2 + tl + 2 + len, h;
-    uint8_t type, resp[8];
-    long n;
     if (rem + 8 > sizeof(pkt))
         return -1;
     pkt[0] = 0x32; /* PUBLISH, QoS 1 */
@@ -214,12 +269,7 @@ static int mqtt_publish_qos1(int fd, const char *topic, uint16_t id, const uint8
     pkt[h++] = (uint8_t)(id >> 8);
     pkt[h++] = (uint8_t)id;
     memcpy(pkt + h, payload, len);
-    if (send_all(fd, pkt, h + len) != 0)
-        return -1;
-    n = read_packet(fd, &type, resp, sizeof(resp));
-    if (n < 2 || type != 0x40 || resp[0] != (uint8_t)(id >> 8) || resp[1] != (uint8_t)id)
-        return -1;
-    return 0;
+    return send_all(fd, pkt, h + len);
 }
 
 static int tcp_connect(const char *host, const char *port)
@@ -243,43 +293,96 @@ static int tcp_connect(const char *host, const char *port)
     return fd;
 }
 
+/* A receipt (PUBLISH from the broker): saved to dir, acknowledged. */
+static long receipts;
+static int on_publish(int fd, uint8_t type, const uint8_t *b, size_t len, const char *dir,
+                      const char *id)
+{
+    size_t tl, off;
+    uint8_t ack[4];
+    if (len < 2)
+        return -1;
+    tl = (size_t)b[0] << 8 | b[1];
+    off = 2 + tl + (((type >> 1) & 3) ? 2 : 0);
+    if (off > len)
+        return -1;
+    if (dir != NULL) {
+        char path[4096];
+        FILE *f;
+        snprintf(path, sizeof(path), "%s/%s.%ld.json", dir, id, receipts);
+        f = fopen(path, "w");
+        if (f == NULL || fwrite(b + off, 1, len - off, f) != len - off || fclose(f) != 0) {
+            fprintf(stderr, "smart_meter: cannot write %s\n", path);
+            return -1;
+        }
+    }
+    receipts++;
+    if ((type >> 1) & 3) {
+        ack[0] = 0x40;
+        ack[1] = 2;
+        ack[2] = b[2 + tl];
+        ack[3] = b[3 + tl];
+        return send_all(fd, ack, 4);
+    }
+    return 0;
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: smart_meter [-k KEYFILE] [-n COUNT] [-i INTERVAL_MS] [-a AUDIENCE] "
-                    "HOST PORT TOPIC\n");
+    fprintf(stderr, "usage: smart_meter [-k KEYFILE] [-n COUNT | -t SECONDS] [-i INTERVAL_MS] "
+                    "[-w WINDOW] [-R RECEIPT_DIR] [-a AUDIENCE] [-q] HOST PORT TOPIC\n"
+                    "       smart_meter [-k KEYFILE] -P\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    const char *keyfile = "meter.key", *aud = NULL;
-    long count = 5, interval_ms = 1000;
-    char seqfile[4096];
+    const char *keyfile = "meter.key", *aud = NULL, *rdir = NULL;
+    long count = 5, interval_ms = 1000, window = 1, seconds = 0;
+    int quiet = 0, print_key = 0;
+    char seqfile[4096], rtopic[128];
     static struct lmq_sdk_key key;
     static uint8_t env[1024], token[512];
+    static uint64_t sent_time[65536];
     size_t token_len = 0;
     int opt, fd, rc, failures = 0;
-    uint64_t seq;
+    uint64_t seq, seq_reserved, start, next_at;
     double kwh = 1000.0;
-    long i;
+    long sent = 0, acked = 0, unacked = 0;
 
-    while ((opt = getopt(argc, argv, "k:n:i:a:")) != -1) {
+    while ((opt = getopt(argc, argv, "k:n:i:a:t:w:R:qP")) != -1) {
         switch (opt) {
         case 'k': keyfile = optarg; break;
         case 'n': count = strtol(optarg, NULL, 10); break;
         case 'i': interval_ms = strtol(optarg, NULL, 10); break;
         case 'a': aud = optarg; break;
+        case 't': seconds = strtol(optarg, NULL, 10); break;
+        case 'w': window = strtol(optarg, NULL, 10); break;
+        case 'R': rdir = optarg; break;
+        case 'q': quiet = 1; break;
+        case 'P': print_key = 1; break;
         default: usage();
         }
     }
-    if (argc - optind != 3 || count < 0 || interval_ms < 0)
+    if (print_key ? argc != optind : (argc - optind != 3 || count < 0 || interval_ms < 0 ||
+                                      seconds < 0 || window < 1 || window > 1000))
         usage();
     if (lmq_sdk_init() != 0 || load_or_create_key(keyfile, &key) != 0) {
         fprintf(stderr, "smart_meter: cannot load or create key %s\n", keyfile);
         return 1;
     }
+    if (print_key) {
+        size_t i;
+        printf("device %s\npublic ", key.device_id);
+        for (i = 0; i < LMQ_SDK_PK_LEN; i++)
+            printf("%02x", key.pk[i]);
+        printf("\n");
+        lmq_sdk_key_wipe(&key);
+        return 0;
+    }
     snprintf(seqfile, sizeof(seqfile), "%s.seq", keyfile);
     seq = load_seq(seqfile);
+    seq_reserved = seq;
     printf("device %s\n", key.device_id);
     fflush(stdout);
 
@@ -302,31 +405,89 @@ int main(int argc, char **argv)
         close(fd);
         return 1;
     }
-    for (i = 0; i < count; i++) {
-        char payload[128];
-        size_t env_len;
-        int plen;
-        uint64_t t = now_ms();
-        kwh += 0.25 + (double)(t % 100) / 1000.0;
-        seq++;
-        if (store_seq(seqfile, seq) != 0) { /* persist before use: never reuse a number */
-            fprintf(stderr, "smart_meter: cannot store %s\n", seqfile);
+    if (rdir != NULL) {
+        snprintf(rtopic, sizeof(rtopic), "$ledger/receipts/%s", key.device_id);
+        rc = mqtt_subscribe(fd, rtopic);
+        if (rc != 1) {
+            fprintf(stderr, "smart_meter: SUBSCRIBE %s refused (%d)\n", rtopic, rc);
+            close(fd);
+            return 1;
+        }
+    }
+    start = now_ms();
+    next_at = start;
+    for (;;) {
+        uint64_t now = now_ms();
+        int more = seconds ? now < start + (uint64_t)seconds * 1000u : sent < count;
+        int wait;
+        uint8_t type;
+        const uint8_t *body;
+        size_t blen;
+        if (more && unacked < window && now >= next_at) {
+            char payload[128];
+            size_t env_len;
+            int plen;
+            uint16_t id = (uint16_t)(sent % 65535 + 1);
+            kwh += 0.25 + (double)(now % 100) / 1000.0;
+            seq++;
+            if (seq > seq_reserved) { /* persist before use: never reuse a number */
+                seq_reserved = seq + (uint64_t)window - 1;
+                if (store_seq(seqfile, seq_reserved) != 0) {
+                    fprintf(stderr, "smart_meter: cannot store %s\n", seqfile);
+                    failures++;
+                    break;
+                }
+            }
+            plen = snprintf(payload, sizeof(payload), "{\"kwh\":%.3f}", kwh);
+            if (lmq_sdk_envelope_sign(&key, seq, now, (const uint8_t *)payload, (size_t)plen, env,
+                                      sizeof(env), &env_len) != 0 ||
+                mqtt_publish_qos1(fd, argv[optind + 2], id, env, env_len) != 0) {
+                fprintf(stderr, "smart_meter: publish %llu failed\n", (unsigned long long)seq);
+                failures++;
+                break;
+            }
+            sent_time[id] = seq;
+            sent++;
+            unacked++;
+            next_at = now + (uint64_t)interval_ms;
+            continue;
+        }
+        if (!more && unacked == 0 && (rdir == NULL || receipts >= acked))
+            break;
+        /* wait for an ack (or a receipt), or the next reading's time */
+        wait = 10000;
+        if (more && unacked < window)
+            wait = next_at > now ? (int)(next_at - now) : 0;
+        rc = next_packet(fd, wait, &type, &body, &blen);
+        if (rc < 0) {
+            fprintf(stderr, "smart_meter: connection lost (%ld readings unacknowledged)\n",
+                    unacked);
             failures++;
             break;
         }
-        plen = snprintf(payload, sizeof(payload), "{\"kwh\":%.3f}", kwh);
-        if (lmq_sdk_envelope_sign(&key, seq, t, (const uint8_t *)payload, (size_t)plen, env,
-                                  sizeof(env), &env_len) != 0 ||
-            mqtt_publish_qos1(fd, argv[optind + 2], (uint16_t)(i % 65535 + 1), env, env_len) != 0) {
-            fprintf(stderr, "smart_meter: publish %llu failed\n", (unsigned long long)seq);
-            failures++;
-            break;
+        if (rc == 0) {
+            if (wait == 10000) {
+                fprintf(stderr, "smart_meter: nothing from the broker for 10 s (%ld unacked, "
+                                "%ld receipts for %ld acks)\n",
+                        unacked, receipts, acked);
+                failures++;
+                break;
+            }
+            continue;
         }
-        printf("ack seq=%llu time=%llu %s\n", (unsigned long long)seq, (unsigned long long)t, payload);
-        fflush(stdout);
-        if (i + 1 < count && interval_ms > 0) {
-            struct timespec ts = {interval_ms / 1000, (interval_ms % 1000) * 1000000L};
-            nanosleep(&ts, NULL);
+        if ((type & 0xf0) == 0x40 && blen >= 2) { /* PUBACK */
+            uint16_t id = (uint16_t)(body[0] << 8 | body[1]);
+            unacked--;
+            acked++;
+            if (!quiet) {
+                printf("ack seq=%llu\n", (unsigned long long)sent_time[id]);
+                fflush(stdout);
+            }
+        } else if ((type & 0xf0) == 0x30) { /* a receipt */
+            if (on_publish(fd, type, body, blen, rdir, key.device_id) != 0) {
+                failures++;
+                break;
+            }
         }
     }
     {
@@ -334,6 +495,7 @@ int main(int argc, char **argv)
         (void)send_all(fd, disconnect, 2);
     }
     close(fd);
+    printf("meter %s: sent %ld acked %ld receipts %ld\n", key.device_id, sent, acked, receipts);
     lmq_sdk_key_wipe(&key);
-    return failures ? 1 : 0;
+    return failures || acked != sent || (rdir != NULL && receipts < acked) ? 1 : 0;
 }

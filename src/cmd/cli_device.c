@@ -23,6 +23,7 @@
 #include <sodium.h>
 
 #include "cmd/cli.h"
+#include "cmd/cli_mqtt.h"
 #include "crypto/hash.h"
 #include "crypto/sign.h"
 #include "identity/device_id.h"
@@ -307,9 +308,42 @@ static int dev__open(struct cli *c, bool write, const struct note_verifier *ops,
     return 0;
 }
 
+/* --broker: publishes the signed record to $ledger/admin/{register,
+ * revoke,rotate} (MQTT 5 request/response) and prints the broker's answer:
+ * {"index": N} (exit 0) or its refusal (exit 1). */
+static int dev__submit_online(const struct cli_mqtt_opts *mo, const struct ledger_record *rec,
+                              const uint8_t *buf, size_t len)
+{
+    static const char *const topic[] = {"$ledger/admin/register", "$ledger/admin/revoke",
+                                        "$ledger/admin/rotate"};
+    struct cli_mqtt *m;
+    struct cli_mqtt_msg *reply;
+    int rc = cli_mqtt_connect(mo, &m);
+    if (rc)
+        return rc;
+    rc = cli_mqtt_request(m, topic[rec->kind - LEDGER_KIND_DEVICE_REGISTRATION], buf, len,
+                          &reply);
+    cli_mqtt_close(m);
+    if (rc)
+        return rc;
+    if (reply->len >= 9 && memcmp(reply->payload, "{\"index\":", 9) == 0) {
+        printf("%.*s\n", (int)reply->len, (const char *)reply->payload);
+        rc = CLI_OK;
+    } else {
+        bool refused = strstr((const char *)reply->payload, "\"refused\"") != NULL;
+        rc = cli_error(refused ? CLI_FAIL : CLI_ERR, "%s: the broker answered: %.*s",
+                       (const char *)rec->reg.device_id.ptr, (int)reply->len,
+                       (const char *)reply->payload);
+    }
+    free(reply);
+    return rc;
+}
+
 /* register/revoke/rotate: sign rec with the operator key, check, append,
- * print the device. */
-static int dev__submit(struct cli *c, struct dev__opts *o, struct ledger_record *rec)
+ * print the device (or, with --broker, hand the record to a running
+ * broker). */
+static int dev__submit(struct cli *c, struct dev__opts *o, struct ledger_record *rec,
+                       const struct cli_mqtt_opts *mo)
 {
     uint8_t pk[32], sk[64], sig[64];
     struct note_verifier ops[DEV__MAX_OPS];
@@ -342,6 +376,20 @@ static int dev__submit(struct cli *c, struct dev__opts *o, struct ledger_record 
         signer = (int)n_ops++;
     }
     note_verifier_format(&ops[signer], vkey, sizeof vkey);
+
+    if (mo->broker) {
+        uint8_t *rb = malloc(REGISTRY_RECORD_MAX);
+        size_t rlen;
+        rec->reg.time_ms = o->has_time ? o->time_ms : dev__now_ms();
+        if (!rb)
+            rc = cli_error(CLI_ERR, "out of memory");
+        else if ((rc = registry_sign_record(rec, vkey, sk, sig, rb, REGISTRY_RECORD_MAX, &rlen)))
+            rc = cli_error(CLI_ERR, "cannot build the record: %s", ledger_record_strerror(rc));
+        else
+            rc = dev__submit_online(mo, rec, rb, rlen);
+        free(rb);
+        goto out_wipe;
+    }
 
     struct ledger *l;
     struct registry *r;
@@ -407,6 +455,7 @@ static int dev__write(struct cli *c, int argc, char **argv, uint64_t kind)
     static const char *const cmd[] = {"register", "revoke", "rotate"};
     const char *what = cmd[kind - LEDGER_KIND_DEVICE_REGISTRATION];
     struct dev__opts o = {0};
+    struct cli_mqtt_opts mo = {0};
     struct ledger_record rec;
     struct ledger_registry *g = &rec.reg;
     const char *id = NULL;
@@ -417,6 +466,8 @@ static int dev__write(struct cli *c, int argc, char **argv, uint64_t kind)
     rec.kind = kind;
     for (int i = 1; i < argc; i++) {
         int k = dev__common_opt(&o, argc, argv, &i);
+        if (k == 0)
+            k = cli_mqtt_opt(&mo, argc, argv, &i);
         if (k < 0)
             return -k;
         if (k)
@@ -461,7 +512,7 @@ static int dev__write(struct cli *c, int argc, char **argv, uint64_t kind)
     g->device_id = (struct ledger_bytes){(const uint8_t *)id, strlen(id)};
     if (has_pk)
         g->public_key = (struct ledger_bytes){pk, 32};
-    return dev__submit(c, &o, &rec);
+    return dev__submit(c, &o, &rec, &mo);
 }
 
 int cli_device_register(struct cli *c, int argc, char **argv)

@@ -84,31 +84,12 @@ static const char *verify_reason(int rc)
     }
 }
 
-int cli_verify_receipt(struct cli *c, int argc, char **argv)
+/* One receipt file: 0 verified (line on stdout), else the exit code. */
+static int verify_receipt_file(const char *file, struct key_opts *k, const struct note_verifier *v)
 {
-    (void)c;
-    struct key_opts k = {0};
-    const char *file = NULL;
-    for (int i = 1; i < argc; i++) {
-        int r = key_opt(argc, argv, &i, &k);
-        if (r == 0)
-            continue;
-        if (r != 1)
-            return r;
-        if (!file)
-            file = argv[i];
-        else
-            return cli_error(CLI_ERR, "unexpected argument '%s'", argv[i]);
-    }
-    if (!file)
-        return cli_error(CLI_ERR, "verify-receipt FILE --key VKEY: FILE is required");
-    struct note_verifier v[MAX_KEYS];
-    int rc = keys_ready(&k, v);
-    if (rc)
-        return rc;
     char *json;
     size_t len;
-    rc = cli_read_file(file, &json, &len);
+    int rc = cli_read_file(file, &json, &len);
     if (rc)
         return cli_error(CLI_ERR, "%s: %s", file, strerror(-rc));
     uint8_t *scratch = malloc(len + 1);
@@ -120,7 +101,7 @@ int cli_verify_receipt(struct cli *c, int argc, char **argv)
         return cli_error(CLI_ERR, "%s: not a receipt (%s)", file, verify_reason(rc));
     }
     struct checkpoint cp;
-    rc = receipt_verify(&r, v, k.n_keys, k.quorum, k.origin, &cp);
+    rc = receipt_verify(&r, v, k->n_keys, k->quorum, k->origin, &cp);
     if (rc) {
         free(scratch);
         free(json);
@@ -140,6 +121,37 @@ int cli_verify_receipt(struct cli *c, int argc, char **argv)
     free(scratch);
     free(json);
     return CLI_OK;
+}
+
+/* Several files: each is checked and reported; the exit code is the worst
+ * (2 over 1 over 0). */
+int cli_verify_receipt(struct cli *c, int argc, char **argv)
+{
+    (void)c;
+    struct key_opts k = {0};
+    int first = 0, nfiles = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = key_opt(argc, argv, &i, &k);
+        if (r == 0)
+            continue;
+        if (r != 1)
+            return r;
+        argv[nfiles++ + 1] = argv[i]; /* files collect in argv[1..] */
+        first = 1;
+    }
+    if (!first)
+        return cli_error(CLI_ERR, "verify-receipt FILE... --key VKEY: FILE is required");
+    struct note_verifier v[MAX_KEYS];
+    int rc = keys_ready(&k, v);
+    if (rc)
+        return rc;
+    int worst = CLI_OK;
+    for (int i = 1; i <= nfiles; i++) {
+        rc = verify_receipt_file(argv[i], &k, v);
+        if (rc > worst)
+            worst = rc;
+    }
+    return worst;
 }
 
 /* Parses the `log consistency` output. */
