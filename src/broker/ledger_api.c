@@ -19,6 +19,7 @@
 #include "ledger/merkle.h"
 #include "ledger/proof_json.h"
 #include "ledger/receipt.h"
+#include "ledger/record.h"
 #include "util/log.h"
 #include "util/workpool.h"
 
@@ -38,7 +39,7 @@
 #define LAPI_CHECKPOINT_TOPIC "$ledger/checkpoint"
 #define LAPI_BLOCKS_TOPIC "$ledger/blocks"
 
-enum lapi_kind { LAPI_RECEIPTS, LAPI_PROOF, LAPI_CONSISTENCY, LAPI_INDEX };
+enum lapi_kind { LAPI_RECEIPTS, LAPI_PROOF, LAPI_CONSISTENCY, LAPI_INDEX, LAPI_ADMIN };
 
 /* One message to publish when the job is done. */
 struct lapi_out {
@@ -511,6 +512,8 @@ static void lapi__work(struct lmq_work *w)
         if (lapi__refresh(a, job->size) == 0)
             lapi__index_catch_up(a);
         break;
+    case LAPI_ADMIN: /* never on the pool: bk_ledger_submit runs it */
+        break;
     }
     pthread_mutex_unlock(&a->mu);
 }
@@ -722,6 +725,26 @@ static bool lapi__is(const struct mqtt_str *t, const char *s)
 }
 
 /* Queues a request job; fills the reply address from the properties. */
+/* Copies the request's reply address (response topic, correlation data,
+ * QoS) and client id into JOB. 0 or -ENOMEM. */
+static int lapi__reply_to(struct lapi_job *job, const struct lmq_ledger_api_req *r)
+{
+    job->resp_topic = lapi__strndup(r->props->response_topic.ptr, r->props->response_topic.len);
+    if (!job->resp_topic)
+        return -ENOMEM;
+    if (mqtt_props_has(r->props, MQTT_PROP_CORRELATION_DATA)) {
+        job->corr_len = r->props->correlation_data.len;
+        job->corr = malloc(job->corr_len ? job->corr_len : 1);
+        if (!job->corr)
+            return -ENOMEM;
+        memcpy(job->corr, r->props->correlation_data.ptr, job->corr_len);
+    }
+    job->qos = r->qos ? 1 : 0;
+    snprintf(job->client, sizeof job->client, "%s", r->client_id);
+    return 0;
+}
+
+/* Queues a proof or consistency job. */
 static uint8_t lapi__request(struct lmq_ledger_api *a, const struct lmq_ledger_api_req *r,
                              enum lapi_kind kind)
 {
@@ -732,8 +755,7 @@ static uint8_t lapi__request(struct lmq_ledger_api *a, const struct lmq_ledger_a
     }
     struct lapi_job *job = lapi__job_new(a, kind);
     if (!job || !(job->req = lapi__strndup((const char *)r->payload.ptr, r->payload.len)) ||
-        !(job->resp_topic =
-              lapi__strndup(r->props->response_topic.ptr, r->props->response_topic.len))) {
+        lapi__reply_to(job, r) < 0) {
         if (job)
             lapi__job_free(job);
         LMQ_ERROR("client %s: out of memory for a request on %.*s", r->client_id, (int)r->topic.len,
@@ -741,17 +763,6 @@ static uint8_t lapi__request(struct lmq_ledger_api *a, const struct lmq_ledger_a
         return MQTT_RC_UNSPECIFIED;
     }
     job->req_len = r->payload.len;
-    if (mqtt_props_has(r->props, MQTT_PROP_CORRELATION_DATA)) {
-        job->corr_len = r->props->correlation_data.len;
-        job->corr = malloc(job->corr_len ? job->corr_len : 1);
-        if (!job->corr) {
-            lapi__job_free(job);
-            return MQTT_RC_UNSPECIFIED;
-        }
-        memcpy(job->corr, r->props->correlation_data.ptr, job->corr_len);
-    }
-    job->qos = r->qos ? 1 : 0;
-    snprintf(job->client, sizeof job->client, "%s", r->client_id);
     a->n_requests++;
     lapi__submit(a, job);
     return 0;
@@ -792,14 +803,97 @@ static void lapi__reply_now(struct lmq_broker *b, const struct lmq_ledger_api_re
     }
 }
 
+/* An operator-signed registry record on $ledger/admin/...: submitted to
+ * the pipeline, which checks it against the registry (operator key
+ * trusted, signature, the registry rules) before it is appended; the reply
+ * is {"index": N} or the refusal. */
+static const char *lapi__submit_code(int status)
+{
+    switch (status) {
+    case BK_SUBMIT_ERR_REFUSED:
+        return "refused";
+    case BK_SUBMIT_ERR_FULL:
+        return "busy";
+    case BK_SUBMIT_ERR_RECORD:
+        return "bad_request";
+    case BK_SUBMIT_ERR_IO:
+        return "io_error";
+    default:
+        return "unavailable";
+    }
+}
+
+/* bk_ledger_submit's completion (loop thread): CTX is the LAPI_ADMIN job. */
+static void lapi__admin_done(void *ctx, int status, uint64_t index, const char *reason)
+{
+    struct lapi_job *job = ctx;
+    if (status == 0) {
+        char *p = malloc(48);
+        if (p) {
+            int n = snprintf(p, 48, "{\"index\": %" PRIu64 "}", index);
+            lapi__out(job, job->resp_topic, p, (size_t)n, job->corr, job->corr_len, job->qos);
+        }
+        LMQ_INFO("client %s: registry record appended at index %" PRIu64, job->client, index);
+    } else {
+        const char *why = reason && *reason ? reason : lapi__submit_code(status);
+        lapi__reply_err(job, lapi__submit_code(status), why);
+        LMQ_NOTICE("client %s: registry record refused: %s", job->client, why);
+    }
+    lapi__done(&job->w);
+}
+
+static uint8_t lapi__admin(struct lmq_ledger_api *a, struct lmq_broker *b,
+                           const struct lmq_ledger_api_req *r, uint64_t kind)
+{
+    struct ledger_record rec;
+    const char *bad = NULL;
+    if (ledger_record_decode(r->payload.ptr, r->payload.len, &rec) != 0)
+        bad = "the payload is not a ledger record";
+    else if (rec.kind != kind)
+        bad = "the record is not of the kind this topic takes (register: 3, revoke: 4, "
+              "rotate: 5)";
+    if (!a || bad) {
+        lapi__reply_now(b, r, a ? "bad_request" : "unavailable",
+                        a ? bad : "this node serves no ledger");
+        return 0;
+    }
+    if (a->n_requests >= LMQ_LEDGER_API_MAX_REQUESTS) {
+        LMQ_WARN("client %s: request on %.*s refused: %u requests pending", r->client_id,
+                 (int)r->topic.len, r->topic.ptr, a->n_requests);
+        return MQTT_RC_QUOTA_EXCEEDED;
+    }
+    struct lapi_job *job = lapi__job_new(a, LAPI_ADMIN);
+    if (!job || lapi__reply_to(job, r) < 0) {
+        if (job)
+            lapi__job_free(job);
+        return MQTT_RC_UNSPECIFIED;
+    }
+    a->n_requests++;
+    int rc =
+        bk_ledger_submit(b, r->payload.ptr, r->payload.len, r->client_id, lapi__admin_done, job);
+    if (rc < 0)
+        lapi__admin_done(job, rc, 0,
+                         rc == BK_SUBMIT_ERR_FULL     ? "the ingest queue is full: try again later"
+                         : rc == BK_SUBMIT_ERR_RECORD ? "not a registry record"
+                                                      : "the ledger is not available");
+    return 0;
+}
+
 uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
                                const struct lmq_ledger_api_req *r)
 {
-    enum lapi_kind kind;
+    enum lapi_kind kind = LAPI_PROOF;
+    uint64_t admin = 0;
     if (lapi__is(&r->topic, "$ledger/proof"))
         kind = LAPI_PROOF;
     else if (lapi__is(&r->topic, "$ledger/consistency"))
         kind = LAPI_CONSISTENCY;
+    else if (lapi__is(&r->topic, "$ledger/admin/register"))
+        admin = LEDGER_KIND_DEVICE_REGISTRATION;
+    else if (lapi__is(&r->topic, "$ledger/admin/revoke"))
+        admin = LEDGER_KIND_DEVICE_REVOCATION;
+    else if (lapi__is(&r->topic, "$ledger/admin/rotate"))
+        admin = LEDGER_KIND_KEY_ROTATION;
     else {
         LMQ_NOTICE("client %s: PUBLISH to %.*s refused: clients may not publish there",
                    r->client_id, (int)r->topic.len, r->topic.ptr);
@@ -817,6 +911,8 @@ uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
                    r->props->response_topic.ptr);
         return MQTT_RC_IMPL_SPECIFIC;
     }
+    if (admin)
+        return lapi__admin(a, b, r, admin);
     if (!a) {
         lapi__reply_now(b, r, "unavailable", "this node serves no ledger");
         return 0;

@@ -321,8 +321,7 @@ static int dev__submit_online(const struct cli_mqtt_opts *mo, const struct ledge
     int rc = cli_mqtt_connect(mo, &m);
     if (rc)
         return rc;
-    rc = cli_mqtt_request(m, topic[rec->kind - LEDGER_KIND_DEVICE_REGISTRATION], buf, len,
-                          &reply);
+    rc = cli_mqtt_request(m, topic[rec->kind - LEDGER_KIND_DEVICE_REGISTRATION], buf, len, &reply);
     cli_mqtt_close(m);
     if (rc)
         return rc;

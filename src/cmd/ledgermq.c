@@ -45,8 +45,9 @@ static const struct cli_command commands[] = {
      "[-o FILE] [CONN]",
      "fetch a receipt from a running broker ($ledger/proof), verify it, print or save it",
      cli_receipt},
-    {"watch", "--broker HOST:PORT --key VKEY [--key VKEY2 ... --quorum K] [--count N] [--idle S] "
-              "[CONN]",
+    {"watch",
+     "--broker HOST:PORT --key VKEY [--key VKEY2 ... --quorum K] [--count N] [--idle S] "
+     "[CONN]",
      "follow $ledger/checkpoint: verify each checkpoint and its consistency with the last",
      cli_watch},
     {"device keygen", "--out KEYFILE",
@@ -55,7 +56,8 @@ static const struct cli_command commands[] = {
      "--operator-key OPKEY (--pub PUBKEY | --key DEVKEY) --name NAME [--attr K=V ...] "
      "[--trust VKEY ...] [--operator-name N] [--time MS]",
      "sign and append a device registration (stopped node; or --broker HOST:PORT [CONN]: "
-     "through a running one)", cli_device_register},
+     "through a running one)",
+     cli_device_register},
     {"device revoke", "--operator-key OPKEY --id DEVICEID [--reason R] [--trust VKEY ...]",
      "sign and append a device revocation (stopped node; or through --broker)", cli_device_revoke},
     {"device rotate", "--operator-key OPKEY --id DEVICEID --pub NEWPUB [--trust VKEY ...]",
@@ -70,6 +72,12 @@ static const struct cli_command commands[] = {
      cli_operator_keygen},
     {"sign", "--key KEYFILE --seq N [--time MS] [--id DEVICEID]",
      "stdin payload -> stdout COSE_Sign1 device envelope", cli_sign},
+    {"token", "--key KEYFILE (--aud ORIGIN | -c CONFIG) [--ttl SECONDS] [--iat T] [--id DEVICEID] "
+              "[--hex]",
+     "a CWT device token (the MQTT password) to stdout; --ttl default 300", cli_token},
+    {"passwd", "--file FILE [--delete] USER",
+     "add or replace USER in a password file (password: one line of stdin; mode 0600)",
+     cli_passwd},
     {"verify-envelope", "--pub PUBKEY",
      "check a stdin envelope: exit 0 valid, 1 invalid (reason on stderr)", cli_verify_envelope},
 };
