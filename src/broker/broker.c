@@ -20,9 +20,13 @@
 #include "broker/msg.h"
 #include "broker/store.h"
 #include "broker/topictree.h"
+#include "identity/acl.h"
+#include "identity/authn.h"
+#include "identity/pwfile.h"
 #include "mqtt/codec.h"
 #include "mqtt/topic.h"
 #include "util/log.h"
+#include "util/workpool.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -31,6 +35,7 @@
 #define BK_HAVE_MALLINFO2 1
 #endif
 #include <math.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,7 +143,16 @@ struct bk_session {
 };
 
 /* BK_C_AUTH: an MQTT 5 CONNECT waits for enhanced authentication (AUTH). */
-enum bk_cstate { BK_C_NEW = 0, BK_C_CONNECTED = 1, BK_C_CLOSING = 2, BK_C_AUTH = 3 };
+/* BK_C_CHECK: the CONNECT is held while a credential check runs on the
+ * worker pool (input paused). */
+enum bk_cstate {
+    BK_C_NEW = 0,
+    BK_C_CONNECTED = 1,
+    BK_C_CLOSING = 2,
+    BK_C_AUTH = 3,
+    BK_C_CHECK = 4,
+};
+struct bk_authjob;
 
 /* The MQTT 5 state of a client that most connections never use (topic
  * aliases, enhanced authentication, will delay/expiry): kept out of line
@@ -147,6 +161,8 @@ enum bk_cstate { BK_C_NEW = 0, BK_C_CONNECTED = 1, BK_C_CLOSING = 2, BK_C_AUTH =
 struct bk_client_x {
     char **alias_in;                    /* MQTT 5 inbound topic aliases, or NULL */
     const struct lmq_auth_method *auth; /* enhanced authentication method, or NULL */
+    char *principal;                    /* authenticated user name or device id, or NULL */
+    struct bk_authjob *job;             /* credential check in flight (BK_C_CHECK) */
     void *auth_state;                   /* the method's */
     uint8_t *pending;                   /* the CONNECT waiting for BK_C_AUTH to end */
     char **alias_out;                   /* outbound aliases 1..alias_out_max, or NULL */
@@ -181,7 +197,9 @@ struct lmq_client {
                                            congested session */
     bool anonymous_ok;                  /* its listener's allow_anonymous */
     bool expiry0;                       /* v5 CONNECT had session expiry 0 */
-    bool authed;                        /* enhanced authentication succeeded */
+    bool authed;                        /* authentication done (CONNECT may proceed) */
+    uint8_t pkind;                      /* enum bk_principal_kind of x->principal */
+    uint8_t auth_methods;               /* its listener's LMQ_AUTH_M_* */
     char peer[39];                      /* "a.b.c.d:port" or "[v6]:port" (may be cut) */
 };
 
@@ -232,11 +250,21 @@ struct lmq_broker {
     bool resume_pending;
     struct lmq_client *paused;
     struct lmq_broker_services svc;     /* ledger, registry, worker pool */
+    /* Authentication and access control (see "authentication" below). */
+    struct acl *acl;                    /* acl_file's rules, or NULL: all allowed */
+    struct bk_pwref *pw;                /* password_file, or NULL */
+    struct authn_replay *replay;        /* accepted tokens until their exp */
+    uint64_t started_unix;              /* tokens issued before are refused */
+    uint32_t auth_pending;              /* credential checks in flight */
+    uint64_t auth_refused;              /* CONNECTs refused by authentication */
+    uint64_t acl_denied;                /* PUBLISH/SUBSCRIBE denied by the ACL */
     struct lmq_ledger_api *lapi;        /* the $ledger/ topics, NULL without a ledger */
     struct bk_lp *lp;                   /* ledgered topics (ledger_pipe.c), NULL without */
 };
 
 static void bk__close(struct lmq_client *c);
+static bool bk__acl_read_ok(const struct lmq_broker *b, const struct bk_session *s,
+                            const struct lmq_msg *m);
 static void bk__pump(struct lmq_broker *b, struct bk_session *s);
 static void bk__decongest(struct lmq_broker *b, struct bk_session *s);
 
@@ -1004,6 +1032,8 @@ static void bk__deliver(struct lmq_broker *b, struct bk_session *s, struct lmq_m
     bool online = c && c->state == BK_C_CONNECTED;
     if (m->expiry_at && bk__msg_expired(m, bk__unix()))
         return;
+    if (!bk__acl_read_ok(b, s, m))
+        return;
     if (online && bk__too_big(s, m, qos)) {
         bk__drop_too_big(b, s, m);
         return;
@@ -1439,6 +1469,577 @@ static void bk__resume(struct lmq_broker *b, struct bk_session *s)
     bk__pump(b, s);
 }
 
+/* ------------------------------------------------------------------ */
+/* authentication and access control (docs/BROKER.md "Authentication",
+ * "Access control").
+ *
+ * A CONNECT whose credentials take real work to check (Ed25519, a
+ * password hash, a registry read) is held: the client goes to
+ * BK_C_CHECK with its input paused, the check runs as a job on the
+ * worker pool, and the job's DONE (loop thread) either refuses the client
+ * or handles the kept CONNECT again, now authenticated. A client that
+ * goes away meanwhile leaves its job orphaned (job->c = NULL); DONE then
+ * only frees it. */
+
+/* The loaded password file, shared with the jobs verifying against it:
+ * reference counted on the loop thread, so a reload never frees it under
+ * a running job. */
+struct bk_pwref {
+    struct pwfile *pw;
+    uint32_t refs;
+};
+
+enum bk_aj_kind { BK_AJ_TOKEN = 0, BK_AJ_PASSWORD = 1, BK_AJ_CERT = 2, BK_AJ_ENHANCED = 3 };
+
+static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t len);
+
+static const char *const bk__aj_method[] = {"token", "password", "certificate", "enhanced"};
+
+#define BK_PRINCIPAL_MAX (PWFILE_USER_MAX + 1)
+
+struct bk_authjob {
+    struct lmq_work w;              /* first: the pool hands back &w */
+    struct lmq_broker *b;
+    struct lmq_client *c;           /* NULL once the client is gone */
+    uint8_t kind;                   /* enum bk_aj_kind */
+    bool inline_run;                /* no pool: ran inside bk__handle_connect */
+    uint8_t *connect;               /* the held CONNECT packet */
+    size_t connect_len;
+    uint8_t *secret;                /* token or password (wiped before free) */
+    size_t secret_len;
+    char *user;                     /* password: the username */
+    struct bk_pwref *pw;            /* password: the file it is checked against */
+    const struct lmq_auth_method *am; /* enhanced: the method and its state */
+    void *am_state;
+    struct authn_token_opts topts;
+    uint8_t pk[32];                 /* certificate: the client's key */
+    /* Results (worker thread). */
+    int rc;                         /* 0 or an AUTHN_ERR_* / CWT / COSE / PWFILE error */
+    const char *why;
+    char principal[BK_PRINCIPAL_MAX];
+    uint8_t replay_key[AUTHN_REPLAY_KEY_LEN];
+    int64_t exp;
+};
+
+const char *bk_client_identity(const struct lmq_client *c, enum bk_principal_kind *kind)
+{
+    const char *p = c->x ? c->x->principal : NULL;
+    if (kind)
+        *kind = p ? (enum bk_principal_kind)c->pkind : BK_PRINCIPAL_ANONYMOUS;
+    return p;
+}
+
+static void bk__pw_unref(struct bk_pwref *r)
+{
+    if (r && --r->refs == 0) {
+        pwfile_free(r->pw);
+        free(r);
+    }
+}
+
+/* One log line per refused CONNECT (client, peer, method, reason; never
+ * the secret), counted for $SYS; then CONNACK V4 / V5 and close. */
+static int bk__auth_refuse(struct lmq_client *c, const char *cid, size_t cidlen,
+                           const char *method, const char *why, uint8_t v4, uint8_t v5)
+{
+    c->b->auth_refused++;
+    LMQ_NOTICE("client %.*s from %s: authentication refused (method %s): %s; CONNACK 0x%02x",
+               (int)(cidlen > 128 ? 128 : cidlen), cid ? cid : "", c->peer, method, why,
+               c->proto == MQTT_V5 ? v5 : v4);
+    return bk__refuse(c, v4, v5);
+}
+
+/* ACCESS to TOPIC (NUL-terminated) for C under the ACL in force. */
+static bool bk__acl_ok(const struct lmq_client *c, const char *topic, int access)
+{
+    const struct acl *acl = c->b->acl;
+    if (!acl)
+        return true;
+    enum bk_principal_kind k;
+    const char *who = bk_client_identity(c, &k);
+    return acl_check(acl, k == BK_PRINCIPAL_USER ? who : NULL, c->sess ? c->sess->id : NULL,
+                     k == BK_PRINCIPAL_DEVICE ? who : NULL, topic, access) == 0;
+}
+
+int bk_acl_check_publish(struct lmq_client *c, const char *topic, size_t len)
+{
+    struct lmq_broker *b = c->b;
+    if (!b->acl)
+        return 0;
+    char small[256];
+    char *t = len < sizeof small ? small : malloc(len + 1);
+    if (!t)
+        return -1;
+    memcpy(t, topic, len);
+    t[len] = '\0';
+    bool ok = bk__acl_ok(c, t, ACL_WRITE);
+    if (t != small)
+        free(t);
+    if (ok)
+        return 0;
+    b->acl_denied++;
+    enum bk_principal_kind k;
+    const char *who = bk_client_identity(c, &k);
+    LMQ_NOTICE("client %s (%s): PUBLISH to '%.*s' denied by the ACL", bk__name(c),
+               who ? who : "anonymous", (int)(len > 256 ? 256 : len), topic);
+    return -1;
+}
+
+/* SUBSCRIBE to FILTER[0:LEN] ("$share/group/" prefix stripped here). */
+static bool bk__acl_sub_ok(struct lmq_client *c, const char *filter, size_t len)
+{
+    struct lmq_broker *b = c->b;
+    if (!b->acl)
+        return true;
+    if (len >= 7 && memcmp(filter, "$share/", 7) == 0) {
+        const char *g = memchr(filter + 7, '/', len - 7);
+        if (g) {
+            len -= (size_t)(g + 1 - filter);
+            filter = g + 1;
+        }
+    }
+    char small[256];
+    char *t = len < sizeof small ? small : malloc(len + 1);
+    if (!t)
+        return false;
+    memcpy(t, filter, len);
+    t[len] = '\0';
+    bool ok = bk__acl_ok(c, t, ACL_SUBSCRIBE);
+    if (t != small)
+        free(t);
+    if (!ok) {
+        b->acl_denied++;
+        enum bk_principal_kind k;
+        const char *who = bk_client_identity(c, &k);
+        LMQ_NOTICE("client %s (%s): SUBSCRIBE to '%.*s' denied by the ACL", bk__name(c),
+                   who ? who : "anonymous", (int)(len > 256 ? 256 : len), filter);
+    }
+    return ok;
+}
+
+/* Read access for delivering M to S's online client (subscriptions were
+ * checked when made; this also catches rules changed by a reload and
+ * deny rules that cover part of a filter). Offline sessions are checked
+ * when the message was matched against their subscription only. */
+static bool bk__acl_read_ok(const struct lmq_broker *b, const struct bk_session *s,
+                            const struct lmq_msg *m)
+{
+    if (!b->acl || !s->client)
+        return true;
+    return bk__acl_ok(s->client, m->topic, ACL_READ);
+}
+
+static void bk__aj_work(struct lmq_work *w)
+{
+    struct bk_authjob *j = (struct bk_authjob *)w;
+    struct lmq_broker *b = j->b;
+    char id[DEVICE_ID_LEN + 1];
+    j->why = NULL;
+    switch (j->kind) {
+    case BK_AJ_TOKEN:
+        j->rc = authn_token(b->svc.registry, j->secret, j->secret_len, &j->topts, id,
+                            j->replay_key, &j->exp);
+        if (j->rc == 0)
+            memcpy(j->principal, id, sizeof id);
+        break;
+    case BK_AJ_PASSWORD:
+        j->rc = pwfile_verify(j->pw->pw, j->user, (const char *)j->secret, j->secret_len);
+        if (j->rc == 0)
+            snprintf(j->principal, sizeof j->principal, "%s", j->user);
+        else
+            j->why = j->rc == PWFILE_ERR_NO_USER ? "unknown user" : "wrong password";
+        break;
+    case BK_AJ_CERT:
+        j->rc = authn_device_key(b->svc.registry, j->pk, id);
+        if (j->rc == 0)
+            memcpy(j->principal, id, sizeof id);
+        break;
+    case BK_AJ_ENHANCED: {
+        struct lmq_auth_env env = {b->svc.registry, b->cfg->ledger_origin};
+        int r = j->am->verify(j->am_state, &env, j->principal, sizeof j->principal, &j->why);
+        j->rc = r == LMQ_AUTH_SUCCESS ? 0 : -1;
+        break;
+    }
+    }
+    if (j->rc != 0 && !j->why)
+        j->why = authn_strerror(j->rc);
+}
+
+static void bk__aj_free(struct bk_authjob *j)
+{
+    if (j->secret) {
+        sodium_memzero(j->secret, j->secret_len);
+        free(j->secret);
+    }
+    free(j->user);
+    free(j->connect);
+    bk__pw_unref(j->pw);
+    free(j);
+}
+
+/* The check's verdict on the loop thread: refuse, or handle the CONNECT
+ * again as authenticated. Returns what bk__handle_connect returns (or -1
+ * when refused). */
+static int bk__aj_finish(struct bk_authjob *j)
+{
+    struct lmq_broker *b = j->b;
+    struct lmq_client *c = j->c;
+    const char *method = j->kind == BK_AJ_ENHANCED ? j->am->name : bk__aj_method[j->kind];
+    struct mqtt_connect ct;
+    /* The client id, for the log line (the packet decoded before). */
+    const char *cid = "";
+    size_t cidlen = 0;
+    if (mqtt_decode_connect(j->connect, j->connect_len, &ct) == 0) {
+        cid = ct.client_id.ptr;
+        cidlen = ct.client_id.len;
+    }
+    c->x->job = NULL;
+    if (j->kind == BK_AJ_ENHANCED) {
+        c->x->auth_state = j->am_state;
+        j->am_state = NULL;
+    }
+    enum bk_principal_kind kind = j->kind == BK_AJ_PASSWORD ? BK_PRINCIPAL_USER
+                                                            : BK_PRINCIPAL_DEVICE;
+    if (j->rc == 0 && j->kind == BK_AJ_TOKEN) {
+        /* Replay: on the loop thread, so two connections racing with one
+         * token cannot both pass. Remembered until exp + skew (when the
+         * token stops being accepted anyway). */
+        int r = authn_replay_add(b->replay, j->replay_key, j->exp + j->topts.skew, j->topts.now);
+        if (r == AUTHN_ERR_REPLAY_FULL || r == AUTHN_ERR_NOMEM)
+            return bk__auth_refuse(c, cid, cidlen, method, authn_strerror(r),
+                                   MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_BUSY);
+        if (r != 0)
+            return bk__auth_refuse(c, cid, cidlen, method, authn_strerror(r),
+                                   MQTT_CONNACK_BAD_USER_OR_PASSWORD,
+                                   MQTT_RC_BAD_USER_OR_PASSWORD);
+    }
+    if (j->rc != 0) {
+        uint8_t v4 = MQTT_CONNACK_BAD_USER_OR_PASSWORD, v5 = MQTT_RC_BAD_USER_OR_PASSWORD;
+        if (j->rc == AUTHN_ERR_NO_REGISTRY || j->rc == AUTHN_ERR_REGISTRY ||
+            j->rc == AUTHN_ERR_NOMEM) {
+            v4 = MQTT_CONNACK_SERVER_UNAVAILABLE;
+            v5 = MQTT_RC_SERVER_UNAVAILABLE;
+        } else if (j->kind == BK_AJ_CERT && j->rc == AUTHN_ERR_UNKNOWN_DEVICE &&
+                   c->anonymous_ok) {
+            /* A certificate that is not a device's: an anonymous client
+             * where anonymous clients are allowed. */
+            kind = BK_PRINCIPAL_ANONYMOUS;
+        } else if (j->rc == AUTHN_ERR_REVOKED || j->kind == BK_AJ_CERT ||
+                   j->kind == BK_AJ_ENHANCED) {
+            v4 = MQTT_CONNACK_NOT_AUTHORIZED;
+            v5 = MQTT_RC_NOT_AUTHORIZED;
+        }
+        if (kind != BK_PRINCIPAL_ANONYMOUS)
+            return bk__auth_refuse(c, cid, cidlen, method, j->why, v4, v5);
+    }
+    if (kind != BK_PRINCIPAL_ANONYMOUS) {
+        char *p = strdup(j->principal);
+        if (!p)
+            return bk__auth_refuse(c, cid, cidlen, method, "out of memory",
+                                   MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
+        free(c->x->principal);
+        c->x->principal = p;
+        c->pkind = (uint8_t)kind;
+        LMQ_INFO("client %.*s from %s: authenticated as %s %s (%s)", (int)cidlen, cid, c->peer,
+                 kind == BK_PRINCIPAL_USER ? "user" : "device", p, method);
+    }
+    c->authed = true;
+    c->state = BK_C_NEW;
+    int rc = bk__handle_connect(c, j->connect, j->connect_len);
+    if (rc == 0 && !j->inline_run && c->state == BK_C_CONNECTED && b->tr.resume)
+        b->tr.resume(c->tctx);
+    return rc;
+}
+
+static void bk__aj_done(struct lmq_work *w)
+{
+    struct bk_authjob *j = (struct bk_authjob *)w;
+    struct lmq_client *c = j->c;
+    j->b->auth_pending--;
+    if (c && c->x)
+        c->x->job = NULL;
+    if (c && !c->lost && c->state == BK_C_CHECK)
+        bk__aj_finish(j);
+    if (j->am_state)
+        j->am->done(j->am_state);
+    bk__aj_free(j);
+}
+
+/* A job for C holding the CONNECT PKT[0:LEN]; NULL (and a refusal sent)
+ * when over max_auth_pending or out of memory. */
+static struct bk_authjob *bk__aj_new(struct lmq_client *c, uint8_t kind, const uint8_t *pkt,
+                                     size_t len)
+{
+    struct lmq_broker *b = c->b;
+    if (b->auth_pending >= b->cfg->max_auth_pending) {
+        bk__auth_refuse(c, "", 0, bk__aj_method[kind],
+                        "max_auth_pending credential checks already waiting",
+                        MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_BUSY);
+        return NULL;
+    }
+    struct bk_authjob *j = calloc(1, sizeof *j);
+    if (j && pkt && (j->connect = malloc(len)) != NULL) {
+        memcpy(j->connect, pkt, len);
+        j->connect_len = len;
+    }
+    if (!j || !bk__x(c) || (pkt && !j->connect)) {
+        if (j)
+            bk__aj_free(j);
+        bk__auth_refuse(c, "", 0, bk__aj_method[kind], "out of memory",
+                        MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
+        return NULL;
+    }
+    j->b = b;
+    j->c = c;
+    j->kind = kind;
+    j->w.work = bk__aj_work;
+    j->w.done = bk__aj_done;
+    return j;
+}
+
+/* Runs J: on the pool (C held in BK_C_CHECK, input paused; returns 0) or,
+ * without a pool (unit tests), at once (returns bk__aj_finish's result). */
+static int bk__aj_submit(struct bk_authjob *j)
+{
+    struct lmq_broker *b = j->b;
+    struct lmq_client *c = j->c;
+    c->state = BK_C_CHECK;
+    c->x->job = j;
+    b->auth_pending++;
+    if (b->svc.pool) {
+        if (b->tr.pause)
+            b->tr.pause(c->tctx);
+        lmq_workpool_submit(b->svc.pool, &j->w);
+        return 0;
+    }
+    j->inline_run = true;
+    bk__aj_work(&j->w);
+    b->auth_pending--;
+    int rc = bk__aj_finish(j);
+    if (j->am_state)
+        j->am->done(j->am_state);
+    bk__aj_free(j);
+    return rc;
+}
+
+/* A password that is a CBOR-tagged COSE_Sign1 (tag 18, or CWT tag 61):
+ * a device token. */
+static bool bk__is_token(const struct mqtt_bin *pw)
+{
+    const uint8_t *p = (const uint8_t *)pw->ptr;
+    return pw->len > 2 && (p[0] == 0xD2 || (p[0] == 0xD8 && p[1] == 61));
+}
+
+/* Authentication of a plain CONNECT (no enhanced method): picks the
+ * method from the credentials and the listener's `auth` list. Returns 0
+ * to go on (anonymous, where allowed), 1 when the CONNECT is held for a
+ * check, -1 when refused; without a pool the check runs at once and its
+ * result is returned (0 connected / -1). */
+static int bk__authn_begin(struct lmq_client *c, const struct mqtt_connect *ct,
+                           const uint8_t *pkt, size_t len)
+{
+    struct lmq_broker *b = c->b;
+    const char *cid = ct->client_id.ptr;
+    size_t cidlen = ct->client_id.len;
+    uint8_t m = c->auth_methods;
+    bool has_pw = ct->password.ptr != NULL, has_user = ct->username.ptr != NULL;
+    struct bk_authjob *j;
+    if (has_pw && (m & LMQ_AUTH_M_TOKEN) && bk__is_token(&ct->password)) {
+        if (has_user && (ct->username.len != DEVICE_ID_LEN ||
+                         !device_id_valid(ct->username.ptr, ct->username.len)))
+            return bk__auth_refuse(c, cid, cidlen, "token",
+                                   "user name given with a token is not a device id",
+                                   MQTT_CONNACK_BAD_USER_OR_PASSWORD,
+                                   MQTT_RC_BAD_USER_OR_PASSWORD);
+        if (!(j = bk__aj_new(c, BK_AJ_TOKEN, pkt, len)))
+            return -1;
+        j->secret = malloc(ct->password.len);
+        if (!j->secret) {
+            bk__aj_free(j);
+            return bk__auth_refuse(c, cid, cidlen, "token", "out of memory",
+                                   MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
+        }
+        memcpy(j->secret, ct->password.ptr, ct->password.len);
+        j->secret_len = ct->password.len;
+        j->topts.audience = b->cfg->ledger_origin;
+        j->topts.now = (int64_t)bk__unix();
+        j->topts.skew = b->cfg->token_clock_skew;
+        j->topts.max_lifetime = b->cfg->token_max_lifetime;
+        j->topts.issued_after = (int64_t)b->started_unix;
+        int rc = bk__aj_submit(j);
+        return b->svc.pool ? 1 : rc;
+    }
+    if (has_pw || has_user) {
+        if (!(m & LMQ_AUTH_M_PASSWORD) || !b->pw) {
+            if (c->anonymous_ok) {
+                /* Mosquitto without a password file: credentials are
+                 * not checked; the client is anonymous (its user name
+                 * grants nothing in the ACL). */
+                LMQ_DEBUG("client %.*s from %s: user name/password not checked (%s); anonymous",
+                          (int)cidlen, cid, c->peer,
+                          b->pw ? "password not accepted on this listener" : "no password_file");
+                return 0;
+            }
+            return bk__auth_refuse(c, cid, cidlen, "password",
+                                   b->pw ? "password authentication not accepted on this "
+                                           "listener"
+                                         : "no password_file",
+                                   MQTT_CONNACK_BAD_USER_OR_PASSWORD,
+                                   MQTT_RC_BAD_USER_OR_PASSWORD);
+        }
+        if (!has_user || !has_pw || ct->username.len == 0 ||
+            ct->username.len > PWFILE_USER_MAX)
+            return bk__auth_refuse(c, cid, cidlen, "password",
+                                   has_user ? "no password" : "password without a user name",
+                                   MQTT_CONNACK_BAD_USER_OR_PASSWORD,
+                                   MQTT_RC_BAD_USER_OR_PASSWORD);
+        if (!(j = bk__aj_new(c, BK_AJ_PASSWORD, pkt, len)))
+            return -1;
+        j->user = malloc(ct->username.len + 1);
+        j->secret = malloc(ct->password.len ? ct->password.len : 1);
+        if (!j->user || !j->secret) {
+            bk__aj_free(j);
+            return bk__auth_refuse(c, cid, cidlen, "password", "out of memory",
+                                   MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
+        }
+        memcpy(j->user, ct->username.ptr, ct->username.len);
+        j->user[ct->username.len] = '\0';
+        if (ct->password.len)
+            memcpy(j->secret, ct->password.ptr, ct->password.len);
+        j->secret_len = ct->password.len;
+        j->pw = b->pw;
+        b->pw->refs++;
+        int rc = bk__aj_submit(j);
+        return b->svc.pool ? 1 : rc;
+    }
+    if ((m & LMQ_AUTH_M_CERT) && b->tr.peer_ed25519) {
+        uint8_t pk[32];
+        int k = b->tr.peer_ed25519(c->tctx, pk);
+        if (k == 0) {
+            if (!(j = bk__aj_new(c, BK_AJ_CERT, pkt, len)))
+                return -1;
+            memcpy(j->pk, pk, 32);
+            int rc = bk__aj_submit(j);
+            return b->svc.pool ? 1 : rc;
+        }
+        if (k > 0 && !c->anonymous_ok)
+            return bk__auth_refuse(c, cid, cidlen, "certificate",
+                                   "client certificate key is not Ed25519 (no device key)",
+                                   MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
+    }
+    if (!c->anonymous_ok)
+        return bk__auth_refuse(c, cid, cidlen, "anonymous",
+                               "no credentials and allow_anonymous is false",
+                               MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
+    return 0;
+}
+
+/* An enhanced method said LMQ_AUTH_VERIFY: its verify runs on the pool
+ * with the CONNECT PKT[0:LEN] held. Same returns as bk__authn_begin. */
+static int bk__authn_enhanced(struct lmq_client *c, const uint8_t *pkt, size_t len)
+{
+    struct lmq_broker *b = c->b;
+    struct bk_client_x *x = c->x;
+    struct bk_authjob *j = bk__aj_new(c, BK_AJ_ENHANCED, pkt, len);
+    if (!j)
+        return -1;
+    j->am = x->auth;
+    j->am_state = x->auth_state;
+    x->auth_state = NULL;
+    int rc = bk__aj_submit(j);
+    return b->svc.pool ? 1 : rc;
+}
+
+/* Loads password_file and acl_file at start. */
+static int bk__authn_init(struct lmq_broker *b, char *err, size_t errlen)
+{
+    const struct lmq_config *cfg = b->cfg;
+    b->started_unix = bk__unix();
+    b->replay = authn_replay_new(cfg->token_replay_max);
+    if (!b->replay) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (cfg->password_file[0]) {
+        struct pwfile *pw;
+        if (pwfile_load(cfg->password_file, &pw, err, errlen) != 0)
+            return -1;
+        b->pw = calloc(1, sizeof *b->pw);
+        if (!b->pw) {
+            pwfile_free(pw);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        b->pw->pw = pw;
+        b->pw->refs = 1;
+        LMQ_INFO("password file %s: %zu users", cfg->password_file, pwfile_count(pw));
+    }
+    if (cfg->acl_file[0]) {
+        if (acl_load(cfg->acl_file, &b->acl, err, errlen) != 0)
+            return -1;
+        LMQ_INFO("ACL file %s: %zu rules", cfg->acl_file, acl_rule_count(b->acl));
+    }
+    return 0;
+}
+
+static void bk__authn_free(struct lmq_broker *b)
+{
+    authn_replay_free(b->replay);
+    b->replay = NULL;
+    bk__pw_unref(b->pw);
+    b->pw = NULL;
+    acl_free(b->acl);
+    b->acl = NULL;
+}
+
+/* The client goes: its job (if any) is orphaned, its principal freed. */
+static void bk__authn_client_free(struct lmq_client *c)
+{
+    if (!c->x)
+        return;
+    if (c->x->job)
+        c->x->job->c = NULL;
+    free(c->x->principal);
+    c->x->principal = NULL;
+}
+
+void lmq_broker_reload(struct lmq_broker *b)
+{
+    const struct lmq_config *cfg = b->cfg;
+    char err[PATH_MAX + 256];
+    LMQ_NOTICE("SIGHUP: reloading (%s)", cfg->source);
+    if (cfg->password_file[0]) {
+        struct pwfile *pw;
+        struct bk_pwref *r = NULL;
+        if (pwfile_load(cfg->password_file, &pw, err, sizeof err) != 0) {
+            LMQ_ERROR("SIGHUP: %s; keeping the password file in force (%zu users)", err,
+                      b->pw ? pwfile_count(b->pw->pw) : (size_t)0);
+        } else if (!(r = calloc(1, sizeof *r))) {
+            pwfile_free(pw);
+            LMQ_ERROR("SIGHUP: out of memory; keeping the password file in force");
+        } else {
+            r->pw = pw;
+            r->refs = 1;
+            LMQ_NOTICE("SIGHUP: password file %s: %zu users (was %zu)", cfg->password_file,
+                       pwfile_count(pw), b->pw ? pwfile_count(b->pw->pw) : (size_t)0);
+            bk__pw_unref(b->pw);
+            b->pw = r;
+        }
+    }
+    if (cfg->acl_file[0]) {
+        struct acl *acl;
+        if (acl_load(cfg->acl_file, &acl, err, sizeof err) != 0) {
+            LMQ_ERROR("SIGHUP: %s; keeping the ACL in force (%zu rules)", err,
+                      b->acl ? acl_rule_count(b->acl) : (size_t)0);
+        } else {
+            LMQ_NOTICE("SIGHUP: ACL file %s: %zu rules (was %zu)", cfg->acl_file,
+                       acl_rule_count(acl), b->acl ? acl_rule_count(b->acl) : (size_t)0);
+            acl_free(b->acl);
+            b->acl = acl;
+        }
+    }
+}
+
 static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t len)
 {
     struct lmq_broker *b = c->b;
@@ -1467,10 +2068,15 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
         /* Enhanced authentication (auth.h): the method's first step. */
         const struct lmq_auth_method *am =
             lmq_auth_find(ct.props.auth_method.ptr, ct.props.auth_method.len);
+        if (am && am->verify && !(c->auth_methods & LMQ_AUTH_M_ED25519))
+            am = NULL; /* not accepted on this listener (`auth`) */
         if (!am) {
-            LMQ_WARN("client %s: authentication method '%.*s' not supported; refused", c->peer,
-                     (int)ct.props.auth_method.len, ct.props.auth_method.ptr);
-            return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD);
+            char why[160];
+            snprintf(why, sizeof why, "method '%.*s' not supported on this listener",
+                     (int)(ct.props.auth_method.len > 64 ? 64 : ct.props.auth_method.len),
+                     ct.props.auth_method.ptr);
+            return bk__auth_refuse(c, ct.client_id.ptr, ct.client_id.len, "enhanced", why,
+                                   MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD);
         }
         struct bk_client_x *x = bk__x(c);
         if (!x)
@@ -1491,10 +2097,12 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
             bk__send_auth(c, MQTT_RC_CONTINUE_AUTH, out, on);
             return 0;
         }
-        if (r != LMQ_AUTH_SUCCESS) {
-            LMQ_WARN("client %s: authentication (%s) failed; refused", c->peer, am->name);
-            return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
-        }
+        if (r == LMQ_AUTH_VERIFY)
+            return bk__authn_enhanced(c, pkt, len) < 0 ? -1 : 0;
+        if (r != LMQ_AUTH_SUCCESS)
+            return bk__auth_refuse(c, ct.client_id.ptr, ct.client_id.len, am->name,
+                                   "authentication failed", MQTT_CONNACK_NOT_AUTHORIZED,
+                                   MQTT_RC_NOT_AUTHORIZED);
         c->authed = true;
     }
 
@@ -1522,13 +2130,14 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
                  c->peer, idlen, b->cfg->max_client_id_length);
         return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_INVALID);
     }
-    /* Authentication comes with the identity module; until then a listener
-     * without allow_anonymous accepts nobody (nobody can be verified). */
-    if (!c->anonymous_ok && !c->authed) {
-        LMQ_WARN("client %.*s from %s: not authorized (allow_anonymous false, no "
-                 "authentication configured); refused",
-                 (int)idlen, id, c->peer);
-        return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
+    /* Authentication (token, password, certificate, anonymous): may hold
+     * the CONNECT for a check on the worker pool. */
+    if (!c->authed) {
+        int r = bk__authn_begin(c, &ct, pkt, len);
+        if (r < 0)
+            return -1;
+        if (r > 0 || c->state != BK_C_NEW)
+            return 0;
     }
     if (bk__parse_will(c, &ct) < 0)
         return -1;
@@ -1813,6 +2422,28 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
                         MQTT_RC_PAYLOAD_FORMAT_INVALID);
         return 0;
     }
+    /* ACL (write): MQTT 5 gets PUBACK/PUBREC 0x87 with a reason string;
+     * 3.1.1 has no negative ack, so, as Mosquitto does, the message is
+     * acknowledged as usual (QoS 0: nothing) and dropped [MQTT-3.3.5-2]. */
+    bool denied = bk_acl_check_publish(c, p.topic.ptr, p.topic.len) < 0;
+    if (denied && v5) {
+        if (p.qos) {
+            static const char why[] = "not authorized by the ACL";
+            struct mqtt_ack a;
+            memset(&a, 0, sizeof a);
+            a.type = p.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC;
+            a.packet_id = p.packet_id;
+            a.reason = MQTT_RC_NOT_AUTHORIZED;
+            a.props.present = MQTT_PROP_BIT(MQTT_PROP_REASON_STRING);
+            a.props.reason_string.ptr = why;
+            a.props.reason_string.len = sizeof why - 1;
+            uint8_t buf[64];
+            int n = mqtt_encode_ack(buf, sizeof buf, MQTT_V5, &a);
+            if (n > 0)
+                bk__out(c, buf, (size_t)n);
+        }
+        return 0;
+    }
     if (b->lp && bk_lp_ledgered(b->lp, p.topic.ptr, p.topic.len)) {
         /* A ledgered topic: the pipeline acknowledges and routes it after
          * its batch is committed (ledger_pipe.h). */
@@ -1852,6 +2483,14 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
                 bk__st_check(b, lmq_store_qos2_in_put(st, s->id, s->id_len, p.packet_id),
                              "put incoming QoS 2 id");
         }
+    }
+    if (denied) {
+        /* 3.1.1: acknowledged, not routed. */
+        if (p.qos == 1)
+            bk__send_ack(c, MQTT_PUBACK, p.packet_id);
+        else if (p.qos == 2)
+            bk__send_ack(c, MQTT_PUBREC, p.packet_id);
+        return 0;
     }
     if (p.topic.len >= 8 && memcmp(p.topic.ptr, LMQ_LEDGER_TOPIC_PREFIX, 8) == 0)
         return bk__ledger_publish(c, &p);
@@ -2098,6 +2737,10 @@ static int bk__handle_subscribe(struct lmq_client *c, const uint8_t *pkt, size_t
                        "client's $ledger/receipts topic",
                        s->id, (int)e.filter.len, e.filter.ptr);
             code = v5 ? MQTT_RC_NOT_AUTHORIZED : MQTT_RC_UNSPECIFIED;
+        } else if (!bk__acl_sub_ok(c, e.filter.ptr, e.filter.len)) {
+            /* Denied by the ACL: 3.1.1 0x80 (failure), MQTT 5 0x87. */
+            if (v5)
+                code = MQTT_RC_NOT_AUTHORIZED;
         } else if (!existed && s->nsubs >= b->cfg->max_subscriptions_per_client) {
             LMQ_WARN("client %s: SUBSCRIBE to '%.*s' refused: max_subscriptions_per_client "
                      "(%u) reached",
@@ -2231,9 +2874,24 @@ static int bk__handle_auth(struct lmq_client *c, const uint8_t *pkt, size_t len)
         bk__send_auth(c, MQTT_RC_CONTINUE_AUTH, out, on);
         return 0;
     }
+    if (r == LMQ_AUTH_VERIFY) {
+        /* The kept CONNECT goes with the check. */
+        uint8_t *connect = x->pending;
+        x->pending = NULL;
+        rc = bk__authn_enhanced(c, connect, x->pending_len);
+        free(connect);
+        return rc < 0 ? -1 : 0;
+    }
     if (r != LMQ_AUTH_SUCCESS) {
-        LMQ_WARN("client %s: authentication (%s) failed; refused", c->peer, name);
-        return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
+        struct mqtt_connect ct;
+        const char *cid = "";
+        size_t cidlen = 0;
+        if (mqtt_decode_connect(x->pending, x->pending_len, &ct) == 0) {
+            cid = ct.client_id.ptr;
+            cidlen = ct.client_id.len;
+        }
+        return bk__auth_refuse(c, cid, cidlen, name, "authentication failed",
+                               MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
     }
     c->authed = true;
     c->state = BK_C_NEW;
@@ -2416,6 +3074,7 @@ struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx,
     c->b = b;
     c->tctx = tctx;
     c->anonymous_ok = !lc || lc->allow_anonymous;
+    c->auth_methods = lc ? lc->auth_methods : LMQ_AUTH_M_ALL;
     c->proto = MQTT_V311;
     c->created = c->last_rx = (uint32_t)b->now;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
@@ -2436,6 +3095,8 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
     *consumed = 0;
     if (c->state == BK_C_CLOSING)
         return -1;
+    if (c->state == BK_C_CHECK)
+        return 0; /* CONNECT held for a credential check: keep the bytes */
     b->st.bytes_in += len;
     for (;;) {
         struct mqtt_frame f;
@@ -2487,7 +3148,7 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
             return -1;
         }
         off += f.total_len;
-        if (off == len || c->paused)
+        if (off == len || c->paused || c->state == BK_C_CHECK)
             break;
     }
     *consumed = off;
@@ -2534,6 +3195,7 @@ void lmq_broker_client_free(struct lmq_client *c)
         c->next->prev = c->prev;
     b->n_clients--;
     lmq_outq_free(&c->out);
+    bk__authn_client_free(c);
     free(c->x);
     free(c);
 }
@@ -2681,6 +3343,8 @@ static void bk__sys(struct lmq_broker *b, uint64_t dt)
     bk__sys_pub(b, "$SYS/broker/bytes/sent", "%" PRIu64, b->st.bytes_out);
     bk__sys_pub(b, "$SYS/broker/retained messages/count", "%zu",
                 lmq_tree_retained_count(b->tree));
+    bk__sys_pub(b, "$SYS/broker/auth/refused", "%" PRIu64, b->auth_refused);
+    bk__sys_pub(b, "$SYS/broker/acl/denied", "%" PRIu64, b->acl_denied);
 #ifdef BK_HAVE_MALLINFO2
     /* glibc's count of bytes in use (all threads' arenas); 0 when another
      * allocator (a sanitizer's) serves malloc: then not published. */
@@ -2817,13 +3481,6 @@ bool bk_has_subscriber(struct lmq_broker *b, const char *topic, size_t tlen)
     if (lmq_tree_match(b->tree, topic, tlen, &b->matches) < 0)
         return true; /* out of memory: rather build a receipt for nobody */
     return b->matches.n > 0;
-}
-
-void lmq_broker_reload(struct lmq_broker *b)
-{
-    /* Nothing is read from files after start yet: the password and ACL
-     * files come with the identity work. */
-    LMQ_NOTICE("SIGHUP: reloading (%s)", b->cfg->source);
 }
 
 void lmq_broker_get_stats(const struct lmq_broker *b, struct lmq_broker_stats *st)
@@ -3063,6 +3720,8 @@ struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if (bk__authn_init(b, err, errlen) < 0)
+        goto fail;
     struct lmq_store_options opt;
     lmq_store_options_default(&opt);
     opt.sync = cfg->store_sync;
@@ -3090,6 +3749,7 @@ struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq
     return b;
 
 fail:
+    bk__authn_free(b);
     lmq_store_close(b->store);
     lmq_tree_free(b->tree);
     lmq_tree_free(b->shared);
@@ -3128,6 +3788,7 @@ void lmq_broker_free(struct lmq_broker *b)
     lmq_match_set_free(&b->matches);
     lmq_tree_free(b->tree);
     lmq_tree_free(b->shared);
+    bk__authn_free(b);
     while (b->groups) {
         struct bk_group *g = b->groups;
         b->groups = g->next;

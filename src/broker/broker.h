@@ -48,6 +48,10 @@ struct lmq_transport {
     /* Read again: first feed the bytes kept from before the pause (through
      * lmq_broker_input, which may pause again), then resume reading. */
     void (*resume)(void *tctx);
+    /* The Ed25519 public key of the client's TLS certificate (verified
+     * against the listener's cafile) into PK: 0; 1 when the certificate
+     * has another key type; -1 without a client certificate. May be NULL. */
+    int (*peer_ed25519)(void *tctx, uint8_t pk[32]);
 };
 
 struct lmq_broker_stats {

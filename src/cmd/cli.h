@@ -86,6 +86,9 @@ int cli_device_rotate(struct cli *c, int argc, char **argv);
 int cli_device_list(struct cli *c, int argc, char **argv);
 int cli_device_show(struct cli *c, int argc, char **argv);
 int cli_operator_keygen(struct cli *c, int argc, char **argv);
+/* cli_token.c: CONNECT credentials */
+int cli_token(struct cli *c, int argc, char **argv);
+int cli_passwd(struct cli *c, int argc, char **argv);
 int cli_sign(struct cli *c, int argc, char **argv);
 int cli_verify_envelope(struct cli *c, int argc, char **argv);
 

@@ -419,11 +419,25 @@ static void net__tr_resume(void *tctx)
     }
 }
 
+/* For the broker's certificate authentication (transport.peer_ed25519). */
+static int net__tr_peer_ed25519(void *tctx, uint8_t pk[32])
+{
+    uint8_t kb[32];
+    size_t kl = 0;
+    int kt = lmq_server_peer_key(tctx, kb, sizeof kb, &kl);
+    if (kt == LMQ_TLS_KEY_ED25519 && kl == 32) {
+        memcpy(pk, kb, 32);
+        return 0;
+    }
+    return kt == -1 ? -1 : 1; /* another key type (or too big for kb) */
+}
+
 static const struct lmq_transport net__transport = {
     .flush = net__tr_flush,
     .close = net__tr_close,
     .pause = net__tr_pause,
     .resume = net__tr_resume,
+    .peer_ed25519 = net__tr_peer_ed25519,
 };
 
 /* ---- reading ---- */

@@ -63,6 +63,12 @@ static const struct cfg__key cfg__keys[] = {
     L("keyfile", T_PATH, keyfile, 0, 0),
     L("cafile", T_PATH, cafile, 0, 0),
     L("require_certificate", T_BOOL, require_certificate, 0, 1),
+    G("password_file", T_PATH, password_file, 0, 0),
+    G("acl_file", T_PATH, acl_file, 0, 0),
+    G("token_clock_skew", T_U32, token_clock_skew, 0, 3600),
+    G("token_max_lifetime", T_U32, token_max_lifetime, 1, 86400),
+    G("token_replay_max", T_U32, token_replay_max, 1, 10000000),
+    G("max_auth_pending", T_U32, max_auth_pending, 1, 1000000),
 };
 
 static void cfg__err(char *err, size_t errlen, const char *fmt, ...)
@@ -105,6 +111,56 @@ void lmq_config_defaults(struct lmq_config *cfg)
     cfg->ledger_queue_messages = 100000;
     cfg->ledger_queue_bytes = 64u * 1024 * 1024;
     cfg->ledger_clock_skew = 300;
+    cfg->token_clock_skew = 30;
+    cfg->token_max_lifetime = 3600;
+    cfg->token_replay_max = 100000;
+    cfg->max_auth_pending = 10000;
+}
+
+/* `auth METHOD[,METHOD...]` after a listener line: the credentials it
+ * accepts at CONNECT (token, certificate, ed25519, password). */
+static int cfg__auth(struct lmq_config *cfg, char **w, size_t n, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        uint8_t bit;
+    } m[] = {{"token", LMQ_AUTH_M_TOKEN},
+             {"certificate", LMQ_AUTH_M_CERT},
+             {"ed25519", LMQ_AUTH_M_ED25519},
+             {"password", LMQ_AUTH_M_PASSWORD}};
+    if (cfg->n_listeners == 0) {
+        cfg__err(err, errlen, "'auth' applies to a listener: put it after a 'listener' line");
+        return -1;
+    }
+    if (n != 2) {
+        cfg__err(err, errlen, "'auth' takes one comma-separated list of token, certificate, "
+                              "ed25519, password");
+        return -1;
+    }
+    uint8_t bits = 0;
+    for (const char *p = w[1]; *p;) {
+        size_t len = strcspn(p, ",");
+        size_t i;
+        for (i = 0; i < sizeof m / sizeof m[0]; i++)
+            if (strlen(m[i].name) == len && strncmp(m[i].name, p, len) == 0)
+                break;
+        if (i == sizeof m / sizeof m[0]) {
+            cfg__err(err, errlen,
+                     "'auth' method '%.*s' unknown (token, certificate, ed25519, password)",
+                     (int)len, p);
+            return -1;
+        }
+        bits |= m[i].bit;
+        p += len;
+        if (*p == ',' && p[1])
+            p++;
+        else if (*p == ',') {
+            cfg__err(err, errlen, "'auth' list ends with a comma");
+            return -1;
+        }
+    }
+    cfg->listeners[cfg->n_listeners - 1].auth_methods = bits;
+    return 0;
 }
 
 /* `ledger_topic FILTER signed|attested [late_uploads] [private]`
@@ -278,6 +334,7 @@ static int cfg__listener(struct lmq_config *cfg, char **w, size_t n, char *err, 
     snprintf(l->addr, sizeof l->addr, "%s", addr);
     l->protocol = LMQ_PROTO_MQTT;
     l->allow_anonymous = true;
+    l->auth_methods = LMQ_AUTH_M_ALL;
     return 0;
 }
 
@@ -308,6 +365,8 @@ int lmq_config_apply(struct lmq_config *cfg, const char *line_in, char *err, siz
         return cfg__listener(cfg, w, n, err, errlen);
     if (strcmp(w[0], "operator_key") == 0)
         return cfg__operator_key(cfg, w, n, err, errlen);
+    if (strcmp(w[0], "auth") == 0)
+        return cfg__auth(cfg, w, n, err, errlen);
 
     const struct cfg__key *k = NULL;
     for (size_t i = 0; i < sizeof cfg__keys / sizeof cfg__keys[0]; i++)
@@ -480,6 +539,7 @@ int lmq_config_finish(struct lmq_config *cfg, int port, const char *data_dir, ch
         l->port = 1883;
         snprintf(l->addr, sizeof l->addr, "127.0.0.1");
         l->allow_anonymous = true;
+        l->auth_methods = LMQ_AUTH_M_ALL;
     }
     if (port > 0) {
         if (port > 65535) {

@@ -34,7 +34,15 @@ struct lmq_listener_config {
     char keyfile[PATH_MAX];
     char cafile[PATH_MAX];
     bool require_certificate;
+    uint8_t auth_methods;           /* LMQ_AUTH_M_* accepted at CONNECT (`auth` key) */
 };
+
+/* Authentication methods a listener accepts (`auth token,certificate,...`). */
+#define LMQ_AUTH_M_TOKEN 0x01       /* CWT device token as the MQTT password */
+#define LMQ_AUTH_M_CERT 0x02        /* TLS client certificate with a registered device key */
+#define LMQ_AUTH_M_ED25519 0x04     /* MQTT 5 enhanced authentication ledgermq-ed25519 */
+#define LMQ_AUTH_M_PASSWORD 0x08    /* username/password from password_file */
+#define LMQ_AUTH_M_ALL 0x0f
 
 /* A ledgered topic policy (`ledger_topic FILTER signed|attested
  * [late_uploads] [private]`). */
@@ -102,6 +110,14 @@ struct lmq_config {
      * `operator_key VKEY`; syntax checked here, key ID by the registry). */
     char operator_keys[LMQ_MAX_OPERATOR_KEYS][LMQ_OPERATOR_KEY_MAX + 1];
     size_t n_operator_keys;
+
+    /* Authentication and access control (docs/BROKER.md). */
+    char password_file[PATH_MAX];   /* empty = none */
+    char acl_file[PATH_MAX];        /* empty = everything allowed */
+    uint32_t token_clock_skew;      /* seconds of clock difference allowed for token times */
+    uint32_t token_max_lifetime;    /* seconds: a token's exp - iat at most */
+    uint32_t token_replay_max;      /* accepted token ids remembered until their exp */
+    uint32_t max_auth_pending;      /* CONNECTs waiting for a credential check at once */
 };
 
 /* Fills every field with its default (no listener: lmq_config_finish adds
