@@ -1700,6 +1700,10 @@ static int bk__aj_finish(struct bk_authjob *j)
     }
     enum bk_principal_kind kind = j->kind == BK_AJ_PASSWORD ? BK_PRINCIPAL_USER
                                                             : BK_PRINCIPAL_DEVICE;
+    if (j->rc == 0 && j->kind == BK_AJ_TOKEN && j->user && strcmp(j->user, j->principal) != 0)
+        return bk__auth_refuse(c, cid, cidlen, method,
+                               "user name is not the token's device id",
+                               MQTT_CONNACK_BAD_USER_OR_PASSWORD, MQTT_RC_BAD_USER_OR_PASSWORD);
     if (j->rc == 0 && j->kind == BK_AJ_TOKEN) {
         /* Replay: on the loop thread, so two connections racing with one
          * token cannot both pass. Remembered until exp + skew (when the
@@ -1861,6 +1865,11 @@ static int bk__authn_begin(struct lmq_client *c, const struct mqtt_connect *ct,
         }
         memcpy(j->secret, ct->password.ptr, ct->password.len);
         j->secret_len = ct->password.len;
+        if (has_user && !(j->user = strndup(ct->username.ptr, ct->username.len))) {
+            bk__aj_free(j);
+            return bk__auth_refuse(c, cid, cidlen, "token", "out of memory",
+                                   MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
+        }
         j->topts.audience = b->cfg->ledger_origin;
         j->topts.now = (int64_t)bk__unix();
         j->topts.skew = b->cfg->token_clock_skew;
