@@ -3492,6 +3492,11 @@ bool bk_has_subscriber(struct lmq_broker *b, const char *topic, size_t tlen)
     return b->matches.n > 0;
 }
 
+bool bk_shutting_down(const struct lmq_broker *b)
+{
+    return b->shutting_down;
+}
+
 void lmq_broker_get_stats(const struct lmq_broker *b, struct lmq_broker_stats *st)
 {
     *st = b->st;

@@ -215,8 +215,10 @@ static int lapi__index_open(struct lmq_ledger_api *a)
     return 0;
 }
 
-/* Brings the index up to the read-only handle's size. Under mu. */
-static int lapi__index_catch_up(struct lmq_ledger_api *a)
+/* Brings the index up to the read-only handle's size, indexing at most MAX
+ * records (0 = all). Under mu. 0 when up to date, 1 when MAX were indexed
+ * and more remain, or an error. */
+static int lapi__index_catch_up(struct lmq_ledger_api *a, uint64_t max)
 {
     if (!a->env)
         return -ENOENT;
@@ -241,7 +243,8 @@ static int lapi__index_catch_up(struct lmq_ledger_api *a)
         meta.size = 0;
     }
     uint64_t start = meta.size;
-    while (meta.size < size) {
+    uint64_t stop = max && size - meta.size > max ? meta.size + max : size;
+    while (meta.size < stop) {
         uint8_t h[32];
         uint64_t idx = meta.size;
         rc = ledger_leaf_hash(a->ro, idx, h);
@@ -256,7 +259,7 @@ static int lapi__index_catch_up(struct lmq_ledger_api *a)
         if (rc != 0 && rc != MDB_KEYEXIST)
             goto fail_abort;
         meta.size++;
-        if ((meta.size - start) % LAPI_INDEX_TXN == 0 || meta.size == size) {
+        if ((meta.size - start) % LAPI_INDEX_TXN == 0 || meta.size == stop) {
             if ((rc = ledger_root_at(a->ro, meta.size, meta.root)) != 0) {
                 mdb_txn_abort(txn);
                 return rc;
@@ -266,10 +269,10 @@ static int lapi__index_catch_up(struct lmq_ledger_api *a)
                 goto fail_abort;
             if ((rc = mdb_txn_commit(txn)) != 0)
                 goto fail;
-            if (meta.size < size && (rc = mdb_txn_begin(a->env, NULL, 0, &txn)) != 0)
+            if (meta.size < stop && (rc = mdb_txn_begin(a->env, NULL, 0, &txn)) != 0)
                 goto fail;
-            if (meta.size == size)
-                return 0;
+            if (meta.size == stop)
+                return stop < size ? 1 : 0;
         }
     }
     mdb_txn_abort(txn);
@@ -284,9 +287,9 @@ fail:
 /* Index of the record with leaf hash H. 0, -ENOENT, or another error. */
 static int lapi__index_lookup(struct lmq_ledger_api *a, const uint8_t h[32], uint64_t *index)
 {
-    int rc = lapi__index_catch_up(a);
+    int rc = lapi__index_catch_up(a, 0);
     if (rc)
-        return rc;
+        return rc < 0 ? rc : -EIO;
     MDB_txn *txn;
     MDB_val k = {32, (void *)h}, v;
     if (mdb_txn_begin(a->env, NULL, MDB_RDONLY, &txn) != 0)
@@ -357,8 +360,9 @@ static void lapi__receipts_work(struct lapi_job *job)
 {
     struct lmq_ledger_api *a = job->api;
     int rc = lapi__refresh(a, job->size);
+    /* keep the leaf-hash index close behind, a bounded step per job */
     if (rc == 0 && a->env)
-        lapi__index_catch_up(a);
+        lapi__index_catch_up(a, LAPI_INDEX_TXN);
     for (size_t i = 0; rc == 0 && i < job->nt; i++) {
         char *json, topic[600];
         size_t len;
@@ -497,6 +501,19 @@ static void lapi__work(struct lmq_work *w)
 {
     struct lapi_job *job = (struct lapi_job *)w;
     struct lmq_ledger_api *a = job->api;
+    if (job->kind == LAPI_INDEX) {
+        /* a long catch-up (a big log, a rebuilt index) in steps, so that
+         * proofs and receipts get the mutex in between */
+        int rc;
+        do {
+            pthread_mutex_lock(&a->mu);
+            rc = lapi__refresh(a, job->size);
+            if (rc == 0)
+                rc = lapi__index_catch_up(a, LAPI_INDEX_TXN);
+            pthread_mutex_unlock(&a->mu);
+        } while (rc == 1);
+        return;
+    }
     pthread_mutex_lock(&a->mu);
     switch (job->kind) {
     case LAPI_RECEIPTS:
@@ -508,10 +525,7 @@ static void lapi__work(struct lmq_work *w)
     case LAPI_CONSISTENCY:
         lapi__consistency_work(job);
         break;
-    case LAPI_INDEX:
-        if (lapi__refresh(a, job->size) == 0)
-            lapi__index_catch_up(a);
-        break;
+    case LAPI_INDEX: /* above */
     case LAPI_ADMIN: /* never on the pool: bk_ledger_submit runs it */
         break;
     }
@@ -580,6 +594,12 @@ static void lapi__done(struct lmq_work *w)
     }
     if (job->kind == LAPI_RECEIPTS) {
         a->rc_running = NULL;
+        /* not while the broker shuts down: the pool may be draining for
+         * the last time, and a job queued then would never run */
+        if (a->rc_pending && bk_shutting_down(a->b)) {
+            lapi__job_free(a->rc_pending);
+            a->rc_pending = NULL;
+        }
         if (a->rc_pending && !a->freeing) {
             struct lapi_job *next = a->rc_pending;
             a->rc_pending = NULL;
@@ -679,7 +699,10 @@ void bk_ledger_committed(struct lmq_broker *b, const struct bk_commit_event *ev)
     else
         LMQ_ERROR("ledger api: block %" PRIu64 ": malformed header in the commit event",
                   ev->height);
-    /* receipts for the records whose publisher subscribes to its topic */
+    /* receipts for the records whose publisher subscribes to its topic
+     * (none once the broker shuts down: its clients are gone) */
+    if (bk_shutting_down(b))
+        return;
     const char *last = NULL;
     bool last_sub = false;
     char topic[600];

@@ -87,5 +87,7 @@ void bk_publish_internal(struct lmq_broker *b, const char *topic, size_t tlen, c
                          bool retain);
 /* Whether any session subscribes to a filter matching TOPIC. */
 bool bk_has_subscriber(struct lmq_broker *b, const char *topic, size_t tlen);
+/* Whether lmq_broker_shutdown has run (the worker pool is about to go). */
+bool bk_shutting_down(const struct lmq_broker *b);
 
 #endif
