@@ -56,6 +56,7 @@ static const struct cfg__key cfg__keys[] = {
     G("ledger_queue_messages", T_U32, ledger_queue_messages, 1, 10000000),
     G("ledger_queue_bytes", T_U64, ledger_queue_bytes, 65536, (uint64_t)1 << 36),
     G("ledger_clock_skew", T_U32, ledger_clock_skew, 1, 31536000),
+    G("ledger_api_max_requests", T_U32, ledger_api_max_requests, 1, 1000000),
     G("ledger_node_id", T_STR, ledger_node_id, 1, LMQ_CONFIG_STR - 1),
     L("protocol", T_PROTO, protocol, 0, 0),
     L("allow_anonymous", T_BOOL, allow_anonymous, 0, 1),
@@ -69,6 +70,11 @@ static const struct cfg__key cfg__keys[] = {
     G("token_max_lifetime", T_U32, token_max_lifetime, 1, 86400),
     G("token_replay_max", T_U32, token_replay_max, 1, 10000000),
     G("max_auth_pending", T_U32, max_auth_pending, 1, 1000000),
+    G("cluster_self", T_U64, cluster_self, 1, (uint64_t)INT64_MAX),
+    G("cluster_election_ms", T_U32, cluster_election_ms, 100, 60000),
+    G("cluster_heartbeat_ms", T_U32, cluster_heartbeat_ms, 10, 30000),
+    G("cluster_snapshot_threshold", T_U32, cluster_snapshot_threshold, 1024, 100000000),
+    G("cluster_snapshot_trailing", T_U32, cluster_snapshot_trailing, 1024, 100000000),
 };
 
 static void cfg__err(char *err, size_t errlen, const char *fmt, ...)
@@ -111,10 +117,15 @@ void lmq_config_defaults(struct lmq_config *cfg)
     cfg->ledger_queue_messages = 100000;
     cfg->ledger_queue_bytes = 64u * 1024 * 1024;
     cfg->ledger_clock_skew = 300;
+    cfg->ledger_api_max_requests = 1024;
     cfg->token_clock_skew = 30;
     cfg->token_max_lifetime = 3600;
     cfg->token_replay_max = 100000;
     cfg->max_auth_pending = 10000;
+    cfg->cluster_election_ms = 1000;
+    cfg->cluster_heartbeat_ms = 100;
+    cfg->cluster_snapshot_threshold = 65536;
+    cfg->cluster_snapshot_trailing = 32768;
 }
 
 /* `auth METHOD[,METHOD...]` after a listener line: the credentials it
@@ -274,6 +285,47 @@ static int cfg__operator_key(struct lmq_config *cfg, char **w, size_t n, char *e
     return 0;
 }
 
+static int cfg__parse_u64(const char *s, uint64_t *out);
+
+/* `cluster_node ID HOST:PORT` (repeatable): a static Raft member. HOST is
+ * an IPv4 address or a host name (libraft's transport takes no IPv6). */
+static int cfg__cluster_node(struct lmq_config *cfg, char **w, size_t n, char *err, size_t errlen)
+{
+    uint64_t id;
+    if (n != 3 || cfg__parse_u64(w[1], &id) < 0 || id < 1 || id > (uint64_t)INT64_MAX) {
+        cfg__err(err, errlen, "'cluster_node' takes ID HOST:PORT (ID a whole number >= 1)");
+        return -1;
+    }
+    const char *a = w[2], *colon = strrchr(a, ':');
+    size_t hl = colon ? (size_t)(colon - a) : 0;
+    uint64_t port = 0;
+    int ok = colon && hl > 0 && strlen(a) < LMQ_CLUSTER_ADDRESS_MAX && !memchr(a, ':', hl) &&
+             strlen(colon + 1) <= 5 && cfg__parse_u64(colon + 1, &port) == 0 && port >= 1 &&
+             port <= 65535;
+    for (size_t i = 0; ok && i < hl; i++)
+        ok = isalnum((unsigned char)a[i]) || a[i] == '.' || a[i] == '-' || a[i] == '_';
+    if (!ok) {
+        cfg__err(err, errlen, "cluster_node address '%s' is not HOST:PORT (IPv4 or host name, "
+                              "port 1-65535)", a);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_cluster_nodes; i++)
+        if (cfg->cluster_nodes[i].id == id || strcmp(cfg->cluster_nodes[i].address, a) == 0) {
+            cfg__err(err, errlen, "cluster_node %llu %s: id or address already used (line %u)",
+                     (unsigned long long)id, a, cfg->cluster_nodes[i].line);
+            return -1;
+        }
+    if (cfg->n_cluster_nodes == LMQ_MAX_CLUSTER_NODES) {
+        cfg__err(err, errlen, "more than %d cluster_node lines", LMQ_MAX_CLUSTER_NODES);
+        return -1;
+    }
+    struct lmq_cluster_node *c = &cfg->cluster_nodes[cfg->n_cluster_nodes++];
+    c->id = id;
+    snprintf(c->address, sizeof c->address, "%s", a);
+    c->line = 0;
+    return 0;
+}
+
 /* Splits LINE into at most MAX whitespace-separated words (in place). */
 static size_t cfg__split(char *line, char **words, size_t max)
 {
@@ -367,6 +419,8 @@ int lmq_config_apply(struct lmq_config *cfg, const char *line_in, char *err, siz
         return cfg__operator_key(cfg, w, n, err, errlen);
     if (strcmp(w[0], "auth") == 0)
         return cfg__auth(cfg, w, n, err, errlen);
+    if (strcmp(w[0], "cluster_node") == 0)
+        return cfg__cluster_node(cfg, w, n, err, errlen);
 
     const struct cfg__key *k = NULL;
     for (size_t i = 0; i < sizeof cfg__keys / sizeof cfg__keys[0]; i++)
@@ -512,6 +566,7 @@ int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t 
         char reason[PATH_MAX];
         size_t listeners_before = cfg->n_listeners;
         size_t ltopics_before = cfg->n_ledger_topics;
+        size_t cnodes_before = cfg->n_cluster_nodes;
         if (lmq_config_apply(cfg, line, reason, sizeof reason) < 0) {
             cfg__err(err, errlen, "%s:%u: %s", path, lineno, reason);
             rc = -1;
@@ -521,6 +576,8 @@ int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t 
             cfg->listeners[cfg->n_listeners - 1].line = lineno;
         if (cfg->n_ledger_topics > ltopics_before)
             cfg->ledger_topics[cfg->n_ledger_topics - 1].line = lineno;
+        if (cfg->n_cluster_nodes > cnodes_before)
+            cfg->cluster_nodes[cfg->n_cluster_nodes - 1].line = lineno;
     }
     if (rc == 0 && ferror(f)) {
         cfg__err(err, errlen, "%s: read error: %s", path, strerror(errno));
@@ -528,6 +585,35 @@ int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t 
     }
     fclose(f);
     return rc;
+}
+
+/* The cluster keys together: cluster_self names one of the cluster_node
+ * lines (and is set exactly when there are some); heartbeats come more
+ * often than election timeouts. */
+static int cfg__cluster_finish(const struct lmq_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->n_cluster_nodes == 0) {
+        if (cfg->cluster_self != 0) {
+            cfg__err(err, errlen, "%s: cluster_self needs cluster_node lines", cfg->source);
+            return -1;
+        }
+        return 0;
+    }
+    bool found = false;
+    for (size_t i = 0; i < cfg->n_cluster_nodes; i++)
+        found = found || cfg->cluster_nodes[i].id == cfg->cluster_self;
+    if (!found) {
+        cfg__err(err, errlen, "%s:%u: cluster_node lines need cluster_self ID naming one of them%s",
+                 cfg->source, cfg->cluster_nodes[0].line,
+                 cfg->cluster_self ? " (cluster_self names none)" : "");
+        return -1;
+    }
+    if (cfg->cluster_heartbeat_ms >= cfg->cluster_election_ms) {
+        cfg__err(err, errlen, "%s: cluster_heartbeat_ms (%u) must be below cluster_election_ms (%u)",
+                 cfg->source, cfg->cluster_heartbeat_ms, cfg->cluster_election_ms);
+        return -1;
+    }
+    return 0;
 }
 
 int lmq_config_finish(struct lmq_config *cfg, int port, const char *data_dir, char *err,
@@ -588,6 +674,8 @@ int lmq_config_finish(struct lmq_config *cfg, int port, const char *data_dir, ch
         host[sizeof host - 1] = '\0';
         snprintf(cfg->ledger_node_id, sizeof cfg->ledger_node_id, "%s", host);
     }
+    if (cfg__cluster_finish(cfg, err, errlen) < 0)
+        return -1;
     if (cfg->max_inflight_messages > cfg->max_queued_messages && cfg->max_queued_messages != 0) {
         /* Allowed: inflight messages are not counted as queued. */
     }

@@ -18,6 +18,15 @@
 #define LMQ_CONFIG_STR 256
 #define LMQ_MAX_OPERATOR_KEYS 64
 #define LMQ_OPERATOR_KEY_MAX 311 /* NOTE_VKEY_MAX: name(255)+'+'+8 hex+'+'+44 base64+NUL */
+#define LMQ_MAX_CLUSTER_NODES 16
+#define LMQ_CLUSTER_ADDRESS_MAX 128 /* HOST:PORT with its NUL (= LMQ_RAFT_ADDRESS_MAX) */
+
+/* A static Raft member (`cluster_node ID HOST:PORT`, docs/CLUSTER.md). */
+struct lmq_cluster_node {
+    uint64_t id;                           /* >= 1, unique */
+    char address[LMQ_CLUSTER_ADDRESS_MAX]; /* its Raft port, unique */
+    unsigned line;                         /* config file line, 0 = from lmq_config_apply */
+};
 
 enum lmq_listener_protocol {
     LMQ_PROTO_MQTT = 0,
@@ -104,12 +113,23 @@ struct lmq_config {
     uint32_t ledger_queue_messages; /* ingest queue bound (incl. pending verifications) */
     uint64_t ledger_queue_bytes;
     uint32_t ledger_clock_skew;     /* seconds a signed timestamp may differ from broker time */
+    uint32_t ledger_api_max_requests; /* $ledger/ requests worked on at once */
     char ledger_node_id[LMQ_CONFIG_STR]; /* ingress node in records; empty = host name */
 
     /* Device registry: trusted operator verifier keys (repeatable
      * `operator_key VKEY`; syntax checked here, key ID by the registry). */
     char operator_keys[LMQ_MAX_OPERATOR_KEYS][LMQ_OPERATOR_KEY_MAX + 1];
     size_t n_operator_keys;
+
+    /* Cluster (docs/CLUSTER.md): no cluster_node line = a single node
+     * without Raft, exactly as before. */
+    struct lmq_cluster_node cluster_nodes[LMQ_MAX_CLUSTER_NODES];
+    size_t n_cluster_nodes;
+    uint64_t cluster_self;               /* this node's id; 0 = unset */
+    uint32_t cluster_election_ms;        /* Raft election timeout */
+    uint32_t cluster_heartbeat_ms;       /* Raft heartbeat interval, < election */
+    uint32_t cluster_snapshot_threshold; /* Raft entries between snapshots */
+    uint32_t cluster_snapshot_trailing;  /* Raft entries kept behind a snapshot */
 
     /* Authentication and access control (docs/BROKER.md). */
     char password_file[PATH_MAX];   /* empty = none */

@@ -207,6 +207,65 @@ static void test_tls_options(void **state)
     expect_finish("# ws\nlistener 1900 127.0.0.1\nprotocol websockets\n", NULL);
 }
 
+/* cluster_node / cluster_self / cluster_*: a good cluster, each bad line
+ * with its FILE:LINE, and the cross-key checks at finish. */
+static void test_cluster_keys(void **state)
+{
+    (void)state;
+    char path[64];
+    assert_int_equal(write_conf(path, sizeof path,
+                                "cluster_node 1 127.0.0.1:7001\n"
+                                "cluster_node 2 node-b.example:7002\n"
+                                "cluster_node 3 127.0.0.1:7003\n"
+                                "cluster_self 2\ncluster_election_ms 2000\n"),
+                     0);
+    struct lmq_config c;
+    lmq_config_defaults(&c);
+    assert_int_equal(c.n_cluster_nodes, 0);
+    assert_int_equal(c.cluster_snapshot_threshold, 65536);
+    assert_int_equal(lmq_config_load(&c, path, err, sizeof err), 0);
+    assert_int_equal(lmq_config_finish(&c, 0, NULL, err, sizeof err), 0);
+    unlink(path);
+    assert_int_equal(c.n_cluster_nodes, 3);
+    assert_int_equal(c.cluster_nodes[1].id, 2);
+    assert_string_equal(c.cluster_nodes[1].address, "node-b.example:7002");
+    assert_int_equal(c.cluster_nodes[2].line, 3);
+    assert_int_equal(c.cluster_self, 2);
+    assert_int_equal(c.cluster_election_ms, 2000);
+    assert_int_equal(c.cluster_heartbeat_ms, 100);
+
+    expect_bad("cluster_node 1\n", 1, "takes ID HOST:PORT");
+    expect_bad("cluster_node 0 127.0.0.1:7001\n", 1, "takes ID HOST:PORT");
+    expect_bad("cluster_node x 127.0.0.1:7001\n", 1, "takes ID HOST:PORT");
+    expect_bad("cluster_node 1 127.0.0.1\n", 1, "is not HOST:PORT");
+    expect_bad("cluster_node 1 ::1:7001\n", 1, "is not HOST:PORT");
+    expect_bad("cluster_node 1 127.0.0.1:0\n", 1, "is not HOST:PORT");
+    expect_bad("cluster_node 1 127.0.0.1:65536\n", 1, "is not HOST:PORT");
+    expect_bad("cluster_node 1 :7001\n", 1, "is not HOST:PORT");
+    expect_bad("cluster_node 1 a:1\ncluster_node 1 b:2\n", 2,
+               "cluster_node 1 b:2: id or address already used (line 1)");
+    expect_bad("cluster_node 1 a:1\ncluster_node 2 a:1\n", 2, "already used (line 1)");
+    expect_bad("cluster_self 0\n", 1, "cluster_self");
+    expect_bad("cluster_election_ms 50\n", 1, "from 100");
+
+    const char *bad_finish[][2] = {
+        {"cluster_self 1\n", "cluster_self needs cluster_node lines"},
+        {"cluster_node 1 a:1\n", ":1: cluster_node lines need cluster_self ID naming one of them"},
+        {"cluster_node 1 a:1\ncluster_self 2\n", "(cluster_self names none)"},
+        {"cluster_node 1 a:1\ncluster_self 1\ncluster_heartbeat_ms 1000\n",
+         "cluster_heartbeat_ms (1000) must be below cluster_election_ms (1000)"},
+    };
+    for (size_t i = 0; i < sizeof bad_finish / sizeof bad_finish[0]; i++) {
+        assert_int_equal(write_conf(path, sizeof path, bad_finish[i][0]), 0);
+        lmq_config_defaults(&c);
+        assert_int_equal(lmq_config_load(&c, path, err, sizeof err), 0);
+        assert_int_equal(lmq_config_finish(&c, 0, NULL, err, sizeof err), -1);
+        unlink(path);
+        if (strncmp(err, path, strlen(path)) != 0 || !strstr(err, bad_finish[i][1]))
+            fail_msg("'%s': error '%s', want '%s'", bad_finish[i][0], err, bad_finish[i][1]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_file_ok),         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_missing_file),    cmocka_unit_test(test_duplicate_listener),
         cmocka_unit_test(test_finish_errors_name_line), cmocka_unit_test(test_tls_options),
+        cmocka_unit_test(test_cluster_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
