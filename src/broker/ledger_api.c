@@ -771,7 +771,7 @@ static int lapi__reply_to(struct lapi_job *job, const struct lmq_ledger_api_req 
 static uint8_t lapi__request(struct lmq_ledger_api *a, const struct lmq_ledger_api_req *r,
                              enum lapi_kind kind)
 {
-    if (a->n_requests >= LMQ_LEDGER_API_MAX_REQUESTS) {
+    if (a->n_requests >= a->cfg->ledger_api_max_requests) {
         LMQ_WARN("client %s: request on %.*s refused: %u requests pending", r->client_id,
                  (int)r->topic.len, r->topic.ptr, a->n_requests);
         return MQTT_RC_QUOTA_EXCEEDED;
@@ -880,7 +880,7 @@ static uint8_t lapi__admin(struct lmq_ledger_api *a, struct lmq_broker *b,
                         a ? bad : "this node serves no ledger");
         return 0;
     }
-    if (a->n_requests >= LMQ_LEDGER_API_MAX_REQUESTS) {
+    if (a->n_requests >= a->cfg->ledger_api_max_requests) {
         LMQ_WARN("client %s: request on %.*s refused: %u requests pending", r->client_id,
                  (int)r->topic.len, r->topic.ptr, a->n_requests);
         return MQTT_RC_QUOTA_EXCEEDED;

@@ -32,9 +32,6 @@
 
 #define LMQ_LEDGER_TOPIC_PREFIX "$ledger/"
 #define LMQ_LEDGER_RECEIPTS_PREFIX "$ledger/receipts/"
-/* Proof, consistency and admin requests being worked on at once; more get
- * the error reply "busy" (and PUBACK 0x97 under MQTT 5). */
-#define LMQ_LEDGER_API_MAX_REQUESTS 1024
 
 struct lmq_ledger_api;
 
@@ -63,7 +60,7 @@ struct lmq_ledger_api_req {
  * Topic), else the reason code to refuse it with (MQTT 5 PUBACK/PUBREC;
  * a 3.1.1 publisher's message is just dropped): 0x87 for a topic clients
  * may not publish to, 0x83 for a request without a usable Response Topic,
- * 0x97 when LMQ_LEDGER_API_MAX_REQUESTS are pending. Logs refusals. A NULL
+ * 0x97 when config ledger_api_max_requests are pending. Logs refusals. A NULL
  * A (no ledger served) answers requests with the error "unavailable". */
 uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
                                const struct lmq_ledger_api_req *r);
