@@ -3157,6 +3157,8 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
             return -1;
         }
         off += f.total_len;
+        if (c->lp && bk_lp_client_paused(c))
+            break; /* the ledger's ingest queue is full: keep the rest */
         if (off == len || c->paused || c->state == BK_C_CHECK)
             break;
     }
@@ -3835,8 +3837,11 @@ uint8_t bk_client_proto(const struct lmq_client *c)
 
 const char *bk_client_principal(const struct lmq_client *c, bool *is_device)
 {
-    /* Until sessions carry an authenticated principal: the client id. */
-    *is_device = false;
+    enum bk_principal_kind k;
+    const char *p = bk_client_identity(c, &k);
+    *is_device = p && k == BK_PRINCIPAL_DEVICE;
+    if (p)
+        return p;
     return c->sess ? c->sess->id : "";
 }
 

@@ -67,6 +67,9 @@ int bk_lp_publish(struct bk_lp *lp, struct lmq_client *c, const struct mqtt_publ
                   const uint8_t *props, size_t plen, uint64_t expiry_at);
 /* True when TOPIC is ledgered (cheap; false when lp is NULL). */
 bool bk_lp_ledgered(const struct bk_lp *lp, const char *topic, size_t tlen);
+/* True while C is paused by the ingest queue's backpressure (its input
+ * is then left unread). */
+bool bk_lp_client_paused(const struct lmq_client *c);
 /* C is going away: its messages in flight lose their publisher. */
 void bk_lp_client_gone(struct bk_lp *lp, struct lmq_client *c);
 /* Publishes $SYS/ledger/... */

@@ -940,6 +940,12 @@ int bk_lp_publish(struct bk_lp *lp, struct lmq_client *c, const struct mqtt_publ
     return 0;
 }
 
+bool bk_lp_client_paused(const struct lmq_client *c)
+{
+    const struct lp_client *lc = bk_client_lp(c);
+    return lc && lc->paused;
+}
+
 void bk_lp_client_gone(struct bk_lp *lp, struct lmq_client *c)
 {
     struct lp_client *lc = bk_client_lp(c);
