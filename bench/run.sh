@@ -422,6 +422,22 @@ for lb in "$BUILD_DIR/ledger_bench" "$BUILD_DIR/bench/ledger_bench"; do
   fi
 done
 
+# ---- connect-with-token benchmark (ledgermqd only: tokens are ours) ----
+if [ -x "$BUILD_DIR/auth_bench" ] && selected auth-token-connects; then
+  echo "== auth-token-connects"
+  about=$(bash "$(dirname "$0")/auth.sh" "$BUILD_DIR" 2>&1)
+  abrc=$?
+  echo "$about" | sed 's/^/  /'
+  {
+    echo
+    echo "Connect with a CWT device token (bench/auth.sh: 3.1.1 CONNECT, token verified on the worker pool, CONNACK, close):"
+    echo '```'
+    grep -E '^(auth:|RESULT)' <<<"$about"
+    echo '```'
+  } >>"$OUT"
+  [ "$abrc" -eq 0 ] || ERRORS+=("auth-token-connects: exit code $abrc")
+fi
+
 echo
 echo "bench: table written to $OUT; broker logs in $BUILD_DIR/bench-logs"
 if [ ${#ERRORS[@]} -gt 0 ]; then
