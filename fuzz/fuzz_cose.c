@@ -3,7 +3,8 @@
  * src/identity/cwt.c) and the SDK's envelope and receipt parsers
  * (sdk/src, compiled in). Every input goes through all of them; decoded
  * messages are also fed to signature verification so Sig_structure
- * construction over hostile lengths is exercised. Seeds:
+ * construction over hostile lengths is exercised; identity/verify.c's
+ * envelope check runs up to its registry lookup. Seeds:
  * fuzz/corpus/fuzz_cose/. */
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +18,7 @@
 
 #include "crypto/cose.h"
 #include "identity/cwt.h"
+#include "identity/verify.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -38,6 +40,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         (void)cose_sign1_verify_sig(&m, NULL, 0, pk);
     }
+    /* The broker's envelope check up to the registry lookup (no registry
+     * here): decoding, the kid as a device id, the session binding. */
+    struct verify_info vi;
+    int vr = verify_envelope(NULL, data, size, 1767225600000ull, 300000,
+                             "d-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &vi);
+    if (vr != VERIFY_MALFORMED && vr != VERIFY_UNKNOWN && vr != VERIFY_WRONG_DEVICE &&
+        vr != VERIFY_REGISTRY)
+        abort();
     if (cwt_decode(data, size, &t) == 0) {
         if (t.sub == NULL || t.cti == NULL || t.sub_len != t.cose.kid_len)
             abort();
@@ -51,7 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (lmq_sdk_init() == 0) {
         (void)lmq_sdk_envelope_verify(data, size, pk, scratch, size + 64, &e);
         struct lmq_sdk_receipt r;
-        (void)lmq_sdk_receipt_verify((const char *)data, size, "fuzz", pk, NULL, scratch, size + 64, &r);
+        (void)lmq_sdk_receipt_verify((const char *)data, size, "fuzz", pk, NULL, scratch, size + 64,
+                                     &r);
         char name[64];
         uint8_t vpk[32];
         (void)lmq_sdk_vkey_parse((const char *)data, size, name, sizeof(name), vpk);

@@ -40,8 +40,8 @@ int bk_lp_qos2_add(struct lmq_client *c, uint16_t pkid);
 /* Routes a committed message like any PUBLISH of C (C may be NULL when
  * the publisher is gone). */
 void bk_lp_route(struct lmq_broker *b, struct lmq_client *c, const char *topic, size_t tlen,
-                 const void *payload, size_t plen, const void *props, size_t props_len,
-                 uint8_t qos, bool retain, uint64_t expiry_at);
+                 const void *payload, size_t plen, const void *props, size_t props_len, uint8_t qos,
+                 bool retain, uint64_t expiry_at);
 /* Transport flow control of C's socket. */
 void bk_lp_pause(struct lmq_client *c, bool pause);
 /* One $SYS value (retained QoS 0). */

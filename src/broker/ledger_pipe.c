@@ -63,9 +63,9 @@ struct lp_msg {
     struct lmq_work work;
     struct lmq_batch_item item;
     struct bk_lp *lp;
-    struct lmq_client *c;  /* publisher, NULL when gone (or a submit) */
+    struct lmq_client *c; /* publisher, NULL when gone (or a submit) */
     struct lp_client *lc;
-    struct lp_msg *next;   /* in lc's FIFO */
+    struct lp_msg *next; /* in lc's FIFO */
     const struct lmq_ledger_topic *pol;
     bk_submit_cb cb;
     void *cb_ctx;
@@ -76,26 +76,26 @@ struct lp_msg {
     bool dup;
     bool has_expect;
     bool has_pe;
-    bool in_batch;         /* in the batch being answered */
+    bool in_batch; /* in the batch being answered */
     bool answered;
     uint16_t pkid;
-    int vres;              /* enum verify_result of a refusal */
-    int apply_err;         /* registry/record error of a refused submit */
-    uint64_t now_ms;       /* broker time of the PUBLISH */
+    int vres;        /* enum verify_result of a refusal */
+    int apply_err;   /* registry/record error of a refused submit */
+    uint64_t now_ms; /* broker time of the PUBLISH */
     uint64_t expiry_at;
-    uint64_t seq;          /* signed: device sequence */
-    size_t cost;           /* bytes charged to the ingest queue */
+    uint64_t seq; /* signed: device sequence */
+    size_t cost;  /* bytes charged to the ingest queue */
     char device[DEVICE_ID_LEN + 1];
     char expect[DEVICE_ID_LEN + 1];
-    uint8_t leaf[32];      /* set by the committer for appended records */
+    uint8_t leaf[32]; /* set by the committer for appended records */
     struct paystore_entry pe;
-    uint8_t *rec;          /* the record (malloc) */
+    uint8_t *rec; /* the record (malloc) */
     size_t rec_len;
-    char *client_id;       /* NUL-terminated, in data[] */
-    char *principal;       /* attested: the publisher identity, in data[] */
-    char *topic;           /* in data[] */
-    uint8_t *payload;      /* in data[] */
-    uint8_t *props;        /* forwarded MQTT 5 properties, in data[] */
+    char *client_id;  /* NUL-terminated, in data[] */
+    char *principal;  /* attested: the publisher identity, in data[] */
+    char *topic;      /* in data[] */
+    uint8_t *payload; /* in data[] */
+    uint8_t *props;   /* forwarded MQTT 5 properties, in data[] */
     uint32_t tlen, plen, props_len;
     uint8_t data[];
 };
@@ -103,8 +103,8 @@ struct lp_msg {
 struct lp_client {
     struct lmq_client *c;
     struct lp_msg *head, *tail;
-    struct lp_msg *prop;   /* first message not proposed or skipped yet */
-    uint32_t n_acked;      /* QoS 1/2 messages waiting for their ack */
+    struct lp_msg *prop; /* first message not proposed or skipped yet */
+    uint32_t n_acked;    /* QoS 1/2 messages waiting for their ack */
     bool paused;
     struct lp_client *paused_next;
 };
@@ -255,7 +255,8 @@ static void lp__verify_work(struct lmq_work *w)
     struct lp_msg *m = (struct lp_msg *)((char *)w - offsetof(struct lp_msg, work));
     struct bk_lp *lp = m->lp;
     struct verify_info vi;
-    uint64_t skew = m->pol->late_uploads ? UINT64_MAX : (uint64_t)lp->cfg->ledger_clock_skew * 1000u;
+    uint64_t skew =
+        m->pol->late_uploads ? UINT64_MAX : (uint64_t)lp->cfg->ledger_clock_skew * 1000u;
     int res = verify_envelope(lp->reg, m->payload, m->plen, m->now_ms, skew,
                               m->has_expect ? m->expect : NULL, &vi);
     if (vi.device_id[0])
@@ -376,8 +377,8 @@ static void lp__route(struct bk_lp *lp, struct lp_msg *m)
     int n = mqtt_prop_encode_user(props + m->props_len, need - m->props_len, "ledger-index", 12,
                                   idx, (size_t)il);
     size_t plen = m->props_len + (n > 0 ? (size_t)n : 0);
-    bk_lp_route(lp->b, m->c, m->topic, m->tlen, m->payload, m->plen, props, plen, m->qos,
-                m->retain, m->expiry_at);
+    bk_lp_route(lp->b, m->c, m->topic, m->tlen, m->payload, m->plen, props, plen, m->qos, m->retain,
+                m->expiry_at);
     if (props != small)
         free(props);
 }
@@ -744,8 +745,8 @@ static int lp__fsm_prepare(void *ctx, struct lmq_batch_item *const *items, size_
     return rc;
 }
 
-static void lp__fsm_end(void *ctx, struct ledger *l, struct lmq_batch_item *const *items,
-                        size_t n, const struct ledger_commit *commit, bool failed)
+static void lp__fsm_end(void *ctx, struct ledger *l, struct lmq_batch_item *const *items, size_t n,
+                        const struct ledger_commit *commit, bool failed)
 {
     struct bk_lp *lp = ctx;
     if (failed) {
@@ -776,8 +777,8 @@ static void lp__fsm_end(void *ctx, struct ledger *l, struct lmq_batch_item *cons
         struct registry_sync_result res;
         int rc = registry_sync(lp->reg, l, &res, NULL, NULL);
         if (rc < 0)
-            LMQ_ERROR("ledger: registry sync after block %" PRIu64 " failed: %s",
-                      commit->height, registry_strerror(rc));
+            LMQ_ERROR("ledger: registry sync after block %" PRIu64 " failed: %s", commit->height,
+                      registry_strerror(rc));
         lp__dev_clear(lp);
     }
     lp->reg_in_batch = false;
@@ -878,8 +879,8 @@ int bk_lp_publish(struct bk_lp *lp, struct lmq_client *c, const struct mqtt_publ
     }
     bool is_device = false;
     const char *principal = bk_client_principal(c, &is_device);
-    struct lp_msg *m = lp__msg_new(lp, cid, principal, p->topic.ptr, p->topic.len,
-                                   p->payload.ptr, p->payload.len, props, plen);
+    struct lp_msg *m = lp__msg_new(lp, cid, principal, p->topic.ptr, p->topic.len, p->payload.ptr,
+                                   p->payload.len, props, plen);
     if (!m) {
         bk_lp_close(c, 0x80, "out of memory");
         return -1;
@@ -987,9 +988,9 @@ int bk_ledger_submit(struct lmq_broker *b, const uint8_t *rec, size_t len, const
     if (lp__full(lp))
         return BK_SUBMIT_ERR_FULL;
     struct ledger_record r;
-    if (len == 0 || len > LEDGER_MAX_RECORD || ledger_record_decode(rec, len, &r) < 0 ||
-        !r.known || (r.kind != LEDGER_KIND_MESSAGE && (r.kind < LEDGER_KIND_DEVICE_REGISTRATION ||
-                                                        r.kind > LEDGER_KIND_KEY_ROTATION)))
+    if (len == 0 || len > LEDGER_MAX_RECORD || ledger_record_decode(rec, len, &r) < 0 || !r.known ||
+        (r.kind != LEDGER_KIND_MESSAGE &&
+         (r.kind < LEDGER_KIND_DEVICE_REGISTRATION || r.kind > LEDGER_KIND_KEY_ROTATION)))
         return BK_SUBMIT_ERR_RECORD;
     struct lp_msg *m = lp__msg_new(lp, client_id ? client_id : "", NULL, "", 0, NULL, 0, NULL, 0);
     if (!m)
@@ -1112,10 +1113,14 @@ void bk_lp_sys(struct bk_lp *lp)
     if (!lp)
         return;
     static const char *const names[] = {
-        [VERIFY_MALFORMED] = "malformed",     [VERIFY_UNKNOWN] = "unknown_device",
-        [VERIFY_REVOKED] = "revoked",         [VERIFY_WRONG_DEVICE] = "wrong_device",
-        [VERIFY_BAD_SIGNATURE] = "bad_signature", [VERIFY_SKEW] = "clock_skew",
-        [VERIFY_REPLAY] = "replay",           [VERIFY_REGISTRY] = "registry",
+        [VERIFY_MALFORMED] = "malformed",
+        [VERIFY_UNKNOWN] = "unknown_device",
+        [VERIFY_REVOKED] = "revoked",
+        [VERIFY_WRONG_DEVICE] = "wrong_device",
+        [VERIFY_BAD_SIGNATURE] = "bad_signature",
+        [VERIFY_SKEW] = "clock_skew",
+        [VERIFY_REPLAY] = "replay",
+        [VERIFY_REGISTRY] = "registry",
         [LP_UNAVAILABLE] = "unavailable",
     };
     char v[32];

@@ -53,15 +53,15 @@ struct bk_commit_record {
 /* One committed batch (= one block and one signed checkpoint). Every
  * pointer is valid only during the bk_ledger_committed call. */
 struct bk_commit_event {
-    uint64_t height;                                /* block height */
-    uint8_t block_header[LEDGER_BLOCK_HEADER_LEN];  /* the 112 header bytes */
-    uint8_t block_hash[32];                         /* SHA-256 of the header */
-    const char *checkpoint;                         /* signed note text, NUL-terminated */
+    uint64_t height;                               /* block height */
+    uint8_t block_header[LEDGER_BLOCK_HEADER_LEN]; /* the 112 header bytes */
+    uint8_t block_hash[32];                        /* SHA-256 of the header */
+    const char *checkpoint;                        /* signed note text, NUL-terminated */
     size_t checkpoint_len;
-    uint64_t tree_size;                             /* after the batch */
-    uint8_t root[32];                               /* root at tree_size */
-    uint64_t first_index;                           /* = recs[0].index */
-    const struct bk_commit_record *recs;            /* in index order */
+    uint64_t tree_size;                  /* after the batch */
+    uint8_t root[32];                    /* root at tree_size */
+    uint64_t first_index;                /* = recs[0].index */
+    const struct bk_commit_record *recs; /* in index order */
     size_t n_recs;
 };
 

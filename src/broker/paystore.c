@@ -96,8 +96,8 @@ int paystore_put(struct lmq_paystore *ps, const struct paystore_entry *e, size_t
     return rc > 0 ? -rc : rc;
 }
 
-int paystore_get(struct lmq_paystore *ps, const uint8_t digest[32], uint8_t salt[32],
-                 uint8_t *kind, uint8_t *buf, size_t cap, size_t *len)
+int paystore_get(struct lmq_paystore *ps, const uint8_t digest[32], uint8_t salt[32], uint8_t *kind,
+                 uint8_t *buf, size_t cap, size_t *len)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(ps->env, NULL, MDB_RDONLY, &txn);

@@ -35,7 +35,7 @@ struct lmq_paystore;
 struct paystore_entry {
     uint8_t digest[32]; /* SHA-256(salt || payload): the key */
     uint8_t salt[PAYSTORE_SALT_LEN];
-    uint8_t kind;       /* enum paystore_kind */
+    uint8_t kind; /* enum paystore_kind */
     const uint8_t *data;
     size_t len;
 };
@@ -51,8 +51,8 @@ int paystore_put(struct lmq_paystore *ps, const struct paystore_entry *e, size_t
 
 /* Copies the entry of DIGEST: salt, kind, and the data into buf (cap
  * bytes; *len = its size; -ENOSPC if cap is too small). 0, -ENOENT. */
-int paystore_get(struct lmq_paystore *ps, const uint8_t digest[32], uint8_t salt[32],
-                 uint8_t *kind, uint8_t *buf, size_t cap, size_t *len);
+int paystore_get(struct lmq_paystore *ps, const uint8_t digest[32], uint8_t salt[32], uint8_t *kind,
+                 uint8_t *buf, size_t cap, size_t *len);
 
 /* Deletes the entry of DIGEST. 0, -ENOENT, or an error. */
 int paystore_delete(struct lmq_paystore *ps, const uint8_t digest[32]);

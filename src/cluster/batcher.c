@@ -18,10 +18,10 @@ struct lmq_batcher {
     pthread_t thread;
     struct lmq_batch_item *q_head, *q_tail; /* proposed, not taken */
     size_t q_count;
-    struct lmq_batch *r_head, *r_tail;      /* processed, not polled */
-    size_t outstanding;                     /* owner's thread: proposed - polled */
+    struct lmq_batch *r_head, *r_tail; /* processed, not polled */
+    size_t outstanding;                /* owner's thread: proposed - polled */
     bool stopping;
-    bool waiting;                           /* committer in its timed wait */
+    bool waiting; /* committer in its timed wait */
     struct ledger *l;
     struct lmq_batcher_options o;
     struct lmq_fsm_ops fsm;
@@ -111,8 +111,8 @@ static struct lmq_batch_item *bt__apply(struct lmq_batcher *bt, struct lmq_batch
         ledger_block_encode(&blk, res->header);
     char *cp = malloc(LEDGER_MAX_CHECKPOINT);
     size_t cl = 0;
-    if (cp && ledger_block_checkpoint(bt->l, res->commit.height, cp, LEDGER_MAX_CHECKPOINT,
-                                      &cl) == 0) {
+    if (cp &&
+        ledger_block_checkpoint(bt->l, res->commit.height, cp, LEDGER_MAX_CHECKPOINT, &cl) == 0) {
         res->checkpoint = cp;
         res->checkpoint_len = cl;
     } else {

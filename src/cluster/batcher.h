@@ -38,12 +38,12 @@ struct lmq_batch_item {
     struct lmq_batch_item *next; /* the batcher's while queued, then the batch's list */
     const uint8_t *rec;          /* record bytes (owner's, read by the committer) */
     size_t len;
-    void *arg;                   /* owner's */
-    uint64_t queued_ns;          /* set by propose (monotonic) */
+    void *arg;          /* owner's */
+    uint64_t queued_ns; /* set by propose (monotonic) */
     /* Results, valid after the item came back in a polled batch: */
-    int status;                  /* LMQ_BATCH_APPENDED, LMQ_BATCH_DUPLICATE, or < 0:
-                                    refused by check (its code) or LMQ_BATCH_ERR_IO */
-    uint64_t index;              /* appended: its index; duplicate: the existing one */
+    int status;     /* LMQ_BATCH_APPENDED, LMQ_BATCH_DUPLICATE, or < 0:
+                       refused by check (its code) or LMQ_BATCH_ERR_IO */
+    uint64_t index; /* appended: its index; duplicate: the existing one */
 };
 
 #define LMQ_BATCH_APPENDED 0
@@ -53,8 +53,9 @@ struct lmq_batch_item {
 /* What check returns besides a negative refusal code. */
 #define LMQ_FSM_APPEND 0
 #define LMQ_FSM_DUPLICATE 1 /* already in the log: *index set, not appended again */
-#define LMQ_FSM_BARRIER 2   /* commit the records before this one first (e.g. a second
-                               registry record that must see the first one applied) */
+#define LMQ_FSM_BARRIER                                                                            \
+    2 /* commit the records before this one first (e.g. a second                                   \
+         registry record that must see the first one applied) */
 
 /* The state machine (ledger apply rules), run on the committer thread. */
 struct lmq_fsm_ops {
@@ -85,13 +86,13 @@ struct lmq_batch {
     struct lmq_batch_item *items; /* every item taken, in proposal order */
     size_t n_items;
     size_t n_appended;
-    int status;                     /* 0 or the ledger error of a failed append */
-    struct ledger_commit commit;    /* when n_appended > 0 and status == 0 */
+    int status;                  /* 0 or the ledger error of a failed append */
+    struct ledger_commit commit; /* when n_appended > 0 and status == 0 */
     uint8_t header[LEDGER_BLOCK_HEADER_LEN];
-    char *checkpoint;               /* signed note, NUL-terminated (NULL if none) */
+    char *checkpoint; /* signed note, NUL-terminated (NULL if none) */
     size_t checkpoint_len;
-    uint64_t commit_us;             /* append + sync time */
-    uint64_t latency_us;            /* first item proposed -> committed */
+    uint64_t commit_us;  /* append + sync time */
+    uint64_t latency_us; /* first item proposed -> committed */
 };
 
 struct lmq_batcher;

@@ -200,9 +200,9 @@ static void test_verdicts(void **state)
     assert_non_null(bt);
     static struct rec r[6];
     make(&r[0], 0, LMQ_FSM_APPEND);
-    make(&r[1], 1, -7);                  /* refused */
-    make(&r[2], 2, LMQ_FSM_DUPLICATE);   /* already in the log */
-    make(&r[3], 3, LMQ_FSM_BARRIER);     /* must start a new batch */
+    make(&r[1], 1, -7);                /* refused */
+    make(&r[2], 2, LMQ_FSM_DUPLICATE); /* already in the log */
+    make(&r[3], 3, LMQ_FSM_BARRIER);   /* must start a new batch */
     make(&r[4], 4, LMQ_FSM_APPEND);
     make(&r[5], 5, -9);
     for (int i = 0; i < 6; i++)

@@ -102,13 +102,11 @@ static int teardown(void **state)
     return 0;
 }
 
-static size_t envelope(const struct keypair *k, uint64_t seq, uint64_t t, uint8_t *out,
-                       size_t cap)
+static size_t envelope(const struct keypair *k, uint64_t seq, uint64_t t, uint8_t *out, size_t cap)
 {
     size_t n;
-    assert_int_equal(cose_envelope_sign(k->id, DEVICE_ID_LEN, seq, t, "{\"kwh\":1}", 9, k->sk,
-                                        out, cap, &n),
-                     0);
+    assert_int_equal(
+        cose_envelope_sign(k->id, DEVICE_ID_LEN, seq, t, "{\"kwh\":1}", 9, k->sk, out, cap, &n), 0);
     return n;
 }
 
@@ -136,8 +134,7 @@ static void test_refusals(void **state)
     assert_int_equal(verify_envelope(reg, (const uint8_t *)"hello", 5, T0, 1000, NULL, NULL),
                      VERIFY_MALFORMED);
     assert_int_equal(verify_envelope(reg, env, n - 1, T0, 1000, NULL, NULL), VERIFY_MALFORMED);
-    assert_int_equal(verify_envelope(reg, env + 1, n - 1, T0, 1000, NULL, NULL),
-                     VERIFY_MALFORMED);
+    assert_int_equal(verify_envelope(reg, env + 1, n - 1, T0, 1000, NULL, NULL), VERIFY_MALFORMED);
     /* another session's device */
     assert_int_equal(verify_envelope(reg, env, n, T0, 1000, dev3.id, NULL), VERIFY_WRONG_DEVICE);
     /* forged: last signature byte flipped */
@@ -170,9 +167,8 @@ static void test_refusals(void **state)
                      0);
     assert_int_equal(verify_envelope(reg, env, m, T0, 1000, NULL, NULL), VERIFY_UNKNOWN);
     /* dev1's envelope signed by dev3's key */
-    assert_int_equal(cose_envelope_sign(dev1.id, DEVICE_ID_LEN, 1, T0, "x", 1, dev3.sk, env,
-                                        sizeof env, &m),
-                     0);
+    assert_int_equal(
+        cose_envelope_sign(dev1.id, DEVICE_ID_LEN, 1, T0, "x", 1, dev3.sk, env, sizeof env, &m), 0);
     assert_int_equal(verify_envelope(reg, env, m, T0, 1000, NULL, NULL), VERIFY_BAD_SIGNATURE);
     /* no registry */
     n = envelope(&dev1, 7, T0, env, sizeof env);
