@@ -367,3 +367,25 @@ def test_cli_watch_first_checkpoint(node):
     other = "%s+%s+%s" % (name, kid, base64.b64encode(b"\x01" + b"\x09" * 32).decode())
     p = cli("watch", "--broker", "127.0.0.1:%d" % b.port, "--key", other, "--count", "1")
     assert p.returncode == 1 and b"checkpoint NOT verified" in p.stderr
+
+
+def test_cli_receipt_over_mutual_tls(broker_factory, tmp_path):
+    from tlscerts import Pki
+    pki = Pki(tmp_path / "pki")
+    b = broker_factory(start=False, extra_lines=pki.listener_lines(cafile=True, require=True))
+    p = cli("-d", b.data_dir, "log", "append", "--topic", "t", input=b"one\ntwo\n")
+    assert p.returncode == 0, p.stderr
+    vkey = cli("-d", b.data_dir, "key", "show").stdout.decode().strip()
+    b.start()
+    broker = "127.0.0.1:%d" % b.port
+    p = cli("receipt", "--broker", broker, "1", "--key", vkey, "--cafile", pki.path("ca.crt"),
+            "--cert", pki.path("client.crt"), "--tls-key", pki.path("client.key"))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["index"] == 1
+    # the server's certificate must chain to --cafile
+    p = cli("receipt", "--broker", broker, "1", "--cafile", pki.path("otherca.crt"),
+            "--cert", pki.path("client.crt"), "--tls-key", pki.path("client.key"))
+    assert p.returncode == 2 and b"TLS: server certificate:" in p.stderr
+    # no client certificate: the broker refuses the handshake
+    p = cli("receipt", "--broker", broker, "1", "--cafile", pki.path("ca.crt"))
+    assert p.returncode == 2 and b"--broker " + broker.encode() in p.stderr
