@@ -42,6 +42,11 @@ def cli(*args, input=None, check=0):
     return p
 
 
+def _asan():
+    p = subprocess.run(["ldd", os.path.join(BUILD_DIR, "ledgermqd")], capture_output=True)
+    return b"libasan" in p.stdout
+
+
 def now_ms():
     return int(time.time() * 1000)
 
@@ -459,11 +464,11 @@ def test_burst_backpressure(broker_factory, tmp_path):
     acked message is in the log; a plain topic is served meanwhile; RSS
     stays bounded."""
     n = Node(broker_factory, tmp_path, ("burst/# attested",),
-             config={"ledger_queue_messages": 64, "ledger_queue_bytes": 65536,
+             config={"ledger_queue_messages": 64, "ledger_queue_bytes": 262144,
                      "ledger_batch_ms": 20, "ledger_batch_max": 32})
-    N, M = 40, 150
+    N, M = 40, 250
     acked = [0] * N
-    payload = b"x" * 512
+    payload = b"x" * 2048
 
     def blast(k):
         s = socket.create_connection(("127.0.0.1", n.port), timeout=20)
@@ -518,9 +523,11 @@ def test_burst_backpressure(broker_factory, tmp_path):
     sys_pauses.subscribe5([("$SYS/ledger/queue/pauses", 0)])
     pauses = int(sys_pauses.expect5(R.PUBLISH, 5).payload)
     assert pauses > 0
-    # The burst is N * M * ~540 bytes = ~3.2 MiB of payload, more than three
-    # times that with records and outgoing copies if it were all held at
-    # once; the ingest queue holds 64 KiB: the growth stays well below.
+    # The burst is N * M * 2 KiB = 20 MiB of payload (three times that with
+    # the records, were it all held at once); the ingest queue holds
+    # 256 KiB and each paused connection's unread bytes stay in the kernel.
+    # (Under ASan freed memory sits in its quarantine: no RSS bound there.)
     print("RSS before %d KiB, peak %d KiB" % (rss0, peak))
-    assert peak - rss0 < 8 * 1024, (rss0, peak)
+    if not _asan():
+        assert peak - rss0 < 12 * 1024, (rss0, peak)
     assert n.stop_and_audit(decode=False) == N * M
