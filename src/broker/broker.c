@@ -1489,11 +1489,18 @@ struct bk_pwref {
     uint32_t refs;
 };
 
-enum bk_aj_kind { BK_AJ_TOKEN = 0, BK_AJ_PASSWORD = 1, BK_AJ_CERT = 2, BK_AJ_ENHANCED = 3 };
+enum bk_aj_kind {
+    BK_AJ_TOKEN = 0,
+    BK_AJ_PASSWORD = 1,
+    BK_AJ_CERT = 2,
+    BK_AJ_ENHANCED = 3, /* a method's verify at CONNECT */
+    BK_AJ_REAUTH = 4,   /* a method's verify during MQTT 5 re-authentication */
+};
 
 static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t len);
 
-static const char *const bk__aj_method[] = {"token", "password", "certificate", "enhanced"};
+static const char *const bk__aj_method[] = {"token", "password", "certificate", "enhanced",
+                                             "re-authentication"};
 
 #define BK_PRINCIPAL_MAX (PWFILE_USER_MAX + 1)
 
@@ -1654,7 +1661,8 @@ static void bk__aj_work(struct lmq_work *w)
         if (j->rc == 0)
             memcpy(j->principal, id, sizeof id);
         break;
-    case BK_AJ_ENHANCED: {
+    case BK_AJ_ENHANCED:
+    case BK_AJ_REAUTH: {
         struct lmq_auth_env env = {b->svc.registry, b->cfg->ledger_origin};
         int r = j->am->verify(j->am_state, &env, j->principal, sizeof j->principal, &j->why);
         j->rc = r == LMQ_AUTH_SUCCESS ? 0 : -1;
@@ -1755,6 +1763,75 @@ static int bk__aj_finish(struct bk_authjob *j)
     return rc;
 }
 
+static void bk__aj_done(struct lmq_work *w);
+
+/* The verdict of a re-authentication check (connected client): AUTH 0x00,
+ * or DISCONNECT 0x87 when it failed or proved another identity. */
+static int bk__reauth_finish(struct bk_authjob *j)
+{
+    struct lmq_client *c = j->c;
+    struct bk_client_x *x = c->x;
+    x->job = NULL;
+    x->auth_state = j->am_state;
+    j->am_state = NULL;
+    x->reauth = false;
+    const char *why = j->rc != 0 ? j->why : NULL;
+    if (!why && (!x->principal || strcmp(x->principal, j->principal) != 0))
+        why = "authenticated as another device";
+    if (why) {
+        c->b->auth_refused++;
+        LMQ_NOTICE("client %s from %s: re-authentication refused (method %s): %s; DISCONNECT "
+                   "0x87",
+                   bk__name(c), c->peer, j->am->name, why);
+        bk__close_rc(c, MQTT_RC_NOT_AUTHORIZED);
+        return -1;
+    }
+    LMQ_INFO("client %s re-authenticated as device %s (%s)", bk__name(c), x->principal,
+             j->am->name);
+    bk__send_auth(c, MQTT_RC_SUCCESS, NULL, 0);
+    return 0;
+}
+
+/* Re-authentication whose method said LMQ_AUTH_VERIFY: the check runs on
+ * the pool while the session carries on. Returns 0, or -1 when the
+ * connection is being closed. */
+static int bk__reauth_verify(struct lmq_client *c)
+{
+    struct lmq_broker *b = c->b;
+    struct bk_client_x *x = c->x;
+    if (x->job) {
+        bk__fail(c, MQTT_RC_PROTOCOL_ERROR, "AUTH while the previous one is being checked", 0);
+        return -1;
+    }
+    struct bk_authjob *j = calloc(1, sizeof *j);
+    if (!j) {
+        bk__fail(c, MQTT_RC_UNSPECIFIED, "out of memory", 0);
+        return -1;
+    }
+    j->b = b;
+    j->c = c;
+    j->kind = BK_AJ_REAUTH;
+    j->am = x->auth;
+    j->am_state = x->auth_state;
+    x->auth_state = NULL;
+    j->w.work = bk__aj_work;
+    j->w.done = bk__aj_done;
+    x->job = j;
+    b->auth_pending++;
+    if (b->svc.pool) {
+        lmq_workpool_submit(b->svc.pool, &j->w);
+        return 0;
+    }
+    j->inline_run = true;
+    bk__aj_work(&j->w);
+    b->auth_pending--;
+    int rc = bk__reauth_finish(j);
+    if (j->am_state)
+        j->am->done(j->am_state);
+    bk__aj_free(j);
+    return rc;
+}
+
 static void bk__aj_done(struct lmq_work *w)
 {
     struct bk_authjob *j = (struct bk_authjob *)w;
@@ -1762,8 +1839,12 @@ static void bk__aj_done(struct lmq_work *w)
     j->b->auth_pending--;
     if (c && c->x)
         c->x->job = NULL;
-    if (c && !c->lost && c->state == BK_C_CHECK)
+    if (j->kind == BK_AJ_REAUTH) {
+        if (c && !c->lost && c->state == BK_C_CONNECTED && c->x)
+            bk__reauth_finish(j);
+    } else if (c && !c->lost && c->state == BK_C_CHECK) {
         bk__aj_finish(j);
+    }
     if (j->am_state)
         j->am->done(j->am_state);
     bk__aj_free(j);
@@ -2960,6 +3041,8 @@ static int bk__handle_reauth(struct lmq_client *c, const uint8_t *pkt, size_t le
         bk__send_auth(c, MQTT_RC_CONTINUE_AUTH, out, on);
         return 0;
     }
+    if (r == LMQ_AUTH_VERIFY)
+        return bk__reauth_verify(c); /* verdict later, from the worker pool */
     x->reauth = false;
     if (r != LMQ_AUTH_SUCCESS) {
         bk__fail(c, MQTT_RC_NOT_AUTHORIZED, "re-authentication failed", 0);

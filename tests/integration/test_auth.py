@@ -449,3 +449,40 @@ def test_passwd_cli_replace_and_delete(tmp_path):
     assert "carol:" not in f.read_text()
     assert cli("passwd", "--file", f, "--delete", "carol", check=1).returncode == 1
     assert cli("passwd", "--file", f, "bad:name", input=b"x\n", check=2).returncode == 2
+
+
+def reauth_round(c, dev, sk=None, origin=ORIGIN):
+    """AUTH 0x19 with ledgermq-ed25519, the broker's nonce, the signed answer;
+    returns the broker's next packet (AUTH 0x00 or DISCONNECT)."""
+    c.send(auth_packet("ledgermq-ed25519", b"", reason=0x19))
+    p = c.recv()
+    assert p is not None and p.type == AUTH and p.body[0] == 0x18, p
+    nonce = V.pget(V.parse_props(p.body[1:])[0], AUTH_DATA)
+    sig = (sk or dev.sk).sign(ed25519_message(origin, nonce, dev.id)).signature
+    c.send(auth_packet("ledgermq-ed25519", dev.id.encode() + sig))
+    p = c.recv()
+    assert p is not None, "no answer to the re-authentication"
+    return p
+
+
+def test_ed25519_reauthentication(fleet, raw):
+    """MQTT 5 4.12.1 with ledgermq-ed25519: the check runs on the worker
+    pool while the session carries on; AUTH 0x00 on success, DISCONNECT 0x87
+    on a bad signature."""
+    b = fleet.broker.start()
+    c = raw(b.port)
+    c.send(V.connect("ra1", cprops=V.props((V.AUTH_METHOD, "ledgermq-ed25519"))))
+    p = c.recv()
+    nonce = V.pget(V.parse_props(p.body[1:])[0], AUTH_DATA)
+    sig = fleet.dev.sk.sign(ed25519_message(ORIGIN, nonce, fleet.dev.id)).signature
+    c.send(auth_packet("ledgermq-ed25519", fleet.dev.id.encode() + sig))
+    assert c.expect5(R.CONNACK).reason == 0
+    p = reauth_round(c, fleet.dev)
+    assert p.type == AUTH and p.body[0] == 0x00, p
+    assert b.wait_log(r"client ra1 re-authenticated as device %s" % fleet.dev.id)
+    assert c.subscribe5([("t", 0)]) == [0]  # the session carries on
+    since = len(b.log())
+    p = reauth_round(c, fleet.dev, sk=fleet.other.sk)
+    assert p.type == R.DISCONNECT and p.body[0] == 0x87, p
+    assert b.wait_log(r"client ra1 from \S+: re-authentication refused \(method "
+                      r"ledgermq-ed25519\): bad signature", since=since)
