@@ -486,3 +486,36 @@ def test_ed25519_reauthentication(fleet, raw):
     assert p.type == R.DISCONNECT and p.body[0] == 0x87, p
     assert b.wait_log(r"client ra1 from \S+: re-authentication refused \(method "
                       r"ledgermq-ed25519\): bad signature", since=since)
+
+
+@pytest.mark.parametrize("line,msg", [
+    ("auth token,bogus", "'auth' method 'bogus' unknown"),
+    ("auth token,", "'auth' list ends with a comma"),
+    ("auth", "'auth' takes one comma-separated list"),
+])
+def test_config_auth_key_errors(tmp_path, line, msg):
+    conf = tmp_path / "ledgermq.conf"
+    conf.write_text("data_dir %s\nlistener 0 127.0.0.1\n%s\n" % (tmp_path / "data", line))
+    p = subprocess.run([os.path.join(BUILD_DIR, "ledgermqd"), "-c", str(conf)],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 1
+    assert ("%s:3: %s" % (conf, msg)).encode() in p.stderr, p.stderr
+
+
+def test_config_auth_before_listener(tmp_path):
+    conf = tmp_path / "ledgermq.conf"
+    conf.write_text("auth token\n")
+    p = subprocess.run([os.path.join(BUILD_DIR, "ledgermqd"), "-c", str(conf)],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 1 and b":1: 'auth' applies to a listener" in p.stderr, p.stderr
+
+
+def test_bad_password_file_stops_start(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("alice:$argon2id$v=19$m=8,t=1,p=1$x$y\nno colon here\n")
+    conf = tmp_path / "ledgermq.conf"
+    conf.write_text("data_dir %s\npassword_file %s\nlistener 0 127.0.0.1\n"
+                    % (tmp_path / "data", pw))
+    p = subprocess.run([os.path.join(BUILD_DIR, "ledgermqd"), "-c", str(conf)],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 1 and ("%s:2:" % pw).encode() in p.stderr, p.stderr
