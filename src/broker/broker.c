@@ -2432,7 +2432,10 @@ static int bk__ledger_publish(struct lmq_client *c, const struct mqtt_publish *p
     struct lmq_broker *b = c->b;
     struct bk_session *s = c->sess;
     bool v5 = c->proto == MQTT_V5;
-    struct lmq_ledger_api_req r = {s->id, p->topic, p->payload, v5 ? &p->props : NULL, p->qos};
+    enum bk_principal_kind kind;
+    bk_client_identity(c, &kind);
+    struct lmq_ledger_api_req r = {s->id, p->topic, p->payload, v5 ? &p->props : NULL, p->qos,
+                                   kind == BK_PRINCIPAL_DEVICE};
     uint8_t rc = lmq_ledger_api_publish(b->lapi, b, &r);
     if (p->qos == 2 && rc >= 0x80 && v5 && bk__qos2_del(s, p->packet_id) && s->persistent) {
         struct lmq_store *st = bk__st(b);

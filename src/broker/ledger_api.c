@@ -870,6 +870,15 @@ static uint8_t lapi__admin(struct lmq_ledger_api *a, struct lmq_broker *b,
 {
     struct ledger_record rec;
     const char *bad = NULL;
+    if (r->device) {
+        /* registry records come from operators: a device session never
+         * submits one, whatever it carries (the ACL and the record's
+         * operator signature judge the others) */
+        LMQ_NOTICE("client %s: PUBLISH to %.*s refused: a device session may not submit "
+                   "registry records",
+                   r->client_id, (int)r->topic.len, r->topic.ptr);
+        return MQTT_RC_NOT_AUTHORIZED;
+    }
     if (ledger_record_decode(r->payload.ptr, r->payload.len, &rec) != 0)
         bad = "the payload is not a ledger record";
     else if (rec.kind != kind)

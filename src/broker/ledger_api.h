@@ -54,13 +54,15 @@ struct lmq_ledger_api_req {
     struct mqtt_bin payload;
     const struct mqtt_props *props; /* MQTT 5 properties, NULL under 3.1.1 */
     uint8_t qos;
+    bool device; /* the session's principal is a device (never an operator) */
 };
 
 /* Handles it: 0 when accepted (a reply follows on the request's Response
  * Topic), else the reason code to refuse it with (MQTT 5 PUBACK/PUBREC;
  * a 3.1.1 publisher's message is just dropped): 0x87 for a topic clients
  * may not publish to, 0x83 for a request without a usable Response Topic,
- * 0x97 when config ledger_api_max_requests are pending. Logs refusals. A NULL
+ * 0x97 when config ledger_api_max_requests are pending, 0x87 for a device
+ * session on $ledger/admin/... . Logs refusals. A NULL
  * A (no ledger served) answers requests with the error "unavailable". */
 uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
                                const struct lmq_ledger_api_req *r);

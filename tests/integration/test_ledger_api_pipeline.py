@@ -331,3 +331,33 @@ def test_admin_needs_an_operator_principal(broker_factory, tmp_path):
     assert json.loads(p.stdout)["index"] == 0
     p = cli(*base[:4], "--username", "nobody", "--password", "x", *base[4:])
     assert p.returncode == 2 and b"CONNACK 0x86" in p.stderr
+
+
+def test_device_session_may_not_submit_registry_records(node, tmp_path):
+    """A client authenticated as a device (CWT token) is never an operator:
+    $ledger/admin/... refuses it with 0x87 whatever it carries."""
+    b, _, opkey, _ = node
+    p = cli("device", "keygen", "--out", tmp_path / "dev.key")
+    dev_id = p.stdout.decode().split()[1]
+    pub = p.stdout.decode().split("public_hex: ")[1].strip()
+    assert register(b, opkey, pub, "meter-1").returncode == 0
+    tok = cli("token", "--key", tmp_path / "dev.key", "--aud", "ledgermq.local/default", "--hex")
+    assert tok.returncode == 0, tok.stderr
+    token = bytes.fromhex(tok.stdout.decode().strip())
+    c = V.Client5(b.port)
+    body = (R.mstr("MQTT") + bytes([5, 0xC2]) + struct.pack("!H", 60) + b"\x00" +
+            R.mstr(dev_id) + R.mstr(dev_id) + R.mstr(token))
+    c.send(R.packet(R.CONNECT, 0, body))
+    assert c.expect5(R.CONNACK).reason == 0
+    # refused before the payload is even looked at
+    c.send(V.publish("$ledger/admin/register", b"\xa0", qos=1, pid=1,
+                     pprops=V.props((V.RESPONSE_TOPIC, "answers"))))
+    assert c.expect5(R.PUBACK).reason == 0x87
+    c.send(V.publish("$ledger/admin/revoke", b"\xa0", qos=1, pid=2,
+                     pprops=V.props((V.RESPONSE_TOPIC, "answers"))))
+    assert c.expect5(R.PUBACK).reason == 0x87
+    assert "a device session may not submit registry records" in b.log()
+    # a device may still ask for proofs
+    c.send(V.publish("$ledger/proof", b"0", qos=1, pid=3,
+                     pprops=V.props((V.RESPONSE_TOPIC, "answers"))))
+    assert c.expect5(R.PUBACK).reason == 0
