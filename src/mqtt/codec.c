@@ -145,11 +145,11 @@ int mqtt_frame(const uint8_t *buf, size_t len, uint32_t max_packet, struct mqtt_
     uint32_t total = 1u + (uint32_t)n + rl;
     if (max_packet == 0)
         max_packet = MQTT_MAX_PACKET_SIZE;
-    if (total > max_packet)
-        return MQTT_E_TOO_LARGE;
     f->header_len = (uint8_t)(1 + n);
     f->remaining_len = rl;
     f->total_len = total;
+    if (total > max_packet)
+        return MQTT_E_TOO_LARGE;
     return len >= total ? MQTT_OK : MQTT_NEED_MORE;
 }
 

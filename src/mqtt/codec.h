@@ -253,7 +253,9 @@ struct mqtt_frame {
  * bytes the packet will need, otherwise f->total_len is 0); MQTT_E_VARINT
  * for a remaining length longer than 4 bytes; MQTT_E_TOO_LARGE as soon as
  * the fixed header shows the whole packet would exceed MAX_PACKET bytes
- * (0 = MQTT_MAX_PACKET_SIZE), before the body has arrived. Does not check
+ * (0 = MQTT_MAX_PACKET_SIZE), before the body has arrived, with F filled
+ * (the broker answers an oversize MQTT 5 CONNECT with CONNACK 0x95 after
+ * looking at its protocol level past the header). Does not check
  * the packet type or flags (the decoders do). Reads only BUF; cheap enough
  * to call once per buffered packet. */
 int mqtt_frame(const uint8_t *buf, size_t len, uint32_t max_packet, struct mqtt_frame *f);

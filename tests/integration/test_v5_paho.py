@@ -24,6 +24,7 @@ import pytest
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCodes
 
 from conftest import ledgermq_only
 
@@ -90,6 +91,14 @@ def _parse(cmd, body, flags=0):
     return mid, reason, (Properties(ptype).unpack(rest)[0].json() if rest else {})
 
 
+def _paho_knows(cmd, reason):
+    try:
+        ReasonCodes(cmd >> 4, identifier=reason)
+        return True
+    except Exception:
+        return False
+
+
 class Paho5(mqtt.Client):
     """paho 1.6 MQTT 5 client with its network thread. Records every
     received packet (self.rx, see the module comment), messages (self.msgs)
@@ -124,6 +133,14 @@ class Paho5(mqtt.Client):
             self.cv.notify_all()
         if cmd == AUTH:
             return mqtt.MQTT_ERR_SUCCESS  # paho 1.6 would drop the connection
+        if cmd == CONNACK and not _paho_knows(CONNACK, reason):
+            # paho 1.6's reason code table lacks some CONNACK codes (0x95,
+            # 0x99) and its network thread dies on an assertion: the CONNACK
+            # is taken here and the connection dropped as paho would.
+            with self.cv:
+                self.connack = ({"session present": body[0] & 1}, reason, prop)
+                self.cv.notify_all()
+            return mqtt.MQTT_ERR_PROTOCOL
         return super()._packet_handle()
 
     # -- acks held back (paho 1.6 has no manual acks): its ack senders wrapped
@@ -324,6 +341,24 @@ def test_paho5_not_authorized_0x87(broker_factory, paho5):
     c = paho5(b.port, "pna")
     _, rc, _ = c.start()
     assert rc == 0x87
+    assert c.closed()
+
+
+def test_paho5_will_payload_not_utf8_0x99(broker, paho5):
+    c = paho5(broker.port, "pwu")
+    c.will_set("pwu/w", b"\xff\xfe", 0,
+               properties=props(PacketTypes.WILLMESSAGE, PayloadFormatIndicator=1))
+    _, rc, _ = c.start()
+    assert rc == 0x99
+    assert c.closed()
+
+
+def test_paho5_connect_over_maximum_packet_size_0x95(broker_factory, paho5):
+    b = broker_factory(config={"max_packet_size": 1024})
+    c = paho5(b.port, "pbig")
+    c.will_set("pbig/w", b"w" * 2000, 0)
+    _, rc, _ = c.start()
+    assert rc == 0x95
     assert c.closed()
 
 
