@@ -1568,6 +1568,36 @@ static bool bk__acl_ok(const struct lmq_client *c, const char *topic, int access
                      k == BK_PRINCIPAL_DEVICE ? who : NULL, topic, access) == 0;
 }
 
+/* The will topic under the ACL (write), checked at CONNECT as Mosquitto
+ * does: a will the client could not publish itself refuses the
+ * connection. ID[0:IDLEN] is the client id (no session yet). */
+static bool bk__acl_will_ok(struct lmq_client *c, const char *id, size_t idlen,
+                            const struct mqtt_connect *ct)
+{
+    const struct acl *acl = c->b->acl;
+    if (!acl || !ct->will)
+        return true;
+    char *cid = strndup(id, idlen);
+    char *t = strndup(ct->will_topic.ptr, ct->will_topic.len);
+    bool ok = false;
+    if (cid && t) {
+        enum bk_principal_kind k;
+        const char *who = bk_client_identity(c, &k);
+        ok = acl_check(acl, k == BK_PRINCIPAL_USER ? who : NULL, cid,
+                       k == BK_PRINCIPAL_DEVICE ? who : NULL, t, ACL_WRITE) == 0;
+    }
+    if (!ok) {
+        c->b->acl_denied++;
+        LMQ_NOTICE("client %.*s from %s: will topic '%.*s' denied by the ACL; CONNACK 0x%02x",
+                   (int)(idlen > 128 ? 128 : idlen), id, c->peer,
+                   (int)(ct->will_topic.len > 256 ? 256 : ct->will_topic.len), ct->will_topic.ptr,
+                   c->proto == MQTT_V5 ? MQTT_RC_NOT_AUTHORIZED : MQTT_CONNACK_NOT_AUTHORIZED);
+    }
+    free(cid);
+    free(t);
+    return ok;
+}
+
 int bk_acl_check_publish(struct lmq_client *c, const char *topic, size_t len)
 {
     struct lmq_broker *b = c->b;
@@ -2229,6 +2259,8 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
         if (r > 0 || c->state != BK_C_NEW)
             return 0;
     }
+    if (!bk__acl_will_ok(c, id, idlen, &ct))
+        return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED);
     if (bk__parse_will(c, &ct) < 0)
         return -1;
     c->keepalive = ct.keep_alive;

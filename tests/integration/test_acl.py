@@ -218,3 +218,27 @@ def test_sighup_reload_password_file(acl_broker, raw, tmp_path):
     b.proc.send_signal(signal.SIGHUP)
     assert b.wait_log(r"SIGHUP: password file \S+: 2 users \(was 1\)", since=since)
     raw(b.port, "p2", v5=True, username="carol", password="c-pass")  # CONNACK 0 asserted
+
+
+def test_will_topic_checked_at_connect(acl_broker):
+    """A will the client could not publish itself refuses the connection
+    (as Mosquitto): 3.1.1 CONNACK 0x05, MQTT 5 0x87."""
+    b = acl_broker
+    since = len(b.log())
+    c = R.RawClient(b.port)
+    try:
+        assert c.connect("wl1", will=("alice/x", b"gone", 0, False)).rc == 0x05
+    finally:
+        c.abort()
+    assert b.wait_log(r"client wl1 from \S+: will topic 'alice/x' denied by the ACL", since=since)
+    c = V.Client5(b.port)
+    try:
+        c.send(V.connect("wl2", will=("alice/x", b"gone", 0, False)))
+        assert c.expect5(R.CONNACK).reason == 0x87
+    finally:
+        c.abort()
+    c = R.RawClient(b.port)
+    try:
+        assert c.connect("wl3", will=("public/in", b"gone", 0, False)).rc == 0
+    finally:
+        c.abort()
