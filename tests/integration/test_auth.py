@@ -519,3 +519,31 @@ def test_bad_password_file_stops_start(tmp_path):
     p = subprocess.run([os.path.join(BUILD_DIR, "ledgermqd"), "-c", str(conf)],
                        capture_output=True, timeout=30)
     assert p.returncode == 1 and ("%s:2:" % pw).encode() in p.stderr, p.stderr
+
+
+def test_packets_behind_a_held_connect(fleet, raw):
+    """CONNECT, SUBSCRIBE and PUBLISH in one write: the CONNECT is held for
+    the token check (input paused); the rest is handled after the CONNACK,
+    in order."""
+    b = fleet.broker.start()
+    c = raw(b.port)
+    c.send(R.connect_packet("hold1", username=fleet.dev.id, password=py_token(fleet.dev)) +
+           R.subscribe_packet(1, [("hold/t", 1)]) +
+           R.publish_packet("hold/t", b"self", qos=1, pid=2))
+    assert c.expect(R.CONNACK).rc == 0
+    assert c.expect(R.SUBACK).codes == [1]
+    got = [c.recv(), c.recv()]
+    assert sorted(p.type for p in got) == [R.PUBLISH, R.PUBACK], got
+
+
+def test_client_gone_during_check(pw_broker, raw):
+    """A client that closes while its password is hashed on the worker pool:
+    the check's completion finds it gone and only frees the job; the broker
+    carries on (an ASan build checks the memory)."""
+    b = pw_broker
+    for i in range(5):
+        c = R.RawClient(b.port)
+        c.send(R.connect_packet("gone%d" % i, username="alice", password="correct horse"))
+        c.abort()
+    assert connect311(b.port, raw, "after", username="alice", password="correct horse") == 0
+    assert b.running()
