@@ -315,66 +315,96 @@ static int lapi__refresh(struct lmq_ledger_api *a, uint64_t size)
     return rc;
 }
 
-/* The receipt JSON of record INDEX at checkpointed size SIZE (0 = the
- * latest); malloc'd into *out. 0 or a ledger error. */
-static int lapi__receipt(struct lmq_ledger_api *a, uint64_t index, uint64_t size, char **out,
-                         size_t *out_len)
+/* The signed checkpoint of the block that ends at tree size SIZE, in a
+ * malloc'd *CP. 0, LEDGER_ERR_NOCHECKPOINT or another ledger error. */
+static int lapi__checkpoint_at(struct lmq_ledger_api *a, uint64_t size, char **cp, size_t *len)
 {
-    size_t cap = LEDGER_MAX_CHECKPOINT + 4096, rlen = 0;
-    uint8_t *scratch = NULL;
-    struct receipt r;
-    int rc;
-    for (;;) {
-        uint8_t *ns = realloc(scratch, cap);
-        if (!ns) {
-            free(scratch);
-            return -ENOMEM;
-        }
-        scratch = ns;
-        rc = ledger_receipt(a->ro, index, size, scratch, cap, &r);
-        if (rc != -ENOSPC)
-            break;
-        if (ledger_get(a->ro, index, NULL, 0, &rlen) != -ENOSPC ||
-            cap > rlen + LEDGER_MAX_CHECKPOINT)
-            break;
-        cap = rlen + LEDGER_MAX_CHECKPOINT + 64;
-    }
+    uint64_t height;
+    int rc = ledger_block_at_size(a->ro, size, &height);
+    if (rc)
+        return rc == -ENOENT ? LEDGER_ERR_NOCHECKPOINT : rc;
+    *cp = malloc(LEDGER_MAX_CHECKPOINT);
+    if (!*cp)
+        return -ENOMEM;
+    rc = ledger_block_checkpoint(a->ro, height, *cp, LEDGER_MAX_CHECKPOINT, len);
     if (rc) {
-        free(scratch);
-        return rc;
+        free(*cp);
+        *cp = NULL;
     }
-    size_t jcap = r.record_len / 3 * 4 + 8 + 2 * r.checkpoint_len + 64 * 48 + 256;
-    char *json = malloc(jcap);
-    ssize_t n = json ? receipt_write(&r, json, jcap) : -ENOMEM;
-    free(scratch);
-    if (n < 0) {
-        free(json);
-        return n == -ENOMEM ? -ENOMEM : -ENOSPC;
+    return rc;
+}
+
+/* The receipt JSON of record INDEX (< SIZE) at tree size SIZE whose signed
+ * checkpoint is CP; malloc'd into *out. 0 or an error. */
+static int lapi__receipt(struct lmq_ledger_api *a, uint64_t index, uint64_t size, const char *cp,
+                         size_t cp_len, char **out, size_t *out_len)
+{
+    struct receipt *r = malloc(sizeof *r);
+    size_t cap = 4096, rlen;
+    uint8_t *rec = malloc(cap);
+    char *json = NULL;
+    int rc = r && rec ? ledger_get(a->ro, index, rec, cap, &rlen) : -ENOMEM;
+    if (rc == -ENOSPC) {
+        uint8_t *nr = realloc(rec, rlen);
+        rc = nr ? ledger_get(a->ro, index, (rec = nr), rlen, &rlen) : -ENOMEM;
     }
-    *out = json;
-    *out_len = (size_t)n;
-    return 0;
+    if (rc == 0) {
+        memset(r, 0, sizeof *r);
+        r->index = index;
+        r->tree_size = size;
+        r->record = rec;
+        r->record_len = rlen;
+        r->checkpoint = cp;
+        r->checkpoint_len = cp_len;
+        rc = ledger_inclusion_proof(a->ro, index, size, r->proof, &r->n_proof);
+    }
+    if (rc == 0) {
+        size_t jcap = rlen / 3 * 4 + 8 + 2 * cp_len + r->n_proof * 48 + 256;
+        ssize_t n = (json = malloc(jcap)) ? receipt_write(r, json, jcap) : -ENOMEM;
+        if (n < 0) {
+            rc = n == -ENOMEM ? -ENOMEM : -ENOSPC;
+            free(json);
+        } else {
+            *out = json;
+            *out_len = (size_t)n;
+        }
+    }
+    free(rec);
+    free(r);
+    return rc;
+}
+
+static const char *lapi__strerror(int rc)
+{
+    return rc <= -300 ? ledger_strerror(rc) : strerror(-rc);
 }
 
 static void lapi__receipts_work(struct lapi_job *job)
 {
     struct lmq_ledger_api *a = job->api;
+    char *cp = NULL;
+    size_t cp_len = 0;
     int rc = lapi__refresh(a, job->size);
     /* keep the leaf-hash index close behind, a bounded step per job */
     if (rc == 0 && a->env)
         lapi__index_catch_up(a, LAPI_INDEX_TXN);
+    /* one checkpoint for every receipt of the job */
+    if (rc == 0 && (rc = lapi__checkpoint_at(a, job->size, &cp, &cp_len)) != 0)
+        LMQ_ERROR("ledger api: checkpoint at size %" PRIu64 ": %s; receipts not sent", job->size,
+                  lapi__strerror(rc));
     for (size_t i = 0; rc == 0 && i < job->nt; i++) {
         char *json, topic[600];
         size_t len;
-        int r = lapi__receipt(a, job->t[i].index, job->size, &json, &len);
+        int r = lapi__receipt(a, job->t[i].index, job->size, cp, cp_len, &json, &len);
         if (r) {
             LMQ_ERROR("ledger api: receipt of record %" PRIu64 " at size %" PRIu64 ": %s",
-                      job->t[i].index, job->size, r < -1000 ? ledger_strerror(r) : strerror(-r));
+                      job->t[i].index, job->size, lapi__strerror(r));
             continue;
         }
         snprintf(topic, sizeof topic, LMQ_LEDGER_RECEIPTS_PREFIX "%s", job->t[i].client_id);
         lapi__out(job, topic, json, len, NULL, 0, 1);
     }
+    free(cp);
 }
 
 /* "$ledger/proof": a decimal index or a 64-hex leaf hash. */
@@ -437,12 +467,14 @@ static void lapi__proof_work(struct lapi_job *job)
             lapi__out(job, job->resp_topic, p, len, job->corr, job->corr_len, job->qos);
         return;
     }
-    char *json;
-    size_t len;
-    int rc = lapi__receipt(a, index, 0, &json, &len);
+    char *json, *cp = NULL;
+    size_t len, cp_len;
+    int rc = lapi__checkpoint_at(a, size, &cp, &cp_len);
+    if (rc == 0)
+        rc = lapi__receipt(a, index, size, cp, cp_len, &json, &len);
+    free(cp);
     if (rc) {
-        LMQ_ERROR("ledger api: receipt of record %" PRIu64 ": %s", index,
-                  rc < -1000 ? ledger_strerror(rc) : strerror(-rc));
+        LMQ_ERROR("ledger api: receipt of record %" PRIu64 ": %s", index, lapi__strerror(rc));
         lapi__reply_err(job, "unavailable", "the receipt could not be built");
         return;
     }
