@@ -187,8 +187,7 @@ int main(int argc, char **argv)
     }
     printf("RESULT connects=%d accepted=%d refused=%d errors=%d seconds=%.3f "
            "connects_per_s=%.0f mean_ms=%.2f max_ms=%.2f parallel=%d\n",
-           count, ok, refused, errors, secs, count / secs, sum / count * 1e3, max * 1e3,
-           parallel);
+           count, ok, refused, errors, secs, count / secs, sum / count * 1e3, max * 1e3, parallel);
     free(toks);
     free(pf);
     free(started);

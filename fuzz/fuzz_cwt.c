@@ -54,8 +54,8 @@ static void fz__ed25519(const uint8_t *d, size_t n)
         if (authn_ed25519_message("lmq://broker.example", nonce, id, msg, sizeof msg) <= 0)
             abort();
     }
-    const struct lmq_auth_method *m = lmq_auth_find(AUTHN_ED25519_METHOD,
-                                                    strlen(AUTHN_ED25519_METHOD));
+    const struct lmq_auth_method *m =
+        lmq_auth_find(AUTHN_ED25519_METHOD, strlen(AUTHN_ED25519_METHOD));
     if (!m)
         abort();
     void *st = NULL;
@@ -96,9 +96,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return 0;
     switch (data[0] % 3) {
-    case 0: fz__token(data + 1, size - 1); break;
-    case 1: fz__ed25519(data + 1, size - 1); break;
-    default: fz__replay(data + 1, size - 1); break;
+    case 0:
+        fz__token(data + 1, size - 1);
+        break;
+    case 1:
+        fz__ed25519(data + 1, size - 1);
+        break;
+    default:
+        fz__replay(data + 1, size - 1);
+        break;
     }
     return 0;
 }

@@ -63,11 +63,7 @@ static void au__echo_done(void *state)
 }
 
 static const struct lmq_auth_method au__echo = {
-    "ledgermq-test-echo",
-    au__echo_start,
-    au__echo_step,
-    au__echo_done,
-    NULL,
+    "ledgermq-test-echo", au__echo_start, au__echo_step, au__echo_done, NULL,
 };
 
 /* ledgermq-ed25519: start sends a fresh nonce (whatever CONNECT's data),
@@ -97,8 +93,8 @@ static int au__ed_start(void **state, const uint8_t *in, size_t in_len, uint8_t 
     return LMQ_AUTH_CONTINUE;
 }
 
-static int au__ed_step(void **state, const uint8_t *in, size_t in_len, uint8_t *out,
-                       size_t out_cap, size_t *out_len)
+static int au__ed_step(void **state, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap,
+                       size_t *out_len)
 {
     (void)out;
     (void)out_cap;
@@ -111,8 +107,8 @@ static int au__ed_step(void **state, const uint8_t *in, size_t in_len, uint8_t *
     return LMQ_AUTH_VERIFY;
 }
 
-static int au__ed_verify(void *state, const struct lmq_auth_env *env, char *principal,
-                         size_t cap, const char **why)
+static int au__ed_verify(void *state, const struct lmq_auth_env *env, char *principal, size_t cap,
+                         const char **why)
 {
     struct au__ed *st = state;
     char id[DEVICE_ID_LEN + 1];
@@ -120,8 +116,8 @@ static int au__ed_verify(void *state, const struct lmq_auth_env *env, char *prin
         *why = "internal error";
         return LMQ_AUTH_FAIL;
     }
-    int rc = authn_ed25519_verify(env->registry, env->origin, st->nonce, st->resp, st->resp_len,
-                                  id);
+    int rc =
+        authn_ed25519_verify(env->registry, env->origin, st->nonce, st->resp, st->resp_len, id);
     /* A nonce answers once. */
     authn_nonce(st->nonce);
     if (rc != 0) {

@@ -122,8 +122,9 @@ int cli_passwd(struct cli *c, int argc, char **argv)
         ssize_t ln = pwfile_make_line(user, pw, pwlen, 0, 0, line, sizeof line);
         sodium_memzero(pw, sizeof pw);
         if (ln < 0)
-            return cli_error(CLI_ERR, "passwd: user name '%s' not allowed (no ':', control "
-                                      "characters or leading '#'; 1 to 256 bytes)",
+            return cli_error(CLI_ERR,
+                             "passwd: user name '%s' not allowed (no ':', control "
+                             "characters or leading '#'; 1 to 256 bytes)",
                              user);
     }
     /* The old file minus USER's line, then the new line: written to a
@@ -173,7 +174,10 @@ int cli_passwd(struct cli *c, int argc, char **argv)
     }
     if (del && !found)
         return cli_error(CLI_FAIL, "passwd: no user '%s' in %s", user, file);
-    fprintf(stderr, "%s user '%s' in %s\n", del ? "deleted" : found ? "updated" : "added", user,
-            file);
+    fprintf(stderr, "%s user '%s' in %s\n",
+            del     ? "deleted"
+            : found ? "updated"
+                    : "added",
+            user, file);
     return CLI_OK;
 }

@@ -15,18 +15,30 @@
 const char *authn_strerror(int err)
 {
     switch (err) {
-    case AUTHN_ERR_UNKNOWN_DEVICE: return "unknown device";
-    case AUTHN_ERR_REVOKED: return "device revoked";
-    case AUTHN_ERR_OLD_KEY: return "key rotated away (not the device's current key)";
-    case AUTHN_ERR_NO_REGISTRY: return "no device registry on this node";
-    case AUTHN_ERR_REGISTRY: return "device registry read failed";
-    case AUTHN_ERR_FORMAT: return "malformed ledgermq-ed25519 response";
-    case AUTHN_ERR_SIGNATURE: return "bad signature";
-    case AUTHN_ERR_BEFORE_START: return "token issued before the broker started";
-    case AUTHN_ERR_REPLAY: return "token replayed";
-    case AUTHN_ERR_REPLAY_FULL: return "token replay cache full";
-    case AUTHN_ERR_NOMEM: return "out of memory";
-    default: return cwt_strerror(err);
+    case AUTHN_ERR_UNKNOWN_DEVICE:
+        return "unknown device";
+    case AUTHN_ERR_REVOKED:
+        return "device revoked";
+    case AUTHN_ERR_OLD_KEY:
+        return "key rotated away (not the device's current key)";
+    case AUTHN_ERR_NO_REGISTRY:
+        return "no device registry on this node";
+    case AUTHN_ERR_REGISTRY:
+        return "device registry read failed";
+    case AUTHN_ERR_FORMAT:
+        return "malformed ledgermq-ed25519 response";
+    case AUTHN_ERR_SIGNATURE:
+        return "bad signature";
+    case AUTHN_ERR_BEFORE_START:
+        return "token issued before the broker started";
+    case AUTHN_ERR_REPLAY:
+        return "token replayed";
+    case AUTHN_ERR_REPLAY_FULL:
+        return "token replay cache full";
+    case AUTHN_ERR_NOMEM:
+        return "out of memory";
+    default:
+        return cwt_strerror(err);
     }
 }
 
@@ -103,8 +115,8 @@ int authn_device_key(struct registry *r, const uint8_t pk[32], char id[DEVICE_ID
     return 0;
 }
 
-int authn_ed25519_message(const char *origin, const uint8_t nonce[AUTHN_NONCE_LEN],
-                          const char *id, uint8_t *out, size_t cap)
+int authn_ed25519_message(const char *origin, const uint8_t nonce[AUTHN_NONCE_LEN], const char *id,
+                          uint8_t *out, size_t cap)
 {
     size_t ol = origin ? strlen(origin) : 0;
     size_t need = sizeof AUTHN_ED25519_DOMAIN + 1 + ol + AUTHN_NONCE_LEN + DEVICE_ID_LEN;
@@ -238,8 +250,8 @@ static int authn__rebuild(struct authn_replay *rc, size_t cap, int64_t now)
     return 0;
 }
 
-int authn_replay_add(struct authn_replay *rc, const uint8_t key[AUTHN_REPLAY_KEY_LEN],
-                     int64_t exp, int64_t now)
+int authn_replay_add(struct authn_replay *rc, const uint8_t key[AUTHN_REPLAY_KEY_LEN], int64_t exp,
+                     int64_t now)
 {
     for (size_t i = authn__slot_of(key, rc->cap); rc->t[i].exp != 0; i = (i + 1) & (rc->cap - 1))
         if (memcmp(rc->t[i].key, key, AUTHN_REPLAY_KEY_LEN) == 0 && rc->t[i].exp > now)

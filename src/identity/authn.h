@@ -44,11 +44,11 @@ const char *authn_strerror(int err);
 /* Tokens */
 
 struct authn_token_opts {
-    const char *audience;   /* the broker's ledger_origin */
-    int64_t now;            /* seconds since the epoch */
-    int64_t skew;           /* clock difference allowed (token_clock_skew) */
-    int64_t max_lifetime;   /* exp - iat at most (token_max_lifetime) */
-    int64_t issued_after;   /* iat must be >= this (the broker's start time), or 0 */
+    const char *audience; /* the broker's ledger_origin */
+    int64_t now;          /* seconds since the epoch */
+    int64_t skew;         /* clock difference allowed (token_clock_skew) */
+    int64_t max_lifetime; /* exp - iat at most (token_max_lifetime) */
+    int64_t issued_after; /* iat must be >= this (the broker's start time), or 0 */
 };
 
 #define AUTHN_REPLAY_KEY_LEN 16
@@ -77,14 +77,15 @@ int authn_device_key(struct registry *r, const uint8_t pk[32], char id[DEVICE_ID
 #define AUTHN_ED25519_DOMAIN "ledgermq-ed25519 v1"
 #define AUTHN_NONCE_LEN 32
 #define AUTHN_ED25519_RESPONSE_LEN (DEVICE_ID_LEN + 64)
-#define AUTHN_ED25519_MSG_MAX (sizeof AUTHN_ED25519_DOMAIN + 1 + 255 + AUTHN_NONCE_LEN + DEVICE_ID_LEN)
+#define AUTHN_ED25519_MSG_MAX                                                                      \
+    (sizeof AUTHN_ED25519_DOMAIN + 1 + 255 + AUTHN_NONCE_LEN + DEVICE_ID_LEN)
 
 /* The bytes the device signs:
  *   "ledgermq-ed25519 v1" 0x00 || u8 len(origin) || origin || nonce(32) || device id(34)
  * origin is 1..255 bytes. Returns the length written to OUT (cap >=
  * AUTHN_ED25519_MSG_MAX) or AUTHN_ERR_FORMAT. Pure, any thread. */
-int authn_ed25519_message(const char *origin, const uint8_t nonce[AUTHN_NONCE_LEN],
-                          const char *id, uint8_t *out, size_t cap);
+int authn_ed25519_message(const char *origin, const uint8_t nonce[AUTHN_NONCE_LEN], const char *id,
+                          uint8_t *out, size_t cap);
 
 /* Splits the device's AUTH data IN[0:LEN] = device id (34 ASCII bytes) ||
  * Ed25519 signature (64 bytes): 0 with *ID (NUL-terminated copy) and *SIG
@@ -115,8 +116,8 @@ void authn_replay_free(struct authn_replay *rc);
 /* Remembers KEY until EXP: 0, AUTHN_ERR_REPLAY if it is there (and not
  * expired at NOW), AUTHN_ERR_REPLAY_FULL if MAX unexpired keys are held
  * (expired ones are dropped first), AUTHN_ERR_NOMEM. */
-int authn_replay_add(struct authn_replay *rc, const uint8_t key[AUTHN_REPLAY_KEY_LEN],
-                     int64_t exp, int64_t now);
+int authn_replay_add(struct authn_replay *rc, const uint8_t key[AUTHN_REPLAY_KEY_LEN], int64_t exp,
+                     int64_t now);
 /* Keys held (expired ones may still be counted until the next sweep). */
 size_t authn_replay_count(const struct authn_replay *rc);
 
