@@ -15,6 +15,7 @@
  * leader every heartbeat interval and reports changes (on_state). */
 #include "cluster/raft_node.h"
 
+#include "cluster/raft_tls.h"
 #include "util/crc32c.h"
 #include "util/log.h"
 
@@ -42,6 +43,7 @@ struct lmq_raft_node {
     struct lmq_raft_member members[LMQ_RAFT_MAX_MEMBERS];
     char dir[PATH_MAX];
     char address[LMQ_RAFT_ADDRESS_MAX];
+    bool tls; /* transport is cluster/raft_tls, else raft_uv_tcp */
     size_t inflight;
     bool stopping;
     /* last reported state */
@@ -274,8 +276,7 @@ static int rn__fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     }
     int rc = n->o.fsm.restore(n->o.fsm_ctx, buf->base, buf->len);
     if (rc != 0) {
-        LMQ_ERROR("raft: node %llu: snapshot restore failed (%d)", (unsigned long long)n->o.id,
-                  rc);
+        LMQ_ERROR("raft: node %llu: snapshot restore failed (%d)", (unsigned long long)n->o.id, rc);
         return RAFT_CORRUPT;
     }
     /* On success the buffer is ours to free. */
@@ -313,8 +314,7 @@ static void rn__poll_cb(uv_timer_t *t)
         return;
     if (st != n->rep_state || leader != n->rep_leader)
         LMQ_INFO("raft: node %llu: %s, term %llu, leader %llu", (unsigned long long)n->o.id,
-                 lmq_raft_state_name(st), (unsigned long long)term,
-                 (unsigned long long)leader);
+                 lmq_raft_state_name(st), (unsigned long long)term, (unsigned long long)leader);
     n->rep_state = st;
     n->rep_term = term;
     n->rep_leader = leader;
@@ -420,11 +420,19 @@ static void rn__poll_closed(uv_handle_t *h)
     rn__free(h->data);
 }
 
+static void rn__transport_free(struct lmq_raft_node *n)
+{
+    if (n->tls)
+        lmq_raft_tls_close(&n->transport);
+    else
+        raft_uv_tcp_close(&n->transport);
+}
+
 static void rn__raft_closed(struct raft *r)
 {
     struct lmq_raft_node *n = r->data;
     raft_uv_close(&n->io);
-    raft_uv_tcp_close(&n->transport);
+    rn__transport_free(n);
     uv_close((uv_handle_t *)&n->poll, rn__poll_closed);
 }
 
@@ -468,16 +476,37 @@ int lmq_raft_node_start(uv_loop_t *loop, const struct lmq_raft_node_options *o,
         free(n);
         return LMQ_RAFT_ERR_IO;
     }
-    /* libraft checks the struct versions the caller fills in. */
-    n->transport.version = 1;
-    n->transport.data = n;
-    int rv = raft_uv_tcp_init(&n->transport, loop);
-    if (rv != 0) {
-        LMQ_ERROR("raft: transport: %s", raft_strerror(rv));
-        free(n);
-        return rn__err(rv);
+    int rv;
+    if (o->tls_certfile != NULL || o->tls_keyfile != NULL || o->tls_cafile != NULL) {
+        struct lmq_raft_tls_options to = {
+            .certfile = o->tls_certfile,
+            .keyfile = o->tls_keyfile,
+            .cafile = o->tls_cafile,
+            .members = n->members,
+            .n_members = n->o.n_members,
+            .bind_address = o->bind_address,
+        };
+        char err[512];
+        if (lmq_raft_tls_init(&n->transport, loop, &to, err, sizeof err) != 0) {
+            LMQ_ERROR("raft: %s", err);
+            free(n);
+            return LMQ_RAFT_ERR_CONFIG;
+        }
+        n->tls = true;
+    } else {
+        /* libraft checks the struct versions the caller fills in. */
+        n->transport.version = 1;
+        n->transport.data = n;
+        rv = raft_uv_tcp_init(&n->transport, loop);
+        if (rv != 0) {
+            LMQ_ERROR("raft: transport: %s", raft_strerror(rv));
+            free(n);
+            return rn__err(rv);
+        }
+        LMQ_WARN("raft: node %llu: cluster traffic is plain TCP (no cluster TLS configured)",
+                 (unsigned long long)o->id);
     }
-    if (o->bind_address != NULL &&
+    if (!n->tls && o->bind_address != NULL &&
         (rv = raft_uv_tcp_set_bind_address(&n->transport, o->bind_address)) != 0) {
         LMQ_ERROR("raft: bind address %s: %s", o->bind_address, raft_strerror(rv));
         rc = LMQ_RAFT_ERR_CONFIG;
@@ -519,8 +548,8 @@ int lmq_raft_node_start(uv_loop_t *loop, const struct lmq_raft_node_options *o,
     uv_timer_init(loop, &n->poll);
     n->poll.data = n;
     uv_timer_start(&n->poll, rn__poll_cb, n->o.heartbeat_timeout_ms, n->o.heartbeat_timeout_ms);
-    LMQ_INFO("raft: node %llu listening on %s, data in %s", (unsigned long long)o->id, n->address,
-             n->dir);
+    LMQ_INFO("raft: node %llu listening on %s (%s), data in %s", (unsigned long long)o->id,
+             n->address, n->tls ? "TLS" : "plain TCP", n->dir);
     *out = n;
     return 0;
 
@@ -535,7 +564,7 @@ fail_raft:
 fail_io:
     raft_uv_close(&n->io);
 fail_transport:
-    raft_uv_tcp_close(&n->transport);
+    rn__transport_free(n);
     free(n);
     return rc;
 }
@@ -566,8 +595,8 @@ static void rn__apply_cb(struct raft_apply *req, int status, void *result)
     free(p);
 }
 
-int lmq_raft_propose(struct lmq_raft_node *n, const void *data, size_t len,
-                     lmq_raft_propose_cb cb, void *ctx)
+int lmq_raft_propose(struct lmq_raft_node *n, const void *data, size_t len, lmq_raft_propose_cb cb,
+                     void *ctx)
 {
     if (n->stopping)
         return LMQ_RAFT_ERR_SHUTDOWN;

@@ -48,14 +48,14 @@ enum lmq_raft_err {
     LMQ_RAFT_ERR_BUSY = -3204,       /* too many proposals in flight (max_inflight) */
     LMQ_RAFT_ERR_CONFIG = -3205,     /* bad options (reason logged) */
     LMQ_RAFT_ERR_NOMEM = -3206,
-    LMQ_RAFT_ERR_IO = -3207,         /* libraft (disk, transport) failed; reason logged */
-    LMQ_RAFT_ERR_FRAME = -3208,      /* a committed entry did not decode (never applied) */
+    LMQ_RAFT_ERR_IO = -3207,    /* libraft (disk, transport) failed; reason logged */
+    LMQ_RAFT_ERR_FRAME = -3208, /* a committed entry did not decode (never applied) */
 };
 
 /* One static member of the cluster (config `cluster_node ID HOST:PORT`). */
 struct lmq_raft_member {
-    uint64_t id;                         /* >= 1, unique */
-    char address[LMQ_RAFT_ADDRESS_MAX];  /* HOST:PORT of its Raft port, unique */
+    uint64_t id;                        /* >= 1, unique */
+    char address[LMQ_RAFT_ADDRESS_MAX]; /* HOST:PORT of its Raft port, unique */
 };
 
 /* The state machine. All callbacks on the loop thread. */
@@ -97,8 +97,8 @@ enum lmq_raft_state {
 };
 
 struct lmq_raft_node_options {
-    uint64_t id;                   /* this node's id: must be one of members */
-    const char *dir;               /* Raft data directory (created 0700 if missing) */
+    uint64_t id;     /* this node's id: must be one of members */
+    const char *dir; /* Raft data directory (created 0700 if missing) */
     const struct lmq_raft_member *members;
     size_t n_members;              /* 1..LMQ_RAFT_MAX_MEMBERS: the bootstrap configuration,
                                       used only when DIR holds no Raft state yet */
@@ -111,8 +111,14 @@ struct lmq_raft_node_options {
     uint32_t max_inflight;         /* proposals awaiting their result; 0 = 4096 */
     struct lmq_raft_fsm fsm;
     void *fsm_ctx;
-    lmq_raft_state_cb on_state;    /* may be NULL */
+    lmq_raft_state_cb on_state; /* may be NULL */
     void *state_ctx;
+    /* Cluster traffic over mutual TLS 1.3 (cluster/raft_tls.h): all three
+     * PEM files, or none = libraft's plain TCP transport (no
+     * authentication, no encryption: tests and trusted networks only). */
+    const char *tls_certfile; /* certificate with CN ledgermq-node-<id> */
+    const char *tls_keyfile;  /* its key, mode 0600 */
+    const char *tls_cafile;   /* the cluster CA */
 };
 
 struct lmq_raft_node;
@@ -139,8 +145,8 @@ typedef void (*lmq_raft_propose_cb)(void *ctx, int status, uint64_t index, int r
 /* Proposes DATA[0:LEN] (copied; LEN >= 1). Leader only: on a follower or
  * candidate returns LMQ_RAFT_ERR_NOT_LEADER at once and CB never runs;
  * also LMQ_RAFT_ERR_TOO_BIG, _BUSY, _SHUTDOWN, _NOMEM, _IO. */
-int lmq_raft_propose(struct lmq_raft_node *n, const void *data, size_t len,
-                     lmq_raft_propose_cb cb, void *ctx);
+int lmq_raft_propose(struct lmq_raft_node *n, const void *data, size_t len, lmq_raft_propose_cb cb,
+                     void *ctx);
 
 /* Where to forward: the current leader's id and address as this node
  * knows them (0 and NULL when none is known). The address stays valid

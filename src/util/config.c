@@ -75,6 +75,9 @@ static const struct cfg__key cfg__keys[] = {
     G("cluster_heartbeat_ms", T_U32, cluster_heartbeat_ms, 10, 30000),
     G("cluster_snapshot_threshold", T_U32, cluster_snapshot_threshold, 1024, 100000000),
     G("cluster_snapshot_trailing", T_U32, cluster_snapshot_trailing, 1024, 100000000),
+    G("cluster_tls_cert", T_PATH, cluster_tls_cert, 0, 0),
+    G("cluster_tls_key", T_PATH, cluster_tls_key, 0, 0),
+    G("cluster_tls_ca", T_PATH, cluster_tls_ca, 0, 0),
 };
 
 static void cfg__err(char *err, size_t errlen, const char *fmt, ...)
@@ -593,8 +596,10 @@ int lmq_config_load(struct lmq_config *cfg, const char *path, char *err, size_t 
 static int cfg__cluster_finish(const struct lmq_config *cfg, char *err, size_t errlen)
 {
     if (cfg->n_cluster_nodes == 0) {
-        if (cfg->cluster_self != 0) {
-            cfg__err(err, errlen, "%s: cluster_self needs cluster_node lines", cfg->source);
+        if (cfg->cluster_self != 0 || cfg->cluster_tls_cert[0] || cfg->cluster_tls_key[0] ||
+            cfg->cluster_tls_ca[0]) {
+            cfg__err(err, errlen, "%s: cluster_self and cluster_tls_* need cluster_node lines",
+                     cfg->source);
             return -1;
         }
         return 0;
@@ -606,6 +611,12 @@ static int cfg__cluster_finish(const struct lmq_config *cfg, char *err, size_t e
         cfg__err(err, errlen, "%s:%u: cluster_node lines need cluster_self ID naming one of them%s",
                  cfg->source, cfg->cluster_nodes[0].line,
                  cfg->cluster_self ? " (cluster_self names none)" : "");
+        return -1;
+    }
+    int tls = !!cfg->cluster_tls_cert[0] + !!cfg->cluster_tls_key[0] + !!cfg->cluster_tls_ca[0];
+    if (tls != 0 && tls != 3) {
+        cfg__err(err, errlen, "%s: cluster_tls_cert, cluster_tls_key and cluster_tls_ca go together",
+                 cfg->source);
         return -1;
     }
     if (cfg->cluster_heartbeat_ms >= cfg->cluster_election_ms) {

@@ -130,6 +130,9 @@ struct lmq_config {
     uint32_t cluster_heartbeat_ms;       /* Raft heartbeat interval, < election */
     uint32_t cluster_snapshot_threshold; /* Raft entries between snapshots */
     uint32_t cluster_snapshot_trailing;  /* Raft entries kept behind a snapshot */
+    char cluster_tls_cert[PATH_MAX];     /* mutual TLS between nodes: all three or none */
+    char cluster_tls_key[PATH_MAX];
+    char cluster_tls_ca[PATH_MAX];
 
     /* Authentication and access control (docs/BROKER.md). */
     char password_file[PATH_MAX];   /* empty = none */

@@ -5,8 +5,11 @@
  * exactly the proposed bytes, a follower's proposal is refused with the
  * leader's address to forward to, the cluster goes on after its leader
  * stops, and a restarted follower catches up by log replication and by
- * snapshot + log. Every wait is bounded (WAIT_MS); a test that runs out of
- * time fails. */
+ * snapshot + log; over the TLS transport (cluster/raft_tls.c, certificates
+ * made with the openssl command) the same works, and a node whose
+ * certificate is from another CA or names a non-member never receives an
+ * entry. Every wait is bounded (WAIT_MS); a test that runs out of time
+ * fails. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -131,6 +134,8 @@ struct tnode {
 };
 
 struct cluster {
+    bool tls; /* cluster traffic over cluster/raft_tls, files in root */
+    char cert[N_NODES][300], key[N_NODES][300], ca[300];
     uv_loop_t loop;
     uv_timer_t tick;
     char root[256];
@@ -257,6 +262,11 @@ static void node_start(struct cluster *c, int i)
         .fsm = {.apply = fsm_apply, .snapshot = fsm_snapshot, .restore = fsm_restore},
         .fsm_ctx = t,
     };
+    if (c->tls) {
+        o.tls_certfile = c->cert[i];
+        o.tls_keyfile = c->key[i];
+        o.tls_cafile = c->ca;
+    }
     tnode_reset_applied(t);
     t->stopped_done = false;
     assert_int_equal(lmq_raft_node_start(&c->loop, &o, &t->rn), 0);
@@ -299,9 +309,61 @@ static void node_stop(struct cluster *c, int i)
     run_until(c, pred_stopped, t, "node stop");
 }
 
+/* Certificates with the openssl command: an Ed25519 cluster CA and one
+ * certificate per node with CN ledgermq-node-<id>; keys mode 0600. */
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0)
+        fail_msg("command failed: %s", cmd);
+}
+
+/* A CA named NAME in the cluster's root, and a certificate of it for CN. */
+static void make_ca(struct cluster *c, const char *name)
+{
+    sh("cd '%s' && openssl genpkey -algorithm ed25519 -out %s.key 2>/dev/null && "
+       "openssl req -x509 -new -key %s.key -subj /CN=%s -days 2 -out %s.crt 2>/dev/null",
+       c->root, name, name, name, name);
+}
+
+static void make_cert(struct cluster *c, const char *ca, const char *cn, char *cert, char *key)
+{
+    sh("cd '%s' && openssl genpkey -algorithm ed25519 -out %s.key 2>/dev/null && "
+       "chmod 600 %s.key && openssl req -new -key %s.key -subj /CN=%s -out %s.csr 2>/dev/null && "
+       "openssl x509 -req -in %s.csr -CA %s.crt -CAkey %s.key -CAcreateserial -days 2 "
+       "-out %s.crt 2>/dev/null",
+       c->root, cn, cn, cn, cn, cn, cn, ca, ca, cn);
+    snprintf(cert, 300, "%s/%s.crt", c->root, cn);
+    snprintf(key, 300, "%s/%s.key", c->root, cn);
+}
+
+static void make_certs(struct cluster *c)
+{
+    make_ca(c, "ca");
+    snprintf(c->ca, sizeof c->ca, "%s/ca.crt", c->root);
+    for (int i = 0; i < N_NODES; i++) {
+        char cn[64];
+        snprintf(cn, sizeof cn, "ledgermq-node-%d", i + 1);
+        make_cert(c, "ca", cn, c->cert[i], c->key[i]);
+    }
+}
+
+static void cluster_init_tls(struct cluster *c, bool tls, unsigned threshold, unsigned trailing);
+
 static void cluster_init(struct cluster *c, unsigned threshold, unsigned trailing)
 {
+    cluster_init_tls(c, false, threshold, trailing);
+}
+
+static void cluster_init_tls(struct cluster *c, bool tls, unsigned threshold, unsigned trailing)
+{
     memset(c, 0, sizeof *c);
+    c->tls = tls;
     snprintf(c->root, sizeof c->root, "/tmp/lmq_raft_XXXXXX");
     assert_non_null(mkdtemp(c->root));
     assert_int_equal(uv_loop_init(&c->loop), 0);
@@ -312,11 +374,12 @@ static void cluster_init(struct cluster *c, unsigned threshold, unsigned trailin
     c->snapshot_trailing = trailing;
     for (int i = 0; i < N_NODES; i++) {
         c->members[i].id = (uint64_t)i + 1;
-        snprintf(c->members[i].address, sizeof c->members[i].address, "127.0.0.1:%u",
-                 free_port());
+        snprintf(c->members[i].address, sizeof c->members[i].address, "127.0.0.1:%u", free_port());
         c->nodes[i].id = (uint64_t)i + 1;
         snprintf(c->nodes[i].dir, sizeof c->nodes[i].dir, "%s/n%d/raft", c->root, i + 1);
     }
+    if (c->tls)
+        make_certs(c);
     for (int i = 0; i < N_NODES; i++)
         node_start(c, i);
 }
@@ -343,13 +406,13 @@ static void cluster_free(struct cluster *c)
     assert_int_equal(system(cmd), 0);
 }
 
-/* The index of the one running node that is leader, with every other
- * running node agreeing on it, or -1. */
-static int agreed_leader(struct cluster *c)
+/* The index of the one running node in MASK that is leader, with every
+ * other running node in MASK agreeing on it, or -1. */
+static int agreed_leader_in(struct cluster *c, unsigned mask)
 {
     int leader = -1;
     for (int i = 0; i < N_NODES; i++) {
-        if (c->nodes[i].rn == NULL)
+        if (c->nodes[i].rn == NULL || !(mask & (1u << i)))
             continue;
         if (lmq_raft_state(c->nodes[i].rn) == LMQ_RAFT_LEADER) {
             if (leader >= 0)
@@ -361,7 +424,7 @@ static int agreed_leader(struct cluster *c)
         return -1;
     for (int i = 0; i < N_NODES; i++) {
         uint64_t id;
-        if (c->nodes[i].rn == NULL)
+        if (c->nodes[i].rn == NULL || !(mask & (1u << i)))
             continue;
         lmq_raft_leader(c->nodes[i].rn, &id, NULL);
         if (id != c->nodes[leader].id)
@@ -370,10 +433,15 @@ static int agreed_leader(struct cluster *c)
     return leader;
 }
 
+static int agreed_leader(struct cluster *c)
+{
+    return agreed_leader_in(c, 7);
+}
+
+/* ARG: the unsigned mask of nodes that must agree, or NULL for all. */
 static bool pred_leader(struct cluster *c, void *arg)
 {
-    (void)arg;
-    return agreed_leader(c) >= 0;
+    return agreed_leader_in(c, arg != NULL ? *(unsigned *)arg : 7) >= 0;
 }
 
 static int wait_leader(struct cluster *c)
@@ -497,8 +565,7 @@ static void test_elect_replicate_forward(void **state)
 
     /* A follower refuses and names the leader to forward to. */
     struct prop p = {0};
-    assert_int_equal(lmq_raft_propose(c.nodes[f].rn, "x", 1, prop_cb, &p),
-                     LMQ_RAFT_ERR_NOT_LEADER);
+    assert_int_equal(lmq_raft_propose(c.nodes[f].rn, "x", 1, prop_cb, &p), LMQ_RAFT_ERR_NOT_LEADER);
     uint64_t lid;
     const char *laddr;
     lmq_raft_leader(c.nodes[f].rn, &lid, &laddr);
@@ -611,6 +678,93 @@ static void test_follower_restart_snapshot(void **state)
     follower_restart(true);
 }
 
+/* The same cluster over mutual TLS: election and replication work. */
+static void test_tls_cluster(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_init_tls(&c, true, 0, 0);
+    int l = wait_leader(&c);
+    propose_range(&c, l, 0, 100);
+    for (int i = 0; i < N_NODES; i++)
+        check_applied(&c, i, 100);
+    check_same_indices(&c, 7, 100);
+    cluster_free(&c);
+}
+
+static void tick_stop(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
+
+static bool pred_flag(struct cluster *c, void *arg)
+{
+    (void)c;
+    return *(bool *)arg;
+}
+
+/* Runs the loop for MS milliseconds. */
+static void run_for(struct cluster *c, unsigned ms)
+{
+    bool done = false;
+    uv_timer_t t;
+    uv_timer_init(&c->loop, &t);
+    t.data = &done;
+    uv_timer_start(&t, tick_stop, ms, 0);
+    run_until(c, pred_flag, &done, "a pause");
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+}
+
+/* Node 3 is not a member in the eyes of the others: with ROGUE_CA its
+ * certificate comes from another CA (CN ledgermq-node-3), else from the
+ * cluster CA but for id 9. Nodes 1 and 2 elect a leader and commit
+ * without it; node 3 never receives an entry nor becomes leader. */
+static void intruder(bool rogue_ca)
+{
+    struct cluster c;
+    cluster_init_tls(&c, true, 0, 0);
+    /* Restart node 3 with the intruder's credentials (same id, address
+     * and empty log). */
+    node_stop(&c, 2);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", c.nodes[2].dir);
+    assert_int_equal(system(cmd), 0);
+    if (rogue_ca) {
+        make_ca(&c, "rogue");
+        make_cert(&c, "rogue", "ledgermq-node-3", c.cert[2], c.key[2]);
+        snprintf(c.ca, sizeof c.ca, "%s/ca.crt", c.root); /* it trusts the real CA */
+    } else {
+        make_cert(&c, "ca", "ledgermq-node-9", c.cert[2], c.key[2]);
+    }
+    node_start(&c, 2);
+    unsigned two = 3;
+    run_until(&c, pred_leader, &two, "a leader of nodes 1 and 2");
+    int l = agreed_leader_in(&c, two);
+    assert_true(l == 0 || l == 1);
+    propose_range(&c, l, 0, 20);
+    check_applied(&c, 1 - l, 20);
+    run_for(&c, 2500); /* more than two election timeouts */
+    assert_int_equal(c.nodes[2].n_applied, 0);
+    assert_int_not_equal(lmq_raft_state(c.nodes[2].rn), LMQ_RAFT_LEADER);
+    uint64_t lid;
+    lmq_raft_leader(c.nodes[2].rn, &lid, NULL);
+    assert_int_equal(lid, 0);
+    cluster_free(&c);
+}
+
+static void test_tls_rogue_ca(void **state)
+{
+    (void)state;
+    intruder(true);
+}
+
+static void test_tls_not_a_member(void **state)
+{
+    (void)state;
+    intruder(false);
+}
+
 int main(void)
 {
     lmq_log_set_level(LMQ_LOG_WARNING);
@@ -627,6 +781,9 @@ int main(void)
         cmocka_unit_test(test_leader_stops),
         cmocka_unit_test(test_follower_restart_log),
         cmocka_unit_test(test_follower_restart_snapshot),
+        cmocka_unit_test(test_tls_cluster),
+        cmocka_unit_test(test_tls_rogue_ca),
+        cmocka_unit_test(test_tls_not_a_member),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
