@@ -389,3 +389,29 @@ def test_cli_receipt_over_mutual_tls(broker_factory, tmp_path):
     # no client certificate: the broker refuses the handshake
     p = cli("receipt", "--broker", broker, "1", "--cafile", pki.path("ca.crt"))
     assert p.returncode == 2 and b"--broker " + broker.encode() in p.stderr
+
+
+def test_damaged_ledger_requests_unavailable(node):
+    """A node whose ledger is damaged serves plain MQTT but no ledger: its
+    requests are answered "unavailable", the $ledger topics stay closed to
+    publishers, and no checkpoint is retained."""
+    b, _, _ = node
+    assert b.stop() == 0
+    segdir = os.path.join(b.data_dir, "ledger")
+    seg = sorted(f for f in os.listdir(segdir) if f.startswith("seg-"))[-1]
+    with open(os.path.join(segdir, seg), "r+b") as f:
+        data = f.read()
+        f.seek(data.rindex(b"reading 6") + 2)
+        f.write(b"X")
+    b.start()
+    assert b.wait_log(r"error +ledger: .*not served"), b.log()
+    c = client5(b.port, "asker")
+    assert c.subscribe5([("replies/me", 1), ("$ledger/checkpoint", 1)]) == [1, 1]
+    for topic, payload in (("$ledger/proof", "1"), ("$ledger/consistency", "1 2"),
+                           ("$ledger/admin/register", "\xa0")):
+        reason, reply = request(c, topic, payload)
+        assert reason == 0
+        assert json.loads(reply.payload)["error"] == "unavailable"
+    c.send(V.publish("$ledger/checkpoint", "forged", qos=1, pid=9, retain=True))
+    assert c.expect5(R.PUBACK).reason == 0x87
+    assert c.recv5(timeout=0.5) is None
