@@ -55,7 +55,7 @@ static void fz_resume(void *tctx)
     (void)tctx;
 }
 
-static const struct lmq_transport fz_tr = {fz_flush, fz_close, fz_pause, fz_resume};
+static const struct lmq_transport fz_tr = {fz_flush, fz_close, fz_pause, fz_resume, NULL};
 
 static struct lmq_broker *fz_broker(void)
 {
