@@ -88,6 +88,7 @@ struct lmq_ledger_api {
     struct lapi_job *rc_running; /* receipts job on the pool */
     struct lapi_job *rc_pending; /* the next one, collecting targets */
     uint32_t n_requests;         /* request jobs in flight */
+    uint64_t receipts_dropped;   /* over ledger_queue_messages waiting */
     bool freeing;
 };
 
@@ -750,6 +751,15 @@ void bk_ledger_committed(struct lmq_broker *b, const struct bk_commit_event *ev)
         }
         if (!last_sub)
             continue;
+        /* Bounded like the ingest queue: receipts that the worker cannot
+         * keep up with are dropped (a client can still ask $ledger/proof). */
+        if (a->rc_pending && a->rc_pending->nt >= a->cfg->ledger_queue_messages) {
+            if (a->receipts_dropped++ % 10000 == 0)
+                LMQ_WARN("ledger api: %zu receipts wait to be built (ledger_queue_messages): "
+                         "receipt of record %" PRIu64 " dropped (%" PRIu64 " so far)",
+                         a->rc_pending->nt, r->index, a->receipts_dropped);
+            continue;
+        }
         if (!a->rc_pending && !(a->rc_pending = lapi__job_new(a, LAPI_RECEIPTS))) {
             LMQ_ERROR("ledger api: out of memory: receipts of block %" PRIu64 " not sent",
                       ev->height);
