@@ -44,6 +44,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto/cose.h"
+#include "crypto/sign.h"
+#include "identity/device_id.h"
+
 #define HDR_LEN 20u           /* payload header: ts(8) tag(4) pub(4) seq(4) */
 #define MAX_PACKET (1u << 24) /* refuse incoming packets above 16 MiB */
 #define PID_SPACE 65536u
@@ -84,6 +88,10 @@ struct conn {
     uint32_t inflight;
     uint16_t next_pid;
     uint8_t *pid_state; /* 0 free, 1 wait PUBACK/PUBREC, 2 wait PUBCOMP */
+    uint64_t *sent_at;  /* --ack-latency: send time per packet id */
+    uint8_t *envs;      /* --sign-keys: pre-signed device envelopes, back to back */
+    size_t *env_off;    /* [n_envs + 1] */
+    uint64_t n_envs;
     uint64_t e2e_base, stall_since;
     /* subscriber */
     struct track *tracks; /* [npubs] */
@@ -101,6 +109,8 @@ struct opts {
     int idle, coalesce_us;
     uint64_t coalesce_min;
     bool probe, ws;
+    bool ack_latency;        /* latency and rate from PUBACK/PUBCOMP, not deliveries */
+    const char *sign_keys;   /* publisher i signs with device key PREFIX.i */
 };
 
 static struct opts o = {
@@ -617,6 +627,14 @@ static int handle_packet(struct conn *c, uint8_t h, const uint8_t *b, size_t n, 
         c->pid_state[pid] = 0;
         c->inflight--;
         c->acked++;
+        if (c->sent_at) {
+            uint64_t lat = now > c->sent_at[pid] ? now - c->sent_at[pid] : 0;
+            hist[hbucket(lat)]++;
+            hist_n++;
+            if (lat > lat_max)
+                lat_max = lat;
+            t_last_deliver = now;
+        }
         return 0;
     case 5: /* PUBREC */
         if (c->role != ROLE_PUB || !c->pid_state || n < 2 || c->pid_state[pid] != 1) {
@@ -898,6 +916,47 @@ static void pub_fill(struct conn *c, int pi, uint64_t now)
     if (room == 0 || c->out.len - c->out.off > OUT_HIGH)
         return;
 
+    if (c->envs) {
+        /* --sign-keys: the next pre-signed envelopes, one PUBLISH each. */
+        if (c->sent + room > c->n_envs)
+            room = c->n_envs - c->sent;
+        uint64_t n = 0;
+        for (; n < room; n++) {
+            unsigned pid = 0;
+            if (o.qos > 0 && c->pid_state[c->next_pid])
+                break; /* id still in use: wait for its ack */
+            const uint8_t *env = c->envs + c->env_off[c->sent];
+            size_t el = c->env_off[c->sent + 1] - c->env_off[c->sent];
+            size_t rl = 2 + c->topic_len + (o.qos ? 2 : 0) + el;
+            uint8_t *q = out_alloc(c, 8 + rl);
+            if (!q)
+                break;
+            if (o.qos > 0) {
+                pid = c->next_pid;
+                c->next_pid = (uint16_t)(pid == 65535 ? 1 : pid + 1);
+                c->pid_state[pid] = 1;
+                c->inflight++;
+                if (c->sent_at)
+                    c->sent_at[pid] = now;
+            }
+            size_t k = 0;
+            q[k++] = (uint8_t)(0x30 | (o.qos << 1));
+            k += put_remlen(q + k, rl);
+            put16(q + k, (unsigned)c->topic_len);
+            memcpy(q + k + 2, c->topic, c->topic_len);
+            k += 2 + c->topic_len;
+            if (o.qos > 0) {
+                put16(q + k, pid);
+                k += 2;
+            }
+            memcpy(q + k, env, el);
+            c->out.len -= 8 + rl - (k + el); /* out_alloc reserved the upper bound */
+            c->sent++;
+        }
+        if (n > 0)
+            mark_dirty(c);
+        return;
+    }
     size_t rl = 2 + c->topic_len + (o.qos ? 2 : 0) + o.payload;
     uint8_t hdr[8];
     size_t hl = 0;
@@ -917,6 +976,8 @@ static void pub_fill(struct conn *c, int pi, uint64_t now)
             c->next_pid = (uint16_t)(pid == 65535 ? 1 : pid + 1);
             c->pid_state[pid] = 1;
             c->inflight++;
+            if (c->sent_at)
+                c->sent_at[pid] = now;
         }
         memcpy(p, hdr, hl);
         size_t k = hl;
@@ -980,7 +1041,13 @@ static void usage(void)
         "  --hold S            how long --idle holds them (30; SIGTERM ends early)\n"
         "  --probe             exit 0 once the broker answers CONNECT\n"
         "  --tls CAFILE        connect over TLS, verify the broker against CAFILE\n"
-        "  --ws                MQTT over WebSocket (with --tls: over TLS)\n",
+        "  --ws                MQTT over WebSocket (with --tls: over TLS)\n"
+        "  --ack-latency       latency publish->PUBACK/PUBCOMP and rate from acks\n"
+        "                      (for --subs 0: a ledgered topic's cost to publishers)\n"
+        "  --sign-keys PREFIX  publisher i sends device envelopes (COSE_Sign1) signed\n"
+        "                      before the run with the key file PREFIX.i, sequence\n"
+        "                      numbers from the clock (us) up; --count of them\n"
+        "                      (default 50000) each\n",
         HDR_LEN);
 }
 
@@ -993,7 +1060,8 @@ static int parse_opts(int argc, char **argv)
         {"rate", 1, 0, 'r'}, {"duration", 1, 0, 'd'}, {"count", 1, 0, 'n'},
         {"topic", 1, 0, 't'}, {"filter", 1, 0, 'f'}, {"drain-timeout", 1, 0, 'D'},
         {"keepalive", 1, 0, 'k'}, {"idle", 1, 0, 'I'}, {"hold", 1, 0, 'H'},
-        {"coalesce-us", 1, 0, 'C'}, {"coalesce-min", 1, 0, 'M'}, {"probe", 0, 0, 'X'}, {"tls", 1, 0, 'T'}, {"ws", 0, 0, 'Z'}, {"help", 0, 0, '?'}, {0, 0, 0, 0},
+        {"coalesce-us", 1, 0, 'C'}, {"coalesce-min", 1, 0, 'M'}, {"probe", 0, 0, 'X'}, {"tls", 1, 0, 'T'}, {"ws", 0, 0, 'Z'}, {"help", 0, 0, '?'},
+        {"ack-latency", 0, 0, 'L'}, {"sign-keys", 1, 0, 'K'}, {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1021,6 +1089,8 @@ static int parse_opts(int argc, char **argv)
         case 'X': o.probe = true; break;
         case 'T': o.tls_ca = optarg; break;
         case 'Z': o.ws = true; break;
+        case 'L': o.ack_latency = true; break;
+        case 'K': o.sign_keys = optarg; break;
         default: usage(); return -1;
         }
     }
@@ -1103,6 +1173,53 @@ static void send_pings(uint64_t now)
     }
 }
 
+/* --sign-keys: publisher PI's envelopes, signed before the run (so the
+ * generator's CPU goes to I/O while measuring). Payload: the usual header
+ * and filler, --payload bytes. */
+static int sign_envelopes(struct conn *c, int pi)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s.%d", o.sign_keys, pi);
+    uint8_t pk[32], sk[64];
+    if (crypto_init() < 0 || crypto_key_load(path, pk, sk) < 0) {
+        fprintf(stderr, "lmqbench: cannot load device key %s\n", path);
+        return -1;
+    }
+    char id[DEVICE_ID_LEN + 1];
+    device_id_from_pk(pk, id);
+    uint64_t n = o.count ? o.count : 50000;
+    size_t cap = COSE_ENVELOPE_MAX(DEVICE_ID_LEN, o.payload);
+    c->envs = malloc(n * cap);
+    c->env_off = malloc((n + 1) * sizeof *c->env_off);
+    uint8_t *pl = calloc(1, o.payload);
+    if (!c->envs || !c->env_off || !pl)
+        return -1;
+    memset(pl + HDR_LEN, 'x', o.payload - HDR_LEN);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t t_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    /* Sequence numbers from the clock in microseconds: above those of any
+     * earlier run against the same registry. */
+    uint64_t seq0 = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+    size_t off = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t pub = (uint32_t)pi, seq = (uint32_t)i;
+        memcpy(pl + 8, &run_tag, 4);
+        memcpy(pl + 12, &pub, 4);
+        memcpy(pl + 16, &seq, 4);
+        size_t len;
+        c->env_off[i] = off;
+        if (cose_envelope_sign(id, DEVICE_ID_LEN, seq0 + i, t_ms, pl, o.payload, sk, c->envs + off,
+                               cap, &len) != 0)
+            return -1;
+        off += len;
+    }
+    c->env_off[n] = off;
+    c->n_envs = n;
+    free(pl);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (parse_opts(argc, argv) < 0)
@@ -1175,6 +1292,10 @@ int main(int argc, char **argv)
             c->topic_len = (size_t)snprintf(c->topic, sizeof c->topic, "%s/%d", o.prefix, pi);
             c->next_pid = 1;
             if (o.qos > 0 && !(c->pid_state = calloc(PID_SPACE, 1)))
+                return 1;
+            if (o.qos > 0 && o.ack_latency && !(c->sent_at = calloc(PID_SPACE, sizeof *c->sent_at)))
+                return 1;
+            if (o.sign_keys && sign_envelopes(c, pi) < 0)
                 return 1;
         }
     }
@@ -1363,7 +1484,7 @@ int main(int argc, char **argv)
     }
     uint64_t t_end = t_last_deliver > t_run ? t_last_deliver : (t_stop ? t_stop : now_ns());
     double secs = t_run ? (double)(t_end - t_run) / 1e9 : 0;
-    double rate = secs > 0 ? (double)delivered / secs : 0;
+    double rate = secs > 0 ? (double)(o.ack_latency ? acked : delivered) / secs : 0;
     uint64_t dropped = expected > delivered ? expected - delivered : 0;
     bool ok = !fatal_msg && phase == PH_DONE && t_run;
     if (o.qos > 0 && (delivered != expected || dups > 0 || acked != sent))

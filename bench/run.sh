@@ -46,12 +46,20 @@ SCENARIOS=(
   # TLS with a test certificate (no client certificates), or WebSocket.
   "tls-qos1-1to1|--qos 1 --pubs 1 --subs 1 --window 100 --tls @CA@"
   "ws-qos1-1to1|--qos 1 --pubs 1 --subs 1 --window 100 --ws"
+  # Ledgered topics (docs/BROKER.md "Ledgered topics"): ledgermq with
+  # `ledger_topic lmqbench/s/# signed` and `lmqbench/a/# attested`, the
+  # four publishers' device keys registered offline; mosquitto gets the
+  # same messages as plain QoS 1. Rate and latency are publish->PUBACK
+  # (--ack-latency: an ack means committed to the ledger).
+  "ledger-signed-qos1|--qos 1 --pubs 4 --subs 0 --window 100 --ack-latency --topic lmqbench/s --sign-keys @KEYS@ --count 150000"
+  "ledger-attested-qos1|--qos 1 --pubs 4 --subs 0 --window 1000 --ack-latency --topic lmqbench/a"
 )
 # The listener a scenario needs: tls-*: TLS, ws-*: websockets, else plain.
 listen_mode() {
   case $1 in
     tls-*) echo tls ;;
     ws-*) echo ws ;;
+    ledger-*) echo ledger ;;
     *) echo plain ;;
   esac
 }
@@ -176,6 +184,30 @@ max_inflight_messages 100
 max_queued_messages 1000000
 max_queued_bytes 0
 EOF
+  if [ "${2:-plain}" = ledger ]; then
+    printf 'operator_key %s\nledger_topic lmqbench/s/# signed\nledger_topic lmqbench/a/# attested\n' \
+      "$(cat "$TMP/ledger/op.vkey")"
+  fi
+}
+
+# The operator and the four device keys of the ledger-* scenarios.
+make_devices() {
+  [ -s "$TMP/ledger/op.vkey" ] && return 0
+  mkdir -p "$TMP/ledger"
+  "$BUILD_DIR/ledgermq" operator keygen --out "$TMP/ledger/op.key" --name bench \
+    >"$TMP/ledger/op.vkey" 2>>"$TMP/ledger/log" || return 1
+  for i in 0 1 2 3; do
+    "$BUILD_DIR/ledgermq" device keygen --out "$TMP/ledger/dev.key.$i" >>"$TMP/ledger/log" 2>&1 || return 1
+  done
+}
+
+# Registers the devices on a fresh ledgermq data dir DIR.
+register_devices() {
+  for i in 0 1 2 3; do
+    "$BUILD_DIR/ledgermq" -d "$1" device register --operator-key "$TMP/ledger/op.key" \
+      --key "$TMP/ledger/dev.key.$i" --name "bench-$i" --trust "$(cat "$TMP/ledger/op.vkey")" \
+      >>"$TMP/ledger/log" 2>&1 || return 1
+  done
 }
 
 # start_broker NAME PORT [MODE]: sets BROKER_PID, returns non-zero if unavailable.
@@ -197,6 +229,9 @@ start_broker() {
       [ -x "$LMQD" ] || return 1
       rm -rf "$TMP/lmq-data"
       mkdir -p "$TMP/lmq-data"
+      if [ "$mode" = ledger ]; then
+        register_devices "$TMP/lmq-data" || return 1
+      fi
       ledgermq_conf "$port" "$mode" >"$TMP/ledgermq.conf"
       "${NICE[@]}" "$LMQD" -c "$TMP/ledgermq.conf" -p "$port" -d "$TMP/lmq-data" >>"$TMP/ledgermq.log" 2>&1 &
       BROKER_PID=$!
@@ -318,11 +353,15 @@ for entry in "${SCENARIOS[@]}"; do
   sc=${entry%%|*}
   args=${entry#*|}
   args=${args//@CA@/$TMP/pki/ca.crt}
+  args=${args//@KEYS@/$TMP/ledger/dev.key}
   selected "$sc" || continue
   echo "== $sc"
   mode=$(listen_mode "$sc")
   if [ "$mode" = tls ] && ! make_pki; then
     echo "  test certificates could not be made: $(tail -1 "$TMP/pki.log")"
+  fi
+  if [ "$mode" = ledger ] && ! make_devices; then
+    echo "  device keys could not be made: $(tail -1 "$TMP/ledger/log")"
   fi
   for br in $BROKERS; do
     port=$(free_port) || { echo "bench: no free port" >&2; exit 1; }
