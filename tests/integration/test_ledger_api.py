@@ -415,3 +415,108 @@ def test_damaged_ledger_requests_unavailable(node):
     c.send(V.publish("$ledger/checkpoint", "forged", qos=1, pid=9, retain=True))
     assert c.expect5(R.PUBACK).reason == 0x87
     assert c.recv5(timeout=0.5) is None
+
+
+# ---- ledgermq watch against a lying broker ----
+
+def _note(name, sk, size, root):
+    import nacl.signing
+    text = "%s\n%d\n%s\n" % (name, size, base64.b64encode(root).decode())
+    pk = bytes(sk.verify_key)
+    kid = hashlib.sha256(name.encode() + b"\n\x01" + pk).digest()[:4]
+    sig = sk.sign(text.encode()).signature
+    return (text + "\n\u2014 %s %s\n" % (name, base64.b64encode(kid + sig).decode())).encode()
+
+
+def _read_packet(sock):
+    def exact(n):
+        b = b""
+        while len(b) < n:
+            c = sock.recv(n - len(b))
+            if not c:
+                raise EOFError
+            b += c
+        return b
+    first = exact(1)[0]
+    n, mult = 0, 1
+    while True:
+        d = exact(1)[0]
+        n += (d & 0x7F) * mult
+        mult *= 128
+        if not d & 0x80:
+            break
+    return first, exact(n)
+
+
+@pytest.mark.parametrize("scenario", ["fork", "backwards", "bad_proof"])
+def test_cli_watch_fails_loudly_on_inconsistency(scenario, tmp_path):
+    """A fake MQTT 5 broker (a few lines of Python) serves two validly
+    signed checkpoints that do not form one log; `ledgermq watch` must say
+    INCONSISTENT and exit 1."""
+    import socket
+    import struct
+    import threading
+    import nacl.signing
+    sk = nacl.signing.SigningKey(b"\x05" * 32)
+    name = "fake.example/log"
+    pk = bytes(sk.verify_key)
+    kid = hashlib.sha256(name.encode() + b"\n\x01" + pk).digest()[:4].hex()
+    vkey = "%s+%s+%s" % (name, kid, base64.b64encode(b"\x01" + pk).decode())
+    first = _note(name, sk, 2, b"\x01" * 32)
+    second = {"fork": _note(name, sk, 2, b"\x02" * 32),
+              "backwards": _note(name, sk, 1, b"\x03" * 32),
+              "bad_proof": _note(name, sk, 4, b"\x04" * 32)}[scenario]
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+    port = srv.getsockname()[1]
+
+    def publish(sock, topic, payload, props=b"\x00"):
+        body = R.mstr(topic) + props + payload
+        sock.sendall(R.packet(R.PUBLISH, 0, body))
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        try:
+            _read_packet(conn)                                  # CONNECT
+            conn.sendall(bytes([0x20, 3, 0, 0, 0]))             # CONNACK
+            while True:
+                t, body = _read_packet(conn)
+                if t >> 4 == R.SUBSCRIBE:
+                    conn.sendall(bytes([0x90, 4]) + body[:2] + b"\x00\x01")
+                    (plen,) = struct.unpack("!H", body[3:5])
+                    if body[5:5 + plen] == b"$ledger/checkpoint":
+                        publish(conn, "$ledger/checkpoint", first)
+                        publish(conn, "$ledger/checkpoint", second)
+                elif t >> 4 == R.PUBLISH:
+                    (tl,) = struct.unpack("!H", body[:2])
+                    pid = body[2 + tl:4 + tl]
+                    props, n = V.parse_props(body[4 + tl:])
+                    conn.sendall(bytes([0x40, 2]) + pid)         # PUBACK
+                    reply = json.dumps({"old_size": 2, "new_size": 4, "proof": [
+                        base64.b64encode(b"\x07" * 32).decode(),
+                        base64.b64encode(b"\x08" * 32).decode()]}).encode()
+                    publish(conn, V.pget(props, V.RESPONSE_TOPIC), reply,
+                            V.props((V.CORRELATION_DATA, V.pget(props, V.CORRELATION_DATA))))
+        except (EOFError, OSError):
+            pass
+        finally:
+            conn.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        p = cli("watch", "--broker", "127.0.0.1:%d" % port, "--key", vkey, "--count", "5",
+                timeout=30)
+    finally:
+        srv.close()
+        th.join(timeout=10)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert p.stdout.decode().startswith("checkpoint size 2 ")
+    assert b"INCONSISTENT" in p.stderr
+    expect = {"fork": b"two checkpoints of tree size 2 with different roots",
+              "backwards": b"tree size went back from 2 to 1",
+              "bad_proof": b"does not extend the one at 2"}[scenario]
+    assert expect in p.stderr, p.stderr
