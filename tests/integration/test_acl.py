@@ -242,3 +242,14 @@ def test_will_topic_checked_at_connect(acl_broker):
         assert c.connect("wl3", will=("public/in", b"gone", 0, False)).rc == 0
     finally:
         c.abort()
+
+
+def test_sighup_bad_password_file_keeps_users(acl_broker, raw, tmp_path):
+    b = acl_broker
+    pw = tmp_path / "passwd"
+    since = len(b.log())
+    pw.write_text(pw.read_text() + "broken line without a colon\n")
+    b.proc.send_signal(signal.SIGHUP)
+    assert b.wait_log(r"SIGHUP: %s:2: .*; keeping the password file in force \(1 users\)"
+                      % str(pw), since=since), b.log()[since:]
+    raw(b.port, "kept", username="alice", password="a-pass")  # CONNACK 0 asserted
