@@ -64,6 +64,10 @@ static struct lmq_broker *fz_broker(void)
     if (b)
         return b;
     lmq_log_set_level(LMQ_LOG_ERROR + 1);
+    /* The test-only method "ledgermq-test-echo" (broker/auth.c), so that
+     * enhanced authentication and re-authentication (AUTH 0x19) are
+     * reached too (seed v5-reauth). */
+    setenv("LEDGERMQ_TEST_AUTH_ECHO", "1", 1);
     lmq_config_defaults(&cfg);
     char dir[] = "/tmp/lmq-fuzz-broker-XXXXXX";
     if (!mkdtemp(dir))
