@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import os
+import struct
 import subprocess
 
 import pytest
@@ -454,7 +455,6 @@ def test_cli_watch_fails_loudly_on_inconsistency(scenario, tmp_path):
     signed checkpoints that do not form one log; `ledgermq watch` must say
     INCONSISTENT and exit 1."""
     import socket
-    import struct
     import threading
     import nacl.signing
     sk = nacl.signing.SigningKey(b"\x05" * 32)
@@ -520,3 +520,48 @@ def test_cli_watch_fails_loudly_on_inconsistency(scenario, tmp_path):
               "backwards": b"tree size went back from 2 to 1",
               "bad_proof": b"does not extend the one at 2"}[scenario]
     assert expect in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("silent_after", ["connect", "puback"])
+def test_cli_timeouts_are_named(silent_after):
+    """A broker that stops answering: the CLI gives up after --timeout and
+    says what it was waiting for (exit 2)."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+    port = srv.getsockname()[1]
+    done = threading.Event()
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        try:
+            _read_packet(conn)                                  # CONNECT
+            if silent_after == "puback":
+                conn.sendall(bytes([0x20, 3, 0, 0, 0]))
+                t, body = _read_packet(conn)                    # SUBSCRIBE (reply topic)
+                conn.sendall(bytes([0x90, 4]) + body[:2] + b"\x00\x01")
+                t, body = _read_packet(conn)                    # the request
+                (tl,) = struct.unpack("!H", body[:2])
+                conn.sendall(bytes([0x40, 2]) + body[2 + tl:4 + tl])
+            done.wait(10)
+        except (EOFError, OSError):
+            pass
+        finally:
+            conn.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        p = cli("receipt", "--broker", "127.0.0.1:%d" % port, "0", "--timeout", "300", timeout=30)
+    finally:
+        done.set()
+        srv.close()
+        th.join(timeout=10)
+    assert p.returncode == 2
+    want = {"connect": b"no CONNACK within 300 ms",
+            "puback": b"no reply to $ledger/proof within 300 ms"}[silent_after]
+    assert want in p.stderr, p.stderr
