@@ -168,6 +168,12 @@ const char *lmq_raft_strerror(int err)
         return "raft I/O error";
     case LMQ_RAFT_ERR_FRAME:
         return "malformed raft entry";
+    case LMQ_RAFT_ERR_BADID:
+        return "unknown node id, or already a member";
+    case LMQ_RAFT_ERR_CHANGE:
+        return "another membership change is in progress";
+    case LMQ_RAFT_ERR_TRANSFER:
+        return "leadership did not move to the node asked for";
     default:
         return "unknown raft error";
     }
@@ -204,6 +210,14 @@ static int rn__err(int rv)
         return LMQ_RAFT_ERR_NOMEM;
     case RAFT_TOOBIG:
         return LMQ_RAFT_ERR_TOO_BIG;
+    case RAFT_BADID:
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+    case RAFT_NOTFOUND:
+    case RAFT_BADROLE:
+        return LMQ_RAFT_ERR_BADID;
+    case RAFT_CANTCHANGE:
+        return LMQ_RAFT_ERR_CHANGE;
     default:
         return LMQ_RAFT_ERR_IO;
     }
@@ -371,8 +385,9 @@ static int rn__check_options(const struct lmq_raft_node_options *o, const char *
             *self_addr = m->address;
     }
     if (*self_addr == NULL) {
-        LMQ_ERROR("raft: node id %llu is not one of the %zu members", (unsigned long long)o->id,
-                  o->n_members);
+        LMQ_ERROR("raft: node id %llu is not one of the %zu members (a joining node lists "
+                  "itself too)",
+                  (unsigned long long)o->id, o->n_members);
         return LMQ_RAFT_ERR_CONFIG;
     }
     if (o->bind_address != NULL && lmq_raft_address_check(o->bind_address) != 0) {
@@ -537,7 +552,7 @@ int lmq_raft_node_start(uv_loop_t *loop, const struct lmq_raft_node_options *o,
     raft_set_snapshot_threshold(&n->raft, n->o.snapshot_threshold);
     raft_set_snapshot_trailing(&n->raft, n->o.snapshot_trailing);
     raft_set_pre_vote(&n->raft, true);
-    if ((rc = rn__bootstrap(n)) != 0)
+    if (!o->join && (rc = rn__bootstrap(n)) != 0)
         goto fail_raft;
     rv = raft_start(&n->raft);
     if (rv != 0) {
@@ -675,4 +690,143 @@ uint64_t lmq_raft_commit_index(struct lmq_raft_node *n)
 size_t lmq_raft_inflight(const struct lmq_raft_node *n)
 {
     return n->inflight;
+}
+
+/* ------------------------------------------------------------------ */
+/* Membership. */
+
+struct rn__change {
+    union {
+        struct raft_change change;
+        struct raft_transfer transfer;
+    } u;
+    struct lmq_raft_node *n;
+    uint64_t id;
+    bool promote; /* add: raft_add done, raft_assign(VOTER) next */
+    lmq_raft_change_cb cb;
+    void *ctx;
+};
+
+static void rn__change_done(struct rn__change *ch, int status)
+{
+    if (ch->cb != NULL)
+        ch->cb(ch->ctx, status);
+    free(ch);
+}
+
+static void rn__change_cb(struct raft_change *req, int status)
+{
+    struct rn__change *ch = req->data;
+    struct lmq_raft_node *n = ch->n;
+    if (status == 0 && ch->promote && !n->stopping) {
+        ch->promote = false;
+        memset(&ch->u, 0, sizeof ch->u);
+        ch->u.change.data = ch;
+        int rv = raft_assign(&n->raft, &ch->u.change, ch->id, RAFT_VOTER, rn__change_cb);
+        if (rv == 0)
+            return;
+        status = rv;
+    }
+    if (status == 0)
+        LMQ_INFO("raft: node %llu: membership change for node %llu committed",
+                 (unsigned long long)n->o.id, (unsigned long long)ch->id);
+    rn__change_done(ch, rn__err(status));
+}
+
+static struct rn__change *rn__change_new(struct lmq_raft_node *n, uint64_t id,
+                                         lmq_raft_change_cb cb, void *ctx)
+{
+    struct rn__change *ch = calloc(1, sizeof *ch);
+    if (ch == NULL)
+        return NULL;
+    ch->n = n;
+    ch->id = id;
+    ch->cb = cb;
+    ch->ctx = ctx;
+    ch->u.change.data = ch;
+    return ch;
+}
+
+static int rn__leader_check(struct lmq_raft_node *n)
+{
+    if (n->stopping)
+        return LMQ_RAFT_ERR_SHUTDOWN;
+    if (raft_state(&n->raft) != RAFT_LEADER)
+        return LMQ_RAFT_ERR_NOT_LEADER;
+    return 0;
+}
+
+int lmq_raft_add(struct lmq_raft_node *n, uint64_t id, const char *address, lmq_raft_change_cb cb,
+                 void *ctx)
+{
+    int rc = rn__leader_check(n);
+    if (rc != 0)
+        return rc;
+    if (id == 0 || lmq_raft_address_check(address) != 0)
+        return LMQ_RAFT_ERR_BADID;
+    struct rn__change *ch = rn__change_new(n, id, cb, ctx);
+    if (ch == NULL)
+        return LMQ_RAFT_ERR_NOMEM;
+    ch->promote = true;
+    int rv = raft_add(&n->raft, &ch->u.change, id, address, rn__change_cb);
+    if (rv != 0) {
+        free(ch);
+        return rn__err(rv);
+    }
+    return 0;
+}
+
+int lmq_raft_remove(struct lmq_raft_node *n, uint64_t id, lmq_raft_change_cb cb, void *ctx)
+{
+    int rc = rn__leader_check(n);
+    if (rc != 0)
+        return rc;
+    struct rn__change *ch = rn__change_new(n, id, cb, ctx);
+    if (ch == NULL)
+        return LMQ_RAFT_ERR_NOMEM;
+    int rv = raft_remove(&n->raft, &ch->u.change, id, rn__change_cb);
+    if (rv != 0) {
+        free(ch);
+        return rn__err(rv);
+    }
+    return 0;
+}
+
+static void rn__transfer_cb(struct raft_transfer *req)
+{
+    struct rn__change *ch = req->data;
+    raft_id leader = 0;
+    const char *addr;
+    if (!ch->n->stopping)
+        raft_leader(&ch->n->raft, &leader, &addr);
+    bool moved = ch->id != 0 ? leader == ch->id : leader != 0 && leader != ch->n->o.id;
+    rn__change_done(ch, moved ? 0 : LMQ_RAFT_ERR_TRANSFER);
+}
+
+int lmq_raft_transfer(struct lmq_raft_node *n, uint64_t id, lmq_raft_change_cb cb, void *ctx)
+{
+    int rc = rn__leader_check(n);
+    if (rc != 0)
+        return rc;
+    struct rn__change *ch = rn__change_new(n, id, cb, ctx);
+    if (ch == NULL)
+        return LMQ_RAFT_ERR_NOMEM;
+    ch->u.transfer.data = ch;
+    int rv = raft_transfer(&n->raft, &ch->u.transfer, id, rn__transfer_cb);
+    if (rv != 0) {
+        free(ch);
+        return rn__err(rv);
+    }
+    return 0;
+}
+
+size_t lmq_raft_members(struct lmq_raft_node *n, struct lmq_raft_member_info *out, size_t cap)
+{
+    const struct raft_configuration *c = &n->raft.configuration;
+    for (unsigned i = 0; i < c->n && i < cap; i++) {
+        out[i].id = c->servers[i].id;
+        snprintf(out[i].address, sizeof out[i].address, "%s", c->servers[i].address);
+        out[i].role = c->servers[i].role;
+    }
+    return c->n;
 }

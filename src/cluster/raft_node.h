@@ -48,8 +48,11 @@ enum lmq_raft_err {
     LMQ_RAFT_ERR_BUSY = -3204,       /* too many proposals in flight (max_inflight) */
     LMQ_RAFT_ERR_CONFIG = -3205,     /* bad options (reason logged) */
     LMQ_RAFT_ERR_NOMEM = -3206,
-    LMQ_RAFT_ERR_IO = -3207,    /* libraft (disk, transport) failed; reason logged */
-    LMQ_RAFT_ERR_FRAME = -3208, /* a committed entry did not decode (never applied) */
+    LMQ_RAFT_ERR_IO = -3207,       /* libraft (disk, transport) failed; reason logged */
+    LMQ_RAFT_ERR_FRAME = -3208,    /* a committed entry did not decode (never applied) */
+    LMQ_RAFT_ERR_BADID = -3209,    /* membership: unknown id, or already a member */
+    LMQ_RAFT_ERR_CHANGE = -3210,   /* membership: another change is still in progress */
+    LMQ_RAFT_ERR_TRANSFER = -3211, /* leadership did not move to the node asked for */
 };
 
 /* One static member of the cluster (config `cluster_node ID HOST:PORT`). */
@@ -119,6 +122,9 @@ struct lmq_raft_node_options {
     const char *tls_certfile; /* certificate with CN ledgermq-node-<id> */
     const char *tls_keyfile;  /* its key, mode 0600 */
     const char *tls_cafile;   /* the cluster CA */
+    /* Joining an existing cluster (`ledgermq cluster add` on its leader):
+     * never bootstrap DIR; the node waits until the leader adds it. */
+    bool join;
 };
 
 struct lmq_raft_node;
@@ -160,6 +166,35 @@ uint64_t lmq_raft_last_applied(struct lmq_raft_node *n);
 uint64_t lmq_raft_commit_index(struct lmq_raft_node *n);
 /* Proposals awaiting their result. */
 size_t lmq_raft_inflight(const struct lmq_raft_node *n);
+
+/* Membership, on the leader (else LMQ_RAFT_ERR_NOT_LEADER at once; also
+ * _BADID, _CHANGE, _SHUTDOWN). CB(CTX, STATUS) runs exactly once unless
+ * the call returned < 0; STATUS 0 = done and committed. */
+typedef void (*lmq_raft_change_cb)(void *ctx, int status);
+
+/* Adds node ID at ADDRESS (HOST:PORT) as a voter: first as a non-voting
+ * member that catches up, then promoted (libraft's catch-up rounds). The
+ * new node runs with options.join. */
+int lmq_raft_add(struct lmq_raft_node *n, uint64_t id, const char *address, lmq_raft_change_cb cb,
+                 void *ctx);
+/* Removes node ID from the configuration (the leader itself too: it
+ * steps down once the change is committed). */
+int lmq_raft_remove(struct lmq_raft_node *n, uint64_t id, lmq_raft_change_cb cb, void *ctx);
+/* Hands leadership to voter ID (0 = the most up-to-date one). STATUS 0
+ * when ID (or, for 0, another node) became leader, LMQ_RAFT_ERR_TRANSFER
+ * when the election timeout passed without that. */
+int lmq_raft_transfer(struct lmq_raft_node *n, uint64_t id, lmq_raft_change_cb cb, void *ctx);
+
+/* The current configuration as this node knows it (possibly not yet
+ * committed): up to CAP members into OUT with their role (voter 1,
+ * standby 0, spare 2 = libraft's RAFT_VOTER/STANDBY/SPARE). Returns the
+ * number of members (may exceed CAP). */
+struct lmq_raft_member_info {
+    uint64_t id;
+    char address[LMQ_RAFT_ADDRESS_MAX];
+    int role;
+};
+size_t lmq_raft_members(struct lmq_raft_node *n, struct lmq_raft_member_info *out, size_t cap);
 
 const char *lmq_raft_strerror(int err);
 const char *lmq_raft_state_name(int state);

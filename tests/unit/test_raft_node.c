@@ -131,6 +131,7 @@ struct tnode {
     int snapshots, restores;
     bool stopped_done;
     bool no_snapshots; /* never snapshot locally (see follower_restart) */
+    bool join;         /* start as a node joining an existing cluster */
 };
 
 struct cluster {
@@ -261,6 +262,7 @@ static void node_start(struct cluster *c, int i)
         .snapshot_trailing = c->snapshot_trailing,
         .fsm = {.apply = fsm_apply, .snapshot = fsm_snapshot, .restore = fsm_restore},
         .fsm_ctx = t,
+        .join = t->join,
     };
     if (c->tls) {
         o.tls_certfile = c->cert[i];
@@ -678,6 +680,91 @@ static void test_follower_restart_snapshot(void **state)
     follower_restart(true);
 }
 
+struct change {
+    int done;
+    int status;
+};
+
+static void change_cb(void *ctx, int status)
+{
+    struct change *ch = ctx;
+    ch->done++;
+    ch->status = status;
+}
+
+static bool pred_change(struct cluster *c, void *arg)
+{
+    (void)c;
+    return ((struct change *)arg)->done > 0;
+}
+
+static bool has_member(struct lmq_raft_node *n, uint64_t id, size_t want_n)
+{
+    struct lmq_raft_member_info m[LMQ_RAFT_MAX_MEMBERS];
+    size_t k = lmq_raft_members(n, m, LMQ_RAFT_MAX_MEMBERS);
+    assert_int_equal(k, want_n);
+    for (size_t i = 0; i < k; i++)
+        if (m[i].id == id) {
+            assert_int_equal(m[i].role, 1); /* voter */
+            return true;
+        }
+    return false;
+}
+
+/* Leadership transfer to a chosen node, removal of a member, and a new
+ * node (id 4, fresh directory, join) added: it catches up from the log
+ * and takes part in commits. Refusals: not the leader, duplicate id,
+ * unknown id. */
+static void test_membership(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_init(&c, 0, 0);
+    int l = wait_leader(&c);
+    int f = (l + 1) % N_NODES;
+    propose_range(&c, l, 0, 10);
+
+    struct change ch = {0};
+    assert_int_equal(lmq_raft_transfer(c.nodes[f].rn, 0, change_cb, &ch), LMQ_RAFT_ERR_NOT_LEADER);
+    assert_int_equal(lmq_raft_transfer(c.nodes[l].rn, c.nodes[f].id, change_cb, &ch), 0);
+    run_until(&c, pred_change, &ch, "the transfer");
+    assert_int_equal(ch.done, 1);
+    assert_int_equal(ch.status, 0);
+    assert_int_equal(wait_leader(&c), f);
+
+    int r = (f + 1) % N_NODES;
+    memset(&ch, 0, sizeof ch);
+    assert_int_equal(lmq_raft_remove(c.nodes[f].rn, 99, change_cb, &ch), LMQ_RAFT_ERR_BADID);
+    assert_int_equal(lmq_raft_remove(c.nodes[f].rn, c.nodes[r].id, change_cb, &ch), 0);
+    run_until(&c, pred_change, &ch, "the removal");
+    assert_int_equal(ch.status, 0);
+    assert_false(has_member(c.nodes[f].rn, c.nodes[r].id, 2));
+    node_stop(&c, r);
+    propose_range(&c, f, 10, 10); /* the two left commit alone */
+
+    /* Node 4 in slot r: new id, address and directory. */
+    c.members[r].id = 4;
+    snprintf(c.members[r].address, sizeof c.members[r].address, "127.0.0.1:%u", free_port());
+    c.nodes[r].id = 4;
+    snprintf(c.nodes[r].dir, sizeof c.nodes[r].dir, "%s/n4/raft", c.root);
+    c.nodes[r].join = true;
+    node_start(&c, r);
+    memset(&ch, 0, sizeof ch);
+    assert_int_equal(lmq_raft_add(c.nodes[f].rn, c.nodes[f].id, "127.0.0.1:1", change_cb, &ch),
+                     LMQ_RAFT_ERR_BADID);
+    assert_int_equal(lmq_raft_add(c.nodes[f].rn, 4, c.members[r].address, change_cb, &ch), 0);
+    run_until(&c, pred_change, &ch, "the addition");
+    assert_int_equal(ch.done, 1);
+    assert_int_equal(ch.status, 0);
+    assert_true(has_member(c.nodes[f].rn, 4, 3));
+    check_applied(&c, r, 20);
+    propose_range(&c, f, 20, 10);
+    for (int i = 0; i < N_NODES; i++)
+        check_applied(&c, i, 30);
+    check_same_indices(&c, 7, 30);
+    cluster_free(&c);
+}
+
 /* The same cluster over mutual TLS: election and replication work. */
 static void test_tls_cluster(void **state)
 {
@@ -781,6 +868,7 @@ int main(void)
         cmocka_unit_test(test_leader_stops),
         cmocka_unit_test(test_follower_restart_log),
         cmocka_unit_test(test_follower_restart_snapshot),
+        cmocka_unit_test(test_membership),
         cmocka_unit_test(test_tls_cluster),
         cmocka_unit_test(test_tls_rogue_ca),
         cmocka_unit_test(test_tls_not_a_member),
