@@ -547,3 +547,33 @@ def test_client_gone_during_check(pw_broker, raw):
         c.abort()
     assert connect311(b.port, raw, "after", username="alice", password="correct horse") == 0
     assert b.running()
+
+
+def test_sdk_smart_meter_logs_in_with_its_token(fleet, tmp_path):
+    """The device SDK's token (lmq_sdk_token_make, as sdk/examples/
+    smart_meter sends it with -a: user name = device id) is accepted on a
+    listener that takes tokens only; its readings are acknowledged."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sdk = os.path.join(repo, "sdk")
+    p = subprocess.run(["make", "-s", "-C", sdk], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    meter = os.path.join(sdk, "examples", "smart_meter")
+    keyfile = str(tmp_path / "meter.key")
+    p = subprocess.run([meter, "-k", keyfile, "-P"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    info = dict(l.split(" ", 1) for l in p.stdout.splitlines())
+    b = fleet.broker
+    cli("device", "register", "--operator-key", fleet.op, "--pub", info["public"],
+        "--name", "sdk-meter", datadir=b.data_dir)
+    b.extra_lines = ["auth token"]
+    b.start()
+    p = subprocess.run([meter, "-k", keyfile, "-n", "2", "-i", "0", "-a", ORIGIN, "-q",
+                        "127.0.0.1", str(b.port), "plain/readings"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, (p.stdout, p.stderr, b.log()[-2000:])
+    assert b.wait_log(r"authenticated as device %s \(token\)" % info["device"])
+    # without -a: no credentials, refused on this listener
+    p = subprocess.run([meter, "-k", keyfile, "-n", "1", "-i", "0", "-q",
+                        "127.0.0.1", str(b.port), "plain/readings"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
