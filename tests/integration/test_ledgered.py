@@ -115,6 +115,8 @@ class Node:
         self.port = self.b.port
 
     def size(self):
+        if not os.path.exists(os.path.join(self.data, "ledger")):
+            return 0
         p = cli("-d", self.data, "log", "info")
         for line in p.stdout.decode().splitlines():
             if line.startswith("size: "):
@@ -531,3 +533,73 @@ def test_burst_backpressure(broker_factory, tmp_path):
     if not _asan():
         assert peak - rss0 < 12 * 1024, (rss0, peak)
     assert n.stop_and_audit(decode=False) == N * M
+
+
+# --------------------------------------------------- registry, limits, $SYS
+
+def test_registry_records_through_the_pipeline(broker_factory, tmp_path):
+    """Devices registered and revoked through the running broker
+    ($ledger/admin via `ledgermq device register|revoke --broker`, i.e.
+    bk_ledger_submit): the registry is synced after their batch, so the next
+    envelope of the new device is accepted and one after its revocation is
+    refused; a second registration of the same device is refused at the
+    apply stage and not recorded."""
+    n = Node(broker_factory, tmp_path, ("sig/# signed",), devices=(), unregistered=("late",))
+    dev = n.dev["late"]
+    pub = n.v5("p")
+    v5_publish(pub, "sig/x", dev.py_envelope(1, b"before"), qos=1, pid=1)
+    assert expect_ack(pub) == (0x87, "unknown device")
+    broker = "127.0.0.1:%d" % n.port
+    cli("device", "register", "--broker", broker, "--operator-key", tmp_path / "op.key",
+        "--key", dev.key, "--name", "late")
+    v5_publish(pub, "sig/x", dev.py_envelope(2, b"registered"), qos=1, pid=2)
+    assert expect_ack(pub) == (0, None)
+    p = cli("device", "register", "--broker", broker, "--operator-key", tmp_path / "op.key",
+            "--key", dev.key, "--name", "late", check=None)
+    assert p.returncode != 0
+    cli("device", "revoke", "--broker", broker, "--operator-key", tmp_path / "op.key",
+        "--id", dev.id)
+    v5_publish(pub, "sig/x", dev.py_envelope(3, b"revoked"), qos=1, pid=3)
+    assert expect_ack(pub) == (0x87, "revoked device")
+    recs = n.stop_and_audit()
+    assert [r[0] for _, r in recs] == [3, 1, 4]
+    assert recs[1][1][3] == b"registered"
+
+
+def test_receive_maximum_counts_held_acks(broker_factory, tmp_path):
+    """MQTT 5 Receive Maximum (max_inflight_messages): messages waiting for
+    their commit count as in flight; one more is DISCONNECT 0x93."""
+    n = Node(broker_factory, tmp_path, ("att/# attested",),
+             config={"ledger_batch_ms": 3000, "max_inflight_messages": 3})
+    pub = V.Client5(n.port)
+    ca = pub.connect5("p")
+    assert V.pget(ca.props, V.RECEIVE_MAXIMUM) == 3
+    for i in range(4):
+        v5_publish(pub, "att/x", b"m%d" % i, qos=1, pid=i + 1)
+    d = pub.expect5(R.DISCONNECT, 10)
+    assert d.reason == 0x93
+    # the three accepted before it are still committed
+    assert len(n.stop_and_audit()) == 3
+
+
+def test_sys_ledger_counters(node):
+    """$SYS/ledger/...: records, tree size, refusals by reason."""
+    pub = node.v5("p")
+    v5_publish(pub, "att/x", b"one", qos=1, pid=1)
+    assert expect_ack(pub)[0] == 0
+    v5_publish(pub, "sig/x", b"not an envelope", qos=1, pid=2)
+    assert expect_ack(pub)[0] == 0x99
+    sys = node.v5("sys")
+    sys.subscribe5([("$SYS/ledger/#", 0)])
+    want = {"$SYS/ledger/records": b"1", "$SYS/ledger/tree_size": b"%d" % (node.base + 1),
+            "$SYS/ledger/refused/malformed": b"1", "$SYS/ledger/refused": b"1"}
+    seen = {}
+
+    def got_all():
+        p = sys.recv5(0.5)
+        if p is not None and p.type == R.PUBLISH:
+            seen[p.topic] = p.payload
+        return all(seen.get(k) == v for k, v in want.items())
+
+    assert wait_for(got_all, 10), seen
+    node.stop_and_audit()
