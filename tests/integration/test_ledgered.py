@@ -603,3 +603,25 @@ def test_sys_ledger_counters(node):
 
     assert wait_for(got_all, 10), seen
     node.stop_and_audit()
+
+
+def test_device_session_publishes_only_its_own_envelopes(node):
+    """A session authenticated as a device (CWT token as the password) may
+    only publish its own envelopes (0x87); its attested records name the
+    device id as the publisher."""
+    d1, d2 = node.dev["d1"], node.dev["d2"]
+    tok = cli("token", "--key", d1.key, "--aud", "ledgermq.local/default", "--ttl", "60").stdout
+    c = V.Client5(node.port)
+    body = (R.mstr("MQTT") + bytes([5, 0xC2]) + struct.pack("!H", 60) + b"\x00" +
+            R.mstr("dev-session") + R.mstr(d1.id) + R.mstr(tok))
+    c.send(R.packet(R.CONNECT, 0, body))
+    assert c.expect5(R.CONNACK).reason == 0
+    v5_publish(c, "sig/x", d2.py_envelope(1, b"not mine"), qos=1, pid=1)
+    assert expect_ack(c) == (0x87, "envelope of another device than the session's")
+    v5_publish(c, "sig/x", d1.py_envelope(1, b"mine"), qos=1, pid=2)
+    assert expect_ack(c) == (0, None)
+    v5_publish(c, "att/x", b"attested", qos=1, pid=3)
+    assert expect_ack(c) == (0, None)
+    recs = node.stop_and_audit()
+    assert [(r[3], r[5], r[6]) for _, r in recs] == [(b"mine", d1.id, "dev-session"),
+                                                    (b"attested", d1.id, "dev-session")]
