@@ -612,6 +612,22 @@ static size_t lapi__reply_props(const struct lapi_out *o, uint8_t *buf, size_t c
     return blen;
 }
 
+/* Publishes one result (a receipt or a reply, all JSON) as the broker. */
+static void lapi__publish_out(struct lmq_broker *b, const struct lapi_out *o)
+{
+    uint8_t small[512], *props = small;
+    size_t cap = o->corr_len + 64, pl;
+    if (cap > sizeof small && !(props = malloc(cap))) {
+        LMQ_ERROR("ledger api: out of memory publishing on %s", o->topic);
+        return;
+    }
+    pl = lapi__reply_props(o, props, cap > sizeof small ? cap : sizeof small);
+    bk_publish_internal(b, o->topic, strlen(o->topic), o->payload, o->len, props, pl, o->qos,
+                        false);
+    if (props != small)
+        free(props);
+}
+
 static void lapi__submit(struct lmq_ledger_api *a, struct lapi_job *job);
 
 static void lapi__done(struct lmq_work *w)
@@ -619,11 +635,7 @@ static void lapi__done(struct lmq_work *w)
     struct lapi_job *job = (struct lapi_job *)w;
     struct lmq_ledger_api *a = job->api;
     for (struct lapi_out *o = job->out_head; o; o = o->next) {
-        uint8_t props[512];
-        size_t pl =
-            o->corr_len + 64 <= sizeof props ? lapi__reply_props(o, props, sizeof props) : 0;
-        bk_publish_internal(a->b, o->topic, strlen(o->topic), o->payload, o->len, props, pl, o->qos,
-                            false);
+        lapi__publish_out(a->b, o);
     }
     if (job->kind == LAPI_RECEIPTS) {
         a->rc_running = NULL;
@@ -839,10 +851,9 @@ static void lapi__reply_now(struct lmq_broker *b, const struct lmq_ledger_api_re
 {
     struct lapi_job tmp;
     memset(&tmp, 0, sizeof tmp);
-    char topic[1024];
-    snprintf(topic, sizeof topic, "%.*s", (int)r->props->response_topic.len,
-             r->props->response_topic.ptr);
-    tmp.resp_topic = topic;
+    tmp.resp_topic = lapi__strndup(r->props->response_topic.ptr, r->props->response_topic.len);
+    if (!tmp.resp_topic)
+        return;
     if (mqtt_props_has(r->props, MQTT_PROP_CORRELATION_DATA)) {
         tmp.corr = (uint8_t *)r->props->correlation_data.ptr;
         tmp.corr_len = r->props->correlation_data.len;
@@ -850,14 +861,9 @@ static void lapi__reply_now(struct lmq_broker *b, const struct lmq_ledger_api_re
     tmp.qos = r->qos ? 1 : 0;
     lapi__reply_err(&tmp, code, reason);
     for (struct lapi_out *o = tmp.out_head; o; o = o->next) {
-        uint8_t props[512];
-        size_t pl =
-            o->corr_len + 64 <= sizeof props ? lapi__reply_props(o, props, sizeof props) : 0;
-        bk_publish_internal(b, o->topic, strlen(o->topic), o->payload, o->len, props, pl, o->qos,
-                            false);
+        lapi__publish_out(b, o);
     }
-    tmp.resp_topic = NULL;
-    tmp.corr = NULL;
+    free(tmp.resp_topic);
     while (tmp.out_head) {
         struct lapi_out *o = tmp.out_head;
         tmp.out_head = o->next;
@@ -979,8 +985,9 @@ uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
                    r->client_id, (int)r->topic.len, r->topic.ptr);
         return MQTT_RC_IMPL_SPECIFIC;
     }
-    if (r->props->response_topic.len > 0 && r->props->response_topic.ptr[0] == '$') {
-        LMQ_NOTICE("client %s: request on %.*s refused: Response Topic %.*s is a $ topic",
+    if (r->props->response_topic.len == 0 || r->props->response_topic.ptr[0] == '$') {
+        LMQ_NOTICE("client %s: request on %.*s refused: Response Topic '%.*s' is empty or a $ "
+                   "topic",
                    r->client_id, (int)r->topic.len, r->topic.ptr, (int)r->props->response_topic.len,
                    r->props->response_topic.ptr);
         return MQTT_RC_IMPL_SPECIFIC;

@@ -250,7 +250,17 @@ def test_request_without_usable_response_topic_refused(node):
     # a $ response topic could forge another client's receipts topic
     c.send(V.publish("$ledger/proof", "1", qos=1, pid=4,
                      pprops=V.props((V.RESPONSE_TOPIC, "$ledger/receipts/victim"))))
-    assert c.expect5(R.PUBACK).reason == 0x83
+    assert c.expect5(R.PUBACK).reason == 0x83    assert c.recv5(timeout=0.3) is None
+
+
+def test_reply_carries_large_correlation_data(node):
+    b, vkey, recs = node
+    c = client5(b.port, "big-corr")
+    c.subscribe5([("replies/me", 1)])
+    corr = bytes(range(256)) * 20
+    reason, reply = request(c, "$ledger/proof", "2", corr=corr)
+    assert reason == 0 and V.pget(reply.props, V.CORRELATION_DATA) == corr
+    assert check_receipt(json.loads(reply.payload), vkey, recs) == 2
 
 
 @pytest.mark.parametrize("topic", ["$ledger/checkpoint", "$ledger/blocks",
