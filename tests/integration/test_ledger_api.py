@@ -250,7 +250,8 @@ def test_request_without_usable_response_topic_refused(node):
     # a $ response topic could forge another client's receipts topic
     c.send(V.publish("$ledger/proof", "1", qos=1, pid=4,
                      pprops=V.props((V.RESPONSE_TOPIC, "$ledger/receipts/victim"))))
-    assert c.expect5(R.PUBACK).reason == 0x83    assert c.recv5(timeout=0.3) is None
+    assert c.expect5(R.PUBACK).reason == 0x83
+    assert c.recv5(timeout=0.3) is None
 
 
 def test_reply_carries_large_correlation_data(node):
