@@ -92,19 +92,20 @@ t0=$(date +%s.%N)
 meter_pids=()
 for i in $(seq -w 1 "$meters"); do
   "$work/smart_meter" -k "$work/meters/meter-$i.key" -t "$seconds" -i 0 -w "$window" -q \
-    -R "$work/receipts" 127.0.0.1 "$port" "meters/meter-$i/energy" >"$work/meters/meter-$i.out" 2>&1 &
+    -R "$work/receipts" -K "$node_key" 127.0.0.1 "$port" "meters/meter-$i/energy" \
+    >"$work/meters/meter-$i.out" 2>&1 &
   meter_pids+=($!)
 done
 failed=0
 for p in "${meter_pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 t1=$(date +%s.%N)
-sent=0; acked=0; got=0
+sent=0; acked=0; got=0; ondev=0
 for f in "$work"/meters/meter-*.out; do
-  read -r s a r < <(sed -n 's/^meter [^:]*: sent \([0-9]*\) acked \([0-9]*\) receipts \([0-9]*\)$/\1 \2 \3/p' "$f")
-  sent=$((sent + ${s:-0})); acked=$((acked + ${a:-0})); got=$((got + ${r:-0}))
+  read -r s a r v < <(sed -n 's/^meter [^:]*: sent \([0-9]*\) acked \([0-9]*\) receipts \([0-9]*\) verified \([0-9]*\)$/\1 \2 \3 \4/p' "$f")
+  sent=$((sent + ${s:-0})); acked=$((acked + ${a:-0})); got=$((got + ${r:-0})); ondev=$((ondev + ${v:-0}))
 done
 [ "$failed" = 0 ] || { echo "demo: $failed meter(s) failed:" >&2; grep -h smart_meter "$work"/meters/*.out >&2 || true; }
-echo "readings sent $sent, acknowledged $acked, receipts received $got"
+echo "readings sent $sent, acknowledged $acked, receipts received $got (verified on the meters with the SDK: $ondev)"
 
 # let the watcher catch up with the last checkpoint (it proves each one
 # consistent with the one before, one request each)
@@ -145,10 +146,11 @@ meters:                 $meters
 messages acknowledged:  $acked of $sent sent, in $elapsed s ($rate msg/s, signed, QoS 1, committed before PUBACK)
 ledger:                 $size records (incl. $meters registrations) in $blocks blocks
 checkpoints:            $blocks signed (one per block); $watched followed by ledgermq watch, each consistent with the last
-receipts verified:      $verified of $acked acknowledged readings (received $got)
+receipts verified:      $verified of $acked acknowledged readings offline by ledgermq verify-receipt (received $got; $ondev also by the meters, SDK)
 audit:                  $(cut -c1-60 <<<"$audit")...
 EOF
-if [ "$failed" = 0 ] && [ "$acked" = "$sent" ] && [ "$verified" = "$acked" ] && [ "$acked" -gt 0 ]; then
+if [ "$failed" = 0 ] && [ "$acked" = "$sent" ] && [ "$verified" = "$acked" ] &&
+   [ "$ondev" = "$acked" ] && [ "$acked" -gt 0 ]; then
   echo "demo: OK"
 else
   echo "demo: FAILED"

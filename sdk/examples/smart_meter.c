@@ -6,8 +6,8 @@
  * device id). The MQTT client id is the device id.
  *
  *   smart_meter [-k KEYFILE] [-n COUNT | -t SECONDS] [-i INTERVAL_MS]
- *               [-w WINDOW] [-R RECEIPT_DIR] [-a AUDIENCE] [-q]
- *               HOST PORT TOPIC
+ *               [-w WINDOW] [-R RECEIPT_DIR [-K NODE_VKEY]] [-a AUDIENCE]
+ *               [-q] HOST PORT TOPIC
  *   smart_meter [-k KEYFILE] -P          (print the device id and public key)
  *
  * KEYFILE (default ./meter.key) holds the 32-byte seed in hex, mode 0600;
@@ -18,8 +18,12 @@
  * $ledger/receipts/{device id} before publishing and writes each receipt
  * it gets to RECEIPT_DIR/{device id}.{n}.json; after the last PUBACK it
  * waits (up to 10 s without progress) until it holds one per acknowledged
- * reading. Prints the device id, one line per acknowledged reading (not
- * with -q), and a summary line "meter ID: sent N acked N receipts N".
+ * reading. With -K (the node's verifier key, `ledgermq key show`) each
+ * receipt is verified on the device first (lmq_sdk_receipt_verify: the
+ * checkpoint's signature, the inclusion proof) and one that fails is an
+ * error. Prints the device id, one line per acknowledged reading (not
+ * with -q), and a summary line "meter ID: sent N acked N receipts N
+ * verified N".
  * Exit status 0 if every reading was acknowledged (and, with -R, has its
  * receipt). No heap use. */
 #define _POSIX_C_SOURCE 200809L
@@ -293,8 +297,15 @@ static int tcp_connect(const char *host, const char *port)
     return fd;
 }
 
-/* A receipt (PUBLISH from the broker): saved to dir, acknowledged. */
-static long receipts;
+/* The node key receipts are checked against (-K). */
+static int have_node_key;
+static char node_name[256];
+static uint8_t node_pk[LMQ_SDK_PK_LEN];
+static uint8_t scratch[65536];
+
+/* A receipt (PUBLISH from the broker): verified (-K), saved to dir,
+ * acknowledged. */
+static long receipts, verified;
 static int on_publish(int fd, uint8_t type, const uint8_t *b, size_t len, const char *dir,
                       const char *id)
 {
@@ -306,6 +317,16 @@ static int on_publish(int fd, uint8_t type, const uint8_t *b, size_t len, const 
     off = 2 + tl + (((type >> 1) & 3) ? 2 : 0);
     if (off > len)
         return -1;
+    if (have_node_key) {
+        struct lmq_sdk_receipt r;
+        int rc = lmq_sdk_receipt_verify((const char *)b + off, len - off, node_name, node_pk,
+                                        node_name, scratch, sizeof(scratch), &r);
+        if (rc != 0) {
+            fprintf(stderr, "smart_meter: receipt NOT verified: %s\n", lmq_sdk_strerror(rc));
+            return -1;
+        }
+        verified++;
+    }
     if (dir != NULL) {
         char path[4096];
         FILE *f;
@@ -330,14 +351,15 @@ static int on_publish(int fd, uint8_t type, const uint8_t *b, size_t len, const 
 static void usage(void)
 {
     fprintf(stderr, "usage: smart_meter [-k KEYFILE] [-n COUNT | -t SECONDS] [-i INTERVAL_MS] "
-                    "[-w WINDOW] [-R RECEIPT_DIR] [-a AUDIENCE] [-q] HOST PORT TOPIC\n"
+                    "[-w WINDOW] [-R RECEIPT_DIR [-K NODE_VKEY]] [-a AUDIENCE] [-q] HOST PORT "
+                    "TOPIC\n"
                     "       smart_meter [-k KEYFILE] -P\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    const char *keyfile = "meter.key", *aud = NULL, *rdir = NULL;
+    const char *keyfile = "meter.key", *aud = NULL, *rdir = NULL, *vkey = NULL;
     long count = 5, interval_ms = 1000, window = 1, seconds = 0;
     int quiet = 0, print_key = 0;
     char seqfile[4096], rtopic[128];
@@ -350,7 +372,7 @@ int main(int argc, char **argv)
     double kwh = 1000.0;
     long sent = 0, acked = 0, unacked = 0;
 
-    while ((opt = getopt(argc, argv, "k:n:i:a:t:w:R:qP")) != -1) {
+    while ((opt = getopt(argc, argv, "k:n:i:a:t:w:R:K:qP")) != -1) {
         switch (opt) {
         case 'k': keyfile = optarg; break;
         case 'n': count = strtol(optarg, NULL, 10); break;
@@ -359,6 +381,7 @@ int main(int argc, char **argv)
         case 't': seconds = strtol(optarg, NULL, 10); break;
         case 'w': window = strtol(optarg, NULL, 10); break;
         case 'R': rdir = optarg; break;
+        case 'K': vkey = optarg; break;
         case 'q': quiet = 1; break;
         case 'P': print_key = 1; break;
         default: usage();
@@ -379,6 +402,13 @@ int main(int argc, char **argv)
         printf("\n");
         lmq_sdk_key_wipe(&key);
         return 0;
+    }
+    if (vkey != NULL) {
+        if (lmq_sdk_vkey_parse(vkey, strlen(vkey), node_name, sizeof(node_name), node_pk) != 0) {
+            fprintf(stderr, "smart_meter: -K %s: not a verifier key\n", vkey);
+            return 2;
+        }
+        have_node_key = 1;
     }
     snprintf(seqfile, sizeof(seqfile), "%s.seq", keyfile);
     seq = load_seq(seqfile);
@@ -495,7 +525,8 @@ int main(int argc, char **argv)
         (void)send_all(fd, disconnect, 2);
     }
     close(fd);
-    printf("meter %s: sent %ld acked %ld receipts %ld\n", key.device_id, sent, acked, receipts);
+    printf("meter %s: sent %ld acked %ld receipts %ld verified %ld\n", key.device_id, sent, acked,
+           receipts, verified);
     lmq_sdk_key_wipe(&key);
     return failures || acked != sent || (rdir != NULL && receipts < acked) ? 1 : 0;
 }

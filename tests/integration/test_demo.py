@@ -23,8 +23,9 @@ def test_demo_short(tmp_path):
     m = re.search(r"messages acknowledged:\s+(\d+) of (\d+) sent", out)
     assert m and int(m.group(1)) == int(m.group(2)) > 0
     acked = int(m.group(1))
-    m = re.search(r"receipts verified:\s+(\d+) of (\d+) acknowledged", out)
-    assert m and int(m.group(1)) == int(m.group(2)) == acked
+    m = re.search(r"receipts verified:\s+(\d+) of (\d+) acknowledged readings offline .*"
+                  r"; (\d+) also by the meters", out)
+    assert m and int(m.group(1)) == int(m.group(2)) == int(m.group(3)) == acked
     m = re.search(r"ledger:\s+(\d+) records \(incl. 2 registrations\) in (\d+) blocks", out)
     assert m and int(m.group(1)) == acked + 2
     assert re.search(r"checkpoints:\s+%s signed" % m.group(2), out)
