@@ -253,3 +253,25 @@ def test_sighup_bad_password_file_keeps_users(acl_broker, raw, tmp_path):
     assert b.wait_log(r"SIGHUP: %s:2: .*; keeping the password file in force \(1 users\)"
                       % str(pw), since=since), b.log()[since:]
     raw(b.port, "kept", username="alice", password="a-pass")  # CONNACK 0 asserted
+
+
+def test_denials_counted_in_sys(broker_factory, tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("topic read $SYS/broker/acl/denied\n")
+    b = broker_factory(config={"acl_file": acl, "sys_interval": 1})
+    c = R.RawClient(b.port)
+    try:
+        assert c.connect("sys1").rc == 0
+        assert c.subscribe([("forbidden/#", 0)]) == [0x80]     # denial 1
+        c.publish("forbidden/x", b"x", qos=1)                  # denial 2 (acked, dropped)
+        assert c.subscribe([("$SYS/broker/acl/denied", 0)], pid=2) == [0]
+        seen = None
+        for _ in range(10):
+            p = c.recv(timeout=3)
+            if p is not None and p.type == R.PUBLISH:
+                seen = int(p.payload)
+                if seen == 2:
+                    break
+        assert seen == 2
+    finally:
+        c.abort()
