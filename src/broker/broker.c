@@ -625,6 +625,13 @@ static void bk__publish(struct lmq_broker *b, const struct bk_session *from, con
  * none) and drops the reference to it. */
 static void bk__publish_will(struct lmq_broker *b, struct lmq_msg *w, uint32_t expiry)
 {
+    if (b->lp && bk_lp_ledgered(b->lp, w->topic, w->topic_len)) {
+        /* A will never goes through the ledger pipeline (nobody to verify
+         * or attest it when it fires): not published on a ledgered topic. */
+        LMQ_NOTICE("will on ledgered topic %s not published", w->topic);
+        lmq_msg_unref(w);
+        return;
+    }
     bk__publish(b, NULL, w->topic, w->topic_len, w->payload, w->payload_len, w->props,
                 w->props_len, w->qos, w->retain, expiry ? bk__unix() + expiry : 0);
     lmq_msg_unref(w);
@@ -1887,8 +1894,10 @@ static struct bk_authjob *bk__aj_new(struct lmq_client *c, uint8_t kind, const u
 {
     struct lmq_broker *b = c->b;
     if (b->auth_pending >= b->cfg->max_auth_pending) {
-        bk__auth_refuse(c, "", 0, bk__aj_method[kind],
-                        "max_auth_pending credential checks already waiting",
+        struct mqtt_connect ct;
+        bool named = pkt && mqtt_decode_connect(pkt, len, &ct) == 0;
+        bk__auth_refuse(c, named ? ct.client_id.ptr : "", named ? ct.client_id.len : 0,
+                        bk__aj_method[kind], "max_auth_pending credential checks already waiting",
                         MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_BUSY);
         return NULL;
     }

@@ -625,3 +625,23 @@ def test_device_session_publishes_only_its_own_envelopes(node):
     recs = node.stop_and_audit()
     assert [(r[3], r[5], r[6]) for _, r in recs] == [(b"mine", d1.id, "dev-session"),
                                                     (b"attested", d1.id, "dev-session")]
+
+
+def test_will_on_ledgered_topic_not_published(node):
+    """A will never passes verification or attestation: on a ledgered topic
+    it is not published (logged), and nothing is recorded; a will on a
+    plain topic still is."""
+    sub = node.v5("s")
+    sub.subscribe5([("sig/#", 0), ("att/#", 0), ("plain/#", 0)])
+    for topic in ("sig/w", "att/w", "plain/w"):
+        c = R.RawClient(node.port)
+        c.send(R.connect_packet("w-" + topic, will=(topic, b"gone", 0, False)))
+        c.expect(R.CONNACK)
+        c.abort()
+    m = sub.expect5(R.PUBLISH)
+    assert (m.topic, m.payload) == ("plain/w", b"gone")
+    sub.expect_nothing(0.5)
+    log = node.b.log()
+    assert "will on ledgered topic sig/w not published" in log
+    assert "will on ledgered topic att/w not published" in log
+    assert node.stop_and_audit() == []
