@@ -174,7 +174,7 @@ static int cmq__tls(struct cli_mqtt *m, const struct cli_mqtt_opts *o, const cha
         return cmq__fail(m, "--cert: %s", cmq__ssl_err());
     if (o->key || o->cert) {
         if (SSL_CTX_use_PrivateKey_file(m->ctx, o->key ? o->key : o->cert, SSL_FILETYPE_PEM) != 1)
-            return cmq__fail(m, "--key: %s", cmq__ssl_err());
+            return cmq__fail(m, "--tls-key: %s", cmq__ssl_err());
     }
     m->ssl = SSL_new(m->ctx);
     if (!m->ssl || SSL_set_fd(m->ssl, m->fd) != 1)

@@ -24,7 +24,7 @@ struct cli_mqtt_opts {
     const char *password;  /* NULL: none (needs username) */
     const char *cafile;    /* TLS when cafile or cert is set */
     const char *cert;      /* client certificate (PEM) */
-    const char *key;       /* its private key (PEM) */
+    const char *key;       /* its private key (PEM; --tls-key) */
     int timeout_ms;        /* connect, acks and replies; 0 = 10000 */
 };
 
