@@ -1894,8 +1894,10 @@ static struct bk_authjob *bk__aj_new(struct lmq_client *c, uint8_t kind, const u
 {
     struct lmq_broker *b = c->b;
     if (b->auth_pending >= b->cfg->max_auth_pending) {
-        bk__auth_refuse(c, "", 0, bk__aj_method[kind],
-                        "max_auth_pending credential checks already waiting",
+        struct mqtt_connect ct;
+        bool named = pkt && mqtt_decode_connect(pkt, len, &ct) == 0;
+        bk__auth_refuse(c, named ? ct.client_id.ptr : "", named ? ct.client_id.len : 0,
+                        bk__aj_method[kind], "max_auth_pending credential checks already waiting",
                         MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_BUSY);
         return NULL;
     }
