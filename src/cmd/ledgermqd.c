@@ -168,6 +168,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "ledgermqd: %s\n", err);
         return 1;
     }
+    if (cfg.n_cluster_nodes > 0) {
+        /* cluster/raft_node exists, but the ledger pipeline does not run
+         * through it yet (docs/CLUSTER.md): refuse rather than run a single
+         * node that its operator believes replicated. */
+        fprintf(stderr,
+                "ledgermqd: %s:%u: cluster_node: clustering is not wired into the daemon yet "
+                "(docs/CLUSTER.md); without cluster_* lines it runs as a single node\n",
+                cfg.source, cfg.cluster_nodes[0].line);
+        return 1;
+    }
     if (port == 0 && cfg.n_listeners > 0)
         cfg.listeners[0].port = 0;
     lmq_log_set_level(verbose ? LMQ_LOG_DEBUG : (enum lmq_log_level)cfg.log_level);
