@@ -615,6 +615,62 @@ static void test_leader_stops(void **state)
     cluster_free(&c);
 }
 
+/* The leader stops with proposals in flight: every callback runs exactly
+ * once, with 0 (committed and applied before the stop) or a shutdown /
+ * lost status, never anything else; what was reported committed is in the
+ * survivors' logs, at the reported index, in order. */
+static void test_stop_with_inflight(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_init(&c, 0, 0);
+    int l = wait_leader(&c);
+    propose_range(&c, l, 0, 10);
+    enum { N = 200 };
+    struct prop *p = calloc(N, sizeof *p);
+    assert_non_null(p);
+    for (unsigned k = 0; k < N; k++) {
+        uint8_t cmd[64];
+        size_t len = cmd_make(10 + k, cmd);
+        assert_int_equal(lmq_raft_propose(c.nodes[l].rn, cmd, len, prop_cb, &p[k]), 0);
+    }
+    assert_int_equal(lmq_raft_inflight(c.nodes[l].rn), N);
+    /* Let some commit, then stop with the rest in flight. */
+    struct props first = {p, 20};
+    run_until(&c, pred_props, &first, "the first results");
+    assert_true(lmq_raft_inflight(c.nodes[l].rn) < N);
+    node_stop(&c, l); /* runs the loop until the node is gone */
+    unsigned committed = 0;
+    for (unsigned k = 0; k < N; k++) {
+        assert_int_equal(p[k].done, 1);
+        if (p[k].status == 0)
+            committed++;
+        else if (p[k].status != LMQ_RAFT_ERR_SHUTDOWN && p[k].status != LMQ_RAFT_ERR_LOST)
+            fail_msg("proposal %u: status %d", k, p[k].status);
+    }
+    assert_true(committed >= 20);
+    /* Committed ones form a prefix (the log is ordered). */
+    for (unsigned k = 0; k < committed; k++)
+        assert_int_equal(p[k].status, 0);
+    int l2 = wait_leader(&c);
+    propose_range(&c, l2, 1000, 1); /* the new leader commits its term */
+    for (int i = 0; i < N_NODES; i++) {
+        if (i == l)
+            continue;
+        struct want w = {i, 10 + committed};
+        run_until(&c, pred_applied, &w, "the committed proposals");
+        for (unsigned k = 0; k < committed; k++) {
+            uint8_t cmd[64];
+            size_t len = cmd_make(10 + k, cmd);
+            assert_int_equal(c.nodes[i].applied[10 + k].index, p[k].index);
+            assert_int_equal(c.nodes[i].applied[10 + k].len, len);
+            assert_memory_equal(c.nodes[i].applied[10 + k].data, cmd, len);
+        }
+    }
+    free(p);
+    cluster_free(&c);
+}
+
 /* A follower stopped while the leader goes on, restarted with the same
  * directory: it applies everything again from its log and catches up on
  * what it missed. With SNAP, the leader has snapshotted past what the
@@ -866,6 +922,7 @@ int main(void)
         cmocka_unit_test(test_address_check),
         cmocka_unit_test(test_elect_replicate_forward),
         cmocka_unit_test(test_leader_stops),
+        cmocka_unit_test(test_stop_with_inflight),
         cmocka_unit_test(test_follower_restart_log),
         cmocka_unit_test(test_follower_restart_snapshot),
         cmocka_unit_test(test_membership),
