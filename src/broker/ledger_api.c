@@ -408,54 +408,92 @@ static void lapi__receipts_work(struct lapi_job *job)
     free(cp);
 }
 
+/* ---- request payloads (pure; fuzzed by fuzz/fuzz_ledger_request.c) ---- */
+
+static bool lapi__space(uint8_t c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* A decimal without sign or leading zeros at *p (up to end). */
+static bool lapi__decimal(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    const uint8_t *s = *p;
+    uint64_t x = 0;
+    while (*p < end && **p >= '0' && **p <= '9') {
+        unsigned d = (unsigned)(**p - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return false;
+        x = x * 10 + d;
+        (*p)++;
+    }
+    size_t n = (size_t)(*p - s);
+    if (n == 0 || (n > 1 && s[0] == '0'))
+        return false;
+    *v = x;
+    return true;
+}
+
+int lmq_ledger_api_parse_proof_query(const uint8_t *p, size_t len, uint64_t *index,
+                                     uint8_t hash[32])
+{
+    while (len && lapi__space(p[len - 1]))
+        len--;
+    if (len == 64)
+        return crypto_hex_decode((const char *)p, 64, hash, 32) == 32 ? 2 : 0;
+    const uint8_t *q = p;
+    return lapi__decimal(&q, p + len, index) && q == p + len ? 1 : 0;
+}
+
+int lmq_ledger_api_parse_consistency_query(const uint8_t *p, size_t len, uint64_t *old_size,
+                                           uint64_t *new_size)
+{
+    const uint8_t *end = p + len;
+    while (p < end && lapi__space(*p))
+        p++;
+    if (!lapi__decimal(&p, end, old_size) || p == end || !lapi__space(*p))
+        return -1;
+    while (p < end && lapi__space(*p))
+        p++;
+    if (!lapi__decimal(&p, end, new_size))
+        return -1;
+    while (p < end && lapi__space(*p))
+        p++;
+    return p == end ? 0 : -1;
+}
+
 /* "$ledger/proof": a decimal index or a 64-hex leaf hash. */
 static void lapi__proof_work(struct lapi_job *job)
 {
     struct lmq_ledger_api *a = job->api;
     uint64_t index = 0;
-    char *q = job->req;
-    size_t n = job->req_len;
-    while (n && (q[n - 1] == '\n' || q[n - 1] == '\r' || q[n - 1] == ' '))
-        q[--n] = '\0';
+    uint8_t h[32];
+    int kind = lmq_ledger_api_parse_proof_query((const uint8_t *)job->req, job->req_len, &index, h);
+    if (kind == 0) {
+        lapi__reply_err(job, "bad_request",
+                        "the request is a record index (decimal) or a leaf hash (64 hex digits)");
+        return;
+    }
     if (lapi__refresh(a, job->size) != 0) {
         lapi__reply_err(job, "unavailable", "the ledger cannot be read");
         return;
     }
     uint64_t size = ledger_size(a->ro);
-    if (n == 64) {
-        uint8_t h[32];
-        if (crypto_hex_decode(q, 64, h, 32) != 32) {
-            lapi__reply_err(job, "bad_request", "a record hash is 64 hex digits");
-            return;
-        }
+    if (kind == 2) {
         int rc = lapi__index_lookup(a, h, &index);
         if (rc == -ENOENT) {
             size_t len;
+            char hex[65];
+            crypto_hex_encode(h, 32, hex, sizeof hex);
             char *p = lapi__err_json(
                 &len, "not_found", "no record with leaf hash %s in the log (tree size %" PRIu64 ")",
-                q, size);
+                hex, size);
             if (p)
                 lapi__out(job, job->resp_topic, p, len, job->corr, job->corr_len, job->qos);
             return;
         }
         if (rc) {
             lapi__reply_err(job, "unavailable", "the leaf-hash index is unavailable");
-            return;
-        }
-    } else {
-        bool ok = n > 0 && n <= 20 && (n == 1 || q[0] != '0');
-        for (size_t i = 0; ok && i < n; i++) {
-            if (q[i] < '0' || q[i] > '9')
-                ok = false;
-            else if (index > (UINT64_MAX - (uint64_t)(q[i] - '0')) / 10)
-                ok = false;
-            else
-                index = index * 10 + (uint64_t)(q[i] - '0');
-        }
-        if (!ok) {
-            lapi__reply_err(job, "bad_request",
-                            "the request is a record index (decimal) or a leaf hash (64 hex "
-                            "digits)");
             return;
         }
     }
@@ -487,9 +525,8 @@ static void lapi__consistency_work(struct lapi_job *job)
 {
     struct lmq_ledger_api *a = job->api;
     uint64_t old_size = 0, new_size = 0;
-    char extra;
-    if (sscanf(job->req, "%" SCNu64 " %" SCNu64 " %c", &old_size, &new_size, &extra) != 2 ||
-        strchr(job->req, '-') || strchr(job->req, '+')) {
+    if (lmq_ledger_api_parse_consistency_query((const uint8_t *)job->req, job->req_len, &old_size,
+                                               &new_size) != 0) {
         lapi__reply_err(job, "bad_request", "the request is two tree sizes: \"OLD NEW\"");
         return;
     }

@@ -73,6 +73,17 @@ uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
  * Any thread (pure). */
 bool lmq_ledger_api_may_subscribe(const char *client_id, const char *filter, size_t len);
 
+/* Request payloads (pure, any thread; outside bytes, fuzzed). A
+ * $ledger/proof query is a decimal index (no sign, no leading zeros) or a
+ * 64-digit hex leaf hash (either case), trailing blanks allowed: returns 1
+ * (index in *INDEX), 2 (hash in HASH) or 0 (malformed). A
+ * $ledger/consistency query is "OLD NEW": two such decimals separated by
+ * blanks, blanks around allowed: 0 or -1. */
+int lmq_ledger_api_parse_proof_query(const uint8_t *p, size_t len, uint64_t *index,
+                                     uint8_t hash[32]);
+int lmq_ledger_api_parse_consistency_query(const uint8_t *p, size_t len, uint64_t *old_size,
+                                           uint64_t *new_size);
+
 /* ------------------------------------------------------------------ */
 /* Provided by broker.c for this file (loop thread). */
 
