@@ -645,3 +645,57 @@ def test_will_on_ledgered_topic_not_published(node):
     assert "will on ledgered topic sig/w not published" in log
     assert "will on ledgered topic att/w not published" in log
     assert node.stop_and_audit() == []
+
+
+def test_pipelined_order_kept(node):
+    """Fifty pipelined PUBLISHes of one connection, signed (some refused)
+    and attested mixed: the acks come back in publish order with each
+    message's code, and the records are in publish order."""
+    d1 = node.dev["d1"]
+    pub = node.v5("p")
+    expect, payloads = [], []
+    for i in range(50):
+        if i % 5 == 3:
+            bad = bytearray(d1.py_envelope(1000 + i, b"bad%d" % i))
+            bad[-1] ^= 1
+            v5_publish(pub, "sig/o", bytes(bad), qos=1, pid=i + 1)
+            expect.append(0x87)
+        elif i % 2:
+            v5_publish(pub, "att/o", b"att%d" % i, qos=1, pid=i + 1)
+            expect.append(0)
+            payloads.append(b"att%d" % i)
+        else:
+            v5_publish(pub, "sig/o", d1.py_envelope(1000 + i, b"sig%d" % i), qos=1, pid=i + 1)
+            expect.append(0)
+            payloads.append(b"sig%d" % i)
+    got = []
+    for _ in range(50):
+        p = pub.expect5(R.PUBACK)
+        got.append((p.pid, p.reason))
+    assert got == [(i + 1, c) for i, c in enumerate(expect)]
+    recs = node.stop_and_audit()
+    assert [r[3] for _, r in recs] == payloads
+
+
+def test_dup_after_kill9_restart(broker_factory, tmp_path):
+    """kill -9 after a signed message was committed: after the restart a
+    DUP resend of it (the device's last accepted sequence, kept in the
+    registry's replay slot) gets PUBACK 0 and no second record; an older
+    one is a replay."""
+    n = Node(broker_factory, tmp_path, ("sig/# signed",))
+    d1 = n.dev["d1"]
+    envs = [d1.py_envelope(s, b"r%d" % s) for s in (1, 2, 3)]
+    pub = n.v5("p")
+    for i, env in enumerate(envs):
+        v5_publish(pub, "sig/x", env, qos=1, pid=i + 1)
+        assert expect_ack(pub)[0] == 0
+    n.b.kill()
+    n.b.start()
+    n.port = n.b.port
+    pub = n.v5("p")
+    v5_publish(pub, "sig/x", envs[2], qos=1, pid=3, dup=True)
+    assert expect_ack(pub) == (0, None)
+    v5_publish(pub, "sig/x", envs[1], qos=1, pid=2, dup=True)
+    assert expect_ack(pub) == (0x83, "replayed or out-of-order sequence number")
+    recs = n.stop_and_audit()
+    assert [r[7] for _, r in recs] == [1, 2, 3]
