@@ -36,6 +36,9 @@
 #define LAPI_INDEX_DIR "leafindex"
 #define LAPI_INDEX_MAP (1ull << 36) /* 64 GiB of address space; the file is sparse */
 #define LAPI_INDEX_TXN 65536        /* leaf hashes per index write transaction */
+#define LAPI_INDEX_LAG                                                                             \
+    4096 /* records committed without a receipts job before an                                     \
+            index job keeps the leaf-hash index up */
 #define LAPI_CHECKPOINT_TOPIC "$ledger/checkpoint"
 #define LAPI_BLOCKS_TOPIC "$ledger/blocks"
 
@@ -89,6 +92,8 @@ struct lmq_ledger_api {
     struct lapi_job *rc_pending; /* the next one, collecting targets */
     uint32_t n_requests;         /* request jobs in flight */
     uint64_t receipts_dropped;   /* over ledger_queue_messages waiting */
+    uint64_t indexed_at;         /* committed size when the index was last caught up */
+    bool index_running;          /* an index job is on the pool */
     bool freeing;
 };
 
@@ -688,7 +693,9 @@ static void lapi__done(struct lmq_work *w)
             a->rc_running = next;
             lapi__submit(a, next);
         }
-    } else if (job->kind != LAPI_INDEX) {
+    } else if (job->kind == LAPI_INDEX) {
+        a->index_running = false;
+    } else {
         a->n_requests--;
     }
     lapi__job_free(job);
@@ -826,6 +833,16 @@ void bk_ledger_committed(struct lmq_broker *b, const struct bk_commit_event *ev)
             a->rc_running = a->rc_pending;
             a->rc_pending = NULL;
             lapi__submit(a, a->rc_running);
+        }
+        a->indexed_at = a->committed; /* receipt jobs index as they go */
+    } else if (a->env && !a->index_running && a->committed - a->indexed_at >= LAPI_INDEX_LAG) {
+        /* nobody asks for receipts: keep the leaf-hash index up anyway, so
+         * that a lookup by hash does not pay for a long catch-up */
+        struct lapi_job *job = lapi__job_new(a, LAPI_INDEX);
+        if (job) {
+            a->index_running = true;
+            a->indexed_at = a->committed;
+            lapi__submit(a, job);
         }
     }
 }
@@ -1114,8 +1131,11 @@ struct lmq_ledger_api *lmq_ledger_api_new(struct lmq_broker *b, const struct lmq
     LMQ_INFO("ledger api: serving $ledger/ topics (tree size %" PRIu64 ")", a->committed);
     /* bring the leaf-hash index up to date in the background */
     struct lapi_job *job = a->env ? lapi__job_new(a, LAPI_INDEX) : NULL;
-    if (job)
+    a->indexed_at = a->committed;
+    if (job) {
+        a->index_running = true;
         lapi__submit(a, job);
+    }
     return a;
 }
 
