@@ -120,10 +120,9 @@ struct bk_session {
     struct bk_dwill *will;      /* MQTT 5 delayed will, or NULL */
     uint32_t expiry;            /* session expiry interval (s); UINT32_MAX = never */
     uint32_t max_out;           /* client's Maximum Packet Size, 0 = none */
-    uint16_t recv_max;          /* client's Receive Maximum, 0 = none */
     uint64_t q_bytes;
     uint64_t next_seq;
-    uint64_t disconnected_at;   /* unix seconds, 0 while online */
+    uint32_t disconnected_at;   /* unix seconds (to 2106), 0 while online */
     uint32_t hash;
     uint32_t nsubs, scap;
     uint32_t n_subids;          /* subscriptions with an identifier */
@@ -132,6 +131,7 @@ struct bk_session {
     uint32_t n_qos2_in, cap_qos2_in;
     uint32_t dropped;
     uint32_t last_progress;     /* monotonic s of its last ack (flow control) */
+    uint16_t recv_max;          /* client's Receive Maximum, 0 = none */
     uint16_t id_len;
     uint16_t next_pkid;
     bool persistent;            /* clean session 0 */
@@ -1282,7 +1282,7 @@ static void bk__disconnect(struct lmq_client *c, bool send_will)
         s->client = NULL;
         bk__decongest(b, s);
         if (s->persistent) {
-            s->disconnected_at = bk__unix();
+            s->disconnected_at = (uint32_t)bk__unix();
             /* MQTT 5 will delay: the will waits with the session, and is
              * dropped if the session resumes first. */
             /* (Out of memory for it: the will goes now.) */
@@ -2320,7 +2320,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
         s->client = NULL;
         old->sess = NULL;
         bk__close(old);
-        s->disconnected_at = bk__unix();
+        s->disconnected_at = (uint32_t)bk__unix();
     }
     if (s && bk__sess_expired(b, s, bk__unix())) {
         LMQ_INFO("session %s expired", s->id);
@@ -3755,7 +3755,9 @@ static int bk__load_session(void *ctx, const struct lmq_store_session *ss,
         s->expiry = UINT32_MAX; /* not written that way; keep it rather than lose it */
     if (s->expiry != UINT32_MAX)
         b->v5_expiry = s->proto == MQTT_V5 || b->v5_expiry;
-    s->disconnected_at = ss->disconnected_at ? ss->disconnected_at : now;
+    /* Past 2106 (or a damaged record) it stays unexpired. */
+    uint64_t at = ss->disconnected_at ? ss->disconnected_at : now;
+    s->disconnected_at = at > UINT32_MAX ? UINT32_MAX : (uint32_t)at;
     s->next_seq = stats->max_seq + 1;
     L->cur = s;
     L->n_sessions++;
