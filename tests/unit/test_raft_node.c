@@ -12,6 +12,9 @@
  * fails. */
 #include <setjmp.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +31,7 @@
 #include <uv.h>
 
 #include "cluster/raft_node.h"
+#include "util/crc32c.h"
 #include "util/log.h"
 
 #define WAIT_MS 30000
@@ -908,8 +912,191 @@ static void test_tls_not_a_member(void **state)
     intruder(false);
 }
 
+/* ------------------------------------------------------------------ */
+/* kill -9: a follower in a child process (this program again, exec'd
+ * with LMQ_RAFT_CHILD set) is killed with SIGKILL while the leader
+ * commits, restarted on the same directory, and must end with the same
+ * commands at the same indices. The child writes one line per applied
+ * command ("INDEX LEN CRC32C") to its output file, which it truncates at
+ * start: after a restart it applies its whole log again. */
+
+extern char **environ;
+
+static FILE *child_out;
+static pid_t child_pid; /* running child, killed by the teardown if a check failed */
+
+static int child_apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    fprintf(child_out, "%llu %zu %08x\n", (unsigned long long)index, len, lmq_crc32c(0, data, len));
+    fflush(child_out);
+    return (int)len;
+}
+
+/* LMQ_RAFT_CHILD="ID DIR OUT ID1 ADDR1 ID2 ADDR2 ID3 ADDR3". */
+static int child_main(const char *spec)
+{
+    char dir[300], out[300], addr[N_NODES][LMQ_RAFT_ADDRESS_MAX];
+    unsigned long long id, ids[N_NODES];
+    if (sscanf(spec, "%llu %299s %299s %llu %127s %llu %127s %llu %127s", &id, dir, out, &ids[0],
+               addr[0], &ids[1], addr[1], &ids[2], addr[2]) != 9)
+        return 2;
+    /* Never outlive the test. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1)
+        return 2;
+    child_out = fopen(out, "w");
+    if (child_out == NULL)
+        return 2;
+    struct lmq_raft_member m[N_NODES];
+    for (int i = 0; i < N_NODES; i++) {
+        m[i].id = ids[i];
+        snprintf(m[i].address, sizeof m[i].address, "%s", addr[i]);
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct lmq_raft_node_options o = {
+        .id = id,
+        .dir = dir,
+        .members = m,
+        .n_members = N_NODES,
+        .election_timeout_ms = 1000,
+        .heartbeat_timeout_ms = 100,
+        .fsm = {.apply = child_apply},
+    };
+    struct lmq_raft_node *n;
+    if (lmq_raft_node_start(&loop, &o, &n) != 0)
+        return 3;
+    uv_run(&loop, UV_RUN_DEFAULT); /* until killed */
+    return 0;
+}
+
+static pid_t child_spawn(struct cluster *c, int i, const char *out)
+{
+    char spec[1024], env[1100];
+    snprintf(spec, sizeof spec, "%llu %s %s %llu %s %llu %s %llu %s",
+             (unsigned long long)c->nodes[i].id, c->nodes[i].dir, out,
+             (unsigned long long)c->members[0].id, c->members[0].address,
+             (unsigned long long)c->members[1].id, c->members[1].address,
+             (unsigned long long)c->members[2].id, c->members[2].address);
+    snprintf(env, sizeof env, "LMQ_RAFT_CHILD=%s", spec);
+    char *argv[] = {(char *)"test_raft_node", NULL};
+    char *envp[] = {env, NULL};
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, envp), 0);
+    child_pid = pid;
+    return pid;
+}
+
+/* Lines of the child's output file, or -1 if one does not match the
+ * leader's applied command at that position. */
+static long child_lines(struct cluster *c, int l, const char *out)
+{
+    FILE *f = fopen(out, "r");
+    if (f == NULL)
+        return 0;
+    unsigned long long idx;
+    size_t len;
+    unsigned crc;
+    long k = 0;
+    while (fscanf(f, "%llu %zu %x", &idx, &len, &crc) == 3) {
+        struct applied *a = &c->nodes[l].applied[k];
+        if ((size_t)k >= c->nodes[l].n_applied || a->index != idx || a->len != len ||
+            lmq_crc32c(0, a->data, a->len) != crc) {
+            fclose(f);
+            return -1;
+        }
+        k++;
+    }
+    fclose(f);
+    return k;
+}
+
+struct child_want {
+    int l;
+    const char *out;
+    long n;
+};
+
+static bool pred_child(struct cluster *c, void *arg)
+{
+    struct child_want *w = arg;
+    long k = child_lines(c, w->l, w->out);
+    if (k < 0)
+        fail_msg("the child applied something else than the leader");
+    return k >= w->n;
+}
+
+static void child_kill(pid_t pid)
+{
+    int st;
+    kill(pid, SIGKILL);
+    child_pid = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
+static int child_teardown(void **state)
+{
+    (void)state;
+    if (child_pid > 0) {
+        kill(child_pid, SIGKILL);
+        waitpid(child_pid, NULL, 0);
+        child_pid = 0;
+    }
+    return 0;
+}
+
+static void test_follower_kill9(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_init(&c, 0, 0);
+    int l = wait_leader(&c);
+    int f = (l + 1) % N_NODES;
+    propose_range(&c, l, 0, 20);
+    node_stop(&c, f);
+    char out[320];
+    snprintf(out, sizeof out, "%s/child.out", c.root);
+    pid_t pid = child_spawn(&c, f, out);
+    struct child_want w = {l, out, 20};
+    run_until(&c, pred_child, &w, "the child to apply the first commands");
+
+    /* Under load: 300 proposals in flight, the child killed after the
+     * first 100 results, the rest committed by the two others. */
+    enum { N = 300 };
+    struct prop *p = calloc(N, sizeof *p);
+    assert_non_null(p);
+    for (unsigned k = 0; k < N; k++) {
+        uint8_t cmd[64];
+        size_t len = cmd_make(20 + k, cmd);
+        assert_int_equal(lmq_raft_propose(c.nodes[l].rn, cmd, len, prop_cb, &p[k]), 0);
+    }
+    struct props first = {p, 100};
+    run_until(&c, pred_props, &first, "the first results");
+    child_kill(pid);
+    struct props all = {p, N};
+    run_until(&c, pred_props, &all, "all results");
+    for (unsigned k = 0; k < N; k++)
+        assert_int_equal(p[k].status, 0);
+    free(p);
+    propose_range(&c, l, 20 + N, 30);
+
+    pid = child_spawn(&c, f, out);
+    w.n = 20 + N + 30;
+    run_until(&c, pred_child, &w, "the restarted child to catch up");
+    assert_int_equal(child_lines(&c, l, out), 20 + N + 30);
+    child_kill(pid);
+    cluster_free(&c);
+}
+
 int main(void)
 {
+    if (getenv("LMQ_RAFT_CHILD") != NULL) {
+        lmq_log_set_level(LMQ_LOG_ERROR);
+        signal(SIGPIPE, SIG_IGN);
+        return child_main(getenv("LMQ_RAFT_CHILD"));
+    }
     lmq_log_set_level(LMQ_LOG_WARNING);
     /* libraft writes to peers that may have gone: like the daemon, take
      * EPIPE rather than the signal. */
@@ -925,6 +1112,7 @@ int main(void)
         cmocka_unit_test(test_stop_with_inflight),
         cmocka_unit_test(test_follower_restart_log),
         cmocka_unit_test(test_follower_restart_snapshot),
+        cmocka_unit_test_teardown(test_follower_kill9, child_teardown),
         cmocka_unit_test(test_membership),
         cmocka_unit_test(test_tls_cluster),
         cmocka_unit_test(test_tls_rogue_ca),
