@@ -500,6 +500,7 @@ int lmq_raft_node_start(uv_loop_t *loop, const struct lmq_raft_node_options *o,
             .members = n->members,
             .n_members = n->o.n_members,
             .bind_address = o->bind_address,
+            .handshake_ms = o->tls_handshake_ms,
         };
         char err[512];
         if (lmq_raft_tls_init(&n->transport, loop, &to, err, sizeof err) != 0) {

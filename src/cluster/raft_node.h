@@ -119,9 +119,10 @@ struct lmq_raft_node_options {
     /* Cluster traffic over mutual TLS 1.3 (cluster/raft_tls.h): all three
      * PEM files, or none = libraft's plain TCP transport (no
      * authentication, no encryption: tests and trusted networks only). */
-    const char *tls_certfile; /* certificate with CN ledgermq-node-<id> */
-    const char *tls_keyfile;  /* its key, mode 0600 */
-    const char *tls_cafile;   /* the cluster CA */
+    const char *tls_certfile;  /* certificate with CN ledgermq-node-<id> */
+    const char *tls_keyfile;   /* its key, mode 0600 */
+    const char *tls_cafile;    /* the cluster CA */
+    unsigned tls_handshake_ms; /* a peer's TLS handshake deadline; 0 = 10000 */
     /* Joining an existing cluster (`ledgermq cluster add` on its leader):
      * never bootstrap DIR; the node waits until the leader adds it. */
     bool join;

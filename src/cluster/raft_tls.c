@@ -31,6 +31,7 @@
 
 #define RT__QUEUE_MAX (4u * 1024 * 1024) /* bytes queued on one side before the other pauses */
 #define RT__READ_CHUNK 65536
+#define RT__MAX_PENDING 64 /* incoming connections in their handshake at once */
 
 struct rt__conn;
 
@@ -47,6 +48,8 @@ struct rt {
     bool listener_open;
     raft_uv_accept_cb accept_cb;
     struct rt__conn *conns; /* every connection not yet freed */
+    unsigned pending;       /* incoming connections not yet established */
+    unsigned handshake_ms;
     bool closing;
     raft_uv_transport_close_cb close_cb;
     struct raft_uv_transport *t;
@@ -64,7 +67,8 @@ struct rt__conn {
     bool gai_pending;
     uv_connect_t connect;
     uv_tcp_t tcp;
-    uv_pipe_t pipe; /* our end of the socketpair */
+    uv_timer_t timer; /* connect + handshake deadline */
+    uv_pipe_t pipe;   /* our end of the socketpair */
     bool tcp_open, pipe_open;
     int handles; /* open handles (uv_close pending counts) */
     SSL *ssl;
@@ -72,6 +76,8 @@ struct rt__conn {
     bool established;
     bool closing;
     bool tcp_paused, pipe_paused; /* reads stopped for backpressure */
+    bool timer_open;
+    bool counted; /* in rt->pending */
 };
 
 struct rt__write {
@@ -272,6 +278,11 @@ static int rt__establish(struct rt__conn *c)
         return -1;
     }
     c->established = true;
+    uv_timer_stop(&c->timer);
+    if (c->counted) {
+        c->counted = false;
+        c->rt->pending--;
+    }
     uv_read_start((uv_stream_t *)&c->pipe, rt__alloc, rt__pipe_read);
     if (c->server) {
         LMQ_DEBUG("raft tls: node %llu connected from node %llu", (unsigned long long)c->rt->id,
@@ -364,6 +375,17 @@ static void rt__pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 /* ------------------------------------------------------------------ */
 /* Connection life. */
 
+/* A peer that has not completed its handshake in time (or a connect that
+ * hangs) is dropped: the cluster port cannot be held by idle sockets. */
+static void rt__deadline(uv_timer_t *t)
+{
+    struct rt__conn *c = t->data;
+    LMQ_NOTICE("raft tls: node %llu: %s did not complete its TLS handshake in %u ms",
+               (unsigned long long)c->rt->id, c->server ? "a peer" : c->address,
+               c->rt->handshake_ms);
+    rt__close_conn(c);
+}
+
 static struct rt__conn *rt__conn_new(struct rt *rt, bool server)
 {
     struct rt__conn *c = calloc(1, sizeof *c);
@@ -389,7 +411,15 @@ static struct rt__conn *rt__conn_new(struct rt *rt, bool server)
     uv_tcp_init(rt->loop, &c->tcp);
     c->tcp.data = c;
     c->tcp_open = true;
-    c->handles = 1;
+    uv_timer_init(rt->loop, &c->timer);
+    c->timer.data = c;
+    c->timer_open = true;
+    uv_timer_start(&c->timer, rt__deadline, rt->handshake_ms, 0);
+    c->handles = 2;
+    if (server) {
+        c->counted = true;
+        rt->pending++;
+    }
     c->next = rt->conns;
     if (rt->conns != NULL)
         rt->conns->prev = c;
@@ -448,6 +478,14 @@ static void rt__close_conn(struct rt__conn *c)
     if (c->pipe_open) {
         c->pipe_open = false;
         uv_close((uv_handle_t *)&c->pipe, rt__handle_closed);
+    }
+    if (c->timer_open) {
+        c->timer_open = false;
+        uv_close((uv_handle_t *)&c->timer, rt__handle_closed);
+    }
+    if (c->counted) {
+        c->counted = false;
+        c->rt->pending--;
     }
 }
 
@@ -522,6 +560,14 @@ static void rt__incoming(uv_stream_t *server, int status)
     struct rt__conn *c = rt__conn_new(rt, true);
     if (c == NULL)
         return;
+    if (rt->pending > RT__MAX_PENDING) {
+        /* Accept and drop: too many handshakes in progress. */
+        LMQ_NOTICE("raft tls: node %llu: more than %d handshakes at once; connection dropped",
+                   (unsigned long long)rt->id, RT__MAX_PENDING);
+        (void)uv_accept(server, (uv_stream_t *)&c->tcp);
+        rt__close_conn(c);
+        return;
+    }
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
         uv_read_start((uv_stream_t *)&c->tcp, rt__alloc, rt__tcp_read) != 0)
         rt__close_conn(c);
@@ -620,6 +666,7 @@ int lmq_raft_tls_init(struct raft_uv_transport *t, uv_loop_t *loop,
     rt->t = t;
     memcpy(rt->members, o->members, o->n_members * sizeof *o->members);
     rt->n_members = o->n_members;
+    rt->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : 10000;
     if (o->bind_address != NULL)
         snprintf(rt->bind_address, sizeof rt->bind_address, "%s", o->bind_address);
     char why[256];

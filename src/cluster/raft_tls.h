@@ -12,7 +12,9 @@
  * libraft reads and writes a plain uv_stream_t: after the handshake the
  * transport makes a socketpair, hands one end to libraft as a uv_pipe_t
  * (raft_malloc'd: libraft closes and frees it) and relays between the
- * other end and the TLS session, with bounded write queues.
+ * other end and the TLS session, with bounded write queues. A connection
+ * must finish its handshake within handshake_ms, and at most 64 incoming
+ * ones may be in their handshake at once (more are accepted and closed).
  *
  * Threads: the loop thread of lmq_raft_tls_init only. */
 #ifndef LMQ_CLUSTER_RAFT_TLS_H
@@ -33,6 +35,7 @@ struct lmq_raft_tls_options {
     const struct lmq_raft_member *members; /* copied */
     size_t n_members;
     const char *bind_address; /* HOST:PORT to listen on; NULL = the address libraft gives */
+    unsigned handshake_ms;    /* connect + handshake must finish within; 0 = 10000 */
 };
 
 /* Fills T with the TLS transport on LOOP (T->version, impl and the

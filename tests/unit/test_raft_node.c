@@ -10,6 +10,7 @@
  * certificate is from another CA or names a non-member never receives an
  * entry. Every wait is bounded (WAIT_MS); a test that runs out of time
  * fails. */
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <spawn.h>
@@ -269,6 +270,7 @@ static void node_start(struct cluster *c, int i)
         .join = t->join,
     };
     if (c->tls) {
+        o.tls_handshake_ms = 500;
         o.tls_certfile = c->cert[i];
         o.tls_keyfile = c->key[i];
         o.tls_cafile = c->ca;
@@ -863,6 +865,59 @@ static void run_for(struct cluster *c, unsigned ms)
     uv_run(&c->loop, UV_RUN_NOWAIT);
 }
 
+struct raw {
+    int fd;
+    bool closed;
+};
+
+/* True once the peer closed RAW (read returns 0 or an error). */
+static bool pred_raw_closed(struct cluster *c, void *arg)
+{
+    (void)c;
+    struct raw *r = arg;
+    char buf[256];
+    ssize_t n = recv(r->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+        r->closed = true;
+    return r->closed;
+}
+
+static int raw_connect(const char *address)
+{
+    unsigned port = (unsigned)atoi(strrchr(address, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* A TCP peer that never completes a handshake is dropped after the
+ * handshake deadline (500 ms here); one that sends libraft's plain-TCP
+ * preamble or garbage is dropped at once; the cluster goes on. */
+static void test_tls_handshake_deadline(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_init_tls(&c, true, 0, 0);
+    int l = wait_leader(&c);
+    struct raw idle = {raw_connect(c.members[l].address), false};
+    struct raw junk = {raw_connect(c.members[l].address), false};
+    uint8_t preamble[64] = {1, 0, 0, 0, 0, 0, 0, 0, 9}; /* version 1, id 9, ... */
+    assert_int_equal(send(junk.fd, preamble, sizeof preamble, 0), (ssize_t)sizeof preamble);
+    run_until(&c, pred_raw_closed, &junk, "the junk connection to be closed");
+    /* Without the deadline it would stay open and this wait fail. */
+    run_until(&c, pred_raw_closed, &idle, "the idle connection to be closed");
+    close(idle.fd);
+    close(junk.fd);
+    propose_range(&c, wait_leader(&c), 0, 10);
+    for (int i = 0; i < N_NODES; i++)
+        check_applied(&c, i, 10);
+    cluster_free(&c);
+}
+
 /* Node 3 is not a member in the eyes of the others: with ROGUE_CA its
  * certificate comes from another CA (CN ledgermq-node-3), else from the
  * cluster CA but for id 9. Nodes 1 and 2 elect a leader and commit
@@ -1115,6 +1170,7 @@ int main(void)
         cmocka_unit_test_teardown(test_follower_kill9, child_teardown),
         cmocka_unit_test(test_membership),
         cmocka_unit_test(test_tls_cluster),
+        cmocka_unit_test(test_tls_handshake_deadline),
         cmocka_unit_test(test_tls_rogue_ca),
         cmocka_unit_test(test_tls_not_a_member),
     };
