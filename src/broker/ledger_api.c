@@ -32,10 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define LAPI_INDEX_DIR "leafindex"
 #define LAPI_INDEX_MAP (1ull << 36) /* 64 GiB of address space; the file is sparse */
 #define LAPI_INDEX_TXN 65536        /* leaf hashes per index write transaction */
+#define LAPI_INDEX_KEY 8            /* bytes of the leaf hash used as the index key */
 #define LAPI_INDEX_LAG                                                                             \
     4096 /* records committed without a receipts job before an                                     \
             index job keeps the leaf-hash index up */
@@ -204,7 +206,7 @@ static int lapi__index_open(struct lmq_ledger_api *a)
     if (rc == 0)
         rc = mdb_txn_begin(a->env, NULL, 0, &txn);
     if (rc == 0)
-        rc = mdb_dbi_open(txn, "leaf", MDB_CREATE, &a->dbi_leaf);
+        rc = mdb_dbi_open(txn, "leaf8", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED, &a->dbi_leaf);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &a->dbi_meta);
     if (rc == 0)
@@ -230,7 +232,7 @@ static int lapi__index_catch_up(struct lmq_ledger_api *a, uint64_t max)
         return -ENOENT;
     uint64_t size = ledger_size(a->ro);
     MDB_txn *txn;
-    MDB_val k = {4, "size"}, v;
+    MDB_val k = {5, "leaf8"}, v; /* the state of the "leaf8" table */
     struct lapi_meta meta = {0};
     int rc = mdb_txn_begin(a->env, NULL, 0, &txn);
     if (rc)
@@ -259,9 +261,11 @@ static int lapi__index_catch_up(struct lmq_ledger_api *a, uint64_t max)
             mdb_txn_abort(txn);
             return rc;
         }
-        MDB_val hk = {32, h}, hv = {sizeof idx, &idx};
-        /* A record logged twice (same bytes) keeps its first index. */
-        rc = mdb_put(txn, a->dbi_leaf, &hk, &hv, MDB_NOOVERWRITE);
+        /* Key: the first 8 bytes of the leaf hash; value: the index (all
+         * of them when prefixes collide; the lookup checks the full hash
+         * against the log). A quarter of the size of full-hash keys. */
+        MDB_val hk = {LAPI_INDEX_KEY, h}, hv = {sizeof idx, &idx};
+        rc = mdb_put(txn, a->dbi_leaf, &hk, &hv, MDB_NODUPDATA);
         if (rc != 0 && rc != MDB_KEYEXIST)
             goto fail_abort;
         meta.size++;
@@ -297,14 +301,35 @@ static int lapi__index_lookup(struct lmq_ledger_api *a, const uint8_t h[32], uin
     if (rc)
         return rc < 0 ? rc : -EIO;
     MDB_txn *txn;
-    MDB_val k = {32, (void *)h}, v;
+    MDB_cursor *cur;
+    MDB_val k = {LAPI_INDEX_KEY, (void *)h}, v;
     if (mdb_txn_begin(a->env, NULL, MDB_RDONLY, &txn) != 0)
         return -EIO;
-    rc = mdb_get(txn, a->dbi_leaf, &k, &v);
-    if (rc == 0 && v.mv_size == sizeof *index)
-        memcpy(index, v.mv_data, sizeof *index);
+    if (mdb_cursor_open(txn, a->dbi_leaf, &cur) != 0) {
+        mdb_txn_abort(txn);
+        return -EIO;
+    }
+    /* every index under the prefix whose full leaf hash matches; a record
+     * logged twice (same bytes) is found at its first index */
+    bool found = false;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        uint64_t idx;
+        uint8_t lh[32];
+        if (v.mv_size != sizeof idx)
+            continue;
+        memcpy(&idx, v.mv_data, sizeof idx);
+        if (ledger_leaf_hash(a->ro, idx, lh) == 0 && memcmp(lh, h, 32) == 0 &&
+            (!found || idx < *index)) {
+            *index = idx;
+            found = true;
+        }
+    }
+    mdb_cursor_close(cur);
     mdb_txn_abort(txn);
-    return rc == 0 ? 0 : rc == MDB_NOTFOUND ? -ENOENT : -EIO;
+    if (found)
+        return 0;
+    return rc == MDB_NOTFOUND ? -ENOENT : -EIO;
 }
 
 /* ------------------------------------------------------------------ */
@@ -579,14 +604,24 @@ static void lapi__work(struct lmq_work *w)
     if (job->kind == LAPI_INDEX) {
         /* a long catch-up (a big log, a rebuilt index) in steps, so that
          * proofs and receipts get the mutex in between */
-        int rc;
+        int rc, steps = 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         do {
             pthread_mutex_lock(&a->mu);
             rc = lapi__refresh(a, job->size);
             if (rc == 0)
                 rc = lapi__index_catch_up(a, LAPI_INDEX_TXN);
             pthread_mutex_unlock(&a->mu);
+            steps++;
         } while (rc == 1);
+        if (steps > 1) { /* say so when it took more than one step */
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            LMQ_INFO("ledger api: leaf-hash index caught up with the log (%" PRIu64
+                     " records) in %.1f s",
+                     ledger_size(a->ro),
+                     (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        }
         return;
     }
     pthread_mutex_lock(&a->mu);
