@@ -24,10 +24,10 @@
 
 #include "broker/ledger_glue.h"
 #include "broker/paystore.h"
-#include "cluster/batcher.h"
 #include "crypto/hash.h"
 #include "identity/registry.h"
 #include "identity/verify.h"
+#include "ledger/batch.h"
 #include "ledger/log.h"
 #include "ledger/record.h"
 #include "mqtt/topic.h"
@@ -127,7 +127,8 @@ struct bk_lp {
     struct ledger *ledger;
     struct registry *reg;
     struct lmq_workpool *pool;
-    struct lmq_batcher *bt;
+    const struct lmq_committer_ops *ops; /* the ordering/commit service */
+    void *bt;                            /* its handle, NULL when not running */
     struct lmq_paystore *ps;
     struct lmq_work wake;
     atomic_bool wake_posted;
@@ -451,7 +452,7 @@ static void lp__advance(struct bk_lp *lp, struct lp_client *lc)
                 m->item.rec = m->rec;
                 m->item.len = m->rec_len;
                 m->item.arg = m;
-                lmq_batcher_propose(lp->bt, &m->item);
+                lp->ops->propose(lp->bt, &m->item);
             }
         }
         lc->prop = m->next;
@@ -573,11 +574,11 @@ static void lp__batch(struct bk_lp *lp, struct lmq_batch *bb)
 
 static void lp__poll(struct bk_lp *lp)
 {
-    struct lmq_batch *bb = lmq_batcher_poll(lp->bt);
+    struct lmq_batch *bb = lp->ops->poll(lp->bt);
     while (bb) {
         struct lmq_batch *next = bb->next;
         lp__batch(lp, bb);
-        lmq_batch_free(bb);
+        lp->ops->batch_free(bb);
         bb = next;
     }
 }
@@ -1011,7 +1012,7 @@ int bk_ledger_submit(struct lmq_broker *b, const uint8_t *rec, size_t len, const
     m->item.rec = m->rec;
     m->item.len = m->rec_len;
     m->item.arg = m;
-    lmq_batcher_propose(lp->bt, &m->item);
+    lp->ops->propose(lp->bt, &m->item);
     return 0;
 }
 
@@ -1025,6 +1026,14 @@ __attribute__((weak)) void bk_ledger_committed(struct lmq_broker *b,
 
 /* ------------------------------------------------------------------ */
 /* life cycle */
+
+/* The ordering/commit service (bk_ledger_set_committer), process-wide. */
+static const struct lmq_committer_ops *lp__committer;
+
+void bk_ledger_set_committer(const struct lmq_committer_ops *ops)
+{
+    lp__committer = ops;
+}
 
 struct bk_lp *bk_lp_new(struct lmq_broker *b, const struct lmq_config *cfg,
                         const struct lmq_broker_services *svc)
@@ -1045,7 +1054,8 @@ struct bk_lp *bk_lp_new(struct lmq_broker *b, const struct lmq_config *cfg,
     lp->pool = svc->pool;
     lp->wake.done = lp__wake_done;
     atomic_init(&lp->wake_posted, false);
-    if (!lp->ledger || !lp->pool)
+    lp->ops = lp__committer;
+    if (!lp->ledger || !lp->pool || !lp->ops)
         return lp; /* ledgered messages are refused ("ledger unavailable") */
     bool need_ps = false;
     for (size_t i = 0; i < cfg->n_ledger_topics; i++)
@@ -1064,7 +1074,7 @@ struct bk_lp *bk_lp_new(struct lmq_broker *b, const struct lmq_config *cfg,
         .end = lp__fsm_end,
     };
     lp->tree_size = ledger_size(lp->ledger);
-    lp->bt = lmq_batcher_new(lp->ledger, &o, &ops, lp, lp__notify, lp);
+    lp->bt = lp->ops->start(lp->ledger, &o, &ops, lp, lp__notify, lp);
     if (!lp->bt)
         LMQ_ERROR("ledger: cannot start the committer thread: %s", strerror(errno));
     else
@@ -1089,10 +1099,9 @@ void bk_lp_stop(struct bk_lp *lp)
         return;
     lp->stopped = true;
     if (lp->bt) {
-        struct lmq_batcher *bt = lp->bt;
         /* Everything proposed is committed; the results are answered here
          * (the lp__wake posted meanwhile finds nothing). */
-        lmq_batcher_free(bt, lp__drain_cb, lp);
+        lp->ops->stop(lp->bt, lp__drain_cb, lp);
         lp->bt = NULL;
     }
 }

@@ -11,9 +11,10 @@
  *     -> ingest queue (bounded in messages and bytes, config
  *        ledger_queue_messages / ledger_queue_bytes; full = the sockets of
  *        ledgered publishers are paused)
- *     -> cluster/batcher.h: batch (ledger_batch_max records or
- *        ledger_batch_ms) -> apply on the committer thread (sequence and
- *        replay check, append, fdatasync, block, signed checkpoint)
+ *     -> the committer (ledger/batch.h; cluster/batcher.h): batch
+ *        (ledger_batch_max records or ledger_batch_ms) -> apply on the
+ *        committer thread (sequence and replay check, append, fdatasync,
+ *        block, signed checkpoint)
  *     -> loop thread: PUBACK / PUBREC per publisher in order, then routing
  *        to subscribers (MQTT 5 user property "ledger-index"), then the
  *        commit event (bk_ledger_committed).
@@ -101,5 +102,13 @@ typedef void (*bk_submit_cb)(void *ctx, int status, uint64_t index, const char *
  * BK_SUBMIT_ERR_UNAVAILABLE / _FULL / _RECORD. */
 int bk_ledger_submit(struct lmq_broker *b, const uint8_t *rec, size_t len, const char *client_id,
                      bk_submit_cb cb, void *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Wiring (cmd/ledgermqd.c): the ordering/commit service ledgered topics
+ * use (ledger/batch.h; cluster/batcher.h's lmq_batcher_committer for a
+ * single node). Process-wide; set before the broker gets its services.
+ * Without one, ledgered messages are refused ("ledger unavailable"). */
+struct lmq_committer_ops;
+void bk_ledger_set_committer(const struct lmq_committer_ops *ops);
 
 #endif

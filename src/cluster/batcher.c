@@ -319,3 +319,33 @@ void lmq_batcher_free(struct lmq_batcher *bt, void (*drain_cb)(void *ctx, struct
     free(bt->app);
     free(bt);
 }
+
+static void *bt__start(struct ledger *l, const struct lmq_batcher_options *o,
+                       const struct lmq_fsm_ops *fsm, void *fsm_ctx, void (*notify)(void *nctx),
+                       void *nctx)
+{
+    return lmq_batcher_new(l, o, fsm, fsm_ctx, notify, nctx);
+}
+
+static void bt__propose(void *h, struct lmq_batch_item *it)
+{
+    lmq_batcher_propose(h, it);
+}
+
+static struct lmq_batch *bt__poll(void *h)
+{
+    return lmq_batcher_poll(h);
+}
+
+static void bt__stop(void *h, void (*drain_cb)(void *ctx, struct lmq_batch *b), void *ctx)
+{
+    lmq_batcher_free(h, drain_cb, ctx);
+}
+
+const struct lmq_committer_ops lmq_batcher_committer = {
+    .start = bt__start,
+    .propose = bt__propose,
+    .poll = bt__poll,
+    .batch_free = lmq_batch_free,
+    .stop = bt__stop,
+};

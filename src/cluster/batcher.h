@@ -18,7 +18,10 @@
  * The cluster issue puts Raft between "batch" and "apply": the leader's
  * batch becomes one raft_apply entry and every node runs the same
  * check/append/end sequence (struct lmq_fsm_ops) on the committed entry;
- * the owner-facing API (propose, poll) does not change.
+ * the owner-facing API (propose, poll) does not change. The types of
+ * that contract live in ledger/batch.h, so that the broker (which may not
+ * include cluster/) calls this through struct lmq_committer_ops
+ * (lmq_batcher_committer below, handed over by the daemon).
  *
  * Threads: lmq_batcher_new/propose/poll/free on the owner's thread; the
  * lmq_fsm_ops callbacks and NOTIFY on the committer thread. */
@@ -29,71 +32,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ledger/batch.h"
 #include "ledger/block.h"
 #include "ledger/log.h"
-
-/* One proposed record; embedded in the owner's object, which must stay
- * alive until its batch was polled. */
-struct lmq_batch_item {
-    struct lmq_batch_item *next; /* the batcher's while queued, then the batch's list */
-    const uint8_t *rec;          /* record bytes (owner's, read by the committer) */
-    size_t len;
-    void *arg;          /* owner's */
-    uint64_t queued_ns; /* set by propose (monotonic) */
-    /* Results, valid after the item came back in a polled batch: */
-    int status;     /* LMQ_BATCH_APPENDED, LMQ_BATCH_DUPLICATE, or < 0:
-                       refused by check (its code) or LMQ_BATCH_ERR_IO */
-    uint64_t index; /* appended: its index; duplicate: the existing one */
-};
-
-#define LMQ_BATCH_APPENDED 0
-#define LMQ_BATCH_DUPLICATE 1
-#define LMQ_BATCH_ERR_IO (-3100) /* the append failed; nothing of the batch is in the log */
-
-/* What check returns besides a negative refusal code. */
-#define LMQ_FSM_APPEND 0
-#define LMQ_FSM_DUPLICATE 1 /* already in the log: *index set, not appended again */
-#define LMQ_FSM_BARRIER                                                                            \
-    2 /* commit the records before this one first (e.g. a second                                   \
-         registry record that must see the first one applied) */
-
-/* The state machine (ledger apply rules), run on the committer thread. */
-struct lmq_fsm_ops {
-    /* Called for each record in order before the append. FIRST says the
-     * record would be the first of the batch (BARRIER is then treated as
-     * APPEND). May keep tentative state for the records it accepted. */
-    int (*check)(void *ctx, struct ledger *l, struct lmq_batch_item *it, bool first,
-                 uint64_t *dup_index);
-    /* Called with the records about to be appended (e.g. to make private
-     * payloads durable before their digest is). A negative return fails
-     * the batch like an I/O error. May be NULL. */
-    int (*prepare)(void *ctx, struct lmq_batch_item *const *items, size_t n);
-    /* After the batch: COMMIT non-NULL when records were appended (then
-     * items/n are them, with their indices set), NULL when nothing was
-     * appended or the append failed (FAILED true: drop tentative state). */
-    void (*end)(void *ctx, struct ledger *l, struct lmq_batch_item *const *items, size_t n,
-                const struct ledger_commit *commit, bool failed);
-};
-
-struct lmq_batcher_options {
-    uint32_t batch_max; /* 1..LEDGER_MAX_BATCH */
-    uint32_t batch_ms;  /* 0 = close at once */
-};
-
-/* One processed batch as poll returns it. */
-struct lmq_batch {
-    struct lmq_batch *next;
-    struct lmq_batch_item *items; /* every item taken, in proposal order */
-    size_t n_items;
-    size_t n_appended;
-    int status;                  /* 0 or the ledger error of a failed append */
-    struct ledger_commit commit; /* when n_appended > 0 and status == 0 */
-    uint8_t header[LEDGER_BLOCK_HEADER_LEN];
-    char *checkpoint; /* signed note, NUL-terminated (NULL if none) */
-    size_t checkpoint_len;
-    uint64_t commit_us;  /* append + sync time */
-    uint64_t latency_us; /* first item proposed -> committed */
-};
 
 struct lmq_batcher;
 
@@ -120,5 +61,9 @@ size_t lmq_batcher_pending(const struct lmq_batcher *bt);
  * is the caller's again. */
 void lmq_batcher_free(struct lmq_batcher *bt, void (*drain_cb)(void *ctx, struct lmq_batch *b),
                       void *ctx);
+
+/* The functions above as a struct lmq_committer_ops (what the daemon hands
+ * the broker: bk_ledger_set_committer). */
+extern const struct lmq_committer_ops lmq_batcher_committer;
 
 #endif

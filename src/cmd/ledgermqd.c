@@ -3,6 +3,8 @@
  * sessions, store) and src/ledger (the Merkle log, opened and held here so
  * that its node key exists from the first start and its LOCK keeps offline
  * writers out while the daemon runs). */
+#include "broker/ledger_pipe.h"
+#include "cluster/batcher.h"
 #include "identity/registry.h"
 #include "ledger/log.h"
 #include "net/server.h"
@@ -182,6 +184,9 @@ int main(int argc, char **argv)
         cfg.listeners[0].port = 0;
     lmq_log_set_level(verbose ? LMQ_LOG_DEBUG : (enum lmq_log_level)cfg.log_level);
 
+    /* Ledgered topics are ordered and committed by the single-node batcher
+     * (its committer thread owns the read-write ledger handle). */
+    bk_ledger_set_committer(&lmq_batcher_committer);
     struct lmq_server *srv = lmq_server_new(&cfg, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "ledgermqd: %s\n", err);

@@ -1,0 +1,93 @@
+/* The contract between the code that proposes ledger records (the
+ * broker's ledger pipeline, broker/ledger_pipe.c) and the code that orders
+ * and applies them (cluster/batcher.c for a single node; a Raft-backed
+ * implementation later): the proposal item, the state machine hooks run
+ * at apply time, what comes back per batch, and the function table the
+ * broker calls through (it may not include cluster/). Types only. */
+#ifndef LMQ_LEDGER_BATCH_H
+#define LMQ_LEDGER_BATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ledger/block.h"
+#include "ledger/log.h"
+
+/* One proposed record; embedded in the owner's object, which must stay
+ * alive until its batch was polled. */
+struct lmq_batch_item {
+    struct lmq_batch_item *next; /* the batcher's while queued, then the batch's list */
+    const uint8_t *rec;          /* record bytes (owner's, read by the committer) */
+    size_t len;
+    void *arg;          /* owner's */
+    uint64_t queued_ns; /* set by propose (monotonic) */
+    /* Results, valid after the item came back in a polled batch: */
+    int status;     /* LMQ_BATCH_APPENDED, LMQ_BATCH_DUPLICATE, or < 0:
+                       refused by check (its code) or LMQ_BATCH_ERR_IO */
+    uint64_t index; /* appended: its index; duplicate: the existing one */
+};
+
+#define LMQ_BATCH_APPENDED 0
+#define LMQ_BATCH_DUPLICATE 1
+#define LMQ_BATCH_ERR_IO (-3100) /* the append failed; nothing of the batch is in the log */
+
+/* What check returns besides a negative refusal code. */
+#define LMQ_FSM_APPEND 0
+#define LMQ_FSM_DUPLICATE 1 /* already in the log: *index set, not appended again */
+#define LMQ_FSM_BARRIER                                                                            \
+    2 /* commit the records before this one first (e.g. a second                                   \
+         registry record that must see the first one applied) */
+
+/* The state machine (ledger apply rules), run on the committer thread. */
+struct lmq_fsm_ops {
+    /* Called for each record in order before the append. FIRST says the
+     * record would be the first of the batch (BARRIER is then treated as
+     * APPEND). May keep tentative state for the records it accepted. */
+    int (*check)(void *ctx, struct ledger *l, struct lmq_batch_item *it, bool first,
+                 uint64_t *dup_index);
+    /* Called with the records about to be appended (e.g. to make private
+     * payloads durable before their digest is). A negative return fails
+     * the batch like an I/O error. May be NULL. */
+    int (*prepare)(void *ctx, struct lmq_batch_item *const *items, size_t n);
+    /* After the batch: COMMIT non-NULL when records were appended (then
+     * items/n are them, with their indices set), NULL when nothing was
+     * appended or the append failed (FAILED true: drop tentative state). */
+    void (*end)(void *ctx, struct ledger *l, struct lmq_batch_item *const *items, size_t n,
+                const struct ledger_commit *commit, bool failed);
+};
+
+struct lmq_batcher_options {
+    uint32_t batch_max; /* 1..LEDGER_MAX_BATCH */
+    uint32_t batch_ms;  /* 0 = close at once */
+};
+
+/* One processed batch as poll returns it. */
+struct lmq_batch {
+    struct lmq_batch *next;
+    struct lmq_batch_item *items; /* every item taken, in proposal order */
+    size_t n_items;
+    size_t n_appended;
+    int status;                  /* 0 or the ledger error of a failed append */
+    struct ledger_commit commit; /* when n_appended > 0 and status == 0 */
+    uint8_t header[LEDGER_BLOCK_HEADER_LEN];
+    char *checkpoint; /* signed note, NUL-terminated (NULL if none) */
+    size_t checkpoint_len;
+    uint64_t commit_us;  /* append + sync time */
+    uint64_t latency_us; /* first item proposed -> committed */
+};
+
+/* An ordering/commit service as a function table (cluster/batcher.h:
+ * lmq_batcher_committer). The handle is the implementation's. Same
+ * threads and contracts as the lmq_batcher_* functions. */
+struct lmq_committer_ops {
+    void *(*start)(struct ledger *l, const struct lmq_batcher_options *o,
+                   const struct lmq_fsm_ops *fsm, void *fsm_ctx, void (*notify)(void *nctx),
+                   void *nctx);
+    void (*propose)(void *h, struct lmq_batch_item *it);
+    struct lmq_batch *(*poll)(void *h);
+    void (*batch_free)(struct lmq_batch *b);
+    void (*stop)(void *h, void (*drain_cb)(void *ctx, struct lmq_batch *b), void *ctx);
+};
+
+#endif
