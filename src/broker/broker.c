@@ -3520,7 +3520,7 @@ void lmq_broker_tick(struct lmq_broker *b)
     if (b->paused)
         b->resume_pending = true;
     for (struct lmq_client *c = b->clients; c; c = c->next) {
-        if (c->paused)
+        if (c->paused || (c->lp && bk_lp_client_paused(c)))
             c->last_rx = (uint32_t)b->now; /* we are not reading it: not its fault */
         if ((c->state == BK_C_NEW || c->state == BK_C_AUTH) &&
             (uint32_t)b->now - c->created >= b->cfg->connect_timeout) {
