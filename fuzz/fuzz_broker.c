@@ -133,7 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (hdr & 0x80)
             fz_drop(f, true);
         if (!f->c) {
-            f->c = lmq_broker_client_new(b, f, NULL, "fuzz");
+            f->c = lmq_broker_client_new(b, f, NULL, NULL);
             if (!f->c)
                 abort();
             if (hdr & 0x20) {

@@ -28,6 +28,7 @@
 #include "util/log.h"
 #include "util/workpool.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
@@ -35,11 +36,13 @@
 #define BK_HAVE_MALLINFO2 1
 #endif
 #include <math.h>
+#include <netinet/in.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 /* Unwritten bytes beyond which QoS 0 messages to a client are dropped. */
@@ -188,6 +191,7 @@ struct lmq_client {
     uint32_t last_rx;                   /* monotonic seconds */
     uint32_t created;
     uint16_t keepalive;
+    uint16_t peer_port;
     uint8_t state;
     uint8_t proto;
     bool dirty;
@@ -200,7 +204,8 @@ struct lmq_client {
     bool authed;                        /* authentication done (CONNECT may proceed) */
     uint8_t pkind;                      /* enum bk_principal_kind of x->principal */
     uint8_t auth_methods;               /* its listener's LMQ_AUTH_M_* */
-    char peer[39];                      /* "a.b.c.d:port" or "[v6]:port" (may be cut) */
+    uint8_t peer_family;                /* AF_INET, AF_INET6, or 0: unknown */
+    uint8_t peer_addr[16];              /* network order; printed by bk__peer */
 };
 
 struct lmq_broker {
@@ -283,10 +288,31 @@ static uint64_t bk__unix(void)
     return (uint64_t)time(NULL);
 }
 
+/* "a.b.c.d:port" or "[v6]:port" ("?" when unknown) for log lines, in one
+ * of four buffers used in turn: a log line may print two addresses. */
+static const char *bk__addr_str(int family, const uint8_t *addr, uint16_t port)
+{
+    static _Thread_local char buf[4][INET6_ADDRSTRLEN + 8];
+    static _Thread_local unsigned next;
+    char ip[INET6_ADDRSTRLEN];
+    if ((family != AF_INET && family != AF_INET6) || !inet_ntop(family, addr, ip, sizeof ip))
+        return "?";
+    char *p = buf[next++ & 3];
+    snprintf(p, sizeof buf[0], family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, (unsigned)port);
+    return p;
+}
+
+/* The client's address for log lines (kept binary: an idle connection
+ * should cost little). Valid until the fourth call after it. */
+static const char *bk__peer(const struct lmq_client *c)
+{
+    return bk__addr_str(c->peer_family, c->peer_addr, c->peer_port);
+}
+
 /* Printable name of a client for log lines: its id, else its address. */
 static const char *bk__name(const struct lmq_client *c)
 {
-    return c->sess ? c->sess->id : c->peer;
+    return c->sess ? c->sess->id : bk__peer(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1335,7 +1361,7 @@ static void bk__close_rc(struct lmq_client *c, uint8_t reason)
  * an MQTT 5 client gets DISCONNECT with REASON. */
 static void bk__fail(struct lmq_client *c, uint8_t reason, const char *what, int err)
 {
-    LMQ_WARN("client %s (%s): %s%s%s; closing connection", bk__name(c), c->peer, what,
+    LMQ_WARN("client %s (%s): %s%s%s; closing connection", bk__name(c), bk__peer(c), what,
              err ? ": " : "", err ? mqtt_err_str(err) : "");
     bk__close_rc(c, reason);
 }
@@ -1410,7 +1436,7 @@ static int bk__parse_will(struct lmq_client *c, const struct mqtt_connect *ct)
     int rc = mqtt_topic_name_check(ct->will_topic.ptr, ct->will_topic.len,
                                    b->cfg->max_topic_length, b->cfg->max_topic_levels);
     if (rc < 0) {
-        LMQ_WARN("client %s: invalid will topic: %s; refused", c->peer, mqtt_err_str(rc));
+        LMQ_WARN("client %s: invalid will topic: %s; refused", bk__peer(c), mqtt_err_str(rc));
         return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_TOPIC_NAME_INVALID);
     }
     uint8_t *props = NULL;
@@ -1418,7 +1444,7 @@ static int bk__parse_will(struct lmq_client *c, const struct mqtt_connect *ct)
     if (c->proto == MQTT_V5) {
         if (mqtt_payload_check(&ct->will_props, ct->will_payload) < 0) {
             LMQ_WARN("client %s: will payload is not UTF-8 as its format says; refused",
-                     c->peer);
+                     bk__peer(c));
             return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_PAYLOAD_FORMAT_INVALID);
         }
         plen = bk__props_forward(ct->will_props.raw, &props);
@@ -1431,7 +1457,7 @@ static int bk__parse_will(struct lmq_client *c, const struct mqtt_connect *ct)
         if (wd || we) {
             if (!bk__x(c)) {
                 free(props);
-                LMQ_ERROR("client %s: out of memory storing the will", c->peer);
+                LMQ_ERROR("client %s: out of memory storing the will", bk__peer(c));
                 return bk__refuse(c, MQTT_CONNACK_SERVER_UNAVAILABLE,
                                   MQTT_RC_SERVER_UNAVAILABLE);
             }
@@ -1447,7 +1473,7 @@ static int bk__parse_will(struct lmq_client *c, const struct mqtt_connect *ct)
                               ct->will_retain);
     free(props);
     if (!c->will) {
-        LMQ_ERROR("client %s: out of memory storing the will", c->peer);
+        LMQ_ERROR("client %s: out of memory storing the will", bk__peer(c));
         return bk__refuse(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
     }
     return 0;
@@ -1558,7 +1584,7 @@ static int bk__auth_refuse(struct lmq_client *c, const char *cid, size_t cidlen,
 {
     c->b->auth_refused++;
     LMQ_NOTICE("client %.*s from %s: authentication refused (method %s): %s; CONNACK 0x%02x",
-               (int)(cidlen > 128 ? 128 : cidlen), cid ? cid : "", c->peer, method, why,
+               (int)(cidlen > 128 ? 128 : cidlen), cid ? cid : "", bk__peer(c), method, why,
                c->proto == MQTT_V5 ? v5 : v4);
     return bk__refuse(c, v4, v5);
 }
@@ -1596,7 +1622,7 @@ static bool bk__acl_will_ok(struct lmq_client *c, const char *id, size_t idlen,
     if (!ok) {
         c->b->acl_denied++;
         LMQ_NOTICE("client %.*s from %s: will topic '%.*s' denied by the ACL; CONNACK 0x%02x",
-                   (int)(idlen > 128 ? 128 : idlen), id, c->peer,
+                   (int)(idlen > 128 ? 128 : idlen), id, bk__peer(c),
                    (int)(ct->will_topic.len > 256 ? 256 : ct->will_topic.len), ct->will_topic.ptr,
                    c->proto == MQTT_V5 ? MQTT_RC_NOT_AUTHORIZED : MQTT_CONNACK_NOT_AUTHORIZED);
     }
@@ -1789,7 +1815,7 @@ static int bk__aj_finish(struct bk_authjob *j)
         free(c->x->principal);
         c->x->principal = p;
         c->pkind = (uint8_t)kind;
-        LMQ_INFO("client %.*s from %s: authenticated as %s %s (%s)", (int)cidlen, cid, c->peer,
+        LMQ_INFO("client %.*s from %s: authenticated as %s %s (%s)", (int)cidlen, cid, bk__peer(c),
                  kind == BK_PRINCIPAL_USER ? "user" : "device", p, method);
     }
     c->authed = true;
@@ -1819,7 +1845,7 @@ static int bk__reauth_finish(struct bk_authjob *j)
         c->b->auth_refused++;
         LMQ_NOTICE("client %s from %s: re-authentication refused (method %s): %s; DISCONNECT "
                    "0x87",
-                   bk__name(c), c->peer, j->am->name, why);
+                   bk__name(c), bk__peer(c), j->am->name, why);
         bk__close_rc(c, MQTT_RC_NOT_AUTHORIZED);
         return -1;
     }
@@ -2005,7 +2031,7 @@ static int bk__authn_begin(struct lmq_client *c, const struct mqtt_connect *ct,
                  * not checked; the client is anonymous (its user name
                  * grants nothing in the ACL). */
                 LMQ_DEBUG("client %.*s from %s: user name/password not checked (%s); anonymous",
-                          (int)cidlen, cid, c->peer,
+                          (int)cidlen, cid, bk__peer(c),
                           b->pw ? "password not accepted on this listener" : "no password_file");
                 return 0;
             }
@@ -2175,7 +2201,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     struct mqtt_connect ct;
     int rc = mqtt_decode_connect(pkt, len, &ct);
     if (rc == MQTT_E_PROTOCOL_LEVEL) {
-        LMQ_WARN("client %s: unsupported protocol level %u; refused", c->peer, ct.version);
+        LMQ_WARN("client %s: unsupported protocol level %u; refused", bk__peer(c), ct.version);
         bk__send_connack(c, MQTT_V311, false, MQTT_CONNACK_BAD_PROTOCOL, NULL);
         bk__close(c);
         return -1;
@@ -2240,7 +2266,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     size_t idlen = ct.client_id.len;
     if (idlen == 0) {
         if ((!v5 && !ct.clean_start) || !b->cfg->allow_zero_length_clientid) {
-            LMQ_WARN("client %s: empty client id %s; refused (identifier rejected)", c->peer,
+            LMQ_WARN("client %s: empty client id %s; refused (identifier rejected)", bk__peer(c),
                      ct.clean_start || v5 ? "not allowed" : "with clean session 0");
             return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_INVALID);
         }
@@ -2256,7 +2282,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     }
     if (idlen > b->cfg->max_client_id_length) {
         LMQ_WARN("client %s: client id of %zu bytes exceeds max_client_id_length %u; refused",
-                 c->peer, idlen, b->cfg->max_client_id_length);
+                 bk__peer(c), idlen, b->cfg->max_client_id_length);
         return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_INVALID);
     }
     /* Authentication (token, password, certificate, anonymous): may hold
@@ -2286,7 +2312,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
              * is above). */
             LMQ_WARN("client %s: keep-alive %u exceeds max_keepalive %u; refused (identifier "
                      "rejected)",
-                     c->peer, ct.keep_alive, b->cfg->max_keepalive);
+                     bk__peer(c), ct.keep_alive, b->cfg->max_keepalive);
             return bk__refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_INVALID);
         }
     }
@@ -2314,7 +2340,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     if (s && s->client) {
         struct lmq_client *old = s->client;
         LMQ_NOTICE("client %.*s: taken over by a new connection from %s (old: %s)", (int)idlen,
-                   id, c->peer, old->peer);
+                   id, bk__peer(c), bk__peer(old));
         /* Detach first so the old connection does not end the session. */
         bk__send_disconnect(old, MQTT_RC_SESSION_TAKEN_OVER);
         s->client = NULL;
@@ -2337,7 +2363,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     } else {
         s = bk__sess_new(b, id, idlen);
         if (!s) {
-            LMQ_ERROR("client %s: out of memory creating a session", c->peer);
+            LMQ_ERROR("client %s: out of memory creating a session", bk__peer(c));
             return bk__refuse(c, MQTT_CONNACK_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE);
         }
     }
@@ -2367,7 +2393,7 @@ static int bk__handle_connect(struct lmq_client *c, const uint8_t *pkt, size_t l
     c->state = BK_C_CONNECTED;
     if (s->persistent)
         bk__sess_store_put(b, s);
-    LMQ_INFO("client %s connected from %s (%s, clean %s %d, keep-alive %u%s)", s->id, c->peer,
+    LMQ_INFO("client %s connected from %s (%s, clean %s %d, keep-alive %u%s)", s->id, bk__peer(c),
              v5 ? "MQTT 5" : "MQTT 3.1.1", v5 ? "start" : "session", ct.clean_start,
              c->keepalive, present ? ", session resumed" : "");
     if (v5) {
@@ -2997,7 +3023,7 @@ static int bk__handle_auth(struct lmq_client *c, const uint8_t *pkt, size_t len)
     if (a.reason != MQTT_RC_CONTINUE_AUTH || !mqtt_props_has(&a.props, MQTT_PROP_AUTH_METHOD) ||
         a.props.auth_method.len != strlen(name) ||
         memcmp(a.props.auth_method.ptr, name, a.props.auth_method.len) != 0) {
-        LMQ_WARN("client %s: AUTH with another reason or method; refused", c->peer);
+        LMQ_WARN("client %s: AUTH with another reason or method; refused", bk__peer(c));
         return bk__refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_PROTOCOL_ERROR);
     }
     uint8_t out[LMQ_AUTH_OUT_MAX];
@@ -3195,32 +3221,47 @@ static int bk__handle_packet(struct lmq_client *c, const struct mqtt_frame *f, c
 /* public: clients */
 
 struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx,
-                                         const struct lmq_listener_config *lc, const char *peer)
+                                         const struct lmq_listener_config *lc,
+                                         const struct sockaddr *peer)
 {
+    struct lmq_client tmp = {.peer_family = 0};
+    if (peer && peer->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)peer;
+        tmp.peer_family = AF_INET;
+        memcpy(tmp.peer_addr, &a->sin_addr, sizeof a->sin_addr);
+        tmp.peer_port = ntohs(a->sin_port);
+    } else if (peer && peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)peer;
+        tmp.peer_family = AF_INET6;
+        memcpy(tmp.peer_addr, &a->sin6_addr, sizeof a->sin6_addr);
+        tmp.peer_port = ntohs(a->sin6_port);
+    }
     if (b->n_clients >= b->cfg->max_connections) {
-        LMQ_WARN("connection from %s refused: max_connections (%u) reached", peer,
+        LMQ_WARN("connection from %s refused: max_connections (%u) reached", bk__peer(&tmp),
                  b->cfg->max_connections);
         return NULL;
     }
     struct lmq_client *c = calloc(1, sizeof *c);
     if (!c) {
-        LMQ_ERROR("connection from %s refused: out of memory", peer);
+        LMQ_ERROR("connection from %s refused: out of memory", bk__peer(&tmp));
         return NULL;
     }
+    c->peer_family = tmp.peer_family;
+    c->peer_port = tmp.peer_port;
+    memcpy(c->peer_addr, tmp.peer_addr, sizeof c->peer_addr);
     c->b = b;
     c->tctx = tctx;
     c->anonymous_ok = !lc || lc->allow_anonymous;
     c->auth_methods = lc ? lc->auth_methods : LMQ_AUTH_M_ALL;
     c->proto = MQTT_V311;
     c->created = c->last_rx = (uint32_t)b->now;
-    snprintf(c->peer, sizeof c->peer, "%s", peer);
     c->next = b->clients;
     if (b->clients)
         b->clients->prev = c;
     b->clients = c;
     b->n_clients++;
     b->conns_total++;
-    LMQ_DEBUG("new connection from %s", peer);
+    LMQ_DEBUG("new connection from %s", bk__peer(c));
     return c;
 }
 
@@ -3258,11 +3299,11 @@ int lmq_broker_input(struct lmq_client *c, const uint8_t *data, size_t len, size
             if (rc == MQTT_E_TOO_LARGE && f.remaining_len)
                 LMQ_WARN("client %s (%s): %s of %" PRIu32
                          " bytes exceeds max_packet_size %u; closing connection",
-                         bk__name(c), c->peer, mqtt_type_str(f.type),
+                         bk__name(c), bk__peer(c), mqtt_type_str(f.type),
                          f.remaining_len + f.header_len, b->cfg->max_packet_size);
             else if (rc == MQTT_E_TOO_LARGE)
                 LMQ_WARN("client %s (%s): packet exceeds max_packet_size %u; closing connection",
-                         bk__name(c), c->peer, b->cfg->max_packet_size);
+                         bk__name(c), bk__peer(c), b->cfg->max_packet_size);
             else
                 bk__protocol_error(c, "bad fixed header", rc);
             if (rc == MQTT_E_TOO_LARGE && c->state == BK_C_NEW && data[off] >> 4 == MQTT_CONNECT &&
@@ -3300,7 +3341,7 @@ void lmq_broker_client_lost(struct lmq_client *c, const char *why)
     if (c->state == BK_C_CONNECTED)
         LMQ_INFO("client %s lost: %s", bk__name(c), why);
     else
-        LMQ_DEBUG("connection from %s lost before CONNECT: %s", c->peer, why);
+        LMQ_DEBUG("connection from %s lost before CONNECT: %s", bk__peer(c), why);
     bk__disconnect(c, true);
     c->state = BK_C_CLOSING;
 }
@@ -3524,7 +3565,7 @@ void lmq_broker_tick(struct lmq_broker *b)
             c->last_rx = (uint32_t)b->now; /* we are not reading it: not its fault */
         if ((c->state == BK_C_NEW || c->state == BK_C_AUTH) &&
             (uint32_t)b->now - c->created >= b->cfg->connect_timeout) {
-            LMQ_WARN("connection from %s: no CONNECT within %u s; closing", c->peer,
+            LMQ_WARN("connection from %s: no CONNECT within %u s; closing", bk__peer(c),
                      b->cfg->connect_timeout);
             bk__close(c);
         } else if (c->state == BK_C_CONNECTED && c->keepalive &&
@@ -4011,7 +4052,7 @@ void bk_lp_close(struct lmq_client *c, uint8_t reason, const char *why)
 {
     if (c->state == BK_C_CLOSING)
         return;
-    LMQ_NOTICE("client %s (%s): %s; closing connection", bk__name(c), c->peer, why);
+    LMQ_NOTICE("client %s (%s): %s; closing connection", bk__name(c), bk__peer(c), why);
     bk__close_rc(c, reason);
 }
 

@@ -24,6 +24,7 @@ struct lmq_client;
 struct ledger;
 struct registry;
 struct lmq_workpool;
+struct sockaddr;
 
 /* What the daemon hands the broker besides the config: the node's ledger
  * and device registry (either may be NULL: no ledger, or a damaged one that
@@ -72,10 +73,12 @@ struct lmq_broker *lmq_broker_new(const struct lmq_config *cfg, const struct lmq
 void lmq_broker_free(struct lmq_broker *b);
 
 /* A new connection on listener LC (borrowed; lives as long as the config).
- * PEER is a printable address for logs. Returns NULL if the broker refuses
- * it (max_connections), after logging why. */
+ * PEER is the client's address (AF_INET or AF_INET6, copied; borrowed for
+ * the call), or NULL when unknown: log lines print it. Returns NULL if the
+ * broker refuses it (max_connections), after logging why. */
 struct lmq_client *lmq_broker_client_new(struct lmq_broker *b, void *tctx,
-                                         const struct lmq_listener_config *lc, const char *peer);
+                                         const struct lmq_listener_config *lc,
+                                         const struct sockaddr *peer);
 
 /* Feeds received bytes. Handles every complete packet in DATA and stores in
  * *CONSUMED how many bytes were used; the transport keeps the rest and

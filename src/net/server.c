@@ -655,8 +655,9 @@ static void net__accept_cb(uv_stream_t *ls, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    char peer[80];
-    net__peer_name(&c->tcp, peer, sizeof peer);
+    struct sockaddr_storage peer;
+    int peerlen = sizeof peer;
+    bool have_peer = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &peerlen) == 0;
     c->lport = l->port;
     if (l->tls || l->cfg->protocol == LMQ_PROTO_WEBSOCKETS) {
         /* lmq_filter_stack owns both layers, also when one is NULL. */
@@ -674,7 +675,9 @@ static void net__accept_cb(uv_stream_t *ls, int status)
             return;
         }
     }
-    c->tcp.data = s->stopping ? NULL : lmq_broker_client_new(s->broker, c, l->cfg, peer);
+    c->tcp.data = s->stopping ? NULL
+                              : lmq_broker_client_new(s->broker, c, l->cfg,
+                                                      have_peer ? (struct sockaddr *)&peer : NULL);
     if (!c->tcp.data) {
         c->handle_closed = true;
         uv_close((uv_handle_t *)&c->tcp, net__close_cb);
