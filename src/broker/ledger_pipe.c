@@ -54,6 +54,7 @@ enum lp_state {
 
 /* A refusal of the pipeline itself (beside enum verify_result). */
 #define LP_UNAVAILABLE 9
+#define LP_TOO_LARGE 10 /* the record would exceed LEDGER_MAX_RECORD */
 
 #define LP_RING 8 /* recent (seq, index) pairs kept per device for DUP resends */
 
@@ -145,7 +146,7 @@ struct bk_lp {
     /* counters (loop thread) */
     uint64_t n_records, n_batches, n_dups, tree_size, last_batch, max_batch;
     uint64_t commit_us_last, commit_us_max, latency_us_last, latency_us_max;
-    uint64_t n_refused, refused[10];
+    uint64_t n_refused, refused[11];
     uint64_t n_io_failed, n_paused_total, n_paused;
 };
 
@@ -237,6 +238,8 @@ static int lp__build(struct lp_msg *m, const struct verify_info *vi)
     if (!m->rec)
         return -ENOMEM;
     int rc = ledger_record_encode(&r, m->rec, cap, &m->rec_len);
+    if (rc == 0 && m->rec_len > LEDGER_MAX_RECORD)
+        rc = -EMSGSIZE; /* refused alone, not failing its whole batch */
     if (rc < 0) {
         free(m->rec);
         m->rec = NULL;
@@ -264,8 +267,9 @@ static void lp__verify_work(struct lmq_work *w)
         memcpy(m->device, vi.device_id, sizeof m->device);
     if (res == VERIFY_OK) {
         m->seq = vi.seq;
-        if (lp__build(m, &vi) < 0)
-            res = VERIFY_REGISTRY;
+        int rc = lp__build(m, &vi);
+        if (rc < 0)
+            res = rc == -EMSGSIZE ? LP_TOO_LARGE : VERIFY_REGISTRY;
     }
     m->vres = res;
 }
@@ -407,6 +411,8 @@ static void lp__answer(struct bk_lp *lp, struct lp_msg *m)
     if (m->state == LP_REFUSED) {
         if (m->vres == LP_UNAVAILABLE)
             lp__refuse(lp, m, 0x80, "ledger unavailable");
+        else if (m->vres == LP_TOO_LARGE)
+            lp__refuse(lp, m, 0x83, "ledger record too large");
         else
             lp__refuse(lp, m, verify_reason_code(m->vres), verify_strerror(m->vres));
         return;
@@ -924,9 +930,10 @@ int bk_lp_publish(struct bk_lp *lp, struct lmq_client *c, const struct mqtt_publ
         }
     } else {
         m->kind = LP_ATTESTED;
-        m->state = lp__build(m, NULL) == 0 ? LP_READY : LP_REFUSED;
-        if (m->state == LP_REFUSED)
-            m->vres = VERIFY_REGISTRY;
+        int rc = lp__build(m, NULL);
+        m->state = rc == 0 ? LP_READY : LP_REFUSED;
+        if (rc < 0)
+            m->vres = rc == -EMSGSIZE ? LP_TOO_LARGE : LP_UNAVAILABLE;
     }
     lp__advance(lp, lc);
     if (lp__full(lp) && !lc->paused) {
@@ -1131,6 +1138,7 @@ void bk_lp_sys(struct bk_lp *lp)
         [VERIFY_REPLAY] = "replay",
         [VERIFY_REGISTRY] = "registry",
         [LP_UNAVAILABLE] = "unavailable",
+        [LP_TOO_LARGE] = "too_large",
     };
     char v[32];
 #define LP_SYS(topic, val)                                                                         \

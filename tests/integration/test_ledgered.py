@@ -699,3 +699,18 @@ def test_dup_after_kill9_restart(broker_factory, tmp_path):
     assert expect_ack(pub) == (0x83, "replayed or out-of-order sequence number")
     recs = n.stop_and_audit()
     assert [r[7] for _, r in recs] == [1, 2, 3]
+
+
+def test_oversize_record_refused_alone(broker_factory, tmp_path):
+    """A message whose record would exceed the ledger's 16 MiB record limit
+    is refused on its own (0x83), the others of its batch are committed."""
+    n = Node(broker_factory, tmp_path, ("att/# attested",),
+             config={"max_packet_size": 20 * 1024 * 1024, "ledger_batch_ms": 200})
+    pub = n.v5("p")
+    v5_publish(pub, "att/x", b"small one", qos=1, pid=1)
+    v5_publish(pub, "att/x", b"x" * (17 * 1024 * 1024), qos=1, pid=2)
+    v5_publish(pub, "att/x", b"small two", qos=1, pid=3)
+    got = [pub.expect5(R.PUBACK, 30) for _ in range(3)]
+    assert [(g.pid, g.reason, V.pget(g.props, V.REASON_STRING)) for g in got] == [
+        (1, 0, None), (2, 0x83, "ledger record too large"), (3, 0, None)]
+    assert [r[3] for _, r in n.stop_and_audit()] == [b"small one", b"small two"]
