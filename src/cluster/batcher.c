@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#define BT_BATCH_BYTES (256u << 20)
+
 struct lmq_batcher {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -142,11 +144,14 @@ static void *bt__main(void *arg)
             pthread_cond_timedwait(&bt->cv, &bt->mu, &ts);
             bt->waiting = false;
         }
-        /* Take up to batch_max. */
+        /* Take up to batch_max records and BT_BATCH_BYTES (one write of a
+         * batch must stay well below the ledger's 1 GiB per append). */
         struct lmq_batch_item *items = bt->q_head, *it = items;
         size_t n = 1;
-        while (n < bt->o.batch_max && it->next) {
+        uint64_t bytes = it->len;
+        while (n < bt->o.batch_max && it->next && bytes + it->next->len <= BT_BATCH_BYTES) {
             it = it->next;
+            bytes += it->len;
             n++;
         }
         bt->q_head = it->next;
