@@ -544,13 +544,15 @@ static void check_applied(struct cluster *c, int i, unsigned n)
     }
 }
 
-/* Same indices on every node listed in MASK. */
+/* Every node listed in MASK applied commands 0..N-1 (waiting for it),
+ * at the same indices. */
 static void check_same_indices(struct cluster *c, unsigned mask, unsigned n)
 {
     int ref = -1;
     for (int i = 0; i < N_NODES; i++) {
         if (!(mask & (1u << i)))
             continue;
+        check_applied(c, i, n);
         if (ref < 0) {
             ref = i;
             continue;
