@@ -2604,7 +2604,7 @@ static int bk__handle_publish(struct lmq_client *c, const uint8_t *pkt, size_t l
         }
         return 0;
     }
-    if (b->lp && bk_lp_ledgered(b->lp, p.topic.ptr, p.topic.len)) {
+    if (!denied && b->lp && bk_lp_ledgered(b->lp, p.topic.ptr, p.topic.len)) {
         /* A ledgered topic: the pipeline acknowledges and routes it after
          * its batch is committed (ledger_pipe.h). */
         uint8_t *lprops = NULL;

@@ -714,3 +714,22 @@ def test_oversize_record_refused_alone(broker_factory, tmp_path):
     assert [(g.pid, g.reason, V.pget(g.props, V.REASON_STRING)) for g in got] == [
         (1, 0, None), (2, 0x83, "ledger record too large"), (3, 0, None)]
     assert [r[3] for _, r in n.stop_and_audit()] == [b"small one", b"small two"]
+
+
+def test_acl_denied_publish_not_recorded(broker_factory, tmp_path):
+    """The ACL is checked before the pipeline: a denied PUBLISH on a
+    ledgered topic is never recorded (MQTT 5: 0x87; 3.1.1: acked and
+    dropped, as for any topic)."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite att/open/#\ntopic read att/closed/#\n")
+    n = Node(broker_factory, tmp_path, ("att/# attested",), config={"acl_file": acl})
+    c5 = n.v5("p5")
+    v5_publish(c5, "att/closed/x", b"denied v5", qos=1, pid=1)
+    assert expect_ack(c5)[0] == 0x87
+    c3 = R.RawClient(n.port)
+    c3.connect("p3")
+    c3.send(R.publish_packet("att/closed/x", b"denied 3.1.1", qos=1, pid=2))
+    assert c3.expect(R.PUBACK).pid == 2
+    c3.send(R.publish_packet("att/open/x", b"allowed", qos=1, pid=3))
+    assert c3.expect(R.PUBACK).pid == 3
+    assert [r[3] for _, r in n.stop_and_audit()] == [b"allowed"]
