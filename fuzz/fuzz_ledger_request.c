@@ -38,7 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (lmq_ledger_api_parse_consistency_query(data, size, &o, &n) == 0) {
         int w = snprintf(buf, sizeof buf, "%" PRIu64 " %" PRIu64, o, n);
-        if (lmq_ledger_api_parse_consistency_query((const uint8_t *)buf, (size_t)w, &o2, &n2) != 0 ||
+        if (lmq_ledger_api_parse_consistency_query((const uint8_t *)buf, (size_t)w, &o2, &n2) !=
+                0 ||
             o2 != o || n2 != n)
             abort();
     }

@@ -150,6 +150,8 @@ def test_blocks_stream_and_checkpoint_follow_commits(node):
             height, first, count, size)
         assert blk["prev_hash"] == hdr[12:44].hex() and blk["root"] == hdr[68:100].hex()
         assert blk["time_ms"] == t_ms and blk["signer_key_id"] == hdr[108:112].hex()
+        # a single node proposes its own blocks: its key ID signs them
+        assert blk["signer_key_id"] == vkey.split("+")[1]
         if prev_hash is not None:
             assert blk["prev_hash"] == prev_hash and blk["height"] == blocks[-1]["height"] + 1
         prev_hash = blk["hash"]
