@@ -3983,6 +3983,7 @@ void lmq_broker_free(struct lmq_broker *b)
         free(g);
     }
     free(b);
+    lmq_outq_spares_free();
 }
 
 /* ------------------------------------------------------------------ */

@@ -5,11 +5,60 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Starting sizes of the copy buffer and of the segment array. */
+#define OQ__BUF0 256
+#define OQ__SEGS0 8
+/* Released buffers of the starting sizes are kept here for the next queue
+ * rather than freed: every connection needs both for its CONNACK, for one
+ * loop iteration. Freed, they would leave holes between the long-lived
+ * structs of the connections accepted meanwhile, and with glibc the next
+ * connection's structs leave 64 bytes of each hole unusable. Loop thread
+ * only, like the queues; at most OQ__SPARE_MAX of each (136 KiB). */
+#define OQ__SPARE_MAX 128
+static void *oq__spare_buf[OQ__SPARE_MAX], *oq__spare_segs[OQ__SPARE_MAX];
+static unsigned oq__n_spare_buf, oq__n_spare_segs;
+
+static void *oq__take(void **spare, unsigned *n, size_t size)
+{
+    return *n ? spare[--*n] : malloc(size);
+}
+
+static void oq__give(void **spare, unsigned *n, void *p)
+{
+    if (p && *n < OQ__SPARE_MAX)
+        spare[(*n)++] = p;
+    else
+        free(p);
+}
+
+static void oq__release(struct lmq_outq *q)
+{
+    if (q->cap == OQ__BUF0)
+        oq__give(oq__spare_buf, &oq__n_spare_buf, q->buf);
+    else
+        free(q->buf);
+    if (q->scap == OQ__SEGS0)
+        oq__give(oq__spare_segs, &oq__n_spare_segs, q->segs);
+    else
+        free(q->segs);
+    memset(q, 0, sizeof *q);
+}
+
+void lmq_outq_spares_free(void)
+{
+    while (oq__n_spare_buf)
+        free(oq__spare_buf[--oq__n_spare_buf]);
+    while (oq__n_spare_segs)
+        free(oq__spare_segs[--oq__n_spare_segs]);
+}
+
 static int oq__seg(struct lmq_outq *q)
 {
     if (q->nsegs == q->scap) {
-        uint32_t cap = q->scap ? q->scap * 2 : 8;
-        struct lmq_outseg *s = realloc(q->segs, cap * sizeof *s);
+        uint32_t cap = q->scap ? q->scap * 2 : OQ__SEGS0;
+        struct lmq_outseg *s =
+            q->scap ? realloc(q->segs, cap * sizeof *s)
+                    : oq__take(oq__spare_segs, &oq__n_spare_segs, cap * sizeof *s);
         if (!s)
             return -ENOMEM;
         q->segs = s;
@@ -21,12 +70,14 @@ static int oq__seg(struct lmq_outq *q)
 uint8_t *lmq_outq_reserve(struct lmq_outq *q, size_t n)
 {
     if ((size_t)q->len + n > q->cap) {
-        size_t cap = q->cap ? q->cap : 256;
+        size_t cap = q->cap ? q->cap : OQ__BUF0;
         while (cap < (size_t)q->len + n)
             cap *= 2;
         if (cap > UINT32_MAX)
             return NULL;
-        uint8_t *b = realloc(q->buf, cap);
+        uint8_t *b = q->cap || cap != OQ__BUF0
+                         ? realloc(q->buf, cap)
+                         : oq__take(oq__spare_buf, &oq__n_spare_buf, OQ__BUF0);
         if (!b)
             return NULL;
         q->buf = b;
@@ -127,16 +178,11 @@ void lmq_outq_consume(struct lmq_outq *q, size_t n)
 void lmq_outq_free(struct lmq_outq *q)
 {
     oq__reset(q);
-    free(q->buf);
-    free(q->segs);
-    memset(q, 0, sizeof *q);
+    oq__release(q);
 }
 
 void lmq_outq_trim(struct lmq_outq *q)
 {
-    if (q->bytes == 0 && q->nsegs == 0) {
-        free(q->buf);
-        free(q->segs);
-        memset(q, 0, sizeof *q);
-    }
+    if (q->bytes == 0 && q->nsegs == 0)
+        oq__release(q);
 }

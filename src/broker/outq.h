@@ -50,7 +50,10 @@ size_t lmq_outq_iov(const struct lmq_outq *q, struct iovec *iov, size_t max);
 void lmq_outq_consume(struct lmq_outq *q, size_t n);
 /* Drops everything and frees the buffers. */
 void lmq_outq_free(struct lmq_outq *q);
-/* Frees the (empty) queue's buffers if they are bigger than a minimum. */
+/* Releases the buffers of the queue if it is empty. */
 void lmq_outq_trim(struct lmq_outq *q);
+/* Frees the released buffers kept for reuse (at shutdown; the queues may
+ * still be used afterwards). */
+void lmq_outq_spares_free(void);
 
 #endif
