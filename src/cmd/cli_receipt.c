@@ -102,7 +102,7 @@ int cli_receipt(struct cli *c, int argc, char **argv)
     (void)c;
     struct cli_mqtt_opts mo = {0};
     struct rc__keys k = {0};
-    const char *hash = NULL, *out = NULL, *index_s = NULL;
+    const char *hash = NULL, *out = NULL, *index_s = NULL, *format = "json";
     uint64_t index = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_mqtt_opt(&mo, argc, argv, &i);
@@ -116,6 +116,8 @@ int cli_receipt(struct cli *c, int argc, char **argv)
             hash = argv[++i];
         else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--out") == 0) && i + 1 < argc)
             out = argv[++i];
+        else if (strcmp(argv[i], "--format") == 0 && i + 1 < argc)
+            format = argv[++i];
         else if (!index_s && cli_parse_u64(argv[i], &index) == 0)
             index_s = argv[i];
         else
@@ -124,6 +126,9 @@ int cli_receipt(struct cli *c, int argc, char **argv)
     if (!mo.broker || (!hash) == (!index_s))
         return cli_error(CLI_ERR,
                          "receipt --broker HOST:PORT (INDEX | --hash HEX) [--key VKEY] [-o FILE]");
+    bool tlog = strcmp(format, "tlog-proof") == 0;
+    if (!tlog && strcmp(format, "json") != 0)
+        return cli_error(CLI_ERR, "--format: json or tlog-proof");
     uint8_t want[32];
     if (hash && (strlen(hash) != 64 || crypto_hex_decode(hash, 64, want, 32) != 32))
         return cli_error(CLI_ERR, "--hash: the record's leaf hash, 64 hex digits");
@@ -141,6 +146,7 @@ int cli_receipt(struct cli *c, int argc, char **argv)
         return rc;
     int code = CLI_OK;
     uint8_t *scratch = NULL;
+    char *tlog_text = NULL;
     if (rc__error_reply(reply, &code))
         goto done;
     struct receipt r;
@@ -167,10 +173,24 @@ int cli_receipt(struct cli *c, int argc, char **argv)
                          (unsigned long long)r.index, cli_verify_reason(rc));
         goto done;
     }
+    /* what to write: the broker's JSON as received, or the same evidence
+     * as a C2SP tlog-proof (the record is not part of it) */
+    const char *text = (const char *)reply->payload;
+    size_t tlen = reply->len;
+    if (tlog) {
+        size_t cap = reply->len + 4096;
+        ssize_t n =
+            (tlog_text = malloc(cap)) ? receipt_write_tlog_proof(&r, NULL, 0, tlog_text, cap) : -1;
+        if (n < 0) {
+            code = cli_error(CLI_ERR, "cannot write the tlog-proof");
+            goto done;
+        }
+        text = tlog_text;
+        tlen = (size_t)n;
+    }
     if (out) {
         FILE *f = fopen(out, "w");
-        bool ok =
-            f && fwrite(reply->payload, 1, reply->len, f) == reply->len && fputc('\n', f) != EOF;
+        bool ok = f && fwrite(text, 1, tlen, f) == tlen && (tlog || fputc('\n', f) != EOF);
         if (f && fclose(f) != 0)
             ok = false;
         if (!ok) {
@@ -178,8 +198,9 @@ int cli_receipt(struct cli *c, int argc, char **argv)
             goto done;
         }
     } else {
-        fwrite(reply->payload, 1, reply->len, stdout);
-        fputc('\n', stdout);
+        fwrite(text, 1, tlen, stdout);
+        if (!tlog)
+            fputc('\n', stdout);
     }
     char lh[65], root[65];
     cli_hex(leaf, 32, lh);
@@ -190,6 +211,7 @@ int cli_receipt(struct cli *c, int argc, char **argv)
             (unsigned long long)cp.size, root,
             k.n ? "" : " (checkpoint signature NOT checked: pass --key VKEY)");
 done:
+    free(tlog_text);
     free(scratch);
     free(reply);
     return code;

@@ -42,7 +42,7 @@ static const struct cli_command commands[] = {
      "recompute and check every record, node, block and checkpoint", cli_audit},
     {"receipt",
      "--broker HOST:PORT (INDEX | --hash LEAFHASH) [--key VKEY ... [--quorum K]] [--origin O] "
-     "[-o FILE] [CONN]",
+     "[--format json|tlog-proof] [-o FILE] [CONN]",
      "fetch a receipt from a running broker ($ledger/proof), verify it, print or save it",
      cli_receipt},
     {"watch",

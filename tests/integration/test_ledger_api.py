@@ -338,6 +338,18 @@ def test_cli_receipt(node, tmp_path):
     p = cli("receipt", "--broker", broker, "--hash", leaf_hash(recs[1]).hex(), "--key", vkey)
     assert p.returncode == 0, p.stderr
     assert check_receipt(json.loads(p.stdout), vkey, recs) == 1
+    # the same evidence as a C2SP tlog-proof, checked here from its spec
+    tp = tmp_path / "r.tlog-proof"
+    p = cli("receipt", "--broker", broker, "4", "--key", vkey, "--format", "tlog-proof", "-o", tp)
+    assert p.returncode == 0, p.stderr
+    head, note = tp.read_text().split("\n\n", 1)
+    lines = head.split("\n")
+    assert lines[0] == "c2sp.org/tlog-proof@v1" and lines[1] == "index 4"
+    proof = [base64.b64decode(h, validate=True) for h in lines[2:]]
+    name, kid, pk = parse_vkey(vkey)
+    text, _ = open_note(note, [(name, kid, pk)])
+    _, size, root, _ = parse_checkpoint(text)
+    assert root_from_inclusion(4, size, leaf_hash(recs[4]), proof) == root
     # without a key: the proof is checked, the signature is said not to be
     p = cli("receipt", "--broker", broker, "2")
     assert p.returncode == 0 and b"NOT checked" in p.stderr
