@@ -1,10 +1,12 @@
 """CONNECT checks (issue 2, point 3): protocol name and level, reserved
 flag, client id rules, username/password flags, will flags, CONNACK codes,
 session present."""
+import re
+
 import pytest
 
 import mqttraw as R
-from conftest import ledgermq_only
+from conftest import free_port, ledgermq_only
 
 
 def assert_refused_and_closed(c, rc=None):
@@ -181,3 +183,18 @@ def test_allow_anonymous_false_refuses_anonymous(broker_factory, raw):
     c = raw(b.port)
     c.send(R.connect_packet("anon"))
     assert_refused_and_closed(c, rc=0x05)
+
+
+@ledgermq_only("ledgermqd's log line")
+@pytest.mark.parametrize("host,fmt", [("127.0.0.1", "127.0.0.1:%d"), ("::1", "[::1]:%d")],
+                         ids=["ipv4", "ipv6"])
+def test_connected_log_line_names_address_and_port(broker_factory, raw, host, fmt):
+    """The broker keeps a client's address binary and prints it on demand:
+    the log line has the client's own address and source port."""
+    p6 = free_port()
+    b = broker_factory(config={"log_level": "info"}, extra_lines=["listener %d ::1" % p6])
+    c = raw(p6 if host == "::1" else b.port, host=host)
+    assert c.connect("addr-client").rc == 0
+    want = fmt % c.sock.getsockname()[1]
+    assert b.wait_log(r"client addr-client connected from %s \(" % re.escape(want)), b.log()
+    c.disconnect()
