@@ -9,6 +9,9 @@
 #
 #   scripts/demo.sh [BUILD_DIR]        (default: build)
 #   DEMO_METERS=20 DEMO_SECONDS=10 DEMO_WINDOW=16 DEMO_KEEP=0 DEMO_DIR=
+#   DEMO_DEVICE_VERIFY=0   (1: each meter also verifies every receipt as it
+#                           arrives, with the device SDK; on a small machine
+#                           that takes CPU from the broker: ~40% fewer msg/s)
 #
 # Exit 0 when every reading was acknowledged, every receipt verified, the
 # watcher saw only consistent checkpoints and the audit passed.
@@ -88,11 +91,13 @@ pids+=($watch_pid)
 sleep 0.5
 
 step "$meters meters stream signed readings for $seconds s (QoS 1, $window in flight each)"
+devkey=
+[ "${DEMO_DEVICE_VERIFY:-0}" = 1 ] && devkey=$node_key
 t0=$(date +%s.%N)
 meter_pids=()
 for i in $(seq -w 1 "$meters"); do
   "$work/smart_meter" -k "$work/meters/meter-$i.key" -t "$seconds" -i 0 -w "$window" -q \
-    -R "$work/receipts" -K "$node_key" 127.0.0.1 "$port" "meters/meter-$i/energy" \
+    -R "$work/receipts" ${devkey:+-K "$devkey"} 127.0.0.1 "$port" "meters/meter-$i/energy" \
     >"$work/meters/meter-$i.out" 2>&1 &
   meter_pids+=($!)
 done
@@ -146,11 +151,11 @@ meters:                 $meters
 messages acknowledged:  $acked of $sent sent, in $elapsed s ($rate msg/s, signed, QoS 1, committed before PUBACK)
 ledger:                 $size records (incl. $meters registrations) in $blocks blocks
 checkpoints:            $blocks signed (one per block); $watched followed by ledgermq watch, each consistent with the last
-receipts verified:      $verified of $acked acknowledged readings offline by ledgermq verify-receipt (received $got; $ondev also by the meters, SDK)
+receipts verified:      $verified of $acked acknowledged readings offline by ledgermq verify-receipt (received $got; $([ -n "$devkey" ] && echo "$ondev also by the meters, SDK" || echo "DEMO_DEVICE_VERIFY=1: also by the meters"))
 audit:                  $(cut -c1-60 <<<"$audit")...
 EOF
 if [ "$failed" = 0 ] && [ "$acked" = "$sent" ] && [ "$verified" = "$acked" ] &&
-   [ "$ondev" = "$acked" ] && [ "$acked" -gt 0 ]; then
+   { [ -z "$devkey" ] || [ "$ondev" = "$acked" ]; } && [ "$acked" -gt 0 ]; then
   echo "demo: OK"
 else
   echo "demo: FAILED"

@@ -1,4 +1,5 @@
-"""`make demo` (scripts/demo.sh) in a short mode: 2 meters for 2 seconds.
+"""`make demo` (scripts/demo.sh) in a short mode: 2 meters for 2 seconds,
+the meters also verifying their receipts with the SDK.
 The script itself checks that every reading was acknowledged, every
 receipt verifies offline, the watcher saw only consistent checkpoints and
 the audit passed; here its summary is checked too."""
@@ -14,7 +15,8 @@ pytestmark = ledgermq_only("the demo runs ledgermqd")
 
 
 def test_demo_short(tmp_path):
-    env = dict(os.environ, DEMO_METERS="2", DEMO_SECONDS="2", DEMO_DIR=str(tmp_path / "demo"))
+    env = dict(os.environ, DEMO_METERS="2", DEMO_SECONDS="2", DEMO_DEVICE_VERIFY="1",
+               DEMO_DIR=str(tmp_path / "demo"))
     p = subprocess.run(["bash", os.path.join(REPO, "scripts", "demo.sh"), BUILD_DIR], env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
