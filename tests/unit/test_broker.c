@@ -250,6 +250,39 @@ static void test_outq(void **state)
     lmq_msg_unref(m);
 }
 
+/* A released starting-size buffer and segment array go to the next queue
+ * (no malloc/free per CONNACK: see outq.c); a grown buffer is freed. */
+static void test_outq_spares(void **state)
+{
+    (void)state;
+    struct lmq_outq a = {0}, b = {0}, c = {0};
+    assert_int_equal(lmq_outq_copy(&a, "ab", 2), 0);
+    uint8_t *buf = a.buf;
+    struct lmq_outseg *segs = a.segs;
+    lmq_outq_consume(&a, 2);
+    lmq_outq_trim(&a);
+    assert_null(a.buf);
+    assert_int_equal(a.cap, 0);
+    /* Freed, they would now go to these (glibc reuses the last freed). */
+    void *m1 = malloc(256), *m2 = malloc(256);
+    assert_int_equal(lmq_outq_copy(&b, "cd", 2), 0);
+    free(m1);
+    free(m2);
+    assert_ptr_equal(b.buf, buf);
+    assert_ptr_equal(b.segs, segs);
+    assert_int_equal(b.cap, 256);
+    assert_memory_equal(b.buf, "cd", 2);
+    /* Grown past the starting size, it is not kept. */
+    assert_non_null(lmq_outq_reserve(&b, 1100));
+    assert_int_equal(b.cap, 2048);
+    lmq_outq_free(&b);
+    assert_int_equal(lmq_outq_copy(&c, "e", 1), 0);
+    assert_int_equal(c.cap, 256);
+    assert_ptr_equal(c.segs, segs);
+    lmq_outq_free(&c);
+    lmq_outq_spares_free();
+}
+
 /* The options byte of a subscription reaches the match; overlapping
  * subscriptions of one owner merge theirs (OR). */
 static void test_match_opts(void **state)
@@ -309,7 +342,7 @@ int main(void)
         cmocka_unit_test(test_overlap_dedupe),      cmocka_unit_test(test_many_owners),
         cmocka_unit_test(test_unsubscribe_prunes),  cmocka_unit_test(test_retained),
         cmocka_unit_test(test_outq),                cmocka_unit_test(test_match_opts),
-        cmocka_unit_test(test_auth_registry),
+        cmocka_unit_test(test_auth_registry),       cmocka_unit_test(test_outq_spares),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
