@@ -33,7 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cluster/batcher.h"
+#include "ledger/batch.h"
 
 #define LMQ_RAFT_BATCH_HEADER 32
 
@@ -57,7 +57,7 @@ struct lmq_raft_batch {
 };
 
 /* Encodes the N (1..LEDGER_MAX_BATCH) records of the list ITEMS (linked
- * by next, as cluster/batcher.h hands them out) into a malloc'd buffer
+ * by next, ledger/batch.h, as the committer hands them out) into a malloc'd buffer
  * *OUT of *OUT_LEN bytes (the caller frees it). 0 or an
  * LMQ_RAFT_BATCH_ERR_*. */
 int lmq_raft_batch_encode(uint64_t origin, uint64_t seq, const struct lmq_batch_item *items,
