@@ -319,7 +319,20 @@ int ledger_audit(const char *datadir, const struct note_verifier *key,
         goto out;
     }
     snprintf(a->dir, sizeof a->dir, "%s/" STORE_DIR, datadir);
+    /* Creation writes META, then the node key, then the first segment:
+     * without a segment nothing is committed, and a missing META or key
+     * is a creation interrupted by a crash, not damage. */
+    snprintf(path, sizeof path, "%s/" SEG_NAME_FMT, a->dir, 0u);
+    bool have_seg = access(path, F_OK) == 0;
     rc = store_meta_read(a->dir, origin, sizeof origin);
+    if (rc == -ENOENT && !have_seg && access(a->dir, F_OK) == 0) {
+        finding(a, false,
+                "ledger/" STORE_META ": missing: the ledger's creation was interrupted before "
+                "it was written; no segment, nothing committed (the next append or daemon "
+                "start completes it)");
+        rc = 0;
+        goto out;
+    }
     if (rc) {
         snprintf(err, errlen, "%s/" STORE_META ": %s", a->dir,
                  rc == -ENOENT   ? "missing (no ledger here)"
@@ -334,6 +347,14 @@ int ledger_audit(const char *datadir, const struct note_verifier *key,
         uint8_t pk[32];
         snprintf(path, sizeof path, "%s/node.key", datadir);
         rc = crypto_pubkey_load(path, pk);
+        if (rc == -ENOENT && !have_seg) {
+            finding(a, false,
+                    "node.key: missing: the ledger's creation was interrupted before the node "
+                    "key was written; no segment, nothing signed (the next append or daemon "
+                    "start creates it)");
+            rc = 0;
+            goto out;
+        }
         if (rc) {
             snprintf(err, errlen, "%s: cannot read the node public key: %s (pass --key)", path,
                      strerror(-rc));

@@ -131,6 +131,8 @@ const char *ledger_strerror(int err)
         return "new tree is not an extension of the last signed checkpoint";
     case LEDGER_ERR_NOCHECKPOINT:
         return "no checkpoint at that tree size";
+    case LEDGER_ERR_UNCREATED:
+        return "ledger creation was interrupted before META was written";
     default:
         if (err < 0 && err > -4096)
             return strerror(-err);
@@ -1334,9 +1336,14 @@ int ledger_open(const char *datadir, const struct ledger_options *opts, struct l
         seterr(l, "data dir path too long");
         goto fail;
     }
+    struct stat dst;
+    bool fresh = stat(l->dir, &dst) != 0;
+    if (fresh && opts->no_create && !l->ro) {
+        rc = -ENOENT;
+        seterr(l, "no ledger in %s (%s missing)", datadir, l->dir);
+        goto fail;
+    }
     if (!l->ro) {
-        struct stat dst;
-        bool fresh = stat(l->dir, &dst) != 0;
         if ((rc = mkdir_p1(datadir)) || (rc = mkdir_p1(l->dir)) ||
             (fresh && (rc = store_fsync_dir(datadir)))) {
             seterr(l, "cannot create %s: %s", l->dir, strerror(-rc));
@@ -1363,8 +1370,36 @@ int ledger_open(const char *datadir, const struct ledger_options *opts, struct l
         }
     }
 
+    /* META is written and synced before the node key and the first
+     * segment: a ledger dir without META holds no committed record (a
+     * creation interrupted by a crash) unless a segment exists. */
+    bool uncreated = false;
     rc = store_meta_read(l->dir, l->origin, sizeof l->origin);
-    if (rc == -ENOENT && !l->ro) {
+    if (rc == -ENOENT && !fresh && seg_exists(l, 0)) {
+        rc = LEDGER_ERR_CORRUPT;
+        seterr(l,
+               "%s/" STORE_META " is missing but %s/" SEG_NAME_FMT
+               " exists: the ledger's " STORE_META " was lost (restore it; see docs/FORMATS.md)",
+               l->dir, l->dir, 0u);
+        goto fail;
+    }
+    if (rc == -ENOENT && !fresh && (l->ro || opts->no_create)) {
+        if (!l->ro) {
+            rc = LEDGER_ERR_UNCREATED;
+            seterr(l,
+                   "%s: the ledger's creation was interrupted before " STORE_META
+                   " was written; nothing is committed (the next append or daemon start "
+                   "with its origin completes it)",
+                   l->dir);
+            goto fail;
+        }
+        LMQ_WARN("ledger: %s: creation was interrupted before " STORE_META
+                 " was written; nothing is committed: opened as an empty ledger",
+                 l->dir);
+        uncreated = true;
+        snprintf(l->origin, sizeof l->origin, "%s", opts->origin ? opts->origin : "");
+        rc = 0;
+    } else if (rc == -ENOENT && !l->ro) {
         const char *o = opts->origin ? opts->origin : LEDGER_DEFAULT_ORIGIN;
         if (!note_name_valid(o, strlen(o))) {
             rc = -EINVAL;
@@ -1372,6 +1407,10 @@ int ledger_open(const char *datadir, const struct ledger_options *opts, struct l
             goto fail;
         }
         snprintf(l->origin, sizeof l->origin, "%s", o);
+        if (!fresh)
+            LMQ_WARN("ledger: %s: an earlier creation was interrupted before " STORE_META
+                     " was written (nothing was committed): completing it with origin \"%s\"",
+                     l->dir, o);
         rc = write_meta(l);
         if (rc) {
             seterr(l, "cannot write %s/" STORE_META ": %s", l->dir, strerror(-rc));
@@ -1399,6 +1438,18 @@ int ledger_open(const char *datadir, const struct ledger_options *opts, struct l
         goto fail;
     }
     if (!l->ro) {
+        /* The key signed every committed checkpoint: once a segment exists
+         * a missing key is reported, never replaced by a new one. */
+        struct stat kst;
+        if (stat(keypath, &kst) != 0 && errno == ENOENT && seg_exists(l, 0)) {
+            rc = LEDGER_ERR_CORRUPT;
+            seterr(l,
+                   "node key %s is missing but %s/" SEG_NAME_FMT
+                   " exists: restore the key that signed the ledger (a new one is not "
+                   "created)",
+                   keypath, l->dir, 0u);
+            goto fail;
+        }
         int created = 0;
         rc = crypto_key_load_or_create(keypath, l->pk, l->sk, &created);
         if (rc) {
@@ -1408,7 +1459,7 @@ int ledger_open(const char *datadir, const struct ledger_options *opts, struct l
         if (created)
             LMQ_NOTICE("ledger: created node key %s", keypath);
         l->have_pk = l->have_sk = true;
-    } else {
+    } else if (!uncreated || l->origin[0]) {
         l->have_pk = crypto_pubkey_load(keypath, l->pk) == 0;
     }
     if (l->have_pk && note_verifier_init(&l->verifier, l->origin, l->pk) != 0) {

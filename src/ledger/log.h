@@ -51,6 +51,7 @@ enum ledger_err {
     LEDGER_ERR_READONLY = -404,     /* append on a read-only handle */
     LEDGER_ERR_INCONSISTENT = -405, /* new tree does not extend the last signed one */
     LEDGER_ERR_NOCHECKPOINT = -406, /* no checkpoint at that tree size */
+    LEDGER_ERR_UNCREATED = -407,    /* no_create: creation was interrupted before META */
 };
 
 struct ledger_options {
@@ -62,6 +63,11 @@ struct ledger_options {
     const char *key_path;  /* node key; NULL = <datadir>/node.key */
     bool read_only;        /* no lock, no recovery, no key creation */
     uint64_t segment_max;  /* roll segments at this size; default 256 MiB */
+    /* Read-write open of an existing ledger only: never creates the data
+     * dir, META or the node key. A ledger dir whose creation was
+     * interrupted before META was written (nothing committed) gives
+     * LEDGER_ERR_UNCREATED and is left as it is; no ledger dir, -ENOENT. */
+    bool no_create;
 };
 
 struct ledger;
@@ -89,7 +95,14 @@ const char *ledger_strerror(int err);
  * the node key with mode 0600 on first use, recovering a torn tail) the
  * ledger in <datadir>/ledger/. On failure returns a negative code and a
  * one-line reason (file and byte offset for corruption) in err. The caller
- * owns *out and releases it with ledger_close. */
+ * owns *out and releases it with ledger_close.
+ * Creation is crash-safe: META (synced) comes before the node key, which
+ * comes before the first segment. A ledger dir without META and without
+ * a segment is a creation interrupted by a crash (nothing committed): a
+ * read-write open completes it (logged), a read-only open sees an empty
+ * ledger (logged; origin "" unless opts.origin). A segment without META,
+ * or without the node key, is reported (LEDGER_ERR_CORRUPT); a missing
+ * key is then never replaced by a new one. */
 int ledger_open(const char *datadir, const struct ledger_options *opts, struct ledger **out,
                 char *err, size_t errlen);
 /* Read-only handles: catches up with blocks a writer (another process or

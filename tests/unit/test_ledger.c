@@ -750,6 +750,90 @@ static void test_sync_batch_loss(void **state)
     run("rm -rf %s %s", dir, cp);
 }
 
+static bool exists(const char *dir, const char *name)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+/* A creation interrupted by a crash at each of its steps: no META (only
+ * the dirs, LOCK and a torn META.tmp), then META without the node key.
+ * Nothing is committed in either: read-only opens see an empty ledger,
+ * the auditor warns and passes, a no_create open leaves it alone, a
+ * read-write open completes it. Once a segment exists a missing META or
+ * node key is corruption and no new key is created. */
+static void test_interrupted_creation(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    run("mkdir -p %s/ledger/nodes && touch %s/ledger/LOCK && printf 'ledgermq le' > "
+        "%s/ledger/META.tmp",
+        dir, dir, dir);
+    struct ledger *l = NULL;
+    assert_int_equal(try_open(dir, true, &l), 0);
+    assert_int_equal(ledger_size(l), 0);
+    assert_int_equal(ledger_height(l), 0);
+    assert_string_equal(ledger_origin(l), "");
+    ledger_close(l);
+    struct ledger_audit_stats st;
+    char err[256];
+    assert_int_equal(ledger_audit(dir, NULL, NULL, NULL, NULL, &st, err, sizeof err), 0);
+    assert_int_equal(st.problems, 0);
+    assert_int_equal(st.warnings, 1);
+    struct ledger_options o;
+    ledger_options_default(&o);
+    o.origin = NULL;
+    o.no_create = true;
+    assert_int_equal(ledger_open(dir, &o, &l, errbuf, sizeof errbuf), LEDGER_ERR_UNCREATED);
+    assert_non_null(strstr(errbuf, "interrupted before META"));
+    assert_false(exists(dir, "ledger/META"));
+    assert_false(exists(dir, "node.key"));
+
+    /* Completed with the origin of the next read-write open. */
+    l = open_rw(dir);
+    assert_string_equal(ledger_origin(l), "example.com/test-log");
+    ledger_close(l);
+    assert_true(exists(dir, "ledger/META"));
+    assert_true(exists(dir, "node.key"));
+
+    /* META written, key not yet: still nothing committed. */
+    run("rm %s/node.key", dir);
+    assert_int_equal(ledger_audit(dir, NULL, NULL, NULL, NULL, &st, err, sizeof err), 0);
+    assert_int_equal(st.problems, 0);
+    assert_int_equal(st.warnings, 1);
+    assert_int_equal(try_open(dir, true, &l), 0);
+    assert_int_equal(ledger_size(l), 0);
+    ledger_close(l);
+    l = open_rw(dir);
+    append_n(l, 3, 1);
+    ledger_close(l);
+    audit_ok(dir);
+
+    /* With a segment, a missing key is refused and not replaced. */
+    run("mv %s/node.key %s/node.key.saved", dir, dir);
+    assert_int_equal(try_open(dir, false, &l), LEDGER_ERR_CORRUPT);
+    assert_non_null(strstr(errbuf, "node.key is missing but"));
+    assert_false(exists(dir, "node.key"));
+    assert_int_not_equal(ledger_audit(dir, NULL, NULL, NULL, NULL, &st, err, sizeof err), 0);
+    run("mv %s/node.key.saved %s/node.key", dir, dir);
+
+    /* With a segment, a missing META is refused read-write and read-only. */
+    run("mv %s/ledger/META %s/META.saved", dir, dir);
+    assert_int_equal(try_open(dir, false, &l), LEDGER_ERR_CORRUPT);
+    assert_non_null(strstr(errbuf, "META is missing but"));
+    assert_int_equal(try_open(dir, true, &l), LEDGER_ERR_CORRUPT);
+    assert_false(exists(dir, "ledger/META"));
+    assert_int_not_equal(ledger_audit(dir, NULL, NULL, NULL, NULL, &st, err, sizeof err), 0);
+    run("mv %s/META.saved %s/ledger/META", dir, dir);
+    l = open_rw(dir);
+    assert_int_equal(ledger_size(l), 3);
+    check_all(l);
+    ledger_close(l);
+    run("rm -rf %s", dir);
+}
+
 static void test_block_encoding(void **state)
 {
     (void)state;
@@ -789,6 +873,7 @@ int main(void)
         cmocka_unit_test(test_inconsistent_never_signed),
         cmocka_unit_test(test_audit_inconsistent_checkpoints),
         cmocka_unit_test(test_sync_batch_loss),
+        cmocka_unit_test(test_interrupted_creation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
