@@ -428,6 +428,14 @@ static void lp__answer(struct bk_lp *lp, struct lp_msg *m)
         lp->n_dups++;
         lp__ack(m);
         break;
+    case LMQ_BATCH_ERR_NOT_LEADER: {
+        char why[200] = "not the leader";
+        if (lp->ops->refusal && lp->bt)
+            lp->ops->refusal(lp->bt, why, sizeof why);
+        m->vres = LP_UNAVAILABLE;
+        lp__refuse(lp, m, 0x97, why);
+        break;
+    }
     case LMQ_BATCH_ERR_IO:
         lp->n_io_failed++;
         LMQ_ERROR("ledger: record of client %s on %.*s not committed (ledger failure); closing",

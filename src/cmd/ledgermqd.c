@@ -5,6 +5,7 @@
  * writers out while the daemon runs). */
 #include "broker/ledger_pipe.h"
 #include "cluster/batcher.h"
+#include "cluster/raft_committer.h"
 #include "identity/registry.h"
 #include "ledger/log.h"
 #include "net/server.h"
@@ -12,6 +13,7 @@
 #include "util/log.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +119,53 @@ static int open_registry(const struct lmq_config *cfg, struct ledger *ledger,
     return 0;
 }
 
+/* With cluster_node lines the ledger is ordered through Raft
+ * (cluster/raft_committer.h): the node's Raft state lives in
+ * <data_dir>/raft, cluster traffic is mutual TLS when the cluster_tls_*
+ * keys are set. The Raft node runs while the ledger pipeline does (it
+ * needs ledgered topics). Returns -1 after printing why. */
+static int setup_cluster(const struct lmq_config *cfg, struct registry *registry)
+{
+    static struct lmq_raft_member members[LMQ_MAX_CLUSTER_NODES];
+    static char dir[PATH_MAX];
+    struct lmq_raft_committer_config rc;
+    memset(&rc, 0, sizeof rc);
+    for (size_t i = 0; i < cfg->n_cluster_nodes; i++) {
+        members[i].id = cfg->cluster_nodes[i].id;
+        snprintf(members[i].address, sizeof members[i].address, "%s",
+                 cfg->cluster_nodes[i].address);
+    }
+    if ((size_t)snprintf(dir, sizeof dir, "%s/raft", cfg->data_dir) >= sizeof dir) {
+        fprintf(stderr, "ledgermqd: data dir path too long\n");
+        return -1;
+    }
+    rc.node.id = cfg->cluster_self;
+    rc.node.dir = dir;
+    rc.node.members = members;
+    rc.node.n_members = cfg->n_cluster_nodes;
+    rc.node.election_timeout_ms = cfg->cluster_election_ms;
+    rc.node.heartbeat_timeout_ms = cfg->cluster_heartbeat_ms;
+    rc.node.snapshot_threshold = cfg->cluster_snapshot_threshold;
+    rc.node.snapshot_trailing = cfg->cluster_snapshot_trailing;
+    if (cfg->cluster_tls_cert[0]) {
+        rc.node.tls_certfile = cfg->cluster_tls_cert;
+        rc.node.tls_keyfile = cfg->cluster_tls_key;
+        rc.node.tls_cafile = cfg->cluster_tls_ca;
+    } else {
+        LMQ_WARN("cluster: no cluster_tls_* keys: cluster traffic is plain TCP, "
+                 "unauthenticated (trusted networks and tests only)");
+    }
+    rc.registry = registry;
+    if (lmq_raft_committer_setup(&rc) < 0) {
+        fprintf(stderr, "ledgermqd: cluster: configuration does not fit\n");
+        return -1;
+    }
+    if (cfg->n_ledger_topics == 0)
+        LMQ_WARN("cluster: no ledger_topic lines: the Raft node is not started");
+    bk_ledger_set_committer(&lmq_raft_committer);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *conf = NULL, *data_dir = NULL;
@@ -170,22 +219,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "ledgermqd: %s\n", err);
         return 1;
     }
-    if (cfg.n_cluster_nodes > 0) {
-        /* cluster/raft_node exists, but the ledger pipeline does not run
-         * through it yet (docs/CLUSTER.md): refuse rather than run a single
-         * node that its operator believes replicated. */
-        fprintf(stderr,
-                "ledgermqd: %s:%u: cluster_node: clustering is not wired into the daemon yet "
-                "(docs/CLUSTER.md); without cluster_* lines it runs as a single node\n",
-                cfg.source, cfg.cluster_nodes[0].line);
-        return 1;
-    }
     if (port == 0 && cfg.n_listeners > 0)
         cfg.listeners[0].port = 0;
     lmq_log_set_level(verbose ? LMQ_LOG_DEBUG : (enum lmq_log_level)cfg.log_level);
 
     /* Ledgered topics are ordered and committed by the single-node batcher
-     * (its committer thread owns the read-write ledger handle). */
+     * (its committer thread owns the read-write ledger handle), or with
+     * cluster_node lines through Raft (set up once the registry is open). */
     bk_ledger_set_committer(&lmq_batcher_committer);
     struct lmq_server *srv = lmq_server_new(&cfg, err, sizeof err);
     if (!srv) {
@@ -199,6 +239,12 @@ int main(int argc, char **argv)
     }
     struct registry *registry = NULL;
     if (open_registry(&cfg, ledger, &registry) < 0) {
+        ledger_close(ledger);
+        lmq_server_free(srv);
+        return 1;
+    }
+    if (cfg.n_cluster_nodes > 0 && setup_cluster(&cfg, registry) < 0) {
+        registry_close(registry);
         ledger_close(ledger);
         lmq_server_free(srv);
         return 1;

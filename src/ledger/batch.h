@@ -31,6 +31,9 @@ struct lmq_batch_item {
 #define LMQ_BATCH_APPENDED 0
 #define LMQ_BATCH_DUPLICATE 1
 #define LMQ_BATCH_ERR_IO (-3100) /* the append failed; nothing of the batch is in the log */
+#define LMQ_BATCH_ERR_NOT_LEADER                                                                   \
+    (-3101) /* not ordered here (a cluster node that is not the leader, or                         \
+               leadership lost first): refused, the publisher may retry (refusal) */
 
 /* What check returns besides a negative refusal code. */
 #define LMQ_FSM_APPEND 0
@@ -88,6 +91,9 @@ struct lmq_committer_ops {
     struct lmq_batch *(*poll)(void *h);
     void (*batch_free)(struct lmq_batch *b);
     void (*stop)(void *h, void (*drain_cb)(void *ctx, struct lmq_batch *b), void *ctx);
+    /* Why items came back LMQ_BATCH_ERR_NOT_LEADER (e.g. "not the leader:
+     * node 2 at HOST:PORT") into BUF; loop thread. May be NULL. */
+    void (*refusal)(void *h, char *buf, size_t cap);
 };
 
 #endif
