@@ -48,17 +48,17 @@ struct net__rest {
     uint8_t data[];
 };
 
-/* Laid out to fit a 304-byte malloc chunk (at most 296 bytes): 10,000
+/* Laid out to fit a 288-byte malloc chunk (at most 280 bytes): 10,000
  * idle connections are mostly this struct. The server is found from the
  * handle's loop, the connection from its handle (tcp comes first) and the
- * broker's client is the handle's data pointer (net__client). */
+ * broker's client is the handle's data pointer (net__client). Only the
+ * closing connections are listed (lmq_server.closing), not all. */
 struct net__conn {
     uv_tcp_t tcp;
-    struct net__conn *prev, *next;
     struct net__rest *rest; /* unfinished packet bytes, or NULL */
     struct lmq_filter *f;   /* TLS and/or WebSocket, or NULL: plain TCP */
     struct net__write *w;   /* the pending uv_write, or NULL */
-    uint32_t closing_since; /* tick count when close was requested */
+    uint32_t closing_at;    /* 1 + its index in the server's closing list, 0: not listed */
     uint16_t lport;         /* the listener's port, for log lines */
     bool writing : 1;
     bool paused : 1;  /* flow control: not reading */
@@ -71,6 +71,12 @@ static inline struct lmq_client *net__client(const struct net__conn *c)
 {
     return c->tcp.data;
 }
+
+/* A closing connection and the tick count when it started closing. */
+struct net__closing {
+    struct net__conn *c;
+    uint32_t since;
+};
 
 struct lmq_server {
     uv_loop_t loop;
@@ -89,8 +95,9 @@ struct lmq_server {
     struct lmq_workpool *pool;
     uv_async_t pool_async;
     struct lmq_broker_services svc;
-    struct net__conn *conns; /* all connections not yet freed */
-    size_t n_conns;
+    struct net__closing *closing; /* closing connections not yet freed */
+    uint32_t n_closing, cap_closing;
+    size_t n_conns; /* connections not yet freed */
     uint32_t ticks;
     bool stopping;
     bool handles_closed;
@@ -102,6 +109,41 @@ static void net__close(struct net__conn *c);
 static struct lmq_server *net__srv(const struct net__conn *c)
 {
     return (struct lmq_server *)((char *)c->tcp.loop - offsetof(struct lmq_server, loop));
+}
+
+/* Marks C closing (no more input) and lists it: the tick closes its handle
+ * NET_CLOSE_GRACE_S after this if its last write is still stuck. Without
+ * memory for the list it stays unlisted and closes when the write ends. */
+static void net__closing(struct net__conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    struct lmq_server *s = net__srv(c);
+    if (s->n_closing == s->cap_closing) {
+        uint32_t cap = s->cap_closing ? s->cap_closing * 2 : 64;
+        struct net__closing *v = realloc(s->closing, cap * sizeof *v);
+        if (!v) {
+            LMQ_ERROR("out of memory listing a closing connection; it closes after its write");
+            return;
+        }
+        s->closing = v;
+        s->cap_closing = cap;
+    }
+    s->closing[s->n_closing] = (struct net__closing){c, s->ticks};
+    c->closing_at = ++s->n_closing;
+}
+
+static void net__closing_unlist(struct net__conn *c)
+{
+    if (!c->closing_at)
+        return;
+    struct lmq_server *s = net__srv(c);
+    uint32_t i = c->closing_at - 1;
+    s->closing[i] = s->closing[--s->n_closing];
+    if (i < s->n_closing)
+        s->closing[i].c->closing_at = i + 1;
+    c->closing_at = 0;
 }
 
 /* ---- writing ---- */
@@ -132,7 +174,7 @@ static void net__flush(struct net__conn *c)
             if (!c->closing)
                 lmq_broker_client_lost(net__client(c), uv_strerror(r));
             lmq_outq_consume(q, q->bytes);
-            c->closing = true;
+            net__closing(c);
             net__close(c);
             return;
         }
@@ -163,7 +205,7 @@ static void net__flush(struct net__conn *c)
         lmq_outq_consume(q, q->bytes);
         if (!c->closing)
             lmq_broker_client_lost(net__client(c), "out of memory");
-        c->closing = true;
+        net__closing(c);
         net__close(c);
         return;
     }
@@ -182,7 +224,7 @@ static void net__flush(struct net__conn *c)
         free(w);
         if (!c->closing)
             lmq_broker_client_lost(net__client(c), uv_strerror(r));
-        c->closing = true;
+        net__closing(c);
         net__close(c);
         return;
     }
@@ -215,7 +257,7 @@ static void net__flush_filtered(struct net__conn *c, bool outq_too)
                 if (!c->closing)
                     lmq_broker_client_lost(net__client(c), uv_strerror(r));
                 lmq_outq_consume(q, q->bytes);
-                c->closing = true;
+                net__closing(c);
                 net__close(c);
                 return;
             }
@@ -244,7 +286,7 @@ static void net__flush_filtered(struct net__conn *c, bool outq_too)
                 lmq_broker_client_lost(net__client(c), lmq_filter_reason(c->f)[0]
                                                       ? lmq_filter_reason(c->f)
                                                       : "out of memory");
-            c->closing = true;
+            net__closing(c);
             continue; /* what the filter holds still goes out */
         }
         lmq_outq_consume(q, want);
@@ -266,7 +308,7 @@ static void net__flush_filtered(struct net__conn *c, bool outq_too)
         lmq_outq_consume(q, q->bytes);
         if (!c->closing)
             lmq_broker_client_lost(net__client(c), "out of memory");
-        c->closing = true;
+        net__closing(c);
         net__close(c);
         return;
     }
@@ -282,7 +324,7 @@ static void net__flush_filtered(struct net__conn *c, bool outq_too)
         free(w);
         if (!c->closing)
             lmq_broker_client_lost(net__client(c), uv_strerror(r));
-        c->closing = true;
+        net__closing(c);
         net__close(c);
         return;
     }
@@ -304,7 +346,7 @@ static void net__write_cb(uv_write_t *req, int status)
     if (status < 0) {
         if (!c->closing)
             lmq_broker_client_lost(net__client(c), uv_strerror(status));
-        c->closing = true;
+        net__closing(c);
         net__close(c);
         return;
     }
@@ -329,12 +371,7 @@ static void net__close_cb(uv_handle_t *h)
     struct lmq_server *s = net__srv(c);
     if (net__client(c))
         lmq_broker_client_free(net__client(c));
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    net__closing_unlist(c);
     s->n_conns--;
     lmq_filter_free(c->f);
     free(c->rest);
@@ -347,10 +384,7 @@ static void net__close(struct net__conn *c)
 {
     if (c->handle_closed)
         return;
-    if (!c->closing) {
-        c->closing = true;
-        c->closing_since = net__srv(c)->ticks;
-    }
+    net__closing(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->writing)
         return;
@@ -364,8 +398,7 @@ static void net__tr_close(void *tctx)
     struct net__conn *c = tctx;
     if (c->closing || c->handle_closed)
         return;
-    c->closing = true;
-    c->closing_since = net__srv(c)->ticks;
+    net__closing(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
     net__flush(c);
     if (!c->writing)
@@ -569,8 +602,7 @@ static void net__read_filtered(struct net__conn *c, const uint8_t *data, size_t 
         lmq_broker_client_lost(net__client(c), why);
         struct lmq_outq *q = lmq_broker_client_outq(net__client(c));
         lmq_outq_consume(q, q->bytes);
-        c->closing = true;
-        c->closing_since = net__srv(c)->ticks;
+        net__closing(c);
         uv_read_stop((uv_stream_t *)&c->tcp);
         net__flush_filtered(c, true); /* the filter's last words, then close */
     }
@@ -585,7 +617,7 @@ static void net__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         lmq_broker_client_lost(net__client(c), nread == UV_EOF ? "connection closed by peer"
                                                           : uv_strerror((int)nread));
         lmq_outq_free(lmq_broker_client_outq(net__client(c)));
-        c->closing = true;
+        net__closing(c);
         net__close(c);
         return;
     }
@@ -644,10 +676,6 @@ static void net__accept_cb(uv_stream_t *ls, int status)
         return;
     }
     uv_tcp_init(&s->loop, &c->tcp);
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
     s->n_conns++;
     if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
         c->handle_closed = true;
@@ -730,9 +758,10 @@ static void net__tick_cb(uv_timer_t *t)
     if (!s->stopping)
         lmq_broker_tick(s->broker);
     /* Connections stuck closing behind a peer that does not read. */
-    for (struct net__conn *c = s->conns; c; c = c->next) {
-        if (c->closing && !c->handle_closed &&
-            (s->stopping || s->ticks - c->closing_since > NET_CLOSE_GRACE_S)) {
+    for (uint32_t i = 0; i < s->n_closing; i++) {
+        struct net__conn *c = s->closing[i].c;
+        if (!c->handle_closed &&
+            (s->stopping || s->ticks - s->closing[i].since > NET_CLOSE_GRACE_S)) {
             c->handle_closed = true;
             uv_close((uv_handle_t *)&c->tcp, net__close_cb);
         }
@@ -929,11 +958,15 @@ void lmq_server_free(struct lmq_server *s)
         for (size_t i = 0; i < s->n_listeners; i++)
             if (s->listeners[i].open)
                 uv_close((uv_handle_t *)&s->listeners[i].tcp, NULL);
-        for (struct net__conn *c = s->conns; c; c = c->next)
+        /* Connections exist only inside lmq_server_run, which returns
+         * once all are freed; a closing one would be listed. */
+        for (uint32_t i = 0; i < s->n_closing; i++) {
+            struct net__conn *c = s->closing[i].c;
             if (!c->handle_closed) {
                 c->handle_closed = true;
                 uv_close((uv_handle_t *)&c->tcp, net__close_cb);
             }
+        }
         net__close_handles(s);
         uv_run(&s->loop, UV_RUN_DEFAULT);
     }
@@ -951,5 +984,6 @@ void lmq_server_free(struct lmq_server *s)
     for (size_t i = 0; i < s->n_listeners; i++)
         lmq_tls_ctx_free(s->listeners[i].tls);
     uv_loop_close(&s->loop);
+    free(s->closing);
     free(s);
 }

@@ -1,14 +1,16 @@
 """Bad input (issue 2, point 6): each malformed packet closes that
 connection (with a log line), while another client that is already
 connected keeps publishing and receiving in the same test."""
+import os
 import re
+import socket
 import struct
 import time
 
 import pytest
 
 import mqttraw as R
-from conftest import IS_MOSQUITTO, ledgermq_only
+from conftest import IS_MOSQUITTO, ledgermq_only, wait_for
 
 
 class Witness:
@@ -238,3 +240,41 @@ def test_subscribe_many_filters_in_one_packet(broker, raw, witness):
     got = c.recv_then_quiet(1)
     assert [(m.topic, m.qos) for m in got] == [("mf/123/x", 0)]
     witness.check()
+
+
+@ledgermq_only("ledgermqd's close grace for a peer that does not read")
+def test_peer_not_reading_closed_after_close_grace(broker_factory, raw):
+    """A subscriber that stops reading, with output pending, then misses
+    its keep-alive: the broker's last write never completes, and after the
+    close grace (5 s) the broker closes the socket anyway (no descriptor is
+    kept for it)."""
+    b = broker_factory()
+    fd_dir = "/proc/%d/fd" % b.proc.pid
+    fds0 = len(os.listdir(fd_dir))
+    sub = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sub.settimeout(5)
+        sub.connect(("127.0.0.1", b.port))
+        sub.sendall(R.connect_packet("not-reading", keepalive=1) +
+                    R.subscribe_packet(1, [("nr/#", 0)]))
+        got = b""
+        while len(got) < 4 + 5:  # CONNACK, SUBACK
+            got += sub.recv(9 - len(got))
+        assert got[0] == 0x20 and got[3] == 0 and got[4] == 0x90, got
+        pub = raw(b.port)
+        assert pub.connect("nr-pub", keepalive=0).rc == 0
+        for _ in range(200):
+            if not pub.try_send(R.publish_packet("nr/x", b"z" * 65536)):
+                break
+        pub.disconnect()
+        assert b.wait_log(r"client not-reading: keep-alive timeout", timeout=10), b.log()
+        assert wait_for(lambda: len(os.listdir(fd_dir)) == fds0 + 1, 3), \
+            "the publisher's socket is still open: %s" % os.listdir(fd_dir)
+        time.sleep(0.5)
+        assert len(os.listdir(fd_dir)) == fds0 + 1, \
+            "closed at once: the write was not stuck, so the grace is not tested"
+        assert wait_for(lambda: len(os.listdir(fd_dir)) == fds0, 15), \
+            "socket of a peer that does not read kept open"
+    finally:
+        sub.close()
