@@ -1053,7 +1053,9 @@ void bk_ledger_set_committer(const struct lmq_committer_ops *ops)
 struct bk_lp *bk_lp_new(struct lmq_broker *b, const struct lmq_config *cfg,
                         const struct lmq_broker_services *svc)
 {
-    if (!cfg->n_ledger_topics)
+    /* with an open ledger the pipeline runs even without a ledger_topic:
+     * bk_ledger_submit (registry records) needs its committer */
+    if (!cfg->n_ledger_topics && !svc->ledger)
         return NULL;
     struct bk_lp *lp = calloc(1, sizeof *lp);
     if (!lp)

@@ -318,8 +318,8 @@ def test_admin_needs_an_operator_principal(broker_factory, tmp_path):
     acl = tmp_path / "acl"
     acl.write_text("user operator\ntopic write $ledger/admin/#\n"
                    "pattern readwrite ledgermq-cli/%c/#\npattern readwrite #\n")
+    # no ledger_topic: registry records go through the pipeline all the same
     b = broker_factory(config={"operator_key": opv, "password_file": pw, "acl_file": acl,
-                               "ledger_topic": "plant/# attested",
                                "allow_anonymous": "false"})
     p = cli("device", "keygen", "--out", tmp_path / "dev.key")
     pub = p.stdout.decode().split("public_hex: ")[1].strip()
