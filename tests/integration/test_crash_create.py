@@ -57,7 +57,9 @@ def cli(d, *args, input=None):
 
 def kill_points(trace, under):
     """(syscall, n-th call of it, line) for every traced call whose line names
-    a path under UNDER (strace -y shows fds' paths), in order."""
+    a path under UNDER (strace -y shows fds' paths) and that succeeded (a
+    failed one changes nothing: a kill before it leaves the state a kill
+    before the next one does), in order."""
     counts = collections.Counter()
     points = []
     rx = re.compile(r"^\d+\s+(\w+)\(")
@@ -67,7 +69,7 @@ def kill_points(trace, under):
             if not m or m.group(1) not in SYSCALLS:
                 continue
             counts[m.group(1)] += 1
-            if under in line:
+            if under in line and not re.search(r"= -1 E[A-Z]+ ", line):
                 points.append((m.group(1), counts[m.group(1)], line.strip()[:160]))
     return points
 
@@ -216,7 +218,7 @@ def test_kill_at_every_step_of_the_daemons_first_start(tmp_path):
     with open(trace, "w") as f:
         f.writelines(head)
     points = kill_points(trace, ref.data_dir)
-    for part in ("/ledger/META", "/node.key", "/ledger/seg-00000000", "/store/data.mdb",
+    for part in ("/ledger/META", "/node.key", "/store/data.mdb",
                  "/registry/data.mdb", "/leafindex/data.mdb", "/payloads"):
         assert any(part in l for _, _, l in points), part
     killed = 0
