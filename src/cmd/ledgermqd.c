@@ -147,13 +147,10 @@ static int setup_cluster(const struct lmq_config *cfg, struct registry *registry
     rc.node.heartbeat_timeout_ms = cfg->cluster_heartbeat_ms;
     rc.node.snapshot_threshold = cfg->cluster_snapshot_threshold;
     rc.node.snapshot_trailing = cfg->cluster_snapshot_trailing;
-    if (cfg->cluster_tls_cert[0]) {
+    if (cfg->cluster_tls_cert[0]) { /* else plain TCP: raft_node warns */
         rc.node.tls_certfile = cfg->cluster_tls_cert;
         rc.node.tls_keyfile = cfg->cluster_tls_key;
         rc.node.tls_cafile = cfg->cluster_tls_ca;
-    } else {
-        LMQ_WARN("cluster: no cluster_tls_* keys: cluster traffic is plain TCP, "
-                 "unauthenticated (trusted networks and tests only)");
     }
     rc.registry = registry;
     if (lmq_raft_committer_setup(&rc) < 0) {

@@ -104,15 +104,21 @@ def records(data_dir, size):
 
 
 class Cluster:
-    def __init__(self, broker_factory, n=3):
+    def __init__(self, broker_factory, n=3, tls=None):
+        """TLS: a directory holding ca.crt and node<ID>.crt/.key."""
         self.raft = [free_port() for _ in range(n)]
         lines = ["cluster_node %d 127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(self.raft)]
         self.nodes = []
         for i in range(n):
+            extra = lines + ["cluster_self %d" % (i + 1)]
+            if tls:
+                extra += ["cluster_tls_cert %s/node%d.crt" % (tls, i + 1),
+                          "cluster_tls_key %s/node%d.key" % (tls, i + 1),
+                          "cluster_tls_ca %s/ca.crt" % tls]
             b = broker_factory(config={"ledger_topic": TOPICS, "ledger_batch_ms": 5,
                                        "cluster_election_ms": 500,
                                        "cluster_heartbeat_ms": 50},
-                               start=False, extra_lines=lines + ["cluster_self %d" % (i + 1)])
+                               start=False, extra_lines=extra)
             self.nodes.append(b)
         for b in self.nodes:
             b.start()
@@ -314,3 +320,34 @@ def test_follower_kill9_restart_catches_up(broker_factory):
     audit(cl.nodes[fol].data_dir)
     got = final_payloads(cl.nodes[fol].data_dir, size)
     assert all(b"a%d" % k in got for k in range(1, 61))
+
+
+def test_three_nodes_over_tls(broker_factory, tmp_path):
+    """With the cluster_tls_* keys the daemons talk mutual TLS (each node's
+    certificate of the cluster CA names ledgermq-node-<ID>) and replicate
+    as over plain TCP."""
+    import tlscerts as T
+    d = str(tmp_path / "pki")
+    os.makedirs(d)
+    T._ca(d, "ca", "cluster CA")
+    for i in (1, 2, 3):
+        T._leaf(d, "node%d" % i, "ca", "/O=ledgermq test/CN=ledgermq-node-%d" % i,
+                "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n")
+        os.chmod(os.path.join(d, "node%d.key" % i), 0o600)
+    cl = Cluster(broker_factory, tls=d)
+    for i, b in enumerate(cl.nodes):
+        assert b.wait_log(r"raft: node %d listening on 127\.0\.0\.1:%d \(TLS\)" %
+                          (i + 1, cl.raft[i]), timeout=5), b.log()
+    lead = cl.leader()
+    c = V.Client5(cl.nodes[lead].port)
+    assert c.connect5("pub").reason == 0
+    for k in range(1, 21):
+        publish(c, "att/t", b"t%d" % k, pid=k)
+    assert [(a.pid, a.reason) for a in (c.expect5(R.PUBACK, 10) for _ in range(20))] == [
+        (k, 0) for k in range(1, 21)]
+    c.close()
+    size, root = cl.converged()
+    cl.stop_all()
+    assert [log_info(b.data_dir) for b in cl.nodes] == [(size, root)] * 3
+    got = final_payloads(cl.nodes[0].data_dir, size)
+    assert all(b"t%d" % k in got for k in range(1, 21))
