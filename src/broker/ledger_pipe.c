@@ -397,6 +397,11 @@ static void lp__answer(struct bk_lp *lp, struct lp_msg *m)
         if (m->item.status == LMQ_BATCH_ERR_IO) {
             st = BK_SUBMIT_ERR_IO;
             snprintf(reason, sizeof reason, "ledger append failed");
+        } else if (m->item.status == LMQ_BATCH_ERR_NOT_LEADER) {
+            st = BK_SUBMIT_ERR_REFUSED;
+            snprintf(reason, sizeof reason, "not the leader");
+            if (lp->ops->refusal && lp->bt)
+                lp->ops->refusal(lp->bt, reason, sizeof reason);
         } else if (m->item.status < 0) {
             st = BK_SUBMIT_ERR_REFUSED;
             snprintf(reason, sizeof reason, "%s",

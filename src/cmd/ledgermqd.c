@@ -122,8 +122,8 @@ static int open_registry(const struct lmq_config *cfg, struct ledger *ledger,
 /* With cluster_node lines the ledger is ordered through Raft
  * (cluster/raft_committer.h): the node's Raft state lives in
  * <data_dir>/raft, cluster traffic is mutual TLS when the cluster_tls_*
- * keys are set. The Raft node runs while the ledger pipeline does (it
- * needs ledgered topics). Returns -1 after printing why. */
+ * keys are set. The Raft node runs while the ledger pipeline does (not
+ * when the ledger is damaged). Returns -1 after printing why. */
 static int setup_cluster(const struct lmq_config *cfg, struct registry *registry)
 {
     static struct lmq_raft_member members[LMQ_MAX_CLUSTER_NODES];
@@ -157,8 +157,6 @@ static int setup_cluster(const struct lmq_config *cfg, struct registry *registry
         fprintf(stderr, "ledgermqd: cluster: configuration does not fit\n");
         return -1;
     }
-    if (cfg->n_ledger_topics == 0)
-        LMQ_WARN("cluster: no ledger_topic lines: the Raft node is not started");
     bk_ledger_set_committer(&lmq_raft_committer);
     return 0;
 }
