@@ -1,9 +1,10 @@
 /* libFuzzer target: what a client sends to the ledger's MQTT topics
- * (broker/ledger_api.c): $ledger/proof and $ledger/consistency request
- * payloads, and SUBSCRIBE filters judged against the $ledger/receipts
- * rule, all fed the same bytes. Invariants: a proof query that parses as
+ * (broker/ledger_api.c): $ledger/proof, $ledger/consistency and
+ * $ledger/registry request payloads, and SUBSCRIBE filters judged against
+ * the $ledger/receipts rule, all fed the same bytes. Invariants: a proof query that parses as
  * an index or a hash formats back to an equivalent query; a consistency
  * query's sizes format back to a query that parses to the same sizes; a
+ * registry query formats back to one that parses to the same query; a
  * client may always subscribe to its own receipts topic. */
 #include <inttypes.h>
 #include <stddef.h>
@@ -41,6 +42,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (lmq_ledger_api_parse_consistency_query((const uint8_t *)buf, (size_t)w, &o2, &n2) !=
                 0 ||
             o2 != o || n2 != n)
+            abort();
+    }
+    struct lmq_ledger_registry_query q, q2;
+    if (lmq_ledger_api_parse_registry_query(data, size, &q) == 0) {
+        int w;
+        if (q.kind == LMQ_LEDGER_REGISTRY_SHOW)
+            w = snprintf(buf, sizeof buf, "show %s", q.id);
+        else
+            w = snprintf(buf, sizeof buf, "list %s%s%" PRIu32, q.has_id ? q.id : "",
+                         q.has_id ? " " : "", q.limit);
+        if ((q.kind == LMQ_LEDGER_REGISTRY_SHOW && !q.has_id) || q.limit == 0 ||
+            q.limit > LMQ_LEDGER_REGISTRY_PAGE_MAX ||
+            lmq_ledger_api_parse_registry_query((const uint8_t *)buf, (size_t)w, &q2) != 0 ||
+            q2.kind != q.kind || q2.has_id != q.has_id || strcmp(q2.id, q.id) != 0 ||
+            q2.limit != q.limit)
             abort();
     }
     /* as a filter, and as a client id (NUL-free prefix) */

@@ -14,6 +14,8 @@
 
 #include "broker/ledger_pipe.h"
 #include "crypto/hash.h"
+#include "identity/registry.h"
+#include "identity/registry_json.h"
 #include "ledger/block.h"
 #include "ledger/log.h"
 #include "ledger/merkle.h"
@@ -43,8 +45,18 @@
             index job keeps the leaf-hash index up */
 #define LAPI_CHECKPOINT_TOPIC "$ledger/checkpoint"
 #define LAPI_BLOCKS_TOPIC "$ledger/blocks"
+#define LAPI_REGISTRY_PAGE_BYTES                                                                   \
+    (256 * 1024) /* a $ledger/registry list page ends after the device that                        \
+                    reaches this many bytes of JSON */
 
-enum lapi_kind { LAPI_RECEIPTS, LAPI_PROOF, LAPI_CONSISTENCY, LAPI_INDEX, LAPI_ADMIN };
+enum lapi_kind {
+    LAPI_RECEIPTS,
+    LAPI_PROOF,
+    LAPI_CONSISTENCY,
+    LAPI_INDEX,
+    LAPI_ADMIN,
+    LAPI_REGISTRY
+};
 
 /* One message to publish when the job is done. */
 struct lapi_out {
@@ -87,7 +99,8 @@ struct lmq_ledger_api {
     struct lmq_workpool *pool;
     pthread_mutex_t mu; /* guards ro, env and the index state */
     struct ledger *ro;
-    MDB_env *env; /* NULL: no index (lookups by hash answer "unavailable") */
+    struct registry *reg; /* lookups on any thread, no lock; NULL: none */
+    MDB_env *env;         /* NULL: no index (lookups by hash answer "unavailable") */
     MDB_dbi dbi_leaf, dbi_meta;
     uint64_t committed;          /* tree size of the last commit event (loop thread) */
     struct lapi_job *rc_running; /* receipts job on the pool */
@@ -492,6 +505,126 @@ int lmq_ledger_api_parse_consistency_query(const uint8_t *p, size_t len, uint64_
     return p == end ? 0 : -1;
 }
 
+int lmq_ledger_api_parse_registry_query(const uint8_t *p, size_t len,
+                                        struct lmq_ledger_registry_query *q)
+{
+    const uint8_t *end = p + len, *t;
+    memset(q, 0, sizeof *q);
+    while (p < end && lapi__space(*p))
+        p++;
+    if ((size_t)(end - p) >= 4 && memcmp(p, "show", 4) == 0)
+        q->kind = LMQ_LEDGER_REGISTRY_SHOW;
+    else if ((size_t)(end - p) >= 4 && memcmp(p, "list", 4) == 0)
+        q->kind = LMQ_LEDGER_REGISTRY_LIST;
+    else
+        return -1;
+    p += 4;
+    q->limit = LMQ_LEDGER_REGISTRY_PAGE_MAX;
+    for (int arg = 0;; arg++) {
+        t = p;
+        while (p < end && lapi__space(*p))
+            p++;
+        if (p == end)
+            break;
+        if (p == t)
+            return -1; /* no blank before the argument */
+        if (end - p >= DEVICE_ID_LEN && p[0] == 'd' && p[1] == '-' && arg == 0) {
+            if (!device_id_valid((const char *)p, DEVICE_ID_LEN))
+                return -1;
+            memcpy(q->id, p, DEVICE_ID_LEN);
+            q->has_id = true;
+            p += DEVICE_ID_LEN;
+        } else if (q->kind == LMQ_LEDGER_REGISTRY_LIST && arg < 2) {
+            uint64_t v;
+            if (!lapi__decimal(&p, end, &v) || v == 0 || v > LMQ_LEDGER_REGISTRY_PAGE_MAX)
+                return -1;
+            q->limit = (uint32_t)v;
+            arg = 1; /* nothing but blanks after the limit */
+        } else {
+            return -1;
+        }
+        if (p < end && !lapi__space(*p))
+            return -1;
+        if (q->kind == LMQ_LEDGER_REGISTRY_SHOW || arg == 1) {
+            while (p < end && lapi__space(*p))
+                p++;
+            if (p != end)
+                return -1;
+            break;
+        }
+    }
+    return q->kind == LMQ_LEDGER_REGISTRY_SHOW && !q->has_id ? -1 : 0;
+}
+
+/* "$ledger/registry": "show DEVICEID" -> the device as `ledgermq device
+ * show` prints it; "list [AFTER_ID] [LIMIT]" -> a page of the list as
+ * `ledgermq device list` prints it. Registry lookups need no lock. */
+struct lapi_page {
+    FILE *f;
+    uint32_t n, limit;
+};
+
+static int lapi__page_one(void *ctx, const struct registry_device *d)
+{
+    struct lapi_page *pg = ctx;
+    if (pg->n == pg->limit || ftell(pg->f) >= LAPI_REGISTRY_PAGE_BYTES)
+        return 1;
+    fputs(pg->n++ ? ",\n" : "\n", pg->f);
+    registry_device_json(pg->f, d, "  ");
+    return 0;
+}
+
+static void lapi__registry_work(struct lapi_job *job)
+{
+    struct lmq_ledger_registry_query q;
+    if (lmq_ledger_api_parse_registry_query((const uint8_t *)job->req, job->req_len, &q) != 0) {
+        lapi__reply_err(job, "bad_request",
+                        "the request is \"show DEVICEID\" or \"list [AFTER_ID] [LIMIT]\" (LIMIT "
+                        "1-100)");
+        return;
+    }
+    if (!job->api->reg) {
+        lapi__reply_err(job, "unavailable", "the device registry is not available");
+        return;
+    }
+    char *buf = NULL;
+    size_t blen = 0;
+    int rc = -ENOMEM;
+    FILE *f = open_memstream(&buf, &blen);
+    if (f && q.kind == LMQ_LEDGER_REGISTRY_SHOW) {
+        struct registry_device *d = malloc(sizeof *d);
+        rc = d ? registry_lookup(job->api->reg, q.id, DEVICE_ID_LEN, d) : -ENOMEM;
+        if (rc == 0)
+            registry_device_json(f, d, "");
+        free(d);
+    } else if (f) {
+        struct lapi_page pg = {f, 0, q.limit};
+        fputc('[', f);
+        rc = registry_foreach_after(job->api->reg, q.has_id ? q.id : NULL,
+                                    q.has_id ? DEVICE_ID_LEN : 0, lapi__page_one, &pg);
+        if (rc == 1)
+            rc = 0; /* the page is full */
+        fputs(pg.n ? "\n]" : "]", f);
+    }
+    if (f && fclose(f) != 0 && rc == 0)
+        rc = -ENOMEM;
+    if (rc == 0) {
+        lapi__out(job, job->resp_topic, buf, blen, job->corr, job->corr_len, job->qos);
+        return;
+    }
+    free(buf);
+    if (rc == -ENOENT) {
+        size_t len;
+        char *p = lapi__err_json(&len, "not_found", "%s is not registered", q.id);
+        if (p)
+            lapi__out(job, job->resp_topic, p, len, job->corr, job->corr_len, job->qos);
+        return;
+    }
+    LMQ_ERROR("ledger api: registry lookup for %s: %s", job->client,
+              rc == -ENOMEM ? "out of memory" : registry_strerror(rc));
+    lapi__reply_err(job, "unavailable", "the device registry cannot be read");
+}
+
 /* "$ledger/proof": a decimal index or a 64-hex leaf hash. */
 static void lapi__proof_work(struct lapi_job *job)
 {
@@ -624,6 +757,10 @@ static void lapi__work(struct lmq_work *w)
         }
         return;
     }
+    if (job->kind == LAPI_REGISTRY) {
+        lapi__registry_work(job);
+        return;
+    }
     pthread_mutex_lock(&a->mu);
     switch (job->kind) {
     case LAPI_RECEIPTS:
@@ -635,8 +772,9 @@ static void lapi__work(struct lmq_work *w)
     case LAPI_CONSISTENCY:
         lapi__consistency_work(job);
         break;
-    case LAPI_INDEX: /* above */
-    case LAPI_ADMIN: /* never on the pool: bk_ledger_submit runs it */
+    case LAPI_INDEX:    /* above */
+    case LAPI_REGISTRY: /* above */
+    case LAPI_ADMIN:    /* never on the pool: bk_ledger_submit runs it */
         break;
     }
     pthread_mutex_unlock(&a->mu);
@@ -1057,6 +1195,8 @@ uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
         kind = LAPI_PROOF;
     else if (lapi__is(&r->topic, "$ledger/consistency"))
         kind = LAPI_CONSISTENCY;
+    else if (lapi__is(&r->topic, "$ledger/registry"))
+        kind = LAPI_REGISTRY;
     else if (lapi__is(&r->topic, "$ledger/admin/register"))
         admin = LEDGER_KIND_DEVICE_REGISTRATION;
     else if (lapi__is(&r->topic, "$ledger/admin/revoke"))
@@ -1139,6 +1279,7 @@ struct lmq_ledger_api *lmq_ledger_api_new(struct lmq_broker *b, const struct lmq
     a->b = b;
     a->cfg = cfg;
     a->pool = svc->pool;
+    a->reg = svc->registry;
     pthread_mutex_init(&a->mu, NULL);
     struct ledger_options lo;
     char err[1024];

@@ -6,6 +6,10 @@
  *                               that client (only it may subscribe)
  *   $ledger/proof               MQTT 5 request: index or leaf hash -> receipt
  *   $ledger/consistency         MQTT 5 request: "OLD NEW" -> consistency proof
+ *   $ledger/registry            MQTT 5 request: "show DEVICEID" or "list
+ *                               [AFTER_ID] [LIMIT]" -> the device / a page
+ *                               of devices (JSON of `ledgermq device
+ *                               show|list`), read from the registry index
  *   $ledger/admin/register|revoke|rotate
  *                               MQTT 5 request: an operator-signed registry
  *                               record -> {"index": N} or the refusal
@@ -28,6 +32,7 @@
 #include <stdint.h>
 
 #include "broker/broker.h"
+#include "identity/device_id.h"
 #include "mqtt/codec.h"
 
 #define LMQ_LEDGER_TOPIC_PREFIX "$ledger/"
@@ -83,6 +88,21 @@ int lmq_ledger_api_parse_proof_query(const uint8_t *p, size_t len, uint64_t *ind
                                      uint8_t hash[32]);
 int lmq_ledger_api_parse_consistency_query(const uint8_t *p, size_t len, uint64_t *old_size,
                                            uint64_t *new_size);
+
+/* A $ledger/registry query: "show DEVICEID" or "list [AFTER_ID] [LIMIT]"
+ * (tokens separated by blanks, blanks around allowed; DEVICEID/AFTER_ID
+ * with a device id's syntax, LIMIT a decimal 1..PAGE_MAX, default
+ * PAGE_MAX). 0 with *Q filled, or -1 (malformed). */
+#define LMQ_LEDGER_REGISTRY_PAGE_MAX 100
+enum { LMQ_LEDGER_REGISTRY_SHOW = 1, LMQ_LEDGER_REGISTRY_LIST = 2 };
+struct lmq_ledger_registry_query {
+    int kind;                   /* LMQ_LEDGER_REGISTRY_SHOW or _LIST */
+    bool has_id;                /* show: always; list: AFTER_ID given */
+    char id[DEVICE_ID_LEN + 1]; /* NUL-terminated */
+    uint32_t limit;             /* list: devices per page */
+};
+int lmq_ledger_api_parse_registry_query(const uint8_t *p, size_t len,
+                                        struct lmq_ledger_registry_query *q);
 
 /* ------------------------------------------------------------------ */
 /* Provided by broker.c for this file (loop thread). */

@@ -28,6 +28,7 @@
 #include "crypto/sign.h"
 #include "identity/device_id.h"
 #include "identity/registry.h"
+#include "identity/registry_json.h"
 #include "ledger/record.h"
 
 #define DEV__MAX_TRUST 16
@@ -162,61 +163,9 @@ static int dev__sidecar_vkey(const char *keyfile, const uint8_t pk[32], struct n
 
 /* ---- JSON output ---- */
 
-static void dev__json_str(const uint8_t *p, size_t n)
-{
-    /* registry text fields are validated UTF-8; escape for JSON */
-    putchar('"');
-    for (size_t i = 0; i < n; i++) {
-        uint8_t ch = p[i];
-        if (ch == '"' || ch == '\\')
-            printf("\\%c", ch);
-        else if (ch < 0x20 || ch == 0x7f)
-            printf("\\u%04x", ch);
-        else
-            putchar(ch);
-    }
-    putchar('"');
-}
-
 static void dev__print(const struct registry_device *d, const char *indent)
 {
-    const struct ledger_registry *g = &d->registration.reg;
-    char b64[45];
-    crypto_b64_encode(d->public_key, 32, b64, sizeof b64);
-    printf("%s{\n%s  \"id\": \"%s\",\n%s  \"status\": \"%s\",\n%s  \"public_key\": \"%s\",\n",
-           indent, indent, d->id, indent, d->status == REGISTRY_REVOKED ? "revoked" : "active",
-           indent, b64);
-    printf("%s  \"name\": ", indent);
-    dev__json_str(g->name.ptr, g->name.len);
-    printf(",\n%s  \"attributes\": {", indent);
-    for (size_t i = 0; i < g->n_attrs; i++) {
-        printf(i ? ", " : "");
-        dev__json_str(g->attr_keys[i].ptr, g->attr_keys[i].len);
-        printf(": ");
-        dev__json_str(g->attr_values[i].ptr, g->attr_values[i].len);
-    }
-    printf("},\n%s  \"registered_at_ms\": %llu,\n%s  \"registered_index\": %llu,\n", indent,
-           (unsigned long long)g->time_ms, indent, (unsigned long long)d->registered_index);
-    printf("%s  \"operator\": ", indent);
-    dev__json_str(g->operator_key.ptr, g->operator_key.len);
-    printf(",\n%s  \"updated_index\": %llu,\n%s  \"rotations\": %llu", indent,
-           (unsigned long long)d->updated_index, indent, (unsigned long long)d->n_rotations);
-    if (d->n_rotations)
-        printf(",\n%s  \"rotated_at_ms\": %llu", indent, (unsigned long long)d->rotated_at_ms);
-    if (d->status == REGISTRY_REVOKED) {
-        printf(",\n%s  \"revoked_index\": %llu,\n%s  \"revoked_at_ms\": %llu", indent,
-               (unsigned long long)d->revoked_index, indent, (unsigned long long)d->revoked_at_ms);
-        if (d->reason.ptr) {
-            printf(",\n%s  \"reason\": ", indent);
-            dev__json_str(d->reason.ptr, d->reason.len);
-        }
-    }
-    if (d->has_last_seq)
-        printf(",\n%s  \"last_seq\": %llu,\n%s  \"last_seq_index\": %llu", indent,
-               (unsigned long long)d->last_seq, indent, (unsigned long long)d->last_seq_index);
-    else
-        printf(",\n%s  \"last_seq\": null", indent);
-    printf("\n%s}", indent);
+    registry_device_json(stdout, d, indent);
 }
 
 /* ---- opening the index ---- */
@@ -579,17 +528,125 @@ static int dev__list_one(void *ctx, const struct registry_device *d)
     return 0;
 }
 
+/* One $ledger/registry request (list/show --broker): 0 and *reply (the
+ * broker's answer, malloc'd), or a CLI_* exit code (reported). */
+static int dev__ask(struct cli_mqtt *m, const char *req, struct cli_mqtt_msg **reply)
+{
+    return cli_mqtt_request(m, "$ledger/registry", req, strlen(req), reply);
+}
+
+/* An error reply ({"error": ...}): reported, CLI_FAIL for not_found. */
+static int dev__ask_err(const char *cmd, const struct cli_mqtt_msg *reply)
+{
+    bool nf = strstr((const char *)reply->payload, "\"not_found\"") != NULL;
+    return cli_error(nf ? CLI_FAIL : CLI_ERR, "device %s: the broker answered: %.*s", cmd,
+                     (int)reply->len, (const char *)reply->payload);
+}
+
+/* list --broker: pages of up to DEV__PAGE devices until an empty one,
+ * spliced into the offline output ("[\n  {...},\n  {...}\n]"). */
+#define DEV__PAGE 100
+#define DEV__ID_LINE "\n    \"id\": \""
+
+static int dev__list_online(const struct cli_mqtt_opts *mo, int page)
+{
+    struct cli_mqtt *m;
+    int rc = cli_mqtt_connect(mo, &m);
+    if (rc)
+        return rc;
+    char after[DEVICE_ID_LEN + 1] = "", req[64];
+    size_t n = 0;
+    for (;;) {
+        struct cli_mqtt_msg *reply;
+        snprintf(req, sizeof req, "list %s%s%d", after, after[0] ? " " : "", page);
+        if ((rc = dev__ask(m, req, &reply)) != 0)
+            break;
+        const char *p = (const char *)reply->payload;
+        size_t len = reply->len;
+        if (len < 2 || p[0] != '[' || p[len - 1] != ']') {
+            rc = dev__ask_err("list", reply);
+            free(reply);
+            break;
+        }
+        if (len == 2) { /* "[]": the end */
+            free(reply);
+            break;
+        }
+        /* the last device's id, for the next page */
+        const char *last = NULL;
+        size_t il = strlen(DEV__ID_LINE);
+        for (const char *q = p; (q = memmem(q, len - (size_t)(q - p), DEV__ID_LINE, il)) != NULL;
+             q += il)
+            last = q + il;
+        if (!last || (size_t)(p + len - last) < DEVICE_ID_LEN ||
+            !device_id_valid(last, DEVICE_ID_LEN)) {
+            rc = cli_error(CLI_ERR, "device list: the broker's page is malformed");
+            free(reply);
+            break;
+        }
+        memcpy(after, last, DEVICE_ID_LEN);
+        after[DEVICE_ID_LEN] = '\0';
+        /* "[" INNER "\n]": INNER is "\n  {...}" devices joined by "," */
+        printf("%s%.*s", n++ ? "," : "[", (int)(len - 3), p + 1);
+        free(reply);
+    }
+    cli_mqtt_close(m);
+    if (rc)
+        return rc;
+    printf("%s]\n", n ? "\n" : "[");
+    return CLI_OK;
+}
+
+static int dev__show_online(const struct cli_mqtt_opts *mo, const char *id)
+{
+    struct cli_mqtt *m;
+    struct cli_mqtt_msg *reply;
+    char req[DEVICE_ID_LEN + 16];
+    if (!device_id_valid(id, strlen(id))) /* as offline: no such device */
+        return cli_error(CLI_FAIL, "device show: %s is not registered", id);
+    snprintf(req, sizeof req, "show %s", id);
+    int rc = cli_mqtt_connect(mo, &m);
+    if (rc)
+        return rc;
+    rc = dev__ask(m, req, &reply);
+    cli_mqtt_close(m);
+    if (rc)
+        return rc;
+    if (reply->len && reply->payload[0] == '{' &&
+        !memmem(reply->payload, reply->len, "\"error\":", 8)) {
+        printf("%.*s\n", (int)reply->len, (const char *)reply->payload);
+    } else {
+        rc = dev__ask_err("show", reply);
+    }
+    free(reply);
+    return rc;
+}
+
 int cli_device_list(struct cli *c, int argc, char **argv)
 {
     struct dev__opts o = {0};
+    struct cli_mqtt_opts mo = {0};
     struct registry *r;
+    int page = DEV__PAGE;
     for (int i = 1; i < argc; i++) {
         int k = dev__common_opt(&o, argc, argv, &i);
+        if (k == 0)
+            k = cli_mqtt_opt(&mo, argc, argv, &i);
         if (k < 0)
             return -k;
+        if (!k && i + 1 < argc && strcmp(argv[i], "--page") == 0) {
+            char *e;
+            long v = strtol(argv[++i], &e, 10);
+            if (*e || v < 1 || v > DEV__PAGE)
+                return cli_error(CLI_ERR, "--page %s: expected 1-%d", argv[i], DEV__PAGE);
+            page = (int)v;
+            continue;
+        }
         if (!k || o.op_key_path || o.op_name || o.has_time)
             return dev__bad_arg("list", argv[i]);
     }
+    if (mo.broker)
+        return dev__list_online(&mo, page);
     int rc = dev__open_read(c, &o, &r);
     if (rc)
         return rc;
@@ -607,9 +664,12 @@ int cli_device_show(struct cli *c, int argc, char **argv)
 {
     struct dev__opts o = {0};
     struct registry *r;
+    struct cli_mqtt_opts mo = {0};
     const char *id = NULL;
     for (int i = 1; i < argc; i++) {
         int k = dev__common_opt(&o, argc, argv, &i);
+        if (k == 0)
+            k = cli_mqtt_opt(&mo, argc, argv, &i);
         if (k < 0)
             return -k;
         if (k && !o.op_key_path && !o.op_name && !o.has_time)
@@ -620,6 +680,8 @@ int cli_device_show(struct cli *c, int argc, char **argv)
     }
     if (id == NULL)
         return cli_error(CLI_ERR, "device show: DEVICEID is required");
+    if (mo.broker)
+        return dev__show_online(&mo, id);
     int rc = dev__open_read(c, &o, &r);
     if (rc)
         return rc;

@@ -922,6 +922,12 @@ int registry_lookup_key(struct registry *r, const uint8_t pk[32], char id[DEVICE
 int registry_foreach(struct registry *r, int (*fn)(void *ctx, const struct registry_device *dev),
                      void *ctx)
 {
+    return registry_foreach_after(r, NULL, 0, fn, ctx);
+}
+
+int registry_foreach_after(struct registry *r, const char *after, size_t after_len,
+                           int (*fn)(void *ctx, const struct registry_device *dev), void *ctx)
+{
     MDB_txn *txn;
     MDB_cursor *cur;
     MDB_val k, v;
@@ -937,8 +943,16 @@ int registry_foreach(struct registry *r, int (*fn)(void *ctx, const struct regis
         rc = reg__db(rc, "cursor");
         goto out_abort;
     }
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+    MDB_cursor_op first = MDB_FIRST;
+    if (after) { /* the first key >= AFTER, skipped below if equal */
+        k.mv_data = (void *)after;
+        k.mv_size = after_len;
+        first = MDB_SET_RANGE;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, first); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (after && k.mv_size == after_len && memcmp(k.mv_data, after, after_len) == 0)
+            continue;
         if (k.mv_size != DEVICE_ID_LEN) {
             rc = REGISTRY_ERR_DB;
             break;

@@ -153,6 +153,10 @@ int registry_lookup_key(struct registry *r, const uint8_t pk[32], char id[DEVICE
  * non-zero (and returns that value). dev is valid only during the call. */
 int registry_foreach(struct registry *r, int (*fn)(void *ctx, const struct registry_device *dev),
                      void *ctx);
+/* The same from the first id greater than after[0:after_len] (after NULL:
+ * from the first id), for paging. */
+int registry_foreach_after(struct registry *r, const char *after, size_t after_len,
+                           int (*fn)(void *ctx, const struct registry_device *dev), void *ctx);
 
 /* Signs a registry record for an operator: sets rec->reg.operator_key to
  * op_vkey and rec->reg.signature, then encodes it into buf. rec->kind is

@@ -363,3 +363,101 @@ def test_device_session_may_not_submit_registry_records(node, tmp_path):
     c.send(V.publish("$ledger/proof", b"0", qos=1, pid=3,
                      pprops=V.props((V.RESPONSE_TOPIC, "answers"))))
     assert c.expect5(R.PUBACK).reason == 0
+
+
+def registry_ask(c, payload, pid):
+    """One $ledger/registry request: (PUBACK reason, reply payload bytes)."""
+    c.send(V.publish("$ledger/registry", payload, qos=1, pid=pid,
+                     pprops=V.props((V.RESPONSE_TOPIC, "answers"),
+                                    (V.CORRELATION_DATA, b"r%d" % pid))))
+    ack, reply = None, None
+    while ack is None or reply is None:
+        p = c.recv5(timeout=5)
+        assert p is not None
+        if p.type == R.PUBACK:
+            ack = p.reason
+        elif p.type == R.PUBLISH:
+            if p.qos:
+                c.send(V.ack(R.PUBACK, p.pid))
+            assert V.pget(p.props, V.CORRELATION_DATA) == b"r%d" % pid
+            reply = bytes(p.payload)
+    return ack, reply
+
+
+def test_registry_read_through_the_broker(node, tmp_path):
+    """Devices registered, rotated and revoked through the broker: `device
+    show|list --broker` ($ledger/registry) print exactly what the offline
+    commands print on the stopped node's data dir."""
+    b, _, opkey, opv = node
+    ids = []
+    for i in range(3):
+        p = cli("device", "keygen", "--out", tmp_path / ("dev%d.key" % i))
+        ids.append(p.stdout.decode().split()[1])
+        pub = p.stdout.decode().split("public_hex: ")[1].strip()
+        p = register(b, opkey, pub, "meter-%d" % i, "--attr", "model=KM-%d" % i,
+                     "--attr", "owner=\"q\"\\x")
+        assert p.returncode == 0, p.stderr
+    pub2 = cli("device", "keygen", "--out", tmp_path / "new.key").stdout.decode().split(
+        "public_hex: ")[1].strip()
+    broker = ["--broker", "127.0.0.1:%d" % b.port]
+    assert cli("device", "rotate", *broker, "--operator-key", opkey, "--id", ids[1],
+               "--pub", pub2).returncode == 0
+    assert cli("device", "revoke", *broker, "--operator-key", opkey, "--id", ids[2],
+               "--reason", "stolen").returncode == 0
+    online_show = {}
+    for did in ids:
+        p = cli("device", "show", did, *broker)
+        assert p.returncode == 0, p.stderr
+        online_show[did] = p.stdout
+    assert json.loads(online_show[ids[2]])["status"] == "revoked"
+    assert json.loads(online_show[ids[1]])["rotations"] == 1
+    online_list = cli("device", "list", *broker)
+    assert online_list.returncode == 0, online_list.stderr
+    paged = cli("device", "list", *broker, "--page", "1")  # one device per request
+    assert paged.returncode == 0, paged.stderr
+    assert paged.stdout == online_list.stdout
+    assert [d["id"] for d in json.loads(online_list.stdout)] == sorted(ids)
+    unknown = "d-" + "a" * 32
+    p = cli("device", "show", unknown, *broker)
+    assert p.returncode == 1 and b"not_found" in p.stderr
+    b.stop()
+    for did in ids:
+        p = cli("-d", b.data_dir, "device", "show", did, "--trust", opv)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout == online_show[did]
+    p = cli("-d", b.data_dir, "device", "list", "--trust", opv)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == online_list.stdout
+
+
+def test_registry_requests(node, tmp_path):
+    """$ledger/registry pages and refusals, asked over raw MQTT 5."""
+    b, _, opkey, _ = node
+    ids = []
+    for i in range(3):
+        p = cli("device", "keygen", "--out", tmp_path / ("dev%d.key" % i))
+        ids.append(p.stdout.decode().split()[1])
+        pub = p.stdout.decode().split("public_hex: ")[1].strip()
+        assert register(b, opkey, pub, "m%d" % i).returncode == 0
+    names = {did: "m%d" % i for i, did in enumerate(ids)}
+    ids.sort()
+    c = client5(b.port, "registry-reader")
+    assert c.subscribe5([("answers", 1)]) == [1]
+    ack, reply = registry_ask(c, b"list", 1)
+    assert ack == 0 and [d["id"] for d in json.loads(reply)] == ids
+    ack, reply = registry_ask(c, b"list 2", 2)
+    assert ack == 0 and [d["id"] for d in json.loads(reply)] == ids[:2]
+    ack, reply = registry_ask(c, b" list %s 1 " % ids[0].encode(), 3)
+    assert ack == 0 and [d["id"] for d in json.loads(reply)] == [ids[1]]
+    ack, reply = registry_ask(c, b"list %s" % ids[2].encode(), 4)
+    assert ack == 0 and reply == b"[]"
+    ack, reply = registry_ask(c, b"show %s" % ids[1].encode(), 5)
+    assert ack == 0 and json.loads(reply)["id"] == ids[1] and json.loads(reply)["name"] == names[ids[1]]
+    ack, reply = registry_ask(c, b"show d-" + b"a" * 32, 6)
+    assert ack == 0 and json.loads(reply) == {
+        "error": "not_found", "reason": "d-%s is not registered" % ("a" * 32)}
+    for pid, bad in enumerate([b"", b"show", b"show x", b"list 0", b"list 101", b"list 1 2",
+                               b"lists", b"list %s\x00" % ids[0].encode(), b"show " + b"d-" +
+                               b"1" * 32, b"drop"], 10):
+        ack, reply = registry_ask(c, bad, pid)
+        assert ack == 0 and json.loads(reply)["error"] == "bad_request", bad

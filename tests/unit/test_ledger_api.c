@@ -116,11 +116,55 @@ static void test_request_payloads(void **state)
                      -1);
 }
 
+static int reg_q(const char *s, struct lmq_ledger_registry_query *q)
+{
+    return lmq_ledger_api_parse_registry_query((const uint8_t *)s, strlen(s), q);
+}
+
+#define ID1 "d-nil7oavuxqfz245p5g4lpksuzpbdmyux"
+
+static void test_registry_payloads(void **state)
+{
+    (void)state;
+    struct lmq_ledger_registry_query q;
+    assert_int_equal(reg_q("list", &q), 0);
+    assert_true(q.kind == LMQ_LEDGER_REGISTRY_LIST && !q.has_id &&
+                q.limit == LMQ_LEDGER_REGISTRY_PAGE_MAX);
+    assert_int_equal(reg_q(" list 7\n", &q), 0);
+    assert_true(q.kind == LMQ_LEDGER_REGISTRY_LIST && !q.has_id && q.limit == 7);
+    assert_int_equal(reg_q("list\t" ID1, &q), 0);
+    assert_true(q.has_id && strcmp(q.id, ID1) == 0 && q.limit == LMQ_LEDGER_REGISTRY_PAGE_MAX);
+    assert_int_equal(reg_q("list " ID1 " 100 ", &q), 0);
+    assert_true(q.has_id && strcmp(q.id, ID1) == 0 && q.limit == 100);
+    assert_int_equal(reg_q("show " ID1, &q), 0);
+    assert_true(q.kind == LMQ_LEDGER_REGISTRY_SHOW && q.has_id && strcmp(q.id, ID1) == 0);
+    static const char *const bad[] = {"",
+                                      "show",
+                                      "show x",
+                                      "show " ID1 " 5",
+                                      "show " ID1 "x",
+                                      "show d-nil7oavuxqfz245p5g4lpksuzpbdmyu1",
+                                      "list 0",
+                                      "list 101",
+                                      "list 05",
+                                      "list 1 2",
+                                      "list 5 " ID1,
+                                      "list " ID1 " " ID1,
+                                      "lists",
+                                      "listing 5",
+                                      "LIST",
+                                      "drop"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+        assert_int_equal(reg_q(bad[k], &q), -1);
+    assert_int_equal(lmq_ledger_api_parse_registry_query((const uint8_t *)"list\0", 5, &q), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_may_subscribe),
         cmocka_unit_test(test_request_payloads),
+        cmocka_unit_test(test_registry_payloads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
