@@ -1182,5 +1182,17 @@ void bk_lp_sys(struct bk_lp *lp)
         snprintf(v, sizeof v, "%" PRIu64, lp->refused[i]);
         bk_sys_publish(lp->b, t, v);
     }
+    if (lp->bt && lp->ops->status) {
+        struct lmq_committer_status cs;
+        memset(&cs, 0, sizeof cs);
+        lp->ops->status(lp->bt, &cs);
+        bk_sys_publish(lp->b, "$SYS/ledger/cluster/role", cs.role ? cs.role : "unavailable");
+        LP_SYS("cluster/node", cs.node_id);
+        LP_SYS("cluster/term", cs.term);
+        LP_SYS("cluster/leader", cs.leader_id);
+        bk_sys_publish(lp->b, "$SYS/ledger/cluster/leader_address",
+                       cs.leader_address[0] ? cs.leader_address : "-");
+        LP_SYS("cluster/applied_index", cs.applied_index);
+    }
 #undef LP_SYS
 }

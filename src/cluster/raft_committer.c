@@ -48,6 +48,7 @@ struct rc {
     bool stopping;
     int started; /* 0 starting, 1 running, -1 failed */
     char why[200];
+    struct lmq_committer_status st; /* role strings are static */
     /* raft thread */
     uv_loop_t loop;
     uv_async_t async;
@@ -252,6 +253,28 @@ static void rc__set_why(struct rc *rc)
         snprintf(why, sizeof why, "not the leader: no leader known");
     pthread_mutex_lock(&rc->mu);
     memcpy(rc->why, why, sizeof why);
+    pthread_mutex_unlock(&rc->mu);
+}
+
+/* The status that $SYS shows, refreshed on state changes and applies. */
+static void rc__set_status(struct rc *rc)
+{
+    struct lmq_committer_status st;
+    memset(&st, 0, sizeof st);
+    st.node_id = rc__cfg.node.id;
+    st.applied_index = rc->meta.index;
+    if (rc->node && !rc->node_stopping) {
+        const char *addr = NULL;
+        st.role = lmq_raft_state_name(lmq_raft_state(rc->node));
+        st.term = lmq_raft_term(rc->node);
+        lmq_raft_leader(rc->node, &st.leader_id, &addr);
+        if (addr)
+            snprintf(st.leader_address, sizeof st.leader_address, "%s", addr);
+    } else {
+        st.role = "unavailable";
+    }
+    pthread_mutex_lock(&rc->mu);
+    rc->st = st;
     pthread_mutex_unlock(&rc->mu);
 }
 
@@ -535,6 +558,7 @@ static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
     rc->meta.index = index;
     rc->meta.size = ledger_size(rc->l);
     rc__meta_save(rc);
+    rc__set_status(rc);
     if (b.origin == rc__cfg.node.id && rc->inflight && b.seq == rc->inflight_seq) {
         rc->inflight->commit_us = (rc__now_ns() - t0) / 1000;
         rc__own_done(rc, &commit);
@@ -563,6 +587,7 @@ static void rc__on_state(void *ctx, int state, uint64_t term, uint64_t leader)
     (void)term;
     (void)leader;
     rc__set_why(rc);
+    rc__set_status(rc);
     if (state == LMQ_RAFT_LEADER)
         uv_async_send(&rc->async);
 }
@@ -663,6 +688,8 @@ static void *rc__start(struct ledger *l, const struct lmq_batcher_options *o,
     rc->recs = calloc(o->batch_max, sizeof *rc->recs);
     rc->app = calloc(o->batch_max, sizeof *rc->app);
     snprintf(rc->why, sizeof rc->why, "not the leader: no leader known");
+    rc->st.role = "unavailable";
+    rc->st.node_id = rc__cfg.node.id;
     if (!rc->recs || !rc->app)
         goto fail;
     if (mkdir(rc__cfg.node.dir, 0700) != 0 && errno != EEXIST) {
@@ -788,6 +815,14 @@ static void rc__refusal(void *h, char *buf, size_t cap)
     pthread_mutex_unlock(&rc->mu);
 }
 
+static void rc__status(void *h, struct lmq_committer_status *st)
+{
+    struct rc *rc = h;
+    pthread_mutex_lock(&rc->mu);
+    *st = rc->st;
+    pthread_mutex_unlock(&rc->mu);
+}
+
 const struct lmq_committer_ops lmq_raft_committer = {
     .start = rc__start,
     .propose = rc__propose,
@@ -795,4 +830,5 @@ const struct lmq_committer_ops lmq_raft_committer = {
     .batch_free = rc__batch_free,
     .stop = rc__stop,
     .refusal = rc__refusal,
+    .status = rc__status,
 };

@@ -80,6 +80,17 @@ struct lmq_batch {
     uint64_t latency_us; /* first item proposed -> committed */
 };
 
+/* An ordering service's view of itself (a cluster node's Raft state),
+ * for $SYS/ledger/cluster/... */
+struct lmq_committer_status {
+    const char *role; /* "leader", "follower", "candidate", "unavailable" */
+    uint64_t node_id;
+    uint64_t term;
+    uint64_t leader_id; /* 0: none known */
+    char leader_address[128];
+    uint64_t applied_index; /* last Raft index the ledger holds */
+};
+
 /* An ordering/commit service as a function table (cluster/batcher.h:
  * lmq_batcher_committer). The handle is the implementation's. Same
  * threads and contracts as the lmq_batcher_* functions. */
@@ -94,6 +105,8 @@ struct lmq_committer_ops {
     /* Why items came back LMQ_BATCH_ERR_NOT_LEADER (e.g. "not the leader:
      * node 2 at HOST:PORT") into BUF; loop thread. May be NULL. */
     void (*refusal)(void *h, char *buf, size_t cap);
+    /* Fills ST (loop thread). May be NULL: a single node has no status. */
+    void (*status)(void *h, struct lmq_committer_status *st);
 };
 
 #endif

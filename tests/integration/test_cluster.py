@@ -117,7 +117,7 @@ class Cluster:
                           "cluster_tls_ca %s/ca.crt" % tls]
             b = broker_factory(config={"ledger_topic": TOPICS, "ledger_batch_ms": 5,
                                        "cluster_election_ms": 500,
-                                       "cluster_heartbeat_ms": 50},
+                                       "cluster_heartbeat_ms": 50, "sys_interval": 1},
                                start=False, extra_lines=extra)
             self.nodes.append(b)
         for b in self.nodes:
@@ -351,3 +351,32 @@ def test_three_nodes_over_tls(broker_factory, tmp_path):
     assert [log_info(b.data_dir) for b in cl.nodes] == [(size, root)] * 3
     got = final_payloads(cl.nodes[0].data_dir, size)
     assert all(b"t%d" % k in got for k in range(1, 21))
+
+
+def cluster_status(port):
+    r = subprocess.run([LEDGERMQ, "cluster", "status", "--broker", "127.0.0.1:%d" % port,
+                        "--timeout", "5000"], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(": ", 1) for line in r.stdout.decode().splitlines())
+
+
+def test_cluster_status(broker_factory):
+    """`ledgermq cluster status --broker` on each node: its id and role, and
+    all agree on the term, the leader and its Raft address."""
+    cl = Cluster(broker_factory)
+    lead = cl.leader()
+    seen = {}
+
+    def agreed():
+        for i, b in enumerate(cl.nodes):
+            seen[i] = cluster_status(b.port)
+        return all(seen[i]["role"] == ("leader" if i == lead else "follower") and
+                   seen[i]["leader"] == str(lead + 1) and
+                   int(seen[i]["applied_index"]) >= 1 for i in seen)  # the probe's batch
+
+    assert wait_for(agreed, 15, 0.5), seen
+    for i in range(3):
+        assert seen[i]["node"] == str(i + 1)
+        assert seen[i]["leader_address"] == "127.0.0.1:%d" % cl.raft[lead]
+        assert seen[i]["term"] == seen[lead]["term"] and int(seen[i]["term"]) >= 1
