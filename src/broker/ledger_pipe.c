@@ -58,6 +58,8 @@ enum lp_state {
 
 #define LP_RING 8 /* recent (seq, index) pairs kept per device for DUP resends */
 
+#define LP_DK_PENDING UINT64_MAX /* lp_dk.index of a record of the batch being applied */
+
 struct lp_client;
 
 struct lp_msg {
@@ -89,6 +91,7 @@ struct lp_msg {
     char device[DEVICE_ID_LEN + 1];
     char expect[DEVICE_ID_LEN + 1];
     uint8_t leaf[32]; /* set by the committer for appended records */
+    uint8_t dkey[32]; /* attested: lp__dkey of (client id, topic, payload) */
     struct paystore_entry pe;
     uint8_t *rec; /* the record (malloc) */
     size_t rec_len;
@@ -122,6 +125,14 @@ struct lp_dev {
 
 #define LP_DEV_CAP_MAX 65536
 
+/* One remembered attested record (lp__dk_*): a ring of the last
+ * ledger_dup_window ones (plus a batch), chained per hash bucket. */
+struct lp_dk {
+    uint8_t key[32];
+    uint64_t index; /* LP_DK_PENDING while its batch is being applied */
+    int32_t next;   /* in its bucket, -1 = end */
+};
+
 struct bk_lp {
     struct lmq_broker *b;
     const struct lmq_config *cfg;
@@ -143,6 +154,11 @@ struct bk_lp {
     size_t dev_cap, dev_n;
     bool reg_in_batch;
     struct registry_device *scratch;
+    /* committer thread (and bk_lp_new before it starts): recent attested
+     * records, for DUP resends after a lost ack */
+    struct lp_dk *dk;
+    int32_t *dk_bucket;
+    uint32_t dk_cap, dk_mask, dk_w, dk_n, dk_pend;
     /* counters (loop thread) */
     uint64_t n_records, n_batches, n_dups, tree_size, last_batch, max_batch;
     uint64_t commit_us_last, commit_us_max, latency_us_last, latency_us_max;
@@ -179,6 +195,22 @@ bool bk_lp_ledgered(const struct bk_lp *lp, const char *topic, size_t tlen)
 
 /* ------------------------------------------------------------------ */
 /* records (any thread) */
+
+/* The resend key of an attested message: what a DUP resend repeats (not
+ * the broker time). Also computed from the log's records at start. */
+static void lp__dkey(const char *cid, size_t cl, const char *topic, size_t tl,
+                     const uint8_t *payload, size_t pl, uint8_t out[32])
+{
+    crypto_generichash_state st;
+    uint64_t lens[3] = {cl, tl, pl};
+    crypto_generichash_init(&st, NULL, 0, 32);
+    crypto_generichash_update(&st, (const uint8_t *)lens, sizeof lens);
+    crypto_generichash_update(&st, (const uint8_t *)cid, cl);
+    crypto_generichash_update(&st, (const uint8_t *)topic, tl);
+    if (pl)
+        crypto_generichash_update(&st, payload, pl);
+    crypto_generichash_final(&st, out, 32);
+}
 
 /* Builds M's message record. For a signed message VI is its verified
  * envelope (the record keeps the payload inside it, the device's sequence
@@ -218,6 +250,9 @@ static int lp__build(struct lp_msg *m, const struct verify_info *vi)
             r.msg.cose.len = m->plen;
         }
     }
+    if (!vi)
+        lp__dkey(m->client_id, strlen(m->client_id), m->topic, m->tlen, m->payload, m->plen,
+                 m->dkey);
     const char *pub = vi ? m->device : m->principal;
     r.msg.publisher.ptr = (const uint8_t *)pub;
     r.msg.publisher.len = strlen(pub);
@@ -692,13 +727,158 @@ static struct lp_dev *lp__dev(struct bk_lp *lp, struct ledger *l, const char *id
     return d;
 }
 
+/* Recent attested records (ledger_dup_window of them; 0 = off). */
+
+static uint32_t lp__dk_bucket(const struct bk_lp *lp, const uint8_t key[32])
+{
+    uint32_t h;
+    memcpy(&h, key, sizeof h);
+    return h & lp->dk_mask;
+}
+
+static int lp__dk_init(struct bk_lp *lp, uint32_t window, uint32_t batch_max)
+{
+    if (!window)
+        return 0;
+    uint32_t cap = window + batch_max; /* a whole batch can be pending */
+    uint32_t nb = 1;
+    while (nb < cap)
+        nb <<= 1;
+    lp->dk = malloc((size_t)cap * sizeof *lp->dk);
+    lp->dk_bucket = malloc((size_t)nb * sizeof *lp->dk_bucket);
+    if (!lp->dk || !lp->dk_bucket) {
+        free(lp->dk);
+        free(lp->dk_bucket);
+        lp->dk = NULL;
+        lp->dk_bucket = NULL;
+        return -ENOMEM;
+    }
+    memset(lp->dk_bucket, 0xff, (size_t)nb * sizeof *lp->dk_bucket);
+    lp->dk_cap = cap;
+    lp->dk_mask = nb - 1;
+    return 0;
+}
+
+static void lp__dk_unlink(struct bk_lp *lp, uint32_t pos)
+{
+    int32_t *pp = &lp->dk_bucket[lp__dk_bucket(lp, lp->dk[pos].key)];
+    while (*pp >= 0 && (uint32_t)*pp != pos)
+        pp = &lp->dk[*pp].next;
+    if (*pp >= 0)
+        *pp = lp->dk[pos].next;
+}
+
+/* Remembers KEY (the oldest one goes when the ring is full). */
+static void lp__dk_add(struct bk_lp *lp, const uint8_t key[32], uint64_t index)
+{
+    uint32_t pos = lp->dk_w;
+    if (lp->dk_n == lp->dk_cap)
+        lp__dk_unlink(lp, pos);
+    else
+        lp->dk_n++;
+    memcpy(lp->dk[pos].key, key, 32);
+    lp->dk[pos].index = index;
+    uint32_t b = lp__dk_bucket(lp, key);
+    lp->dk[pos].next = lp->dk_bucket[b];
+    lp->dk_bucket[b] = (int32_t)pos;
+    lp->dk_w = (pos + 1) % lp->dk_cap;
+}
+
+/* The newest entry with KEY, or NULL. */
+static struct lp_dk *lp__dk_find(struct bk_lp *lp, const uint8_t key[32])
+{
+    for (int32_t p = lp->dk_bucket[lp__dk_bucket(lp, key)]; p >= 0; p = lp->dk[p].next)
+        if (memcmp(lp->dk[p].key, key, 32) == 0)
+            return &lp->dk[p];
+    return NULL;
+}
+
+/* After a batch: the pending entries get their records' indices (items
+ * are the appended records in order), or go if the batch failed. */
+static void lp__dk_end(struct bk_lp *lp, struct lmq_batch_item *const *items, size_t n, bool ok)
+{
+    if (!lp->dk || !lp->dk_pend)
+        return;
+    uint32_t pos = (lp->dk_w + lp->dk_cap - lp->dk_pend) % lp->dk_cap;
+    if (ok) {
+        for (size_t i = 0; i < n && lp->dk_pend; i++) {
+            if (((struct lp_msg *)items[i]->arg)->kind != LP_ATTESTED)
+                continue;
+            lp->dk[pos].index = items[i]->index;
+            pos = (pos + 1) % lp->dk_cap;
+            lp->dk_pend--;
+        }
+    }
+    while (lp->dk_pend) {
+        /* Not committed (or, never, more pending than attested records). */
+        lp->dk_w = (lp->dk_w + lp->dk_cap - 1) % lp->dk_cap;
+        lp__dk_unlink(lp, lp->dk_w);
+        lp->dk_n--;
+        lp->dk_pend--;
+    }
+}
+
+/* At start: the attested records among the last ledger_dup_window of the
+ * log (not the private ones: their payload is not in the record). */
+static void lp__dk_load(struct bk_lp *lp, uint32_t window)
+{
+    uint64_t size = ledger_size(lp->ledger);
+    uint64_t from = size > window ? size - window : 0, n = 0;
+    size_t cap = 4096;
+    uint8_t *buf = malloc(cap);
+    for (uint64_t i = from; buf && i < size; i++) {
+        size_t len = 0;
+        int rc = ledger_get(lp->ledger, i, buf, cap, &len);
+        if (rc == -ENOSPC) {
+            uint8_t *nb = realloc(buf, len);
+            if (!nb)
+                break;
+            buf = nb;
+            cap = len;
+            rc = ledger_get(lp->ledger, i, buf, cap, &len);
+        }
+        struct ledger_record r;
+        if (rc < 0 || ledger_record_decode(buf, len, &r) < 0 || r.kind != LEDGER_KIND_MESSAGE ||
+            r.msg.has_device_seq || r.msg.cose.ptr || !r.msg.payload.ptr)
+            continue;
+        uint8_t key[32];
+        lp__dkey((const char *)r.msg.client_id.ptr, r.msg.client_id.len,
+                 (const char *)r.msg.topic.ptr, r.msg.topic.len, r.msg.payload.ptr,
+                 r.msg.payload.len, key);
+        lp__dk_add(lp, key, i);
+        n++;
+    }
+    free(buf);
+    if (n)
+        LMQ_INFO("ledger: %" PRIu64 " attested records of the last %" PRIu64
+                 " remembered for DUP resends",
+                 n, size - from);
+}
+
 static int lp__fsm_check(void *ctx, struct ledger *l, struct lmq_batch_item *it, bool first,
                          uint64_t *dup_index)
 {
     struct bk_lp *lp = ctx;
     struct lp_msg *m = it->arg;
-    if (m->kind == LP_ATTESTED)
+    if (m->kind == LP_ATTESTED) {
+        if (!lp->dk)
+            return LMQ_FSM_APPEND;
+        if (m->dup) {
+            /* A resend whose first copy is committed (its ack was lost):
+             * the existing index. Only DUP=1 messages: a repeated reading
+             * sent anew is recorded again. */
+            struct lp_dk *e = lp__dk_find(lp, m->dkey);
+            if (e && e->index != LP_DK_PENDING) {
+                *dup_index = e->index;
+                return LMQ_FSM_DUPLICATE;
+            }
+            if (e && !first)
+                return LMQ_FSM_BARRIER; /* its first copy is in this batch */
+        }
+        lp__dk_add(lp, m->dkey, LP_DK_PENDING);
+        lp->dk_pend++;
         return LMQ_FSM_APPEND;
+    }
     if (m->kind == LP_SUBMIT) {
         struct ledger_record rec;
         int rc = ledger_record_decode(m->rec, m->rec_len, &rec);
@@ -769,6 +949,7 @@ static void lp__fsm_end(void *ctx, struct ledger *l, struct lmq_batch_item *cons
                         const struct ledger_commit *commit, bool failed)
 {
     struct bk_lp *lp = ctx;
+    lp__dk_end(lp, items, n, !failed && commit);
     if (failed) {
         lp__dev_clear(lp);
         lp->reg_in_batch = false;
@@ -1096,6 +1277,14 @@ struct bk_lp *bk_lp_new(struct lmq_broker *b, const struct lmq_config *cfg,
         .end = lp__fsm_end,
     };
     lp->tree_size = ledger_size(lp->ledger);
+    bool attested = false;
+    for (size_t i = 0; i < cfg->n_ledger_topics; i++)
+        attested |= cfg->ledger_topics[i].mode == LMQ_LEDGER_ATTESTED;
+    if (attested && lp__dk_init(lp, cfg->ledger_dup_window, cfg->ledger_batch_max) < 0)
+        LMQ_ERROR("ledger: out of memory for ledger_dup_window: DUP resends of attested "
+                  "messages are recorded again");
+    if (lp->dk)
+        lp__dk_load(lp, cfg->ledger_dup_window);
     lp->bt = lp->ops->start(lp->ledger, &o, &ops, lp, lp__notify, lp);
     if (!lp->bt)
         LMQ_ERROR("ledger: cannot start the committer thread: %s", strerror(errno));
@@ -1136,6 +1325,8 @@ void bk_lp_free(struct bk_lp *lp)
     paystore_close(lp->ps);
     free(lp->devs);
     free(lp->scratch);
+    free(lp->dk);
+    free(lp->dk_bucket);
     free(lp);
 }
 

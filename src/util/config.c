@@ -56,6 +56,7 @@ static const struct cfg__key cfg__keys[] = {
     G("ledger_queue_messages", T_U32, ledger_queue_messages, 1, 10000000),
     G("ledger_queue_bytes", T_U64, ledger_queue_bytes, 65536, (uint64_t)1 << 36),
     G("ledger_clock_skew", T_U32, ledger_clock_skew, 1, 31536000),
+    G("ledger_dup_window", T_U32, ledger_dup_window, 0, 10000000),
     G("ledger_api_max_requests", T_U32, ledger_api_max_requests, 1, 1000000),
     G("ledger_node_id", T_STR, ledger_node_id, 1, LMQ_CONFIG_STR - 1),
     L("protocol", T_PROTO, protocol, 0, 0),
@@ -120,6 +121,7 @@ void lmq_config_defaults(struct lmq_config *cfg)
     cfg->ledger_queue_messages = 100000;
     cfg->ledger_queue_bytes = 64u * 1024 * 1024;
     cfg->ledger_clock_skew = 300;
+    cfg->ledger_dup_window = 65536;
     cfg->ledger_api_max_requests = 1024;
     cfg->token_clock_skew = 30;
     cfg->token_max_lifetime = 3600;

@@ -113,6 +113,7 @@ struct lmq_config {
     uint32_t ledger_queue_messages; /* ingest queue bound (incl. pending verifications) */
     uint64_t ledger_queue_bytes;
     uint32_t ledger_clock_skew;     /* seconds a signed timestamp may differ from broker time */
+    uint32_t ledger_dup_window; /* attested records remembered for DUP resends; 0 = off */
     uint32_t ledger_api_max_requests; /* $ledger/ requests worked on at once */
     char ledger_node_id[LMQ_CONFIG_STR]; /* ingress node in records; empty = host name */
 

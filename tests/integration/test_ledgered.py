@@ -144,6 +144,29 @@ class Node:
         return c
 
 
+def segment_records(data):
+    """Every committed record of the ledger, decoded, read straight from
+    its segments (docs/FORMATS.md "Segments and frames"): much faster than
+    one `ledgermq log get` per record, for tests that check thousands (call
+    it after `ledgermq audit` passed)."""
+    d = os.path.join(data, "ledger")
+    out = []
+    for name in sorted(f for f in os.listdir(d) if f.startswith("seg-")):
+        b = open(os.path.join(d, name), "rb").read()
+        off, batch = 16, []
+        while off + 12 <= len(b):
+            n, typ = struct.unpack_from("<IB", b, off)
+            if off + 12 + n > len(b):
+                break
+            if typ == 1:
+                batch.append(b[off + 12:off + 12 + n])
+            elif typ == 2:
+                out += batch
+                batch = []
+            off += 12 + n
+    return [cbor2.loads(r) for r in out]
+
+
 def v5_publish(c, topic, payload, qos=1, pid=1, dup=False):
     """MQTT 5 PUBLISH (DUP flag settable)."""
     body = R.mstr(topic)
@@ -733,3 +756,134 @@ def test_acl_denied_publish_not_recorded(broker_factory, tmp_path):
     c3.send(R.publish_packet("att/open/x", b"allowed", qos=1, pid=3))
     assert c3.expect(R.PUBACK).pid == 3
     assert [r[3] for _, r in n.stop_and_audit()] == [b"allowed"]
+
+
+def test_attested_dup_after_kill9_restart(broker_factory, tmp_path):
+    """kill -9 after attested messages were committed: after the restart a
+    DUP resend of one (same client, topic and payload; the broker rebuilt
+    its window of recent attested records from the log) gets PUBACK 0 /
+    PUBREC 0 and no second record; the same message without DUP is a new
+    reading and recorded; a DUP resend never committed is recorded once."""
+    n = Node(broker_factory, tmp_path, ("att/# attested",))
+    pub = n.v5("p")
+    for i in range(3):
+        v5_publish(pub, "att/x", b"r%d" % i, qos=1, pid=i + 1)
+        assert expect_ack(pub)[0] == 0
+    v5_publish(pub, "att/x", b"q2", qos=2, pid=9)
+    assert expect_ack(pub, R.PUBREC)[0] == 0
+    n.b.kill()
+    n.b.start()
+    n.port = n.b.port
+    assert "4 attested records of the last 5 remembered" in n.b.log()
+    sub = n.v5("s")
+    sub.subscribe5([("att/#", 1)])
+    pub = n.v5("p")
+    v5_publish(pub, "att/x", b"r1", qos=1, pid=2, dup=True)
+    assert expect_ack(pub) == (0, None)
+    v5_publish(pub, "att/x", b"q2", qos=2, pid=9, dup=True)
+    assert expect_ack(pub, R.PUBREC) == (0, None)
+    pub.send(V.ack(R.PUBREL, 9))
+    assert pub.expect5(R.PUBCOMP).reason == 0
+    v5_publish(pub, "att/x", b"r1", qos=1, pid=4)  # a new, equal reading
+    assert expect_ack(pub) == (0, None)
+    v5_publish(pub, "att/x", b"r9", qos=1, pid=5, dup=True)  # lost before its commit
+    assert expect_ack(pub) == (0, None)
+    other = n.v5("other")  # another client's equal message is its own
+    v5_publish(other, "att/x", b"r2", qos=1, pid=3, dup=True)
+    assert expect_ack(other) == (0, None)
+    got = [sub.expect5(R.PUBLISH).payload for _ in range(3)]
+    assert got == [b"r1", b"r9", b"r2"]
+    sub.expect_nothing(0.3)
+    recs = n.stop_and_audit()
+    assert [(r[6], r[3]) for _, r in recs] == [
+        ("p", b"r0"), ("p", b"r1"), ("p", b"r2"), ("p", b"q2"),
+        ("p", b"r1"), ("p", b"r9"), ("other", b"r2")]
+
+
+def test_attested_dup_window_bound(broker_factory, tmp_path):
+    """ledger_dup_window bounds what is remembered (and read back at start):
+    a DUP resend of an attested record older than the window is recorded
+    again; one inside it is not."""
+    n = Node(broker_factory, tmp_path, ("att/# attested",), config={"ledger_dup_window": 2})
+    pub = n.v5("p")
+    for i in range(3):
+        v5_publish(pub, "att/x", b"r%d" % i, qos=1, pid=i + 1)
+        assert expect_ack(pub)[0] == 0
+    n.b.kill()
+    n.b.start()
+    n.port = n.b.port
+    assert "2 attested records of the last 2 remembered" in n.b.log()
+    pub = n.v5("p")
+    v5_publish(pub, "att/x", b"r2", qos=1, pid=3, dup=True)
+    assert expect_ack(pub) == (0, None)
+    v5_publish(pub, "att/x", b"r0", qos=1, pid=1, dup=True)
+    assert expect_ack(pub) == (0, None)
+    recs = n.stop_and_audit()
+    assert [r[3] for _, r in recs] == [b"r0", b"r1", b"r2", b"r0"]
+
+
+def test_attested_kill9_loop_resends_once(broker_factory, tmp_path):
+    """kill -9 of the broker again and again during attested QoS 1 streams
+    whose clients, after reconnecting, resend every unacknowledged message
+    with DUP=1 (same packet id): in the end every message is in the log
+    exactly once, the acknowledged ones included, and the audit passes."""
+    n = Node(broker_factory, tmp_path, ("att/# attested",), config={"ledger_batch_ms": 2})
+    K, WINDOW, ROUNDS = 4, 20, 4
+    sent = [dict() for _ in range(K)]  # pid -> payload, unacked
+    allp = [list() for _ in range(K)]
+    acked = [0]
+    nxt = [0] * K
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def stream(k, new):
+        try:
+            c = V.Client5(n.port)
+            assert c.connect5("c%d" % k).reason == 0
+            for pid, payload in sorted(sent[k].items()):
+                v5_publish(c, "att/k", payload, qos=1, pid=pid, dup=True)
+            while sent[k] or (new and not stop.is_set()):
+                if new and not stop.is_set() and len(sent[k]) < WINDOW:
+                    i = nxt[k]
+                    nxt[k] += 1
+                    pid = i % 60000 + 1
+                    payload = b"c%d-%d" % (k, i)
+                    sent[k][pid] = payload
+                    allp[k].append(payload)
+                    v5_publish(c, "att/k", payload, qos=1, pid=pid)
+                    continue
+                p = c.recv5(5)
+                if p is None:
+                    return
+                assert p.type == R.PUBACK and p.reason == 0, p
+                del sent[k][p.pid]
+                with lock:
+                    acked[0] += 1
+        except (OSError, R.Closed, AssertionError):
+            return
+
+    for rnd in range(ROUNDS + 1):
+        last = rnd == ROUNDS
+        start = acked[0]
+        ts = [threading.Thread(target=stream, args=(k, not last)) for k in range(K)]
+        for t in ts:
+            t.start()
+        if last:
+            for t in ts:
+                t.join(30)
+            break
+        assert wait_for(lambda: acked[0] - start > 300, 30)
+        n.b.kill()
+        stop.set()
+        for t in ts:
+            t.join(10)
+        stop.clear()
+        n.b.start()
+        n.port = n.b.port
+    assert all(not s for s in sent), [len(s) for s in sent]
+    assert n.stop_and_audit(decode=False) > 0
+    recs = segment_records(n.data)
+    for k in range(K):
+        mine = [r[3] for r in recs if r.get(6) == "c%d" % k]
+        assert sorted(mine) == sorted(allp[k]), (k, len(mine), len(allp[k]))
+    print("%d messages, %d records, %d kill -9" % (sum(map(len, allp)), len(recs), ROUNDS))
