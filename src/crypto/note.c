@@ -283,6 +283,7 @@ int note_verify(const char *note, size_t note_len, const struct note_verifier *v
     size_t verified = 0;
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
+        bool counted = false; /* a key listed twice still counts once */
         for (size_t j = 0; j < n_verifiers; j++) {
             const struct note_verifier *v = &verifiers[j];
             if (v->key_id != sigs[i].key_id || v->name_len != sigs[i].name_len ||
@@ -298,13 +299,11 @@ int note_verify(const char *note, size_t note_len, const struct note_verifier *v
                 bad = 1;
                 continue;
             }
-            if (signed_by != NULL) {
-                if (!signed_by[j])
-                    verified++;
-                signed_by[j] = true;
-            } else {
+            if (!counted)
                 verified++;
-            }
+            counted = true;
+            if (signed_by != NULL)
+                signed_by[j] = true;
         }
     }
     if (out != NULL) {

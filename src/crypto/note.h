@@ -82,7 +82,8 @@ struct note_verified {
     const char *text; /* note text including its final '\n' */
     size_t text_len;
     size_t n_sigs;     /* signature lines in the note (known or not) */
-    size_t n_verified; /* distinct verifiers whose signature verified */
+    size_t n_verified; /* known keys whose signature verified (a key listed twice
+                          among the verifiers counts once) */
 };
 
 /* Parses the note, checks every signature line's syntax, verifies every

@@ -156,6 +156,54 @@ static void test_checkpoint_quorum(void **state)
     write_example("checkpoint.note", cp_note, cp_note_len);
 }
 
+/* Quorum over notes carrying 1, 2 and 3 of the node signatures (made with
+ * crypto/note.c): K distinct given keys must have signed; a key given twice
+ * counts once, a stranger's signature line is ignored. */
+static void test_checkpoint_quorum_1_to_3_signatures(void **state)
+{
+    (void)state;
+    char notes[3][4096];
+    size_t len[3];
+    const char *text;
+    size_t text_len;
+    size_t n_sigs;
+    assert_int_equal(note_split(cp_note, cp_note_len, &text, &text_len, &n_sigs), 0);
+    ssize_t l = note_sign(text, text_len, ORIGIN, sk[0], pk[0], notes[0], sizeof notes[0]);
+    assert_true(l > 0);
+    len[0] = (size_t)l;
+    for (int k = 1; k < 3; k++) {
+        l = note_add_signature(notes[k - 1], len[k - 1], ORIGIN, sk[k], pk[k], notes[k],
+                               sizeof notes[k]);
+        assert_true(l > 0);
+        len[k] = (size_t)l;
+    }
+    for (int sigs = 1; sigs <= 3; sigs++)
+        for (size_t quorum = 1; quorum <= 3; quorum++)
+            assert_int_equal(checkpoint_verify(notes[sigs - 1], len[sigs - 1], vk, 3, quorum,
+                                               ORIGIN, NULL, NULL),
+                             (int)quorum <= sigs ? 0 : NOTE_ERR_QUORUM);
+    /* one key given twice: one signer, not two */
+    struct note_verifier twice[3] = {vk[0], vk[0], vk[1]};
+    bool sb[3];
+    assert_int_equal(checkpoint_verify(notes[0], len[0], twice, 2, 2, NULL, sb, NULL),
+                     NOTE_ERR_QUORUM);
+    assert_int_equal(checkpoint_verify(notes[1], len[1], twice, 3, 2, NULL, sb, NULL), 0);
+    assert_true(sb[0] && sb[1] && sb[2]);
+    struct note_verified res;
+    assert_int_equal(note_verify(notes[1], len[1], twice, 3, NULL, &res), 0);
+    assert_int_equal(res.n_verified, 2);
+    /* a stranger's signature (a key not given) is ignored */
+    uint8_t spk[32], ssk[64], seed[32];
+    memset(seed, 9, sizeof seed);
+    assert_int_equal(crypto_ed25519_seed_keypair(spk, ssk, seed), 0);
+    char withs[4096];
+    l = note_add_signature(notes[0], len[0], "stranger.example", ssk, spk, withs, sizeof withs);
+    assert_true(l > 0);
+    assert_int_equal(checkpoint_verify(withs, (size_t)l, vk, 3, 1, ORIGIN, NULL, NULL), 0);
+    assert_int_equal(checkpoint_verify(withs, (size_t)l, vk, 3, 2, ORIGIN, NULL, NULL),
+                     NOTE_ERR_QUORUM);
+}
+
 static void test_checkpoint_format_parse(void **state)
 {
     (void)state;
@@ -464,8 +512,11 @@ static void test_receipt_json_strict(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_checkpoint_quorum),   cmocka_unit_test(test_checkpoint_format_parse),
-        cmocka_unit_test(test_receipt_roundtrip),   cmocka_unit_test(test_receipt_tampering),
+        cmocka_unit_test(test_checkpoint_quorum),
+        cmocka_unit_test(test_checkpoint_quorum_1_to_3_signatures),
+        cmocka_unit_test(test_checkpoint_format_parse),
+        cmocka_unit_test(test_receipt_roundtrip),
+        cmocka_unit_test(test_receipt_tampering),
         cmocka_unit_test(test_receipt_json_strict),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
