@@ -56,7 +56,10 @@ soak: build
 	@end=$$(( $$(date +%s) + $(SOAK_SECONDS) )); n=0; \
 	while [ $$(date +%s) -lt $$end ]; do n=$$((n+1)); echo "soak round $$n"; \
 	  LMQ_BUILD_DIR=$(abspath $(BUILD)) timeout 600 $(PY) -m pytest -q -x -p no:cacheprovider \
-	    tests/integration/test_cluster.py -k "kill9 or replicate" || exit 1; done; \
+	    tests/integration/test_cluster.py -k "kill9 or replicate" || exit 1; \
+	  LMQ_SOAK=1 LMQ_BUILD_DIR=$(abspath $(BUILD)) timeout 600 $(PY) -m pytest -q -x -s \
+	    -p no:cacheprovider tests/integration/test_ledgered.py -k "burst_many or kill9" \
+	    || exit 1; done; \
 	echo "make soak: $$n rounds passed"
 
 test: unit asan integration fuzz-smoke
