@@ -417,3 +417,31 @@ def test_batch_appended_before_meta_write_not_appended_again(broker_factory):
     cl.stop_all()
     audit(cl.nodes[fol].data_dir)
     assert final_payloads(cl.nodes[fol].data_dir, size2) >= {b"before", b"window", b"after"}
+
+
+def test_follower_refusals_qos2_and_311(broker_factory):
+    """On a follower an MQTT 5 QoS 2 ledgered publish gets PUBREC 0x97 with
+    the leader named, and an MQTT 3.1.1 publisher (no negative ack in
+    3.1.1) is disconnected without a PUBACK; nothing is recorded for
+    either."""
+    cl = Cluster(broker_factory)
+    lead = cl.leader()
+    fol = [i for i in range(3) if i != lead][0]
+    c = V.Client5(cl.nodes[fol].port)
+    assert c.connect5("q2").reason == 0
+    c.send(R.packet(R.PUBLISH, 4, R.mstr("att/q2") + (9).to_bytes(2, "big") + b"\x00" + b"x"))
+    p = c.expect5(R.PUBREC, 10)
+    assert (p.pid, p.reason) == (9, 0x97)
+    assert V.pget(p.props, V.REASON_STRING) == "not the leader: node %d at 127.0.0.1:%d" % (
+        lead + 1, cl.raft[lead])
+    c.close()
+    o = R.RawClient(cl.nodes[fol].port)
+    assert o.connect("old").body[1] == 0
+    o.send(R.publish_packet("att/311", b"y", qos=1, pid=5))
+    assert o.wait_closed(10)
+    assert all(x.type != R.PUBACK for x in o.seen), o.seen
+    o.close()
+    size, root = cl.converged()
+    cl.stop_all()
+    got = final_payloads(cl.nodes[lead].data_dir, size)
+    assert b"x" not in got and b"y" not in got
