@@ -866,6 +866,14 @@ fail_free:
 
 int lmq_server_listen(struct lmq_server *s, char *err, size_t errlen)
 {
+    /* Signals are caught from before the first "listening on" line: a
+     * SIGTERM sent as soon as a client can connect (before the loop runs)
+     * waits in libuv for lmq_server_run and ends in a clean shutdown,
+     * instead of killing the process with the default action. */
+    uv_signal_start(&s->sigint, net__signal_cb, SIGINT);
+    uv_signal_start(&s->sigterm, net__signal_cb, SIGTERM);
+    uv_signal_start(&s->sigpipe, net__signal_cb, SIGPIPE);
+    uv_signal_start(&s->sighup, net__signal_cb, SIGHUP);
     for (size_t i = 0; i < s->cfg->n_listeners; i++) {
         const struct lmq_listener_config *lc = &s->cfg->listeners[i];
         struct net__listener *l = &s->listeners[i];
@@ -942,10 +950,6 @@ int lmq_server_run(struct lmq_server *s)
     uv_prepare_start(&s->prepare, net__prepare_cb);
     uv_check_start(&s->check, net__check_cb);
     uv_timer_start(&s->tick, net__tick_cb, 1000, 1000);
-    uv_signal_start(&s->sigint, net__signal_cb, SIGINT);
-    uv_signal_start(&s->sigterm, net__signal_cb, SIGTERM);
-    uv_signal_start(&s->sigpipe, net__signal_cb, SIGPIPE);
-    uv_signal_start(&s->sighup, net__signal_cb, SIGHUP);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     return 0;
 }
