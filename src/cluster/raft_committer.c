@@ -241,7 +241,7 @@ static void rc__set_why(struct rc *rc)
     uint64_t id = 0;
     const char *addr = NULL;
     char why[sizeof rc->why];
-    if (rc->node)
+    if (rc->node && !rc->node_stopping) /* no calls on a node being stopped */
         lmq_raft_leader(rc->node, &id, &addr);
     if (rc->node_stopping)
         snprintf(why, sizeof why, "not the leader: node stopping");
