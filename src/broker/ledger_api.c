@@ -38,8 +38,15 @@
 
 #define LAPI_INDEX_DIR "leafindex"
 #define LAPI_INDEX_MAP (1ull << 36) /* 64 GiB of address space; the file is sparse */
-#define LAPI_INDEX_TXN 65536        /* leaf hashes per index write transaction */
-#define LAPI_INDEX_KEY 8            /* bytes of the leaf hash used as the index key */
+#define LAPI_INDEX_STEP 65536       /* leaf hashes per catch-up step (mutex held) */
+/* Leaf hashes per index write transaction. Keys are random, so each one
+ * dirties a different B-tree leaf page once the table is large, and LMDB
+ * mallocs every dirty page and keeps the freed ones on its own free list
+ * until the environment closes: the biggest transaction ever written stays
+ * in the heap. 65536 per transaction grew that to ~256 MB (4 KiB times the
+ * leaf pages touched, more as the log grows); 2048 caps it near 8 MB. */
+#define LAPI_INDEX_TXN 2048
+#define LAPI_INDEX_KEY 8 /* bytes of the leaf hash used as the index key */
 #define LAPI_INDEX_LAG                                                                             \
     4096 /* records committed without a receipts job before an                                     \
             index job keeps the leaf-hash index up */
@@ -431,7 +438,7 @@ static void lapi__receipts_work(struct lapi_job *job)
     int rc = lapi__refresh(a, job->size);
     /* keep the leaf-hash index close behind, a bounded step per job */
     if (rc == 0 && a->env)
-        lapi__index_catch_up(a, LAPI_INDEX_TXN);
+        lapi__index_catch_up(a, LAPI_INDEX_STEP);
     /* one checkpoint for every receipt of the job */
     if (rc == 0 && (rc = lapi__checkpoint_at(a, job->size, &cp, &cp_len)) != 0)
         LMQ_ERROR("ledger api: checkpoint at size %" PRIu64 ": %s; receipts not sent", job->size,
@@ -744,7 +751,7 @@ static void lapi__work(struct lmq_work *w)
             pthread_mutex_lock(&a->mu);
             rc = lapi__refresh(a, job->size);
             if (rc == 0)
-                rc = lapi__index_catch_up(a, LAPI_INDEX_TXN);
+                rc = lapi__index_catch_up(a, LAPI_INDEX_STEP);
             pthread_mutex_unlock(&a->mu);
             steps++;
         } while (rc == 1);
