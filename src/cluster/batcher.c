@@ -49,21 +49,22 @@ static uint64_t bt__wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Applies the items list (n items, taken off the queue). Returns the
- * items it did not get to (after a barrier), to be put back in front. */
-static struct lmq_batch_item *bt__apply(struct lmq_batcher *bt, struct lmq_batch_item *items,
-                                        struct lmq_batch *res)
+struct lmq_batch_item *lmq_fsm_check_items(const struct lmq_fsm_ops *fsm, void *fsm_ctx,
+                                           struct ledger *l, struct lmq_batch_item *items,
+                                           struct ledger_record_buf *recs,
+                                           struct lmq_batch_item **app, size_t *n_app,
+                                           size_t *n_taken)
 {
-    size_t n_app = 0, n_taken = 0;
+    size_t na = 0, nt = 0;
     struct lmq_batch_item *it = items, *last = NULL, *rest = NULL;
     for (; it; last = it, it = it->next) {
         uint64_t dup = 0;
-        int rc = bt->fsm.check(bt->fsm_ctx, bt->l, it, n_app == 0, &dup);
-        if (rc == LMQ_FSM_BARRIER && n_app > 0) {
+        int rc = fsm->check(fsm_ctx, l, it, na == 0, &dup);
+        if (rc == LMQ_FSM_BARRIER && na > 0) {
             rest = it;
             break;
         }
-        n_taken++;
+        nt++;
         if (rc == LMQ_FSM_DUPLICATE) {
             it->status = LMQ_BATCH_DUPLICATE;
             it->index = dup;
@@ -71,13 +72,26 @@ static struct lmq_batch_item *bt__apply(struct lmq_batcher *bt, struct lmq_batch
             it->status = rc;
         } else {
             it->status = LMQ_BATCH_APPENDED;
-            bt->recs[n_app].data = it->rec;
-            bt->recs[n_app].len = it->len;
-            bt->app[n_app++] = it;
+            recs[na].data = it->rec;
+            recs[na].len = it->len;
+            app[na++] = it;
         }
     }
     if (last && rest)
         last->next = NULL;
+    *n_app = na;
+    *n_taken = nt;
+    return rest;
+}
+
+/* Applies the items list (n items, taken off the queue). Returns the
+ * items it did not get to (after a barrier), to be put back in front. */
+static struct lmq_batch_item *bt__apply(struct lmq_batcher *bt, struct lmq_batch_item *items,
+                                        struct lmq_batch *res)
+{
+    size_t n_app, n_taken;
+    struct lmq_batch_item *rest = lmq_fsm_check_items(&bt->fsm, bt->fsm_ctx, bt->l, items, bt->recs,
+                                                      bt->app, &n_app, &n_taken);
     res->items = items;
     res->n_items = n_taken;
     if (n_app == 0) {

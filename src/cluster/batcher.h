@@ -38,6 +38,20 @@
 
 struct lmq_batcher;
 
+/* The state machine's checks over ITEMS in order, as every committer runs
+ * them before an append (single node: the batcher; cluster: the leader in
+ * cluster/raft_committer.c): each item gets its status (DUPLICATE with the
+ * index it already has, a refusal, or APPENDED), the accepted ones are
+ * listed in APP and their bytes in RECS (room for every item), and the
+ * list is cut before the first BARRIER that follows an accepted record.
+ * Returns that rest (NULL when every item was taken); *N_APP and
+ * *N_TAKEN count the accepted and the examined items. */
+struct lmq_batch_item *lmq_fsm_check_items(const struct lmq_fsm_ops *fsm, void *fsm_ctx,
+                                           struct ledger *l, struct lmq_batch_item *items,
+                                           struct ledger_record_buf *recs,
+                                           struct lmq_batch_item **app, size_t *n_app,
+                                           size_t *n_taken);
+
 /* Starts the committer thread. L is the read-write ledger, used only by
  * the committer from now on until lmq_batcher_free. NOTIFY(NCTX) is
  * called on the committer thread when results go from none to some.

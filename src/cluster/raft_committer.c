@@ -6,6 +6,8 @@
  * next batch. */
 #include "cluster/raft_committer.h"
 
+#include "cluster/batcher.h"
+
 #include "cluster/raft_batch.h"
 #include "identity/registry.h"
 #include "util/log.h"
@@ -353,30 +355,10 @@ static void rc__cut(struct rc *rc)
         return;
     }
     /* The state machine's checks, as the single-node committer runs them. */
-    size_t n_app = 0, n_taken = 0;
-    struct lmq_batch_item *last = NULL, *rest = NULL;
-    for (it = items; it; last = it, it = it->next) {
-        uint64_t dup = 0;
-        int rv = rc->fsm.check(rc->fsm_ctx, rc->l, it, n_app == 0, &dup);
-        if (rv == LMQ_FSM_BARRIER && n_app > 0) {
-            rest = it;
-            break;
-        }
-        n_taken++;
-        if (rv == LMQ_FSM_DUPLICATE) {
-            it->status = LMQ_BATCH_DUPLICATE;
-            it->index = dup;
-        } else if (rv < 0) {
-            it->status = rv;
-        } else {
-            it->status = LMQ_BATCH_APPENDED;
-            rc->recs[n_app].data = it->rec;
-            rc->recs[n_app].len = it->len;
-            rc->app[n_app++] = it;
-        }
-    }
-    if (last && rest) {
-        last->next = NULL;
+    size_t n_app, n_taken;
+    struct lmq_batch_item *rest = lmq_fsm_check_items(&rc->fsm, rc->fsm_ctx, rc->l, items, rc->recs,
+                                                      rc->app, &n_app, &n_taken);
+    if (rest) {
         /* back in front of the queue */
         pthread_mutex_lock(&rc->mu);
         struct lmq_batch_item *t = rest;
