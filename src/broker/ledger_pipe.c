@@ -818,41 +818,41 @@ static void lp__dk_end(struct bk_lp *lp, struct lmq_batch_item *const *items, si
     }
 }
 
+struct lp__dk_scan {
+    struct bk_lp *lp;
+    uint64_t n;
+};
+
+static int lp__dk_scan_one(void *ctx, uint64_t index, const uint8_t *p, size_t len)
+{
+    struct lp__dk_scan *sc = ctx;
+    struct ledger_record r;
+    if (ledger_record_decode(p, len, &r) < 0 || r.kind != LEDGER_KIND_MESSAGE ||
+        r.msg.has_device_seq || r.msg.cose.ptr || !r.msg.payload.ptr)
+        return 0;
+    uint8_t key[32];
+    lp__dkey((const char *)r.msg.client_id.ptr, r.msg.client_id.len, (const char *)r.msg.topic.ptr,
+             r.msg.topic.len, r.msg.payload.ptr, r.msg.payload.len, key);
+    lp__dk_add(sc->lp, key, index);
+    sc->n++;
+    return 0;
+}
+
 /* At start: the attested records among the last ledger_dup_window of the
  * log (not the private ones: their payload is not in the record). */
 static void lp__dk_load(struct bk_lp *lp, uint32_t window)
 {
     uint64_t size = ledger_size(lp->ledger);
-    uint64_t from = size > window ? size - window : 0, n = 0;
-    size_t cap = 4096;
-    uint8_t *buf = malloc(cap);
-    for (uint64_t i = from; buf && i < size; i++) {
-        size_t len = 0;
-        int rc = ledger_get(lp->ledger, i, buf, cap, &len);
-        if (rc == -ENOSPC) {
-            uint8_t *nb = realloc(buf, len);
-            if (!nb)
-                break;
-            buf = nb;
-            cap = len;
-            rc = ledger_get(lp->ledger, i, buf, cap, &len);
-        }
-        struct ledger_record r;
-        if (rc < 0 || ledger_record_decode(buf, len, &r) < 0 || r.kind != LEDGER_KIND_MESSAGE ||
-            r.msg.has_device_seq || r.msg.cose.ptr || !r.msg.payload.ptr)
-            continue;
-        uint8_t key[32];
-        lp__dkey((const char *)r.msg.client_id.ptr, r.msg.client_id.len,
-                 (const char *)r.msg.topic.ptr, r.msg.topic.len, r.msg.payload.ptr,
-                 r.msg.payload.len, key);
-        lp__dk_add(lp, key, i);
-        n++;
-    }
-    free(buf);
-    if (n)
+    uint64_t from = size > window ? size - window : 0;
+    struct lp__dk_scan sc = {.lp = lp};
+    int rc = ledger_scan(lp->ledger, from, size, lp__dk_scan_one, &sc);
+    if (rc != 0)
+        LMQ_WARN("ledger: reading the last %" PRIu64 " records for the DUP window stopped: %s",
+                 size - from, ledger_strerror(rc));
+    if (sc.n)
         LMQ_INFO("ledger: %" PRIu64 " attested records of the last %" PRIu64
                  " remembered for DUP resends",
-                 n, size - from);
+                 sc.n, size - from);
 }
 
 static int lp__fsm_check(void *ctx, struct ledger *l, struct lmq_batch_item *it, bool first,

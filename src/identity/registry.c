@@ -568,25 +568,10 @@ static int reg__wipe(struct registry *r)
     return rc == 0 ? 0 : reg__db(rc, "commit");
 }
 
-/* ledger_get into *buf, growing it as needed. */
-static int reg__read(struct ledger *l, uint64_t i, uint8_t **buf, size_t *cap, size_t *len)
-{
-    int rc = ledger_get(l, i, *buf, *cap, len);
-    if (rc == -ENOSPC) {
-        uint8_t *nb = realloc(*buf, *len);
-        if (nb == NULL)
-            return -ENOMEM;
-        *buf = nb;
-        *cap = *len;
-        rc = ledger_get(l, i, *buf, *cap, len);
-    }
-    return rc;
-}
-
 /* The operator signatures of one chunk's registry records, checked before
  * the chunk is applied and on several threads: Ed25519 verification is
  * nearly all the time a rebuild takes (~10-25k verifications/s per core).
- * Only registry records are copied (they are small, <= 16 KiB). */
+ * Only the records that can change the registry are copied. */
 struct reg__sigs {
     const struct registry *r;
     size_t n, cap;
@@ -611,9 +596,10 @@ static void *reg__sig_thread(void *arg)
     struct reg__sigs *s = w->s;
     for (size_t k = w->t; k < s->n; k += s->n_threads) {
         struct ledger_record rec;
-        s->rc[k] = ledger_record_decode(s->arena + s->off[k], s->len[k], &rec) == 0
-                       ? registry_verify_signature(&rec, s->r->ops, s->r->n_ops)
-                       : REGISTRY_ERR_NOT_REGISTRY;
+        if (ledger_record_decode(s->arena + s->off[k], s->len[k], &rec) != 0)
+            s->rc[k] = REGISTRY_ERR_NOT_REGISTRY;
+        else if (reg__is_registry(rec.kind) && s->len[k] <= REGISTRY_RECORD_MAX)
+            s->rc[k] = registry_verify_signature(&rec, s->r->ops, s->r->n_ops);
     }
     return NULL;
 }
@@ -667,21 +653,30 @@ static int reg__sigs_add(struct reg__sigs *s, uint64_t index, const uint8_t *p, 
     return 0;
 }
 
-/* Reads [from, to), collects the registry records and verifies their
- * signatures (on threads when there are many). */
-static int reg__sigs_check(struct reg__sigs *s, struct ledger *l, uint64_t from, uint64_t to,
-                           uint8_t **buf, size_t *cap)
+/* ledger_scan callback: keeps the records that can change the registry,
+ * registry records and messages carrying a device sequence. */
+static int reg__collect(void *ctx, uint64_t index, const uint8_t *p, size_t len)
 {
-    for (uint64_t i = from; i < to; i++) {
-        size_t len;
-        struct ledger_record rec;
-        int rc = reg__read(l, i, buf, cap, &len);
-        if (rc != 0)
-            return rc;
-        if (ledger_record_decode(*buf, len, &rec) == 0 && rec.known && reg__is_registry(rec.kind) &&
-            len <= REGISTRY_RECORD_MAX && (rc = reg__sigs_add(s, i, *buf, len)) != 0)
-            return rc;
-    }
+    struct reg__sigs *s = ctx;
+    struct ledger_record rec;
+    if (ledger_record_decode(p, len, &rec) != 0)
+        return 0; /* not a record this version understands: no effect */
+    if (rec.kind == LEDGER_KIND_MESSAGE
+            ? !rec.msg.has_device_seq ||
+                  !device_id_valid((const char *)rec.msg.publisher.ptr, rec.msg.publisher.len)
+            : !rec.known || !reg__is_registry(rec.kind))
+        return 0;
+    return reg__sigs_add(s, index, p, len);
+}
+
+/* Reads [from, to) in one sequential scan, collects the records that can
+ * change the registry and verifies the registry records' signatures (on
+ * threads when there are many). */
+static int reg__sigs_check(struct reg__sigs *s, struct ledger *l, uint64_t from, uint64_t to)
+{
+    int rc = ledger_scan(l, from, to, reg__collect, s);
+    if (rc != 0)
+        return rc;
     struct reg__sig_worker w[REG__VERIFY_THREADS_MAX];
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned started = 0;
@@ -705,15 +700,13 @@ static int reg__sigs_check(struct reg__sigs *s, struct ledger *l, uint64_t from,
 
 /* Applies ledger records [from, to) in one write transaction. */
 static int reg__chunk(struct registry *r, struct ledger *l, uint64_t from, uint64_t to,
-                      uint8_t **buf, size_t *cap, struct registry_sync_result *res,
-                      registry_refused_fn on_refused, void *ctx)
+                      struct registry_sync_result *res, registry_refused_fn on_refused, void *ctx)
 {
     MDB_txn *txn;
     struct registry_sync_result part = {0};
     struct reg__state st;
     struct reg__sigs sigs = {.r = r};
-    size_t k = 0;
-    int rc = reg__sigs_check(&sigs, l, from, to, buf, cap);
+    int rc = reg__sigs_check(&sigs, l, from, to);
     if (rc != 0) {
         reg__sigs_free(&sigs);
         return rc;
@@ -732,17 +725,13 @@ static int reg__chunk(struct registry *r, struct ledger *l, uint64_t from, uint6
     }
     if (rc != 0 && rc != -ENOENT)
         goto fail_abort;
-    for (uint64_t i = from; i < to; i++) {
-        size_t len;
-        if ((rc = reg__read(l, i, buf, cap, &len)) != 0)
-            goto fail_abort;
+    for (size_t k = 0; k < sigs.n; k++) {
+        uint64_t i = sigs.index[k];
         struct ledger_record rec;
-        if (ledger_record_decode(*buf, len, &rec) != 0)
-            continue; /* not a record this version understands: no effect */
-        int refused, sig_rc = REG__SIG_UNCHECKED;
-        if (k < sigs.n && sigs.index[k] == i)
-            sig_rc = sigs.rc[k++];
-        rc = reg__apply(r, txn, i, &rec, sig_rc, &refused);
+        if (ledger_record_decode(sigs.arena + sigs.off[k], sigs.len[k], &rec) != 0)
+            continue; /* decoded once already in reg__collect */
+        int refused;
+        rc = reg__apply(r, txn, i, &rec, sigs.rc[k], &refused);
         if (rc < 0 || rc == MDB_MAP_FULL)
             goto fail_abort;
         if (refused) {
@@ -822,13 +811,9 @@ static int reg__sync(struct registry *r, struct ledger *l, struct registry_sync_
         res->rebuilt = true;
     }
     res->from = from;
-    size_t cap = 1 << 16;
-    uint8_t *buf = malloc(cap);
-    if (buf == NULL)
-        return -ENOMEM;
     while (from < size || (from == 0 && rebuild)) {
         uint64_t to = size - from > REG__CHUNK ? from + REG__CHUNK : size;
-        rc = reg__chunk(r, l, from, to, &buf, &cap, res, on_refused, ctx);
+        rc = reg__chunk(r, l, from, to, res, on_refused, ctx);
         if (rc == MDB_MAP_FULL) {
             if ((rc = reg__grow(r)) != 0)
                 break;
@@ -839,7 +824,6 @@ static int reg__sync(struct registry *r, struct ledger *l, struct registry_sync_
         from = to;
         rebuild = false;
     }
-    free(buf);
     res->to = from;
     return rc;
 }

@@ -636,6 +636,110 @@ int ledger_get(struct ledger *l, uint64_t index, uint8_t *buf, size_t cap, size_
     return rc;
 }
 
+#define SCAN_INDEX_ENTRIES 4096u /* index entries per read (64 KiB) */
+#define SCAN_WINDOW (1u << 20)    /* segment bytes per read, at least */
+
+/* pread up to len bytes at off, stopping early only at end of file. */
+static ssize_t scan_pread(int fd, uint8_t *buf, size_t len, off_t off)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, buf + got, len - got, off + (off_t)got);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+struct scan_window {
+    uint8_t *buf;
+    size_t cap, len;
+    uint32_t seg;
+    uint64_t off; /* segment offset of buf[0] */
+    bool valid;
+};
+
+/* Makes [off, off + need) of segment seg readable in w; its address or
+ * NULL with *err set. */
+static const uint8_t *scan_window_at(struct ledger *l, struct scan_window *w, uint32_t seg,
+                                     uint64_t off, size_t need, int *err)
+{
+    if (w->valid && w->seg == seg && off >= w->off && off + need <= w->off + w->len)
+        return w->buf + (off - w->off);
+    size_t want = need > SCAN_WINDOW ? need : SCAN_WINDOW;
+    if (want > w->cap) {
+        uint8_t *nb = realloc(w->buf, want);
+        if (nb == NULL) {
+            *err = -ENOMEM;
+            return NULL;
+        }
+        w->buf = nb;
+        w->cap = want;
+    }
+    w->valid = false;
+    int fd = seg_fd(l, seg);
+    if (fd < 0) {
+        *err = fd;
+        return NULL;
+    }
+    ssize_t got = scan_pread(fd, w->buf, want, (off_t)off);
+    if (got < 0) {
+        *err = (int)got;
+        return NULL;
+    }
+    if ((size_t)got < need) {
+        *err = LEDGER_ERR_CORRUPT; /* the index points past the segment's end */
+        return NULL;
+    }
+    w->seg = seg;
+    w->off = off;
+    w->len = (size_t)got;
+    w->valid = true;
+    return w->buf;
+}
+
+int ledger_scan(struct ledger *l, uint64_t from, uint64_t to, ledger_scan_fn fn, void *ctx)
+{
+    if (to > l->size || from > to)
+        return -ERANGE;
+    struct scan_window w = {0};
+    uint8_t *ix = malloc((size_t)SCAN_INDEX_ENTRIES * INDEX_ENTRY_LEN);
+    int rc = ix ? 0 : -ENOMEM;
+    for (uint64_t i = from; rc == 0 && i < to;) {
+        uint64_t n = to - i < SCAN_INDEX_ENTRIES ? to - i : SCAN_INDEX_ENTRIES;
+        rc = store_pread_full(l->index_fd, ix, (size_t)n * INDEX_ENTRY_LEN,
+                              (off_t)(i * INDEX_ENTRY_LEN));
+        for (uint64_t k = 0; rc == 0 && k < n; k++, i++) {
+            uint64_t pos;
+            uint32_t len;
+            if (store_index_entry_parse(ix + k * INDEX_ENTRY_LEN, &pos, &len)) {
+                rc = LEDGER_ERR_CORRUPT;
+                break;
+            }
+            const uint8_t *f = scan_window_at(l, &w, POS_SEG(pos), POS_OFF(pos),
+                                              (size_t)FRAME_HEADER_LEN + len, &rc);
+            if (f == NULL)
+                break;
+            uint32_t crc = lmq_crc32c(0, f, 8);
+            crc = lmq_crc32c(crc, f + FRAME_HEADER_LEN, len);
+            if (le32_get(f) != len || f[4] != FRAME_RECORD || crc != le32_get(f + 8)) {
+                rc = LEDGER_ERR_CORRUPT;
+                break;
+            }
+            rc = fn(ctx, i, f + FRAME_HEADER_LEN, len);
+        }
+    }
+    free(ix);
+    free(w.buf);
+    return rc;
+}
+
 int ledger_leaf_hash(struct ledger *l, uint64_t index, uint8_t out[32])
 {
     if (index >= l->size)

@@ -146,6 +146,14 @@ ssize_t ledger_verifier_key(const struct ledger *l, char *out, size_t cap);
  * size if cap is too small; -ERANGE if index >= size; LEDGER_ERR_CORRUPT
  * on a CRC mismatch; -errno on I/O errors. */
 int ledger_get(struct ledger *l, uint64_t index, uint8_t *buf, size_t cap, size_t *len);
+/* Calls fn(ctx, index, record, len) for each record of [from, to) in
+ * order, reading the index and the segments in large sequential chunks
+ * (a scan of the whole log costs a few reads per MiB, not three per
+ * record). Each frame's CRC is checked. The record bytes are valid only
+ * during the call. 0; fn's first non-zero return (the scan stops); -ERANGE
+ * if to > size; LEDGER_ERR_CORRUPT; -ENOMEM; -errno on I/O errors. */
+typedef int (*ledger_scan_fn)(void *ctx, uint64_t index, const uint8_t *rec, size_t len);
+int ledger_scan(struct ledger *l, uint64_t from, uint64_t to, ledger_scan_fn fn, void *ctx);
 /* Stored leaf hash of record index. */
 int ledger_leaf_hash(struct ledger *l, uint64_t index, uint8_t out[32]);
 /* Hash of the complete subtree (level, index) (merkle_get_node_fn form;
