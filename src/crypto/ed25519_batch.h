@@ -1,0 +1,40 @@
+/* Ed25519 verification of many signatures at once (RFC 8032 §5.1.7 with
+ * the cofactored equation [8][S]B = [8]R + [8][k]A, which §5.1.7 names as
+ * sufficient), for the broker's signed ledgered topics: one device
+ * envelope per message, one verify each is the throughput limit.
+ *
+ * Acceptance is the same whether a signature is checked alone
+ * (ed25519_verify_one) or in a batch of any size and composition
+ * (ed25519_verify_batch): a batch that does not verify as a whole is split
+ * and each signature judged alone, so a node's verdict on a signature never
+ * depends on what else was in its batch. Both reject, before any curve
+ * arithmetic: S not below the group order L, a public key or R that is not
+ * a canonical encoding of a curve point, a public key of small order.
+ *
+ * Thread-safe, no allocation beyond the caller's arrays (the batch works
+ * on the stack for up to ED25519_BATCH_MAX items; larger batches are cut).
+ * Verification of public data: variable-time arithmetic is fine here. */
+#ifndef LMQ_CRYPTO_ED25519_BATCH_H
+#define LMQ_CRYPTO_ED25519_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ED25519_BATCH_MAX 64
+
+struct ed25519_batch_item {
+    const uint8_t *pk;  /* 32 bytes */
+    const uint8_t *sig; /* 64 bytes: R || S */
+    const uint8_t *msg; /* the signed bytes (for COSE: the Sig_structure) */
+    size_t msg_len;
+};
+
+/* 0 if sig is valid for msg under pk by the rules above, -EBADMSG if not. */
+int ed25519_verify_one(const uint8_t sig[64], const void *msg, size_t len, const uint8_t pk[32]);
+
+/* Verifies items[0..n): ok[i] = 1 if item i is valid, 0 if not. Returns
+ * the number of valid items. n may be any size (processed in batches of
+ * ED25519_BATCH_MAX). */
+size_t ed25519_verify_batch(const struct ed25519_batch_item *items, size_t n, uint8_t *ok);
+
+#endif
