@@ -247,8 +247,12 @@ static int lmqsdk__checkpoint(const char *note, size_t len, const char *name,
                                                     pks[k]) != 0)
                 return LMQ_SDK_ERR_SIGNATURE;
             if (!ok[k]) {
+                size_t j;
                 ok[k] = 1;
-                n_ok++;
+                for (j = 0; j < k && !(ok[j] && memcmp(pks[j], pks[k], 32) == 0); j++)
+                    ;
+                if (j == k) /* a key listed twice still counts once */
+                    n_ok++;
             }
         }
     }

@@ -367,6 +367,17 @@ static void test_doc_receipt_quorum(void **state)
     assert_int_equal(lmq_sdk_receipt_verify_quorum(doc_receipt, len, name, (const uint8_t(*)[32])four, 4, 3, NULL,
                                                    scratch, sizeof(scratch), &r),
                      0);
+    /* one key listed twice counts once: keys 0, 0, 1 reach quorum 2, not 3 */
+    uint8_t twice[3][32];
+    memcpy(twice[0], pks[0], 32);
+    memcpy(twice[1], pks[0], 32);
+    memcpy(twice[2], pks[1], 32);
+    assert_int_equal(lmq_sdk_receipt_verify_quorum(doc_receipt, len, name, (const uint8_t(*)[32])twice, 3, 3, NULL,
+                                                   scratch, sizeof(scratch), &r),
+                     LMQ_SDK_ERR_UNSIGNED);
+    assert_int_equal(lmq_sdk_receipt_verify_quorum(doc_receipt, len, name, (const uint8_t(*)[32])twice, 3, 2, NULL,
+                                                   scratch, sizeof(scratch), &r),
+                     0);
 }
 
 /* ---- the transparency-dev inclusion vectors, through the SDK verifier ---- */
