@@ -5,11 +5,14 @@
  * owner may read it. Format: docs/FORMATS.md "Key files". */
 #include "crypto/sign.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -236,6 +239,43 @@ static int key__fsync_dir(const char *path)
     return rc;
 }
 
+/* Removes "<path>.tmp.<pid>" files of processes that no longer exist: a
+ * process killed between creating its temp file and unlinking it leaves
+ * one (a key, for a secret key file: never left lying around). */
+static void key__sweep_stale(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t dlen = slash ? (size_t)(slash - path) : 1;
+    if (dlen == 0)
+        dlen = 1; /* "/name" */
+    if (dlen >= sizeof dir)
+        return;
+    memcpy(dir, slash ? path : ".", dlen);
+    dir[dlen] = '\0';
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    size_t blen = strlen(base);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp.", 5) != 0)
+            continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(n + blen + 5, &end, 10);
+        if (errno || *end || end == n + blen + 5 || pid <= 0 || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* alive (or not ours to judge): its writer may still be at work */
+        if (unlinkat(dirfd(d), n, 0) == 0)
+            LMQ_INFO("removed %s/%s, left by a process killed while writing a key file", dir, n);
+    }
+    closedir(d);
+}
+
 /* Writes content into a fresh file at path: temp file (O_EXCL, mode), fsync,
  * link into place (EEXIST if path exists), unlink temp, fsync directory. */
 static int key__publish(const char *path, const char *content, size_t len, mode_t mode)
@@ -287,6 +327,7 @@ int crypto_key_load_or_create(const char *path, uint8_t pk[32], uint8_t sk[64], 
 {
     if (created != NULL)
         *created = 0;
+    key__sweep_stale(path);
     int rc = crypto_key_load(path, pk, sk);
     if (rc != -ENOENT)
         return rc;

@@ -144,9 +144,10 @@ def test_kill_at_every_step_of_ledger_creation(tmp_path):
         assert w.returncode == 0, (what, w.stderr)
         if has_ledger and not has_meta:
             assert b"creation was interrupted before META" in w.stderr, (what, w.stderr)
-        # A key once written is kept.
+        # A key once written is kept, and no copy of it is left in a temp file.
         if key is not None:
             assert read(d / "node.key") == key, what
+        assert not list(d.glob("node.key.tmp.*")), (what, list(d.glob("node.key.tmp.*")))
         info = cli(d, "log", "info")
         size = int(info.stdout.decode().split("size: ")[1].split("\n")[0])
         assert size in (1, 2), (what, info.stdout)
