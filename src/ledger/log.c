@@ -639,24 +639,6 @@ int ledger_get(struct ledger *l, uint64_t index, uint8_t *buf, size_t cap, size_
 #define SCAN_INDEX_ENTRIES 4096u /* index entries per read (64 KiB) */
 #define SCAN_WINDOW (1u << 20)    /* segment bytes per read, at least */
 
-/* pread up to len bytes at off, stopping early only at end of file. */
-static ssize_t scan_pread(int fd, uint8_t *buf, size_t len, off_t off)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(fd, buf + got, len - got, off + (off_t)got);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
 struct scan_window {
     uint8_t *buf;
     size_t cap, len;
@@ -688,7 +670,7 @@ static const uint8_t *scan_window_at(struct ledger *l, struct scan_window *w, ui
         *err = fd;
         return NULL;
     }
-    ssize_t got = scan_pread(fd, w->buf, want, (off_t)off);
+    ssize_t got = store_pread_upto(fd, w->buf, want, (off_t)off);
     if (got < 0) {
         *err = (int)got;
         return NULL;

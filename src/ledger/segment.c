@@ -131,23 +131,30 @@ int store_node_path(char *buf, size_t cap, const char *ledgerdir, unsigned level
     return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
 }
 
-int store_pread_full(int fd, void *buf, size_t len, off_t off)
+ssize_t store_pread_upto(int fd, void *buf, size_t len, off_t off)
 {
     uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t r = pread(fd, p, len, off);
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, p + got, len - got, off + (off_t)got);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             return -errno;
         }
         if (r == 0)
-            return -EIO;
-        p += r;
-        len -= (size_t)r;
-        off += r;
+            break;
+        got += (size_t)r;
     }
-    return 0;
+    return (ssize_t)got;
+}
+
+int store_pread_full(int fd, void *buf, size_t len, off_t off)
+{
+    ssize_t got = store_pread_upto(fd, buf, len, off);
+    if (got < 0)
+        return (int)got;
+    return (size_t)got == len ? 0 : -EIO;
 }
 
 int store_pwrite_full(int fd, const void *buf, size_t len, off_t off)

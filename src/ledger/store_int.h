@@ -104,6 +104,9 @@ int store_seg_path(char *buf, size_t cap, const char *ledgerdir, uint32_t seg);
 int store_node_path(char *buf, size_t cap, const char *ledgerdir, unsigned level);
 
 /* pread/pwrite loops: 0, -EIO on a short read (file too short), -errno. */
+/* pread of up to len bytes at off, short only at end of file: bytes read
+ * or -errno. */
+ssize_t store_pread_upto(int fd, void *buf, size_t len, off_t off);
 int store_pread_full(int fd, void *buf, size_t len, off_t off);
 int store_pwrite_full(int fd, const void *buf, size_t len, off_t off);
 /* fsync of a directory, 0 or -errno. */

@@ -330,18 +330,26 @@ static void test_proposer_key(void **state)
     run("rm -rf %s", dir);
 }
 
+/* A new ledger in dir with 4 KiB segments and 40 batches of 7 records:
+ * 280 records over several segments. */
+static struct ledger *open_rolled(const char *dir, struct ledger_options *o)
+{
+    ledger_options_default(o);
+    o->segment_max = 4096;
+    struct ledger *l;
+    assert_int_equal(ledger_open(dir, o, &l, errbuf, sizeof errbuf), 0);
+    for (int b = 0; b < 40; b++)
+        append_n(l, 7, (uint64_t)b);
+    return l;
+}
+
 static void test_segment_roll(void **state)
 {
     (void)state;
     char dir[64];
     make_dir(dir, sizeof dir);
     struct ledger_options o;
-    ledger_options_default(&o);
-    o.segment_max = 4096;
-    struct ledger *l;
-    assert_int_equal(ledger_open(dir, &o, &l, errbuf, sizeof errbuf), 0);
-    for (int b = 0; b < 40; b++)
-        append_n(l, 7, (uint64_t)b);
+    struct ledger *l = open_rolled(dir, &o);
     ledger_close(l);
     char p[128];
     snprintf(p, sizeof p, "%s/ledger/seg-00000003", dir);
@@ -371,12 +379,7 @@ static void test_scan_stop_and_damage(void **state)
     char dir[64];
     make_dir(dir, sizeof dir);
     struct ledger_options o;
-    ledger_options_default(&o);
-    o.segment_max = 4096;
-    struct ledger *l;
-    assert_int_equal(ledger_open(dir, &o, &l, errbuf, sizeof errbuf), 0);
-    for (int b = 0; b < 40; b++)
-        append_n(l, 7, (uint64_t)b);
+    struct ledger *l = open_rolled(dir, &o);
     struct scan_check sc = {.next = 3, .stop_at = 100};
     assert_int_equal(ledger_scan(l, 3, 280, scan_check_one, &sc), 7);
     assert_int_equal(sc.next, 101);
