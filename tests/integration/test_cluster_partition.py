@@ -1,0 +1,434 @@
+"""Network partitions of a three-node cluster (issue 7 item 7,
+docs/CLUSTER.md). Each ledgermqd runs in a network namespace the test
+creates (`lmqt-<random>-N`) with one veth ("eth0", 10.213.0.N/24) whose
+other end is a port of a bridge in a fourth namespace the test creates
+too (`lmqt-<random>-hub`); the root namespace's network is never touched.
+A node is cut off by setting its bridge port down (nothing in, nothing
+out) and healed by setting it up. Each daemon's MQTT listener is
+127.0.0.1 inside its own namespace: the test's clients open their
+sockets from a thread that entered that namespace (setns), so a client
+still reaches its node while the node is cut off from the others.
+
+Cases: the leader cut off under a stream of ledgered QoS 1 publishes (the
+majority elects another leader and goes on, the old leader acks nothing
+sent after the cut and refuses with 0x97, rejoins as a follower, every
+acked message is in every node's final log exactly once, the logs are
+identical); a follower cut off (the others go on, it catches up); a
+cut-off node never becomes leader and refuses every ledgered publish
+with 0x97 "not the leader: no leader known".
+
+Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) and iproute2 (make deps);
+skipped with the reason otherwise. Every namespace, link and process is
+removed at the end of each test, whatever happened; every wait is
+bounded."""
+import collections
+import ctypes
+import os
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+import mqttraw as R
+import v5raw as V
+from conftest import ledgermq_only, wait_for
+from test_cluster import LEDGERMQ, TOPICS, Cluster, audit, log_info, publish
+from test_ledgered import segment_records
+
+pytestmark = ledgermq_only("tests ledgermqd's cluster in network namespaces")
+
+RAFT_PORT = 7000  # each node has its own namespace: nothing else binds there
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _ip(*args):
+    r = subprocess.run(["ip"] + list(args), capture_output=True, timeout=10,
+                       stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise OSError("ip %s: %s" % (" ".join(args), r.stderr.decode().strip()))
+    return r.stdout.decode()
+
+
+def enter_netns(name):
+    """Moves the calling thread (only it) into the network namespace NAME;
+    sockets it opens from then on belong to that namespace."""
+    fd = os.open("/run/netns/" + name, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "setns %s: %s" % (name, os.strerror(e)))
+    finally:
+        os.close(fd)
+
+
+def in_netns(name, fn, timeout=30.0):
+    """FN() run on a fresh thread inside namespace NAME; returns its value
+    (sockets it made stay in NAME and may be used from any thread)."""
+    box = {}
+
+    def run():
+        try:
+            enter_netns(name)
+            box["v"] = fn()
+        except BaseException as e:  # noqa: BLE001 (re-raised below)
+            box["e"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "no answer within %.0f s in %s" % (timeout, name)
+    if "e" in box:
+        raise box["e"]
+    return box["v"]
+
+
+class Net:
+    """The hub namespace with its bridge and one namespace per node."""
+
+    def __init__(self, n):
+        tag = secrets.token_hex(3)
+        self.hub = "lmqt-%s-hub" % tag
+        self.ns = ["lmqt-%s-%d" % (tag, i + 1) for i in range(n)]
+        self.addr = ["10.213.0.%d" % (i + 1) for i in range(n)]
+        self.made = []
+
+    def create(self):
+        for name in [self.hub] + self.ns:
+            _ip("netns", "add", name)
+            self.made.append(name)
+            _ip("-n", name, "link", "set", "lo", "up")
+        _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.hub, "link", "set", "br0", "up")
+        for i, name in enumerate(self.ns):
+            port = "v%d" % (i + 1)
+            _ip("-n", self.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                "netns", name)
+            _ip("-n", self.hub, "link", "set", port, "master", "br0")
+            _ip("-n", self.hub, "link", "set", port, "up")
+            _ip("-n", name, "addr", "add", self.addr[i] + "/24", "dev", "eth0")
+            _ip("-n", name, "link", "set", "eth0", "up")
+
+    def isolate(self, i):
+        _ip("-n", self.hub, "link", "set", "v%d" % (i + 1), "down")
+
+    def heal(self, i):
+        _ip("-n", self.hub, "link", "set", "v%d" % (i + 1), "up")
+
+    def destroy(self):
+        """Kills what still runs in our namespaces (only our daemons and
+        CLI runs can be there), then deletes them with their links."""
+        for name in reversed(self.made):
+            try:
+                for pid in _ip("netns", "pids", name).split():
+                    try:
+                        os.kill(int(pid), 9)
+                    except OSError:
+                        pass
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            try:
+                _ip("netns", "del", name)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.made = []
+
+
+@pytest.fixture
+def net():
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2's ip is missing (make deps installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)")
+    n = Net(3)
+    try:
+        n.create()
+    except OSError as e:
+        n.destroy()
+        if "Operation not permitted" in str(e) or "Permission denied" in str(e):
+            pytest.skip("cannot create network namespaces here: %s" % e)
+        raise
+    try:
+        yield n
+    finally:
+        n.destroy()
+
+
+class NsCluster(Cluster):
+    """test_cluster's Cluster with node I in namespace net.ns[I], Raft on
+    10.213.0.(I+1):7000, MQTT on 127.0.0.1 inside that namespace."""
+
+    def __init__(self, net, broker_factory):
+        self.net = net
+        self.raft = [RAFT_PORT] * len(net.ns)
+        lines = ["cluster_node %d %s:%d" % (i + 1, a, RAFT_PORT) for i, a in enumerate(net.addr)]
+        self.nodes = []
+        for i, ns in enumerate(net.ns):
+            b = broker_factory(config={"ledger_topic": TOPICS, "ledger_batch_ms": 5,
+                                       "cluster_election_ms": 500,
+                                       "cluster_heartbeat_ms": 50, "sys_interval": 1},
+                               start=False, extra_lines=lines + ["cluster_self %d" % (i + 1)])
+            b.command = (lambda inner=b.command, ns=ns: ["ip", "netns", "exec", ns] + inner())
+            self.nodes.append(b)
+        for b in self.nodes:
+            b.start()
+
+    def client(self, i, client_id):
+        """An MQTT 5 client connected to node I from inside its namespace."""
+        c = in_netns(self.net.ns[i], lambda: V.Client5(self.nodes[i].port))
+        assert c.connect5(client_id).reason == 0
+        return c
+
+    def probe(self, i, tag):
+        c = self.client(i, "probe-%s" % tag)
+        try:
+            publish(c, "att/probe", tag.encode(), pid=1)
+            p = c.expect5(R.PUBACK, 10)
+            return p.reason, V.pget(p.props, V.REASON_STRING)
+        finally:
+            c.close()
+
+    def status(self, i):
+        """`ledgermq cluster status` of node I, run inside its namespace."""
+        r = subprocess.run(["ip", "netns", "exec", self.net.ns[i], LEDGERMQ, "cluster", "status",
+                            "--broker", "127.0.0.1:%d" % self.nodes[i].port, "--timeout", "5000"],
+                           capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        return dict(line.split(": ", 1) for line in r.stdout.decode().splitlines())
+
+    def one_leader(self, timeout=20.0):
+        """Waits until every node names the same leader and that node says
+        it leads; returns its index."""
+        seen = {}
+
+        def agreed():
+            for i in range(len(self.nodes)):
+                seen[i] = self.status(i)
+            ids = {seen[i]["leader"] for i in seen}
+            if len(ids) != 1 or ids == {"0"}:
+                return False
+            lead = int(ids.pop()) - 1
+            return all(seen[i]["role"] == ("leader" if i == lead else "follower") for i in seen)
+
+        assert wait_for(agreed, timeout, 0.3), seen
+        return int(seen[0]["leader"]) - 1
+
+    def check_identical(self, acked):
+        """After convergence: stops every node; same size and root, every
+        record the same on all, audits pass, every payload in ACKED is in
+        each log exactly once and no payload twice. Returns the size."""
+        size, root = self.converged(30)
+        self.stop_all()
+        assert [log_info(b.data_dir) for b in self.nodes] == [(size, root)] * len(self.nodes)
+        recs = []
+        for b in self.nodes:
+            audit(b.data_dir)
+            recs.append(segment_records(b.data_dir))
+        assert len(recs[0]) == size
+        assert all(r == recs[0] for r in recs[1:])
+        count = collections.Counter(r[3] for r in recs[0] if 3 in r)
+        assert [p for p, n in count.items() if n > 1] == []
+        assert [p for p in acked if count[p] != 1] == []
+        return size
+
+
+@pytest.fixture
+def cluster(net, broker_factory):
+    """Three started nodes in NET (net's fixture tears down after the
+    brokers are stopped: it was set up first)."""
+    return NsCluster(net, broker_factory)
+
+
+class Stream(threading.Thread):
+    """Ledgered QoS 1 publishes (payloads TAG-k) to node I from inside its
+    namespace, up to WINDOW unacked, on one MQTT 5 connection (reconnected
+    if it drops). Records when each payload was sent and the reason code
+    of its PUBACK; a refusal pauses 20 ms."""
+
+    def __init__(self, cl, i, tag, window=16):
+        super().__init__(daemon=True)
+        self.cl, self.i, self.tag, self.window = cl, i, tag, window
+        self.halt = threading.Event()
+        self.lock = threading.Lock()
+        self.sent = {}    # payload -> time.monotonic() before its PUBLISH went out
+        self.reason = {}  # payload -> PUBACK reason code
+        self.why = collections.defaultdict(set)  # reason code -> reason strings seen
+        self.errors = []
+
+    def run(self):
+        enter_netns(self.cl.net.ns[self.i])
+        k = 0
+        while not self.halt.is_set():
+            c = None
+            try:
+                c = V.Client5(self.cl.nodes[self.i].port)
+                if c.connect5("stream-%s" % self.tag).reason != 0:
+                    raise OSError("CONNACK refused")
+                inflight = {}
+                while not self.halt.is_set():
+                    while len(inflight) < self.window:
+                        k += 1
+                        payload = b"%s-%d" % (self.tag.encode(), k)
+                        pid = k % 65535 + 1
+                        with self.lock:
+                            self.sent[payload] = time.monotonic()
+                        publish(c, "att/s", payload, pid)
+                        inflight[pid] = payload
+                    p = c.recv5(0.2)
+                    if p is None or p.type != R.PUBACK or p.pid not in inflight:
+                        continue
+                    with self.lock:
+                        self.reason[inflight.pop(p.pid)] = p.reason
+                        if p.reason:
+                            self.why[p.reason].add(V.pget(p.props, V.REASON_STRING))
+                    if p.reason:
+                        time.sleep(0.02)
+            except (OSError, R.Closed, AssertionError) as e:
+                self.errors.append(repr(e))
+                time.sleep(0.1)
+            finally:
+                if c is not None:
+                    c.close()
+
+    def acked(self):
+        with self.lock:
+            return [p for p, r in self.reason.items() if r == 0]
+
+    def answered_after(self, t, reason):
+        """Payloads sent after monotonic time T answered with REASON."""
+        with self.lock:
+            return [p for p, r in self.reason.items() if r == reason and self.sent[p] > t]
+
+    def finish(self):
+        self.halt.set()
+        self.join(30)
+        assert not self.is_alive()
+
+
+def state_lines(log, node):
+    """The Raft state changes node NODE logged: [(offset, state)]."""
+    import re
+    return [(m.start(), m.group(1)) for m in
+            re.finditer(r"raft: node %d: (\w+), term \d+, leader \d+" % node, log)]
+
+
+def test_isolated_leader_acks_nothing_majority_goes_on(cluster, net):
+    """The leader is cut off under a stream of ledgered QoS 1 publishes to
+    it: the two others elect a new leader and commit; the old leader steps
+    down, acks nothing sent after the cut (those get 0x97), never leads
+    again while cut off; healed, it follows the new leader and all three
+    logs are identical, every acked message in them exactly once."""
+    cl = cluster
+    old = cl.leader()
+    s = Stream(cl, old, "a")
+    s.start()
+    try:
+        assert wait_for(lambda: len(s.acked()) >= 100, 20), s.errors[-5:]
+        since = len(cl.nodes[old].log())
+        net.isolate(old)
+        cut = time.monotonic()
+        new = cl.leader(timeout=20, exclude=(old,))
+        assert new != old
+        c = cl.client(new, "majority")
+        for k in range(1, 21):
+            publish(c, "att/m", b"m%d" % k, pid=k)
+        assert [(a.pid, a.reason) for a in (c.expect5(R.PUBACK, 10) for _ in range(20))] == [
+            (k, 0) for k in range(1, 21)]
+        c.close()
+        # the old leader stepped down and refuses what it is sent now
+        assert cl.nodes[old].wait_log(r"raft: node %d: (follower|candidate), term" % (old + 1),
+                                      since, timeout=15), cl.nodes[old].log()[since:]
+        assert wait_for(lambda: s.answered_after(cut, 0x97), 15), s.errors[-5:]
+    finally:
+        s.finish()
+    # nothing sent to it after the cut was acked (the stream stopped
+    # before the heal: what it acked was committed with the majority)
+    assert s.answered_after(cut, 0) == []
+    assert s.why[0x97] and s.why[0x97] <= {"not the leader: no leader known",
+                                           "leadership changed, retry"}, s.why
+    # figures, not assertions: pytest -s shows them
+    print("stream to the leader cut off: %d sent, %d acked (all sent before the cut), "
+          "%d refused 0x97, %d unanswered when it stopped" % (
+              len(s.sent), len(s.acked()), len(s.answered_after(0, 0x97)),
+              len(s.sent) - len(s.reason)))
+    assert cl.probe(old, "cut-off") == (0x97, "not the leader: no leader known")
+    assert wait_for(lambda: cl.status(old)["role"] == "candidate", 5, 0.3)
+    healed_at = len(cl.nodes[old].log())
+    net.heal(old)
+    lead = cl.one_leader()
+    assert lead != old  # its log is behind the majority's: pre-vote refuses it
+    assert cl.probe(old, "healed") == (0x97, "not the leader: node %d at %s:%d" % (
+        lead + 1, net.addr[lead], RAFT_PORT))
+    changes = [st for off, st in state_lines(cl.nodes[old].log(), old + 1)
+               if since <= off < healed_at]
+    assert changes and "leader" not in changes, changes
+    acked = s.acked() + [b"m%d" % k for k in range(1, 21)]
+    cl.check_identical(acked)
+
+
+def test_isolated_follower_catches_up(cluster, net):
+    """A follower is cut off: the leader and the other follower go on
+    committing without it; healed, it catches up to an identical log
+    holding every acked message."""
+    cl = cluster
+    lead = cl.leader()
+    fol = [i for i in range(3) if i != lead][0]
+    s = Stream(cl, lead, "b")
+    s.start()
+    try:
+        assert wait_for(lambda: len(s.acked()) >= 20, 20), s.errors[-5:]
+        net.isolate(fol)
+        n0 = len(s.acked())
+        assert wait_for(lambda: len(s.acked()) >= n0 + 100, 30), s.errors[-5:]
+        assert log_info(cl.nodes[fol].data_dir)[0] < log_info(cl.nodes[lead].data_dir)[0]
+        net.heal(fol)
+        n1 = len(s.acked())
+        assert wait_for(lambda: len(s.acked()) >= n1 + 50, 30), s.errors[-5:]
+    finally:
+        s.finish()
+    cl.check_identical(s.acked())
+
+
+def test_isolated_node_never_leads(cluster, net):
+    """A node cut off never becomes leader (no log line, status never
+    'leader') while the others keep theirs, and every ledgered publish to
+    it is refused with 0x97 'not the leader: no leader known' (QoS 1
+    PUBACK, QoS 2 PUBREC) and never recorded; healed, one leader for all
+    three."""
+    cl = cluster
+    lead = cl.leader()
+    cut_node = [i for i in range(3) if i != lead][1]
+    b = cl.nodes[cut_node]
+    since = len(b.log())
+    net.isolate(cut_node)
+    # it notices: no heartbeats, it campaigns (pre-vote) without a quorum
+    assert b.wait_log(r"raft: node %d: candidate, term" % (cut_node + 1), since,
+                      timeout=15), b.log()[since:]
+    assert wait_for(lambda: cl.status(cut_node)["role"] == "candidate", 5, 0.3)
+    refused = []
+    for k in range(6):
+        st = cl.status(cut_node)
+        assert (st["role"], st["leader"]) == ("candidate", "0"), st
+        assert cl.probe(cut_node, "q1-%d" % k) == (0x97, "not the leader: no leader known")
+        refused.append(b"q1-%d" % k)
+        time.sleep(0.3)  # spread the samples over several election timeouts
+    c = cl.client(cut_node, "q2")
+    c.send(R.packet(R.PUBLISH, 4, R.mstr("att/q2") + (9).to_bytes(2, "big") + b"\x00" + b"q2"))
+    p = c.expect5(R.PUBREC, 10)
+    assert (p.pid, p.reason, V.pget(p.props, V.REASON_STRING)) == (
+        9, 0x97, "not the leader: no leader known")
+    c.close()
+    refused.append(b"q2")
+    # the majority keeps its leader and commits
+    cl.leader(timeout=15, exclude=(cut_node,))
+    healed_at = len(b.log())
+    net.heal(cut_node)
+    changes = [st for off, st in state_lines(b.log(), cut_node + 1) if since <= off < healed_at]
+    assert "leader" not in changes, changes
+    cl.one_leader()
+    size = cl.check_identical([])
+    got = {r.get(3) for r in segment_records(cl.nodes[lead].data_dir)}
+    assert size > 0 and [p for p in refused if p in got] == []
