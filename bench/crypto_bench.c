@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "crypto/ed25519_batch.h"
 #include "crypto/hash.h"
 #include "util/crc32c.h"
 #include "crypto/note.h"
@@ -80,6 +81,36 @@ int main(int argc, char **argv)
     MEASURE("ed25519 sign 128 B", 100, 0, crypto_ed25519_sign(sig, buf, 128, sk[0]));
     MEASURE("ed25519 verify 128 B", 100, 0,
             sink ^= (uint32_t)crypto_ed25519_verify(sig, buf, 128, pk[0]));
+    MEASURE("ed25519 verify_one 128 B", 100, 0,
+            sink ^= (uint32_t)ed25519_verify_one(sig, buf, 128, pk[0]));
+    {
+        /* 64 distinct keys and messages (128 B each), as from 64 devices */
+        static uint8_t bpk[ED25519_BATCH_MAX][32], bsig[ED25519_BATCH_MAX][64],
+            ok[ED25519_BATCH_MAX];
+        struct ed25519_batch_item items[ED25519_BATCH_MAX];
+        for (int i = 0; i < ED25519_BATCH_MAX; i++) {
+            uint8_t seed[32], bsk[64];
+            memset(seed, 0x40 + i, sizeof seed);
+            crypto_ed25519_seed_keypair(bpk[i], bsk, seed);
+            crypto_ed25519_sign(bsig[i], buf + 128 * i, 128, bsk);
+            items[i] = (struct ed25519_batch_item){bpk[i], bsig[i], buf + 128 * i, 128};
+        }
+        static const int sizes[] = {16, 32, 64};
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            char label[64];
+            snprintf(label, sizeof label, "ed25519 verify batch %d (per sig)", sizes[s]);
+            unsigned long long ops = 0;
+            double t0 = now(), t;
+            do {
+                if (ed25519_verify_batch(items, (size_t)sizes[s], ok) != (size_t)sizes[s])
+                    abort();
+                ops += (unsigned long long)sizes[s];
+                t = now() - t0;
+            } while (t < per_figure);
+            printf("%-40s %12.0f ops/s %9.1f ns/op\n", label, (double)ops / t,
+                   1e9 * t / (double)ops);
+        }
+    }
 
     struct note_verifier vk[3];
     struct checkpoint cp = {.origin = "ledger.example/plant1", .origin_len = 21, .size = f.size};

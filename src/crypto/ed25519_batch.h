@@ -9,7 +9,16 @@
  * and each signature judged alone, so a node's verdict on a signature never
  * depends on what else was in its batch. Both reject, before any curve
  * arithmetic: S not below the group order L, a public key or R that is not
- * a canonical encoding of a curve point, a public key of small order.
+ * a canonical encoding of a curve point, a public key or R of small order
+ * (libsodium rejects both too).
+ *
+ * The one intentional difference from libsodium's crypto_sign_verify_detached
+ * (cofactorless: it checks [S]B - [k]A == R exactly): a signature whose R, or
+ * whose public key, is a point of mixed order (a prime-order point plus a
+ * nonzero small-order one) can hold under the cofactored equation, which
+ * ignores small-order parts, while failing libsodium's. Honest signers never
+ * produce such R or keys (R = [r]B, A = [a]B); a batch equation can only be
+ * made independent of the batch with the cofactored form, so we accept them.
  *
  * Thread-safe, no allocation beyond the caller's arrays (the batch works
  * on the stack for up to ED25519_BATCH_MAX items; larger batches are cut).
@@ -31,6 +40,13 @@ struct ed25519_batch_item {
 
 /* 0 if sig is valid for msg under pk by the rules above, -EBADMSG if not. */
 int ed25519_verify_one(const uint8_t sig[64], const void *msg, size_t len, const uint8_t pk[32]);
+
+/* 0 if p is the canonical encoding of a curve point not of small order
+ * (what a public key must be here), -EINVAL if it is not a canonical
+ * encoding of a curve point (y not below 2^255 - 19, no x for y, or x = 0
+ * with the sign bit set), -ERANGE if the point has small order. A device
+ * key that fails this can never verify. Any thread. */
+int ed25519_point_check(const uint8_t p[32]);
 
 /* Verifies items[0..n): ok[i] = 1 if item i is valid, 0 if not. Returns
  * the number of valid items. n may be any size (processed in batches of
