@@ -367,6 +367,11 @@ def test_isolated_leader_acks_nothing_majority_goes_on(cluster, net):
     assert changes and "leader" not in changes, changes
     acked = s.acked() + [b"m%d" % k for k in range(1, 21)]
     cl.check_identical(acked)
+    got = {r.get(3) for r in segment_records(cl.nodes[lead].data_dir)}
+    # a figure: refused (0x97) but committed anyway, the "outcome unknown"
+    # of a batch in flight when leadership was lost (docs/CLUSTER.md)
+    print("refused 0x97 yet in the log: %d" % len([p for p in s.answered_after(0, 0x97)
+                                                    if p in got]))
 
 
 def test_isolated_follower_catches_up(cluster, net):
@@ -399,9 +404,10 @@ def test_isolated_node_never_leads(cluster, net):
     PUBACK, QoS 2 PUBREC) and never recorded; healed, one leader for all
     three."""
     cl = cluster
-    lead = cl.leader()
+    lead = cl.one_leader()
     cut_node = [i for i in range(3) if i != lead][1]
     b = cl.nodes[cut_node]
+    term = cl.status(cut_node)["term"]
     since = len(b.log())
     net.isolate(cut_node)
     # it notices: no heartbeats, it campaigns (pre-vote) without a quorum
@@ -411,7 +417,8 @@ def test_isolated_node_never_leads(cluster, net):
     refused = []
     for k in range(6):
         st = cl.status(cut_node)
-        assert (st["role"], st["leader"]) == ("candidate", "0"), st
+        # pre-vote: campaigning without a quorum does not raise its term
+        assert (st["role"], st["leader"], st["term"]) == ("candidate", "0", term), st
         assert cl.probe(cut_node, "q1-%d" % k) == (0x97, "not the leader: no leader known")
         refused.append(b"q1-%d" % k)
         time.sleep(0.3)  # spread the samples over several election timeouts
