@@ -17,7 +17,8 @@
 #include "crypto/ed25519_field.h"
 #include "crypto/sign.h"
 
-/* Extended coordinates: x = X/Z, y = Y/Z, x*y = T/Z. */
+/* Extended coordinates: x = X/Z, y = Y/Z, x*y = T/Z; all reduced (see
+ * crypto/ed25519_field.h), as are those of ge_p2. */
 typedef struct {
     fe X, Y, Z, T;
 } ge_p3;
@@ -141,7 +142,7 @@ static void ge_dbl(ge_p1p1 *r, const ge_p2 *p)
     fe_add(&r->Y, &a, &b);     /* -H = A + B */
     fe_sub(&r->X, &r->Y, &aa); /* -E */
     fe_sub(&r->Z, &a, &b);     /* -G */
-    fe_add(&r->T, &c, &r->Z);  /* -F = C - G */
+    fe_add(&r->T, &c, &r->Z);  /* -F = C - G (below 2^51 + 2^53 + 2^52.1) */
 }
 
 static int ge_is_identity(const ge_p2 *p)
@@ -160,6 +161,40 @@ static int ge_small_order(const ge_p3 *p)
         ge_p1p1_to_p2(&q, &t);
     }
     return ge_is_identity(&q);
+}
+
+/* The canonical encodings of the eight points of small order (the
+ * identity, the point of order 2, two of order 4, four of order 8): once
+ * an encoding has decoded (canonical, and x = 0 only with the sign bit
+ * clear), it is of a small-order point iff it is one of these. Checked
+ * against the arithmetic at start (ed__init_once). */
+static const uint8_t ed__small_order[8][32] = {
+    {0x01},
+    {0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+    {0x00},
+    {[31] = 0x80},
+    {0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b,
+     0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39,
+     0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a},
+    {0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b,
+     0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39,
+     0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0xfa},
+    {0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4,
+     0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6,
+     0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05},
+    {0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4,
+     0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6,
+     0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x85},
+};
+
+static int ed__small_order_enc(const uint8_t s[32])
+{
+    for (int i = 0; i < 8; i++)
+        if (memcmp(s, ed__small_order[i], 32) == 0)
+            return 1;
+    return 0;
 }
 
 /* y of the encoding below p = 2^255 - 19 (the sign bit aside) */
@@ -265,7 +300,10 @@ static int sc_wnaf(int8_t naf[ED__NAF], const uint8_t s[32], int w)
             buf |= x[word + 1] << (64 - bit);
         uint64_t window = carry + (buf & mask);
         if ((window & 1) == 0) {
-            pos++;
+            if (carry == 0) /* skip the run of zeros */
+                pos += buf ? __builtin_ctzll(buf) : 64 - bit;
+            else
+                pos++;
             continue;
         }
         if (window < width / 2) {
@@ -307,6 +345,9 @@ static void ed__init_once(void)
     if (ge_frombytes(&b, enc, 0) != 0)
         return;
     ge_odd_multiples(ed__base, 1 << (ED__WB - 2), &b);
+    for (int i = 0; i < 8; i++)
+        if (ge_frombytes(&b, ed__small_order[i], 0) != 0 || !ge_small_order(&b))
+            return;
     ed__ready = 1;
 }
 
@@ -324,27 +365,50 @@ struct ed__term {
     int top;                /* 1 + index of the highest nonzero digit */
 };
 
-/* r = sum of [scalar_j] P_j (Straus: one chain of doublings) */
+#define ED__TERMS_MAX (1 + 2 * ED25519_BATCH_MAX)
+/* nonzero digits of a width-w NAF are at least w apart: at most 256/4 + 1 */
+#define ED__DIGITS_MAX (ED__TERMS_MAX * (ED__NAF / 4 + 1))
+
+/* r = sum of [scalar_j] P_j (Straus: one chain of doublings). The digits
+ * are first sorted by position (a counting sort) so the main loop visits
+ * only the nonzero ones. n <= ED__TERMS_MAX, every w-NAF of width >= 4. */
 static void ed__straus(ge_p2 *r, const struct ed__term *terms, size_t n)
 {
+    struct digit {
+        uint16_t term;
+        int16_t d;
+    } list[ED__DIGITS_MAX];
+    uint16_t start[ED__NAF + 1];
+    memset(start, 0, sizeof start);
     int top = 0;
-    for (size_t j = 0; j < n; j++)
+    for (size_t j = 0; j < n; j++) {
+        for (int i = 0; i < terms[j].top; i++)
+            start[i + 1] += terms[j].naf[i] != 0;
         if (terms[j].top > top)
             top = terms[j].top;
+    }
+    for (int i = 0; i < ED__NAF; i++)
+        start[i + 1] += start[i];
+    uint16_t fill[ED__NAF];
+    memcpy(fill, start, sizeof fill);
+    for (size_t j = 0; j < n; j++)
+        for (int i = 0; i < terms[j].top; i++)
+            if (terms[j].naf[i] != 0)
+                list[fill[i]++] = (struct digit){(uint16_t)j, terms[j].naf[i]};
+
     ge_identity(r);
     ge_p1p1 t;
     ge_p3 u;
     for (int i = top - 1; i >= 0; i--) {
         ge_dbl(&t, r);
-        for (size_t j = 0; j < n; j++) {
-            int d = terms[j].naf[i];
-            if (d == 0)
-                continue;
+        for (unsigned k = start[i]; k < start[i + 1]; k++) {
+            const struct ed__term *x = &terms[list[k].term];
+            int d = list[k].d;
             ge_p1p1_to_p3(&u, &t);
             if (d > 0)
-                ge_add(&t, &u, &terms[j].table[d / 2]);
+                ge_add(&t, &u, &x->table[d / 2]);
             else
-                ge_sub(&t, &u, &terms[j].table[-d / 2]);
+                ge_sub(&t, &u, &x->table[-d / 2]);
         }
         ge_p1p1_to_p2(r, &t);
     }
@@ -370,9 +434,9 @@ static int ed__prepare(const uint8_t sig[64], const void *msg, size_t len, const
 {
     if (!sc_canonical(sig + 32))
         return -1;
-    if (ge_frombytes(neg_a, pk, 1) != 0 || ge_small_order(neg_a))
+    if (ed__small_order_enc(pk) || ed__small_order_enc(sig))
         return -1;
-    if (ge_frombytes(neg_r, sig, 1) != 0 || ge_small_order(neg_r))
+    if (ge_frombytes(neg_a, pk, 1) != 0 || ge_frombytes(neg_r, sig, 1) != 0)
         return -1;
     crypto_hash_sha512_state h;
     uint8_t digest[64];
@@ -428,7 +492,7 @@ struct ed__item {
 /* The batch equation over it[0..n): 1 if it holds. */
 static int ed__batch_holds(const struct ed__item *it, size_t n)
 {
-    struct ed__term terms[1 + 2 * ED25519_BATCH_MAX];
+    struct ed__term terms[ED__TERMS_MAX];
     uint8_t sb[32] = {0};
     int8_t naf_b[ED__NAF];
     for (size_t i = 0; i < n; i++) {

@@ -2,10 +2,13 @@
  * crypto module): five 51-bit limbs, products in unsigned __int128,
  * variable time (only public data is verified with it).
  *
- * Limb bounds, the invariant every function keeps: fe_mul, fe_sq and
- * fe_sub return limbs below 2^51 + 2^15; fe_add returns the plain sum
- * (no carry), so the sum of two such results is below 2^53. fe_mul and
- * fe_sq accept limbs below 2^54, fe_sub a subtrahend below 2^53 - 76. */
+ * Limb bounds, the invariant every function keeps: fe_mul and fe_sq
+ * return limbs below 2^51 + 2^15 ("reduced"); fe_add and fe_sub do not
+ * carry: fe_add returns the plain sum, fe_sub f + 4p - g, which needs g
+ * below 2^53 - 76 and, for f below 2^53, is below 2^54. fe_mul and fe_sq
+ * accept limbs below 2^54; fe_tobytes any limbs. So a product may take
+ * sums and differences of reduced values, and a difference may take a sum
+ * of two reduced values as minuend, never a difference as subtrahend. */
 #ifndef LMQ_CRYPTO_ED25519_FIELD_H
 #define LMQ_CRYPTO_ED25519_FIELD_H
 
@@ -19,6 +22,9 @@ typedef struct {
 } fe;
 
 #define FE__MASK ((UINT64_C(1) << 51) - 1)
+
+/* the hot products: inlined into the point formulas */
+#define FE__HOT static inline __attribute__((always_inline))
 
 static inline void fe_set_small(fe *h, uint64_t x)
 {
@@ -51,24 +57,22 @@ static inline void fe__carry(uint64_t t[5])
 /* h = f - g, computed as f + 4p - g so no limb goes negative. */
 static inline void fe_sub(fe *h, const fe *f, const fe *g)
 {
-    uint64_t t[5];
-    t[0] = f->v[0] + (UINT64_C(1) << 53) - 76 - g->v[0];
+    h->v[0] = f->v[0] + (UINT64_C(1) << 53) - 76 - g->v[0];
     for (int i = 1; i < 5; i++)
-        t[i] = f->v[i] + (UINT64_C(1) << 53) - 4 - g->v[i];
-    fe__carry(t);
-    memcpy(h->v, t, sizeof t);
+        h->v[i] = f->v[i] + (UINT64_C(1) << 53) - 4 - g->v[i];
 }
 
+/* h = -f, reduced (so it may be stored as a point coordinate) */
 static inline void fe_neg(fe *h, const fe *f)
 {
     fe zero;
     fe_set_small(&zero, 0);
     fe_sub(h, &zero, f);
+    fe__carry(h->v);
 }
 
 /* Reduces the five 128-bit column sums of a product to limbs. */
-static inline void fe__reduce_wide(fe *h, fe__u128 r0, fe__u128 r1, fe__u128 r2, fe__u128 r3,
-                                   fe__u128 r4)
+FE__HOT void fe__reduce_wide(fe *h, fe__u128 r0, fe__u128 r1, fe__u128 r2, fe__u128 r3, fe__u128 r4)
 {
     r1 += (uint64_t)(r0 >> 51);
     r2 += (uint64_t)(r1 >> 51);
@@ -83,7 +87,7 @@ static inline void fe__reduce_wide(fe *h, fe__u128 r0, fe__u128 r1, fe__u128 r2,
     h->v[4] = (uint64_t)r4 & FE__MASK;
 }
 
-static inline void fe_mul(fe *h, const fe *f, const fe *g)
+FE__HOT void fe_mul(fe *h, const fe *f, const fe *g)
 {
     const uint64_t f0 = f->v[0], f1 = f->v[1], f2 = f->v[2], f3 = f->v[3], f4 = f->v[4];
     const uint64_t g0 = g->v[0], g1 = g->v[1], g2 = g->v[2], g3 = g->v[3], g4 = g->v[4];
@@ -101,7 +105,7 @@ static inline void fe_mul(fe *h, const fe *f, const fe *g)
     fe__reduce_wide(h, r0, r1, r2, r3, r4);
 }
 
-static inline void fe_sq(fe *h, const fe *f)
+FE__HOT void fe_sq(fe *h, const fe *f)
 {
     const uint64_t f0 = f->v[0], f1 = f->v[1], f2 = f->v[2], f3 = f->v[3], f4 = f->v[4];
     const uint64_t f0_2 = 2 * f0, f1_2 = 2 * f1;
@@ -221,9 +225,10 @@ static inline int fe_iszero(const fe *f)
 
 static inline int fe_equal(const fe *f, const fe *g)
 {
-    fe d;
-    fe_sub(&d, f, g);
-    return fe_iszero(&d);
+    uint8_t a[32], b[32];
+    fe_tobytes(a, f);
+    fe_tobytes(b, g);
+    return memcmp(a, b, 32) == 0;
 }
 
 /* The low bit of the canonical value ("negative" in RFC 8032 §5.1.3). */
