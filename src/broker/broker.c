@@ -2501,8 +2501,16 @@ static int bk__ledger_publish(struct lmq_client *c, const struct mqtt_publish *p
     bool v5 = c->proto == MQTT_V5;
     enum bk_principal_kind kind;
     bk_client_identity(c, &kind);
-    struct lmq_ledger_api_req r = {s->id, p->topic, p->payload, v5 ? &p->props : NULL, p->qos,
-                                   kind == BK_PRINCIPAL_DEVICE};
+    char why[200] = "";
+    struct lmq_ledger_api_req r = {s->id,
+                                   p->topic,
+                                   p->payload,
+                                   v5 ? &p->props : NULL,
+                                   p->qos,
+                                   kind == BK_PRINCIPAL_DEVICE,
+                                   kind == BK_PRINCIPAL_USER,
+                                   why,
+                                   sizeof why};
     uint8_t rc = lmq_ledger_api_publish(b->lapi, b, &r);
     if (p->qos == 2 && rc >= 0x80 && v5 && bk__qos2_del(s, p->packet_id) && s->persistent) {
         struct lmq_store *st = bk__st(b);
@@ -2511,7 +2519,8 @@ static int bk__ledger_publish(struct lmq_client *c, const struct mqtt_publish *p
                          "delete incoming QoS 2 id");
     }
     if (p->qos)
-        bk__send_ack_rc(c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id, rc);
+        bk_lp_ack(c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id, rc,
+                  rc && why[0] ? why : NULL);
     return 0;
 }
 

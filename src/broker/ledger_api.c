@@ -16,6 +16,7 @@
 #include "crypto/hash.h"
 #include "identity/registry.h"
 #include "identity/registry_json.h"
+#include "ledger/batch.h"
 #include "ledger/block.h"
 #include "ledger/log.h"
 #include "ledger/merkle.h"
@@ -30,6 +31,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1193,11 +1195,99 @@ static uint8_t lapi__admin(struct lmq_ledger_api *a, struct lmq_broker *b,
     return 0;
 }
 
+/* $ledger/admin/cluster (docs/CLUSTER.md "Membership"): a membership
+ * request for the ordering service, from an operator. The committer
+ * answers on its own thread; the answer comes back to the loop through
+ * the pool's completion list (lmq_workpool_post), where the job publishes
+ * the JSON reply. */
+struct lapi_cluster {
+    struct lmq_committer_admin adm; /* first: its done gets the whole back */
+    struct lmq_work w;
+    struct lapi_job *job;
+    struct lmq_workpool *pool;
+};
+
+static void lapi__cluster_reply(struct lmq_work *w)
+{
+    struct lapi_cluster *cl = (struct lapi_cluster *)((char *)w - offsetof(struct lapi_cluster, w));
+    struct lapi_job *job = cl->job;
+    char *p = strdup(cl->adm.result);
+    if (p)
+        lapi__out(job, job->resp_topic, p, strlen(p), job->corr, job->corr_len, job->qos);
+    LMQ_NOTICE("client %s: cluster request answered: %s", job->client, cl->adm.result);
+    free(cl);
+    lapi__done(&job->w);
+}
+
+/* The committer's thread (or ours, for a request answered at once). */
+static void lapi__cluster_answered(struct lmq_committer_admin *r)
+{
+    struct lapi_cluster *cl = (struct lapi_cluster *)r;
+    lmq_workpool_post(cl->pool, &cl->w);
+}
+
+static uint8_t lapi__cluster(struct lmq_ledger_api *a, struct lmq_broker *b,
+                             const struct lmq_ledger_api_req *r)
+{
+    if (!r->user) {
+        /* no signed record to judge here: only a password_file user (and
+         * the ACL, checked before) may change the cluster */
+        LMQ_NOTICE("client %s: PUBLISH to $ledger/admin/cluster refused: not an operator "
+                   "(a password_file user)",
+                   r->client_id);
+        if (r->why)
+            snprintf(r->why, r->why_cap, "cluster administration needs an operator login");
+        return MQTT_RC_NOT_AUTHORIZED;
+    }
+    if (!a || !a->pool) {
+        lapi__reply_now(b, r, "unavailable", "this node serves no ledger");
+        return 0;
+    }
+    if (a->n_requests >= a->cfg->ledger_api_max_requests) {
+        LMQ_WARN("client %s: request on $ledger/admin/cluster refused: %u requests pending",
+                 r->client_id, a->n_requests);
+        return MQTT_RC_QUOTA_EXCEEDED;
+    }
+    struct lapi_cluster *cl = calloc(1, sizeof *cl);
+    struct lapi_job *job = cl ? lapi__job_new(a, LAPI_ADMIN) : NULL;
+    if (!job || lapi__reply_to(job, r) < 0) {
+        if (job)
+            lapi__job_free(job);
+        free(cl);
+        return MQTT_RC_UNSPECIFIED;
+    }
+    cl->adm.done = lapi__cluster_answered;
+    cl->w.done = lapi__cluster_reply;
+    cl->job = job;
+    cl->pool = a->pool;
+    char why[200] = "";
+    int rc = bk_ledger_cluster_admin(b, r->payload.ptr, r->payload.len, &cl->adm, why, sizeof why);
+    if (rc == 0) {
+        a->n_requests++;
+        LMQ_INFO("client %s: cluster request %.*s", r->client_id,
+                 (int)(r->payload.len > 300 ? 300 : r->payload.len), (const char *)r->payload.ptr);
+        return 0;
+    }
+    lapi__job_free(job);
+    free(cl);
+    if (rc < 0) {
+        lapi__reply_now(b, r, "unavailable",
+                        "this node is not a cluster node (no cluster_node lines) or its ledger "
+                        "is not served");
+        return 0;
+    }
+    LMQ_NOTICE("client %s: cluster request refused: 0x%02x %s", r->client_id, rc, why);
+    if (r->why)
+        snprintf(r->why, r->why_cap, "%s", why);
+    return (uint8_t)rc;
+}
+
 uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
                                const struct lmq_ledger_api_req *r)
 {
     enum lapi_kind kind = LAPI_PROOF;
     uint64_t admin = 0;
+    bool cluster = false;
     if (lapi__is(&r->topic, "$ledger/proof"))
         kind = LAPI_PROOF;
     else if (lapi__is(&r->topic, "$ledger/consistency"))
@@ -1210,6 +1300,8 @@ uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
         admin = LEDGER_KIND_DEVICE_REVOCATION;
     else if (lapi__is(&r->topic, "$ledger/admin/rotate"))
         admin = LEDGER_KIND_KEY_ROTATION;
+    else if (lapi__is(&r->topic, "$ledger/admin/cluster"))
+        cluster = true;
     else {
         LMQ_NOTICE("client %s: PUBLISH to %.*s refused: clients may not publish there",
                    r->client_id, (int)r->topic.len, r->topic.ptr);
@@ -1228,6 +1320,8 @@ uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
                    r->props->response_topic.ptr);
         return MQTT_RC_IMPL_SPECIFIC;
     }
+    if (cluster)
+        return lapi__cluster(a, b, r);
     if (admin)
         return lapi__admin(a, b, r, admin);
     if (!a) {

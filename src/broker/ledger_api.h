@@ -13,6 +13,10 @@
  *   $ledger/admin/register|revoke|rotate
  *                               MQTT 5 request: an operator-signed registry
  *                               record -> {"index": N} or the refusal
+ *   $ledger/admin/cluster       MQTT 5 request from a password_file user:
+ *                               a membership change ({"op": "add", ...},
+ *                               cluster/raft_admin.h) -> the committer's
+ *                               JSON reply; 0x97 on a follower
  * Clients may not publish to any other $ledger/ topic.
  *
  * The log is read through a read-only handle of its own (the read-write one
@@ -60,6 +64,9 @@ struct lmq_ledger_api_req {
     const struct mqtt_props *props; /* MQTT 5 properties, NULL under 3.1.1 */
     uint8_t qos;
     bool device; /* the session's principal is a device (never an operator) */
+    bool user;   /* the session logged in as a password_file user (an operator) */
+    char *why;   /* NULL, or where a refusal's MQTT 5 reason string goes */
+    size_t why_cap;
 };
 
 /* Handles it: 0 when accepted (a reply follows on the request's Response
@@ -67,7 +74,9 @@ struct lmq_ledger_api_req {
  * a 3.1.1 publisher's message is just dropped): 0x87 for a topic clients
  * may not publish to, 0x83 for a request without a usable Response Topic,
  * 0x97 when config ledger_api_max_requests are pending, 0x87 for a device
- * session on $ledger/admin/... . Logs refusals. A NULL
+ * session on $ledger/admin/... and for any session but a password_file
+ * user's on $ledger/admin/cluster, 0x97 with R->why "not the leader: node
+ * N at HOST:PORT" for that topic on a follower. Logs refusals. A NULL
  * A (no ledger served) answers requests with the error "unavailable". */
 uint8_t lmq_ledger_api_publish(struct lmq_ledger_api *a, struct lmq_broker *b,
                                const struct lmq_ledger_api_req *r);

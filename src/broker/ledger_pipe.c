@@ -22,6 +22,7 @@
  * registry_sync after the batch). */
 #include "broker/ledger_pipe.h"
 
+#include "broker/ledger_api.h"
 #include "broker/ledger_glue.h"
 #include "broker/paystore.h"
 #include "crypto/hash.h"
@@ -1217,6 +1218,15 @@ int bk_ledger_submit(struct lmq_broker *b, const uint8_t *rec, size_t len, const
     return 0;
 }
 
+int bk_ledger_cluster_admin(struct lmq_broker *b, const uint8_t *req, size_t len,
+                            struct lmq_committer_admin *r, char *why, size_t cap)
+{
+    struct bk_lp *lp = bk_broker_lp(b);
+    if (!lp || !lp->bt || lp->stopped || !lp->ops->admin)
+        return BK_SUBMIT_ERR_UNAVAILABLE;
+    return lp->ops->admin(lp->bt, req, len, r, why, cap);
+}
+
 /* Default commit hook until src/broker/ledger_api.c provides one. */
 __attribute__((weak)) void bk_ledger_committed(struct lmq_broker *b,
                                                const struct bk_commit_event *ev)
@@ -1384,6 +1394,11 @@ void bk_lp_sys(struct bk_lp *lp)
         bk_sys_publish(lp->b, "$SYS/ledger/cluster/leader_address",
                        cs.leader_address[0] ? cs.leader_address : "-");
         LP_SYS("cluster/applied_index", cs.applied_index);
+        /* one "ID HOST:PORT ROLE" line per member: longer than the 64
+         * bytes bk_sys_publish takes */
+        const char *mt = "$SYS/ledger/cluster/members";
+        bk_publish_internal(lp->b, mt, strlen(mt), cs.members[0] ? cs.members : "-",
+                            cs.members[0] ? strlen(cs.members) : 1, NULL, 0, 0, true);
     }
 #undef LP_SYS
 }

@@ -103,6 +103,16 @@ typedef void (*bk_submit_cb)(void *ctx, int status, uint64_t index, const char *
 int bk_ledger_submit(struct lmq_broker *b, const uint8_t *rec, size_t len, const char *client_id,
                      bk_submit_cb cb, void *ctx);
 
+/* A $ledger/admin/cluster request handed to the ordering service
+ * (lmq_committer_ops.admin, ledger/batch.h; REQ[0:LEN] is read during the
+ * call). 0 when taken (R->done runs once, on the committer's thread), > 0
+ * an MQTT 5 reason code to refuse it with (WHY[0:CAP] says why), or
+ * BK_SUBMIT_ERR_UNAVAILABLE: not a cluster node, or its pipeline is not
+ * running. Loop thread. */
+struct lmq_committer_admin;
+int bk_ledger_cluster_admin(struct lmq_broker *b, const uint8_t *req, size_t len,
+                            struct lmq_committer_admin *r, char *why, size_t cap);
+
 /* ------------------------------------------------------------------ */
 /* Wiring (cmd/ledgermqd.c): the ordering/commit service ledgered topics
  * use (ledger/batch.h; cluster/batcher.h's lmq_batcher_committer for a

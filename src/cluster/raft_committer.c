@@ -8,6 +8,7 @@
 
 #include "cluster/batcher.h"
 
+#include "cluster/raft_admin.h"
 #include "cluster/raft_batch.h"
 #include "identity/registry.h"
 #include "util/log.h"
@@ -74,6 +75,7 @@ struct rc {
     struct rc__meta meta;
     char meta_path[PATH_MAX];
     bool broken; /* an append failed: this ledger no longer follows the log */
+    struct lmq_raft_admin *admin; /* $ledger/admin/cluster requests (raft_admin.h) */
 };
 
 static struct lmq_raft_committer_config rc__cfg;
@@ -272,6 +274,7 @@ static void rc__set_status(struct rc *rc)
         lmq_raft_leader(rc->node, &st.leader_id, &addr);
         if (addr)
             snprintf(st.leader_address, sizeof st.leader_address, "%s", addr);
+        lmq_raft_admin_members(rc->node, st.members, sizeof st.members);
     } else {
         st.role = "unavailable";
     }
@@ -574,6 +577,12 @@ static void rc__on_state(void *ctx, int state, uint64_t term, uint64_t leader)
         uv_async_send(&rc->async);
 }
 
+/* A membership change committed (raft_admin.h): $SYS shows the members. */
+static void rc__admin_changed(void *ctx)
+{
+    rc__set_status(ctx);
+}
+
 static void rc__closed(uv_handle_t *h)
 {
     (void)h;
@@ -589,6 +598,7 @@ static void rc__node_stopped(void *ctx)
     rc->q_count = 0;
     pthread_mutex_unlock(&rc->mu);
     rc__refuse_all(rc, q, LMQ_BATCH_ERR_NOT_LEADER);
+    lmq_raft_admin_cancel(rc->admin);
     uv_close((uv_handle_t *)&rc->async, rc__closed);
     uv_close((uv_handle_t *)&rc->timer, rc__closed);
 }
@@ -615,6 +625,8 @@ static void rc__async_cb(uv_async_t *a)
         }
         return;
     }
+    if (rc->node)
+        lmq_raft_admin_run(rc->admin, rc->node);
     if (!q || rc->inflight)
         return;
     uint64_t now = rc__now_ns(), wait_ms = 0;
@@ -643,6 +655,7 @@ static void rc__free(struct rc *rc)
     pthread_mutex_destroy(&rc->mu);
     free(rc->recs);
     free(rc->app);
+    lmq_raft_admin_free(rc->admin);
     free(rc);
 }
 
@@ -669,10 +682,11 @@ static void *rc__start(struct ledger *l, const struct lmq_batcher_options *o,
     rc->nctx = nctx;
     rc->recs = calloc(o->batch_max, sizeof *rc->recs);
     rc->app = calloc(o->batch_max, sizeof *rc->app);
+    rc->admin = lmq_raft_admin_new(rc__admin_changed, rc);
     snprintf(rc->why, sizeof rc->why, "not the leader: no leader known");
     rc->st.role = "unavailable";
     rc->st.node_id = rc__cfg.node.id;
-    if (!rc->recs || !rc->app)
+    if (!rc->recs || !rc->app || !rc->admin)
         goto fail;
     if (mkdir(rc__cfg.node.dir, 0700) != 0 && errno != EEXIST) {
         LMQ_ERROR("cluster: cannot create %s: %s", rc__cfg.node.dir, strerror(errno));
@@ -701,7 +715,8 @@ static void *rc__start(struct ledger *l, const struct lmq_batcher_options *o,
     no.fsm_ctx = rc;
     no.on_state = rc__on_state;
     no.state_ctx = rc;
-    no.join = false;
+    /* no.join as configured (cluster_join): a node added to a running
+     * cluster waits for the leader's `cluster add` instead of bootstrapping */
     int rv = lmq_raft_node_start(&rc->loop, &no, &rc->node);
     if (rv < 0) {
         LMQ_ERROR("cluster: the Raft node did not start: %s", lmq_raft_strerror(rv));
@@ -797,6 +812,25 @@ static void rc__refusal(void *h, char *buf, size_t cap)
     pthread_mutex_unlock(&rc->mu);
 }
 
+/* $ledger/admin/cluster: refused at once with 0x97 on a node that is not
+ * the leader (the same reason string as a refused ledgered publish), else
+ * queued for the raft thread, which answers through R->done. */
+static uint8_t rc__admin(void *h, const uint8_t *req, size_t len, struct lmq_committer_admin *r,
+                         char *why, size_t cap)
+{
+    struct rc *rc = h;
+    pthread_mutex_lock(&rc->mu);
+    bool leader = !rc->stopping && strcmp(rc->st.role, lmq_raft_state_name(LMQ_RAFT_LEADER)) == 0;
+    if (!leader)
+        snprintf(why, cap, "%s", rc->why);
+    pthread_mutex_unlock(&rc->mu);
+    if (!leader)
+        return 0x97; /* MQTT 5 Quota exceeded: the refusal of a follower (docs/CLUSTER.md) */
+    lmq_raft_admin_submit(rc->admin, req, len, r);
+    uv_async_send(&rc->async);
+    return 0;
+}
+
 static void rc__status(void *h, struct lmq_committer_status *st)
 {
     struct rc *rc = h;
@@ -813,4 +847,5 @@ const struct lmq_committer_ops lmq_raft_committer = {
     .stop = rc__stop,
     .refusal = rc__refusal,
     .status = rc__status,
+    .admin = rc__admin,
 };

@@ -39,7 +39,8 @@ struct registry;
 
 struct lmq_raft_committer_config {
     /* Node options: id, dir, members, timeouts, TLS files (copied, with
-     * the members and strings). fsm, on_state and join are set here. */
+     * the members and strings). fsm and on_state are set here; join
+     * (config cluster_join) makes a new node wait for `cluster add`. */
     struct lmq_raft_node_options node;
     /* Brought up to the ledger after records ordered by another node were
      * appended (replay slots, devices), on the raft thread. May be NULL. */

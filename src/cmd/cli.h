@@ -75,6 +75,9 @@ const char *cli_verify_reason(int rc);
 int cli_receipt(struct cli *c, int argc, char **argv);
 int cli_watch(struct cli *c, int argc, char **argv);
 int cli_cluster_status(struct cli *c, int argc, char **argv);
+int cli_cluster_add(struct cli *c, int argc, char **argv);
+int cli_cluster_remove(struct cli *c, int argc, char **argv);
+int cli_cluster_transfer(struct cli *c, int argc, char **argv);
 int cli_audit(struct cli *c, int argc, char **argv);
 /* cli_device.c, cli_sign.c: device keys, registry, envelopes */
 /* A public key as 64 hex digits, 44 base64 characters or a key file; 0 or

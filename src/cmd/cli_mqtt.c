@@ -48,6 +48,7 @@ struct cli_mqtt {
     struct cmq_node *q_head, *q_tail;
     uint64_t last_tx_ms;
     uint64_t corr_counter;
+    char ack_why[256]; /* the reason string of the last PUBACK waited for */
 };
 
 static uint64_t cmq__now_ms(void)
@@ -363,6 +364,11 @@ static int cmq__handle(struct cli_mqtt *m, const struct mqtt_frame *f, uint8_t w
         if (pk.type == want_type && pk.u.ack.packet_id == want_id) {
             if (reason)
                 *reason = pk.u.ack.reason;
+            m->ack_why[0] = '\0';
+            if (mqtt_props_has(&pk.u.ack.props, MQTT_PROP_REASON_STRING)) {
+                const struct mqtt_str *w = &pk.u.ack.props.reason_string;
+                snprintf(m->ack_why, sizeof m->ack_why, "%.*s", (int)w->len, w->ptr);
+            }
             return 2;
         }
         return 0;
@@ -652,8 +658,8 @@ int cli_mqtt_request(struct cli_mqtt *m, const char *topic, const void *payload,
         0)
         return rc;
     if (r >= 0x80)
-        return cmq__fail(m, "request to %s refused: PUBACK 0x%02x %s", topic, r,
-                         mqtt_reason_str(r));
+        return cmq__fail(m, "request to %s refused: PUBACK 0x%02x %s%s%s", topic, r,
+                         mqtt_reason_str(r), m->ack_why[0] ? ": " : "", m->ack_why);
     /* Wait for the reply; keep everything else in order for later. */
     uint64_t deadline = cmq__now_ms() + (uint64_t)m->timeout_ms;
     for (;;) {

@@ -67,7 +67,9 @@ int cli_mqtt_next(struct cli_mqtt *m, int timeout_ms, struct cli_mqtt_msg **msg)
  * "ledgermq-cli/<client id>/reply", publishes PAYLOAD to TOPIC at QoS 1
  * with that response topic and fresh correlation data, and waits for the
  * reply carrying the same correlation data (other messages are kept).
- * 0 with *reply, or CLI_ERR (refused PUBACK, timeout, connection). */
+ * 0 with *reply, or CLI_ERR (refused PUBACK, printed with its reason
+ * string, e.g. "PUBACK 0x97 Quota exceeded: not the leader: node 2 at
+ * HOST:PORT"; timeout; connection). */
 int cli_mqtt_request(struct cli_mqtt *m, const char *topic, const void *payload, size_t len,
                      struct cli_mqtt_msg **reply);
 /* DISCONNECT (normal) and free. NULL is allowed. */

@@ -51,8 +51,17 @@ static const struct cli_command commands[] = {
      "follow $ledger/checkpoint: verify each checkpoint and its consistency with the last",
      cli_watch},
     {"cluster status", "--broker HOST:PORT [CONN]",
-     "a running node's Raft role, term, leader and applied index ($SYS/ledger/cluster/...)",
+     "a running node's Raft role, term, leader, applied index and members "
+     "($SYS/ledger/cluster/...)",
      cli_cluster_status},
+    {"cluster add", "ID HOST:PORT --broker LEADER [CONN]",
+     "add node ID (Raft address HOST:PORT, started with cluster_join) as a voter; it catches "
+     "up first",
+     cli_cluster_add},
+    {"cluster remove", "ID --broker LEADER [CONN]", "take node ID out of the cluster",
+     cli_cluster_remove},
+    {"cluster transfer", "[ID] --broker LEADER [CONN]",
+     "hand leadership to voter ID (default: the most up-to-date one)", cli_cluster_transfer},
     {"device keygen", "--out KEYFILE",
      "new Ed25519 device key (mode 0600); prints its device id and public key", cli_device_keygen},
     {"device register",

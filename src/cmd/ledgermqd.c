@@ -147,6 +147,7 @@ static int setup_cluster(const struct lmq_config *cfg, struct registry *registry
     rc.node.heartbeat_timeout_ms = cfg->cluster_heartbeat_ms;
     rc.node.snapshot_threshold = cfg->cluster_snapshot_threshold;
     rc.node.snapshot_trailing = cfg->cluster_snapshot_trailing;
+    rc.node.join = cfg->cluster_join;
     if (cfg->cluster_tls_cert[0]) { /* else plain TCP: raft_node warns */
         rc.node.tls_certfile = cfg->cluster_tls_cert;
         rc.node.tls_keyfile = cfg->cluster_tls_key;

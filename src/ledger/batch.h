@@ -80,6 +80,9 @@ struct lmq_batch {
     uint64_t latency_us; /* first item proposed -> committed */
 };
 
+#define LMQ_COMMITTER_MEMBERS_TEXT 2560 /* 16 members of up to 160 characters */
+#define LMQ_COMMITTER_ADMIN_RESULT 4096
+
 /* An ordering service's view of itself (a cluster node's Raft state),
  * for $SYS/ledger/cluster/... */
 struct lmq_committer_status {
@@ -89,6 +92,20 @@ struct lmq_committer_status {
     uint64_t leader_id; /* 0: none known */
     char leader_address[128];
     uint64_t applied_index; /* last Raft index the ledger holds */
+    /* The configuration as the node knows it: one "ID HOST:PORT ROLE\n"
+     * line per member, ROLE voter, standby or spare (empty: unknown). */
+    char members[LMQ_COMMITTER_MEMBERS_TEXT];
+};
+
+/* A cluster administration request ($ledger/admin/cluster, docs/CLUSTER.md
+ * "Membership"), embedded in the broker's own object, which stays alive
+ * until DONE ran. */
+struct lmq_committer_admin {
+    /* Called exactly once with RESULT set, from any thread (the
+     * committer's, or the caller's before admin returns): it may only hand
+     * R to the loop thread (e.g. lmq_workpool_post). */
+    void (*done)(struct lmq_committer_admin *r);
+    char result[LMQ_COMMITTER_ADMIN_RESULT]; /* the JSON reply, NUL-terminated */
 };
 
 /* An ordering/commit service as a function table (cluster/batcher.h:
@@ -107,6 +124,14 @@ struct lmq_committer_ops {
     void (*refusal)(void *h, char *buf, size_t cap);
     /* Fills ST (loop thread). May be NULL: a single node has no status. */
     void (*status)(void *h, struct lmq_committer_status *st);
+    /* A request on $ledger/admin/cluster (loop thread): REQ[0:LEN] is its
+     * body (outside bytes, docs/CLUSTER.md "Membership"). 0 when it was
+     * taken (R->done runs once, later or before this returns, with the
+     * JSON reply), or an MQTT 5 reason code to refuse it with at once and
+     * WHY[0:CAP] a reason string (0x97: "not the leader: node N at
+     * HOST:PORT"); R->done then never runs. May be NULL: not a cluster. */
+    uint8_t (*admin)(void *h, const uint8_t *req, size_t len, struct lmq_committer_admin *r,
+                     char *why, size_t cap);
 };
 
 #endif

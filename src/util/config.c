@@ -79,6 +79,7 @@ static const struct cfg__key cfg__keys[] = {
     G("cluster_tls_cert", T_PATH, cluster_tls_cert, 0, 0),
     G("cluster_tls_key", T_PATH, cluster_tls_key, 0, 0),
     G("cluster_tls_ca", T_PATH, cluster_tls_ca, 0, 0),
+    G("cluster_join", T_BOOL, cluster_join, 0, 1),
 };
 
 static void cfg__err(char *err, size_t errlen, const char *fmt, ...)
@@ -599,8 +600,10 @@ static int cfg__cluster_finish(const struct lmq_config *cfg, char *err, size_t e
 {
     if (cfg->n_cluster_nodes == 0) {
         if (cfg->cluster_self != 0 || cfg->cluster_tls_cert[0] || cfg->cluster_tls_key[0] ||
-            cfg->cluster_tls_ca[0]) {
-            cfg__err(err, errlen, "%s: cluster_self and cluster_tls_* need cluster_node lines",
+            cfg->cluster_tls_ca[0] || cfg->cluster_join) {
+            cfg__err(err, errlen,
+                     "%s: cluster_self and cluster_tls_* need cluster_node lines, as does "
+                     "cluster_join",
                      cfg->source);
             return -1;
         }

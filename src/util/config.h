@@ -134,6 +134,7 @@ struct lmq_config {
     char cluster_tls_cert[PATH_MAX];     /* mutual TLS between nodes: all three or none */
     char cluster_tls_key[PATH_MAX];
     char cluster_tls_ca[PATH_MAX];
+    bool cluster_join; /* join a running cluster (`cluster add`), never bootstrap */
 
     /* Authentication and access control (docs/BROKER.md). */
     char password_file[PATH_MAX];   /* empty = none */

@@ -251,6 +251,7 @@ static void test_cluster_keys(void **state)
     const char *bad_finish[][2] = {
         {"cluster_self 1\n", "cluster_self and cluster_tls_* need cluster_node lines"},
         {"cluster_tls_ca /ca.crt\n", "cluster_self and cluster_tls_* need cluster_node lines"},
+        {"cluster_join true\n", "as does cluster_join"},
         {"cluster_node 1 a:1\ncluster_self 1\ncluster_tls_cert /n1.crt\n",
          "cluster_tls_cert, cluster_tls_key and cluster_tls_ca go together"},
         {"cluster_node 1 a:1\n", ":1: cluster_node lines need cluster_self ID naming one of them"},
