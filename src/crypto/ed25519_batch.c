@@ -3,9 +3,10 @@
  * at once as [8]([sum z_i S_i]B - sum [z_i]R_i - sum [z_i k_i]A_i) = 0
  * with random 128-bit z_i, one Straus multi-scalar multiplication sharing
  * the doublings (w-NAF tables per point, a static w = 8 table of B).
- * A batch that fails is halved until the halves pass; what is left at two
- * items or fewer is judged by ed25519_verify_one, so a verdict never
- * depends on the batch. Field arithmetic: crypto/ed25519_field.h; scalars
+ * A batch that fails is halved until the halves pass; a failing part of
+ * four or fewer is judged item by item with the equation of one item,
+ * which is exactly ed25519_verify_one's, so a verdict never depends on
+ * the batch. Field arithmetic: crypto/ed25519_field.h; scalars
  * mod L and SHA-512: libsodium. Variable time: public data only. */
 #include "crypto/ed25519_batch.h"
 
@@ -506,25 +507,35 @@ static int ed__batch_holds(const struct ed__item *it, size_t n)
     return ed__cofactor_zero(&r);
 }
 
-/* Sets ok[] for it[0..n): the whole set if its equation holds, else the
- * halves, down to ed25519_verify_one for two items or fewer. */
-static void ed__judge(const struct ed__item *it, size_t n, const struct ed25519_batch_item *items,
-                      uint8_t *ok)
+/* Sets ok[] for it[0..n) whose equation failed: each item alone for four
+ * or fewer; else the halves, each either passing, or split again, or (when
+ * both fail in a part of 32 or fewer: invalid items are dense) judged item
+ * by item. The equation of one item is z ([8]([S]B - R - [k]A)) = 0 with
+ * z below L and not 0: exactly ed25519_verify_one's verdict, not a
+ * probabilistic one. */
+static void ed__split(const struct ed__item *it, size_t n, uint8_t *ok)
 {
-    if (n <= 2) {
-        for (size_t i = 0; i < n; i++) {
-            const struct ed25519_batch_item *x = &items[it[i].idx];
-            ok[it[i].idx] = ed25519_verify_one(x->sig, x->msg, x->msg_len, x->pk) == 0;
-        }
-        return;
+    size_t h = n / 2;
+    int pass[2] = {0, 0};
+    if (n > 4) {
+        pass[0] = ed__batch_holds(it, h);
+        pass[1] = ed__batch_holds(it + h, n - h);
     }
-    if (ed__batch_holds(it, n)) {
+    if (n <= 4 || (!pass[0] && !pass[1] && n <= 32)) {
         for (size_t i = 0; i < n; i++)
-            ok[it[i].idx] = 1;
+            ok[it[i].idx] = n > 1 && ed__batch_holds(&it[i], 1);
         return;
     }
-    ed__judge(it, n / 2, items, ok);
-    ed__judge(it + n / 2, n - n / 2, items, ok);
+    for (int side = 0; side < 2; side++) {
+        const struct ed__item *part = side ? it + h : it;
+        size_t len = side ? n - h : h;
+        if (!pass[side]) {
+            ed__split(part, len, ok);
+            continue;
+        }
+        for (size_t i = 0; i < len; i++)
+            ok[part[i].idx] = 1;
+    }
 }
 
 /* items[0..n), n <= ED25519_BATCH_MAX */
@@ -552,13 +563,12 @@ static void ed__verify_chunk(const struct ed25519_batch_item *items, size_t n, u
         ge_odd_multiples(e->table_a, 1 << (ED__WA - 2), &neg_a);
         ge_odd_multiples(e->table_r, 1 << (ED__WR - 2), &neg_r);
     }
-    if (m <= 2 || !ed__batch_holds(it, m)) {
-        ed__judge(it, m / 2, items, ok);
-        ed__judge(it + m / 2, m - m / 2, items, ok);
-        return;
+    if (m > 0 && ed__batch_holds(it, m)) {
+        for (size_t i = 0; i < m; i++)
+            ok[it[i].idx] = 1;
+    } else if (m > 0) {
+        ed__split(it, m, ok);
     }
-    for (size_t i = 0; i < m; i++)
-        ok[it[i].idx] = 1;
 }
 
 size_t ed25519_verify_batch(const struct ed25519_batch_item *items, size_t n, uint8_t *ok)
