@@ -132,6 +132,7 @@ struct lp_dk {
     uint8_t key[32];
     uint64_t index; /* LP_DK_PENDING while its batch is being applied */
     int32_t next;   /* in its bucket, -1 = end */
+    uint32_t pos;   /* pending: its place among the records the batch appends */
 };
 
 struct bk_lp {
@@ -154,6 +155,7 @@ struct bk_lp {
     struct lp_dev *devs;
     size_t dev_cap, dev_n;
     bool reg_in_batch;
+    uint32_t seg_n; /* records accepted by check/check_record since the last end */
     struct registry_device *scratch;
     /* committer thread (and bk_lp_new before it starts): recent attested
      * records, for DUP resends after a lost ack */
@@ -506,6 +508,7 @@ static void lp__advance(struct bk_lp *lp, struct lp_client *lc)
                 m->state = LP_PROPOSED;
                 m->item.rec = m->rec;
                 m->item.len = m->rec_len;
+                m->item.flags = m->dup ? LMQ_BATCH_F_DUP : 0;
                 m->item.arg = m;
                 lp->ops->propose(lp->bt, &m->item);
             }
@@ -779,6 +782,7 @@ static void lp__dk_add(struct bk_lp *lp, const uint8_t key[32], uint64_t index)
         lp->dk_n++;
     memcpy(lp->dk[pos].key, key, 32);
     lp->dk[pos].index = index;
+    lp->dk[pos].pos = lp->seg_n;
     uint32_t b = lp__dk_bucket(lp, key);
     lp->dk[pos].next = lp->dk_bucket[b];
     lp->dk_bucket[b] = (int32_t)pos;
@@ -794,24 +798,33 @@ static struct lp_dk *lp__dk_find(struct bk_lp *lp, const uint8_t key[32])
     return NULL;
 }
 
-/* After a batch: the pending entries get their records' indices (items
- * are the appended records in order), or go if the batch failed. */
-static void lp__dk_end(struct bk_lp *lp, struct lmq_batch_item *const *items, size_t n, bool ok)
+/* The newest entry with KEY that a check of the record at log index AT
+ * may answer from (the record-bytes check, identical on every node): a
+ * pending one, or one at most ledger_dup_window records back, which is
+ * exactly what lp__dk_load finds after a restart. */
+static struct lp_dk *lp__dk_find_within(struct bk_lp *lp, const uint8_t key[32], uint64_t at)
+{
+    struct lp_dk *e = lp__dk_find(lp, key);
+    if (e && e->index != LP_DK_PENDING &&
+        (e->index >= at || at - e->index > lp->cfg->ledger_dup_window))
+        return NULL;
+    return e;
+}
+
+/* After a batch: the pending entries get their records' indices (FIRST,
+ * the batch's first index, plus their place in it), or go if nothing
+ * was appended (OK false). */
+static void lp__dk_end(struct bk_lp *lp, uint64_t first, bool ok)
 {
     if (!lp->dk || !lp->dk_pend)
         return;
-    uint32_t pos = (lp->dk_w + lp->dk_cap - lp->dk_pend) % lp->dk_cap;
     if (ok) {
-        for (size_t i = 0; i < n && lp->dk_pend; i++) {
-            if (((struct lp_msg *)items[i]->arg)->kind != LP_ATTESTED)
-                continue;
-            lp->dk[pos].index = items[i]->index;
-            pos = (pos + 1) % lp->dk_cap;
-            lp->dk_pend--;
-        }
+        uint32_t pos = (lp->dk_w + lp->dk_cap - lp->dk_pend) % lp->dk_cap;
+        for (; lp->dk_pend; lp->dk_pend--, pos = (pos + 1) % lp->dk_cap)
+            lp->dk[pos].index = first + lp->dk[pos].pos;
+        return;
     }
     while (lp->dk_pend) {
-        /* Not committed (or, never, more pending than attested records). */
         lp->dk_w = (lp->dk_w + lp->dk_cap - 1) % lp->dk_cap;
         lp__dk_unlink(lp, lp->dk_w);
         lp->dk_n--;
@@ -856,10 +869,9 @@ static void lp__dk_load(struct bk_lp *lp, uint32_t window)
                  sc.n, size - from);
 }
 
-static int lp__fsm_check(void *ctx, struct ledger *l, struct lmq_batch_item *it, bool first,
-                         uint64_t *dup_index)
+static int lp__fsm_check_item(struct bk_lp *lp, struct ledger *l, struct lmq_batch_item *it,
+                              bool first, uint64_t *dup_index)
 {
-    struct bk_lp *lp = ctx;
     struct lp_msg *m = it->arg;
     if (m->kind == LP_ATTESTED) {
         if (!lp->dk)
@@ -920,6 +932,204 @@ static int lp__fsm_check(void *ctx, struct ledger *l, struct lmq_batch_item *it,
     return LMQ_FSM_APPEND;
 }
 
+static int lp__fsm_check(void *ctx, struct ledger *l, struct lmq_batch_item *it, bool first,
+                         uint64_t *dup_index)
+{
+    struct bk_lp *lp = ctx;
+    int rc = lp__fsm_check_item(lp, l, it, first, dup_index);
+    if (rc == LMQ_FSM_APPEND)
+        lp->seg_n++;
+    return rc;
+}
+
+/* The record-bytes check (check_record: a cluster's apply, on every node
+ * in log order; docs/CLUSTER.md "Re-validation"). The same rules as
+ * lp__fsm_check_item, decided from the record and its flags alone:
+ *  - a device envelope is verified again (verify_envelope without the
+ *    skew check: the ingress node judged the clock, the record carries the
+ *    time it accepted) and must say what the record says (device,
+ *    sequence, time, payload); a private signed record carries no
+ *    envelope, so only its device's registry state is checked;
+ *  - the sequence rule and revocation against this node's registry;
+ *  - a registry record: registry_check; it ends its batch (BARRIER), so
+ *    each record is checked against exactly the log before it (which
+ *    also makes the replay after a crash between append and
+ *    ledger-applied decide as the first run did);
+ *  - an attested record with DUP: the window of recent attested records,
+ *    bounded by log position (lp__dk_find_within), so every node answers
+ *    alike whatever it remembered before a restart. */
+static int lp__check_record(struct bk_lp *lp, struct ledger *l, const uint8_t *rec, size_t len,
+                            uint8_t flags, bool first, uint64_t *dup_index)
+{
+    struct ledger_record r;
+    int rc = ledger_record_decode(rec, len, &r);
+    if (rc < 0 || !r.known)
+        return -VERIFY_MALFORMED;
+    if (lp->reg_in_batch && !first)
+        return LMQ_FSM_BARRIER; /* a registry record ends its batch: what follows sees it */
+    if (r.kind >= LEDGER_KIND_DEVICE_REGISTRATION && r.kind <= LEDGER_KIND_KEY_ROTATION) {
+        rc = lp->reg ? registry_check(lp->reg, rec, len) : REGISTRY_ERR_DB;
+        if (rc < 0)
+            return rc;
+        lp->reg_in_batch = true;
+        return LMQ_FSM_APPEND;
+    }
+    if (r.kind != LEDGER_KIND_MESSAGE)
+        return LMQ_FSM_APPEND;
+    if (!r.msg.has_device_seq) {
+        /* attested */
+        if (!lp->dk || !r.msg.payload.ptr)
+            return LMQ_FSM_APPEND;
+        if (lp->dk_pend >= lp->dk_cap - lp->cfg->ledger_dup_window && !first)
+            return LMQ_FSM_BARRIER; /* the window holds one batch of pending records */
+        uint8_t key[32];
+        lp__dkey((const char *)r.msg.client_id.ptr, r.msg.client_id.len,
+                 (const char *)r.msg.topic.ptr, r.msg.topic.len, r.msg.payload.ptr,
+                 r.msg.payload.len, key);
+        if (flags & LMQ_BATCH_F_DUP) {
+            struct lp_dk *e = lp__dk_find_within(lp, key, ledger_size(l) + lp->seg_n);
+            if (e && e->index != LP_DK_PENDING) {
+                *dup_index = e->index;
+                return LMQ_FSM_DUPLICATE;
+            }
+            if (e && !first)
+                return LMQ_FSM_BARRIER; /* its first copy is in this batch */
+        }
+        lp__dk_add(lp, key, LP_DK_PENDING);
+        lp->dk_pend++;
+        return LMQ_FSM_APPEND;
+    }
+    /* signed */
+    if (!lp->reg)
+        return -VERIFY_REGISTRY;
+    char dev[DEVICE_ID_LEN + 1];
+    if (r.msg.publisher.len != DEVICE_ID_LEN)
+        return -VERIFY_MALFORMED;
+    memcpy(dev, r.msg.publisher.ptr, DEVICE_ID_LEN);
+    dev[DEVICE_ID_LEN] = '\0';
+    if (r.msg.cose.ptr) {
+        struct verify_info vi;
+        int res = verify_envelope(lp->reg, r.msg.cose.ptr, r.msg.cose.len, r.msg.broker_time_ms,
+                                  UINT64_MAX, NULL, &vi);
+        if (res != VERIFY_OK)
+            return -res;
+        const uint8_t *pl = vi.cose.payload;
+        size_t pll = vi.cose.payload_len;
+        if (strcmp(vi.device_id, dev) != 0 || vi.seq != r.msg.device_seq ||
+            !r.msg.has_device_time || vi.time_ms != r.msg.device_time_ms || !r.msg.payload.ptr ||
+            r.msg.payload.len != pll || (pll && memcmp(r.msg.payload.ptr, pl, pll) != 0))
+            return -VERIFY_MALFORMED; /* the record does not say what its envelope says */
+    }
+    struct lp_dev *d = lp__dev(lp, l, dev);
+    if (!d)
+        return -VERIFY_UNKNOWN;
+    if (!d->active)
+        return -VERIFY_REVOKED;
+    if (verify_seq(d->has_last, d->last, r.msg.device_seq) != VERIFY_OK) {
+        if (flags & LMQ_BATCH_F_DUP) {
+            for (unsigned i = 0; i < d->ring_n; i++)
+                if (d->rseq[i] == r.msg.device_seq) {
+                    *dup_index = d->ridx[i];
+                    return LMQ_FSM_DUPLICATE;
+                }
+        }
+        return -VERIFY_REPLAY;
+    }
+    d->has_last = true;
+    d->last = r.msg.device_seq;
+    return LMQ_FSM_APPEND;
+}
+
+static int lp__fsm_check_record(void *ctx, struct ledger *l, const uint8_t *rec, size_t len,
+                                uint8_t flags, bool first, uint64_t *dup_index)
+{
+    struct bk_lp *lp = ctx;
+    int rc = lp__check_record(lp, l, rec, len, flags, first, dup_index);
+    if (rc == LMQ_FSM_APPEND)
+        lp->seg_n++;
+    return rc;
+}
+
+/* A signed record appended at INDEX: its (sequence, index) in the
+ * device's ring, for DUP resends. */
+static void lp__ring_add(struct bk_lp *lp, struct ledger *l, const char *device, uint64_t seq,
+                         uint64_t index)
+{
+    struct lp_dev *d = lp__dev(lp, l, device);
+    if (!d)
+        return;
+    d->rseq[d->ring_pos] = seq;
+    d->ridx[d->ring_pos] = index;
+    d->ring_pos = (uint8_t)((d->ring_pos + 1) % LP_RING);
+    if (d->ring_n < LP_RING)
+        d->ring_n++;
+}
+
+/* After a batch of registry records (or a failed one): lookups (workers)
+ * must see new, revoked or rotated devices before any later message is
+ * verified, and the device cache starts again from the registry. */
+static void lp__reg_sync(struct bk_lp *lp, struct ledger *l, uint64_t height)
+{
+    int rc = registry_sync(lp->reg, l, NULL, NULL, NULL);
+    if (rc < 0)
+        LMQ_ERROR("ledger: registry sync after block %" PRIu64 " failed: %s", height,
+                  registry_strerror(rc));
+    lp__dev_clear(lp);
+}
+
+static void lp__fsm_end_records(void *ctx, struct ledger *l, const struct ledger_record_buf *recs,
+                                size_t n, const struct ledger_commit *commit, bool failed)
+{
+    struct bk_lp *lp = ctx;
+    bool ok = !failed && commit;
+    lp__dk_end(lp, ok ? commit->first_index : 0, ok);
+    lp->seg_n = 0;
+    if (failed && lp->reg) {
+        /* the cache holds tentative sequence numbers of records that are
+         * not in the log: back to the registry (synced first, so it also
+         * holds what earlier batches appended) */
+        lp__reg_sync(lp, l, 0);
+    } else if (ok) {
+        for (size_t i = 0; i < n; i++) {
+            struct ledger_record r;
+            if (ledger_record_decode(recs[i].data, recs[i].len, &r) < 0 ||
+                r.kind != LEDGER_KIND_MESSAGE || !r.msg.has_device_seq ||
+                r.msg.publisher.len != DEVICE_ID_LEN)
+                continue;
+            char dev[DEVICE_ID_LEN + 1];
+            memcpy(dev, r.msg.publisher.ptr, DEVICE_ID_LEN);
+            dev[DEVICE_ID_LEN] = '\0';
+            lp__ring_add(lp, l, dev, r.msg.device_seq, commit->first_index + i);
+        }
+        if (lp->reg_in_batch && lp->reg)
+            lp__reg_sync(lp, l, commit->height);
+    }
+    lp->reg_in_batch = false;
+}
+
+/* The leaf hash of M's record, for the commit event. */
+static void lp__leaf(struct lp_msg *m)
+{
+    uint8_t pre = 0x00;
+    const void *parts[2] = {&pre, m->rec};
+    size_t lens[2] = {1, m->rec_len};
+    crypto_sha256_parts(parts, lens, 2, m->leaf);
+}
+
+static void lp__fsm_items_done(void *ctx, struct lmq_batch_item *const *items, size_t n)
+{
+    (void)ctx;
+    for (size_t i = 0; i < n; i++) {
+        struct lp_msg *m = items[i]->arg;
+        int st = items[i]->status;
+        if (st == LMQ_BATCH_APPENDED)
+            lp__leaf(m);
+        else if (m->kind == LP_SUBMIT && st < 0 && st != LMQ_BATCH_ERR_IO &&
+                 st != LMQ_BATCH_ERR_NOT_LEADER)
+            m->apply_err = st; /* a registry (or record) error of lp__check_record */
+    }
+}
+
 static int lp__fsm_prepare(void *ctx, struct lmq_batch_item *const *items, size_t n)
 {
     struct bk_lp *lp = ctx;
@@ -950,7 +1160,9 @@ static void lp__fsm_end(void *ctx, struct ledger *l, struct lmq_batch_item *cons
                         const struct ledger_commit *commit, bool failed)
 {
     struct bk_lp *lp = ctx;
-    lp__dk_end(lp, items, n, !failed && commit);
+    bool ok = !failed && commit;
+    lp__dk_end(lp, ok ? commit->first_index : 0, ok);
+    lp->seg_n = 0;
     if (failed) {
         lp__dev_clear(lp);
         lp->reg_in_batch = false;
@@ -958,30 +1170,14 @@ static void lp__fsm_end(void *ctx, struct ledger *l, struct lmq_batch_item *cons
     }
     for (size_t i = 0; i < n; i++) {
         struct lp_msg *m = items[i]->arg;
-        uint8_t pre = 0x00;
-        const void *parts[2] = {&pre, m->rec};
-        size_t lens[2] = {1, m->rec_len};
-        crypto_sha256_parts(parts, lens, 2, m->leaf);
-        if (m->kind != LP_SIGNED)
-            continue;
-        struct lp_dev *d = lp__dev(lp, l, m->device);
-        if (d) {
-            d->rseq[d->ring_pos] = m->seq;
-            d->ridx[d->ring_pos] = items[i]->index;
-            d->ring_pos = (uint8_t)((d->ring_pos + 1) % LP_RING);
-            if (d->ring_n < LP_RING)
-                d->ring_n++;
-        }
+        lp__leaf(m);
+        if (m->kind == LP_SIGNED)
+            lp__ring_add(lp, l, m->device, m->seq, items[i]->index);
     }
     if (lp->reg_in_batch && commit) {
         /* New, revoked or rotated devices: lookups (workers) must see them
          * before any later message is verified. */
-        struct registry_sync_result res;
-        int rc = registry_sync(lp->reg, l, &res, NULL, NULL);
-        if (rc < 0)
-            LMQ_ERROR("ledger: registry sync after block %" PRIu64 " failed: %s", commit->height,
-                      registry_strerror(rc));
-        lp__dev_clear(lp);
+        lp__reg_sync(lp, l, commit->height);
     }
     lp->reg_in_batch = false;
 }
@@ -1285,6 +1481,9 @@ struct bk_lp *bk_lp_new(struct lmq_broker *b, const struct lmq_config *cfg,
         .check = lp__fsm_check,
         .prepare = lp__fsm_prepare,
         .end = lp__fsm_end,
+        .check_record = lp__fsm_check_record,
+        .end_records = lp__fsm_end_records,
+        .items_done = lp__fsm_items_done,
     };
     lp->tree_size = ledger_size(lp->ledger);
     bool attested = false;

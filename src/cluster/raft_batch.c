@@ -6,7 +6,7 @@
 #include <string.h>
 
 #define RB__MAGIC "LMQB"
-#define RB__VERSION 1
+#define RB__VERSION 2 /* written; 1 is still read (no record flags) */
 
 static void rb__put32(uint8_t *p, uint32_t v)
 {
@@ -44,7 +44,9 @@ int lmq_raft_batch_encode(uint64_t origin, uint64_t seq, const struct lmq_batch_
             return LMQ_RAFT_BATCH_ERR_COUNT;
         if (it->len == 0 || it->len > LEDGER_MAX_RECORD)
             return LMQ_RAFT_BATCH_ERR_LENGTH;
-        total += 4 + it->len;
+        if (it->flags & ~LMQ_BATCH_F_ALL)
+            return LMQ_RAFT_BATCH_ERR_FLAGS;
+        total += 5 + it->len;
     }
     uint8_t *buf = malloc(total), *p = buf;
     if (buf == NULL)
@@ -60,8 +62,9 @@ int lmq_raft_batch_encode(uint64_t origin, uint64_t seq, const struct lmq_batch_
     it = items;
     for (size_t i = 0; i < n; i++, it = it->next) {
         rb__put32(p, (uint32_t)it->len);
-        memcpy(p + 4, it->rec, it->len);
-        p += 4 + it->len;
+        p[4] = it->flags;
+        memcpy(p + 5, it->rec, it->len);
+        p += 5 + it->len;
     }
     *out = buf;
     *out_len = total;
@@ -72,9 +75,11 @@ int lmq_raft_batch_open(struct lmq_raft_batch *b, const uint8_t *buf, size_t len
 {
     if (len < LMQ_RAFT_BATCH_HEADER)
         return LMQ_RAFT_BATCH_ERR_SHORT;
-    if (memcmp(buf, RB__MAGIC, 4) != 0 || buf[4] != RB__VERSION || buf[5] != 0 || buf[6] != 0 ||
-        buf[7] != 0 || rb__get32(buf + 28) != 0)
+    if (memcmp(buf, RB__MAGIC, 4) != 0 || buf[4] < 1 || buf[4] > RB__VERSION || buf[5] != 0 ||
+        buf[6] != 0 || buf[7] != 0 || rb__get32(buf + 28) != 0)
         return LMQ_RAFT_BATCH_ERR_MAGIC;
+    uint8_t version = buf[4];
+    size_t head = version >= 2 ? 5 : 4; /* length (+ flags) before each record */
     uint64_t origin = rb__get64(buf + 8), seq = rb__get64(buf + 16);
     uint32_t n = rb__get32(buf + 24);
     if (origin == 0 || seq == 0)
@@ -83,20 +88,24 @@ int lmq_raft_batch_open(struct lmq_raft_batch *b, const uint8_t *buf, size_t len
         return LMQ_RAFT_BATCH_ERR_COUNT;
     size_t off = LMQ_RAFT_BATCH_HEADER;
     for (uint32_t i = 0; i < n; i++) {
-        if (len - off < 4)
+        if (len - off < head)
             return LMQ_RAFT_BATCH_ERR_SHORT;
         uint32_t rl = rb__get32(buf + off);
         if (rl == 0 || rl > LEDGER_MAX_RECORD)
             return LMQ_RAFT_BATCH_ERR_LENGTH;
-        if (len - off - 4 < rl)
+        if (head == 5 && (buf[off + 4] & ~LMQ_BATCH_F_ALL))
+            return LMQ_RAFT_BATCH_ERR_FLAGS;
+        if (len - off - head < rl)
             return LMQ_RAFT_BATCH_ERR_SHORT;
-        off += 4 + (size_t)rl;
+        off += head + (size_t)rl;
     }
     if (off != len)
         return LMQ_RAFT_BATCH_ERR_TRAILING;
+    b->version = version;
     b->origin = origin;
     b->seq = seq;
     b->n = n;
+    b->flags = 0;
     b->next = buf + LMQ_RAFT_BATCH_HEADER;
     b->left = n;
     return 0;
@@ -107,9 +116,11 @@ bool lmq_raft_batch_next(struct lmq_raft_batch *b, const uint8_t **rec, size_t *
     if (b->left == 0)
         return false;
     uint32_t rl = rb__get32(b->next);
-    *rec = b->next + 4;
+    size_t head = b->version >= 2 ? 5 : 4;
+    b->flags = head == 5 ? b->next[4] : 0;
+    *rec = b->next + head;
     *len = rl;
-    b->next += 4 + (size_t)rl;
+    b->next += head + (size_t)rl;
     b->left--;
     return true;
 }
@@ -122,7 +133,7 @@ const char *lmq_raft_batch_strerror(int err)
     case LMQ_RAFT_BATCH_ERR_SHORT:
         return "truncated batch";
     case LMQ_RAFT_BATCH_ERR_MAGIC:
-        return "not a version 1 batch";
+        return "not a version 1 or 2 batch";
     case LMQ_RAFT_BATCH_ERR_ID:
         return "batch origin or sequence is 0";
     case LMQ_RAFT_BATCH_ERR_COUNT:
@@ -133,6 +144,8 @@ const char *lmq_raft_batch_strerror(int err)
         return "bytes after the last record";
     case LMQ_RAFT_BATCH_ERR_NOMEM:
         return "out of memory";
+    case LMQ_RAFT_BATCH_ERR_FLAGS:
+        return "unknown record flags";
     default:
         return "unknown batch error";
     }

@@ -4,15 +4,20 @@
  * sequence number (SEQ, 1, 2, ...). Pure codec, no I/O.
  *
  *   0  "LMQB"          magic
- *   4  u8  version = 1
+ *   4  u8  version = 2 (decoders also take 1, see below)
  *   5  u8  flags = 0   (reserved: decoders refuse other values)
  *   6  u16 reserved = 0
  *   8  u64 origin      (>= 1)
  *  16  u64 seq         (>= 1)
  *  24  u32 n           records (1..LEDGER_MAX_BATCH)
  *  28  u32 reserved = 0
- *  32  n times: u32 length (1..LEDGER_MAX_RECORD), then that many bytes
- *      and nothing after the last record.
+ *  32  n times: u32 length (1..LEDGER_MAX_RECORD), u8 record flags, then
+ *      that many bytes of record; nothing after the last record.
+ * Record flags: bit 0 (LMQ_BATCH_F_DUP) = the PUBLISH carried the MQTT DUP
+ * flag (a resend: answered with the existing index when its first copy is
+ * in the log, docs/BROKER.md); the other bits are 0 (refused otherwise).
+ * Version 1 (the first slice) is the same without the flags byte (every
+ * record DUP = 0); the encoder writes version 2 only.
  * All integers little endian. The whole command is then framed and padded
  * by raft_node (LMQR frame).
  *
@@ -39,25 +44,29 @@
 
 enum lmq_raft_batch_err {
     LMQ_RAFT_BATCH_ERR_SHORT = -3300,    /* truncated header or record */
-    LMQ_RAFT_BATCH_ERR_MAGIC = -3301,    /* not "LMQB" version 1 with zero flags/reserved */
+    LMQ_RAFT_BATCH_ERR_MAGIC = -3301,    /* not "LMQB" version 1 or 2 with zero flags/reserved */
     LMQ_RAFT_BATCH_ERR_ID = -3302,       /* origin or seq 0 */
     LMQ_RAFT_BATCH_ERR_COUNT = -3303,    /* n out of 1..LEDGER_MAX_BATCH */
     LMQ_RAFT_BATCH_ERR_LENGTH = -3304,   /* a record length out of 1..LEDGER_MAX_RECORD */
     LMQ_RAFT_BATCH_ERR_TRAILING = -3305, /* bytes after the last record */
     LMQ_RAFT_BATCH_ERR_NOMEM = -3306,
+    LMQ_RAFT_BATCH_ERR_FLAGS = -3307, /* a record flags byte with unknown bits */
 };
 
 struct lmq_raft_batch {
+    uint8_t version; /* 1 or 2 */
     uint64_t origin;
     uint64_t seq;
     uint32_t n;
+    uint8_t flags; /* LMQ_BATCH_F_* of the record lmq_raft_batch_next returned last */
     /* reader state */
     const uint8_t *next;
     uint32_t left;
 };
 
 /* Encodes the N (1..LEDGER_MAX_BATCH) records of the list ITEMS (linked
- * by next, ledger/batch.h, as the committer hands them out) into a malloc'd buffer
+ * by next, ledger/batch.h, as the committer hands them out; each with its
+ * flags, LMQ_BATCH_F_*) as a version 2 command into a malloc'd buffer
  * *OUT of *OUT_LEN bytes (the caller frees it). 0 or an
  * LMQ_RAFT_BATCH_ERR_*. */
 int lmq_raft_batch_encode(uint64_t origin, uint64_t seq, const struct lmq_batch_item *items,
@@ -67,8 +76,8 @@ int lmq_raft_batch_encode(uint64_t origin, uint64_t seq, const struct lmq_batch_
  * an LMQ_RAFT_BATCH_ERR_*. */
 int lmq_raft_batch_open(struct lmq_raft_batch *b, const uint8_t *buf, size_t len);
 
-/* The next record (a view into the buffer given to open): true, or false
- * after the last one. */
+/* The next record (a view into the buffer given to open; its flags in
+ * B->flags): true, or false after the last one. */
 bool lmq_raft_batch_next(struct lmq_raft_batch *b, const uint8_t **rec, size_t *len);
 
 const char *lmq_raft_batch_strerror(int err);

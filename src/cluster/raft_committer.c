@@ -11,6 +11,7 @@
 #include "cluster/raft_admin.h"
 #include "cluster/raft_batch.h"
 #include "identity/registry.h"
+#include "identity/verify.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -70,7 +71,6 @@ struct rc {
     size_t n_app;
     struct lmq_batch *inflight;
     uint64_t inflight_seq;
-    bool foreign_seen; /* another origin's batch applied while ours was in flight */
     uint64_t next_seq;
     struct rc__meta meta;
     char meta_path[PATH_MAX];
@@ -294,7 +294,6 @@ static void rc__inflight_fail(struct rc *rc, int status)
     rc->inflight = NULL;
     for (size_t i = 0; i < rc->n_app; i++)
         rc->app[i]->status = status;
-    rc->fsm.end(rc->fsm_ctx, rc->l, NULL, 0, NULL, true);
     rc->n_app = 0;
     rc__set_why(rc);
     rc__emit(rc, res);
@@ -357,34 +356,14 @@ static void rc__cut(struct rc *rc)
         rc__refuse_all(rc, items, LMQ_BATCH_ERR_IO);
         return;
     }
-    /* The state machine's checks, as the single-node committer runs them. */
-    size_t n_app, n_taken;
-    struct lmq_batch_item *rest = lmq_fsm_check_items(&rc->fsm, rc->fsm_ctx, rc->l, items, rc->recs,
-                                                      rc->app, &n_app, &n_taken);
-    if (rest) {
-        /* back in front of the queue */
-        pthread_mutex_lock(&rc->mu);
-        struct lmq_batch_item *t = rest;
-        size_t k = 1;
-        while (t->next) {
-            t = t->next;
-            k++;
-        }
-        t->next = rc->q_head;
-        rc->q_head = rest;
-        if (!rc->q_tail)
-            rc->q_tail = t;
-        rc->q_count += k;
-        pthread_mutex_unlock(&rc->mu);
-    }
+    /* No checks here: every node (this one included) runs the state
+     * machine on the committed entry (rc__apply), so the command carries
+     * every record taken, with its flags. */
+    size_t n_app = 0;
+    for (struct lmq_batch_item *x = items; x; x = x->next)
+        rc->app[n_app++] = x;
     res->items = items;
-    res->n_items = n_taken;
-    if (n_app == 0) {
-        rc->fsm.end(rc->fsm_ctx, rc->l, NULL, 0, NULL, false);
-        rc__emit(rc, res);
-        uv_async_send(&rc->async);
-        return;
-    }
+    res->n_items = n_app;
     rc->n_app = n_app;
     rc->inflight = res;
     int rv = rc->fsm.prepare ? rc->fsm.prepare(rc->fsm_ctx, rc->app, n_app) : 0;
@@ -394,25 +373,12 @@ static void rc__cut(struct rc *rc)
         uv_async_send(&rc->async);
         return;
     }
-    /* The command lists the accepted records only (a list of copies). */
-    struct lmq_batch_item *cp = calloc(n_app, sizeof *cp);
     uint8_t *cmd = NULL;
     size_t cmd_len = 0;
     uint64_t seq = rc->next_seq++;
-    if (!cp) {
-        rv = LMQ_RAFT_BATCH_ERR_NOMEM;
-    } else {
-        for (size_t i = 0; i < n_app; i++) {
-            cp[i].rec = rc->app[i]->rec;
-            cp[i].len = rc->app[i]->len;
-            cp[i].next = i + 1 < n_app ? &cp[i + 1] : NULL;
-        }
-        rv = lmq_raft_batch_encode(rc__cfg.node.id, seq, cp, n_app, &cmd, &cmd_len);
-        free(cp);
-    }
+    rv = lmq_raft_batch_encode(rc__cfg.node.id, seq, items, n_app, &cmd, &cmd_len);
     if (rv == 0) {
         rc->inflight_seq = seq;
-        rc->foreign_seen = false;
         rv = lmq_raft_propose(rc->node, cmd, cmd_len, rc__propose_cb, rc);
         free(cmd);
         if (rv == 0)
@@ -432,40 +398,94 @@ static void rc__cut(struct rc *rc)
 /* ------------------------------------------------------------------ */
 /* apply: every node, in log order */
 
-/* Our in-flight batch was appended at COMMIT: its results go back. */
-static void rc__own_done(struct rc *rc, const struct ledger_commit *commit)
+/* One block of our in-flight batch was appended at COMMIT (NULL: the
+ * records ITEMS..LAST were all refused or duplicates): their results go
+ * back as one lmq_batch (RES, or a new one). */
+static void rc__own_result(struct rc *rc, struct lmq_batch *res, struct lmq_batch_item **items,
+                           size_t n, const struct ledger_commit *commit, uint64_t commit_us)
 {
-    struct lmq_batch *res = rc->inflight;
-    rc->inflight = NULL;
+    if (!res && !(res = calloc(1, sizeof *res))) {
+        LMQ_ERROR("cluster: out of memory for a batch result");
+        return; /* the items stay unanswered: their publishers time out */
+    }
+    for (size_t i = 0; i < n; i++)
+        items[i]->next = i + 1 < n ? items[i + 1] : NULL;
+    res->items = n ? items[0] : NULL;
+    res->n_items = n;
+    res->commit_us = commit_us;
     uint64_t t1 = rc__now_ns(), first_q = UINT64_MAX;
-    res->n_appended = rc->n_app;
-    res->commit = *commit;
-    for (size_t i = 0; i < rc->n_app; i++) {
-        rc->app[i]->index = commit->first_index + i;
-        if (rc->app[i]->queued_ns < first_q)
-            first_q = rc->app[i]->queued_ns;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i]->status == LMQ_BATCH_APPENDED)
+            res->n_appended++;
+        if (items[i]->queued_ns < first_q)
+            first_q = items[i]->queued_ns;
     }
     res->latency_us = first_q <= t1 ? (t1 - first_q) / 1000 : 0;
-    struct ledger_block blk;
-    if (ledger_block(rc->l, commit->height, &blk) == 0)
-        ledger_block_encode(&blk, res->header);
-    char *cp = malloc(LEDGER_MAX_CHECKPOINT);
-    size_t cl = 0;
-    if (cp && ledger_block_checkpoint(rc->l, commit->height, cp, LEDGER_MAX_CHECKPOINT, &cl) == 0) {
-        res->checkpoint = cp;
-        res->checkpoint_len = cl;
-    } else {
-        free(cp);
+    if (commit && res->n_appended) {
+        res->commit = *commit;
+        struct ledger_block blk;
+        if (ledger_block(rc->l, commit->height, &blk) == 0)
+            ledger_block_encode(&blk, res->header);
+        char *cp = malloc(LEDGER_MAX_CHECKPOINT);
+        size_t cl = 0;
+        if (cp &&
+            ledger_block_checkpoint(rc->l, commit->height, cp, LEDGER_MAX_CHECKPOINT, &cl) == 0) {
+            res->checkpoint = cp;
+            res->checkpoint_len = cl;
+        } else {
+            free(cp);
+        }
     }
-    rc->fsm.end(rc->fsm_ctx, rc->l, rc->app, rc->n_app, commit, false);
-    if (rc->foreign_seen && rc->reg) {
-        /* Another origin's records went in while ours were checked: the
-         * state machine's caches start again from the registry. */
-        registry_sync(rc->reg, rc->l, NULL, NULL, NULL);
-        rc->fsm.end(rc->fsm_ctx, rc->l, NULL, 0, NULL, true);
-    }
-    rc->n_app = 0;
+    if (rc->fsm.items_done)
+        rc->fsm.items_done(rc->fsm_ctx, items, n);
     rc__emit(rc, res);
+}
+
+/* Why the state machine refused a record (for the log line every node
+ * writes alike). */
+static const char *rc__refusal_text(int code)
+{
+    if (code <= -2400 && code >= -2499)
+        return registry_strerror(code);
+    if (code < 0 && code > -100)
+        return verify_strerror(-code);
+    return "refused";
+}
+
+/* The records of [meta.size, have) were appended from this entry before a
+ * crash that came before the ledger-applied write: they must be, in
+ * order, some of the entry's records (those it accepted). Marks them in
+ * DONE and returns how many of the entry's records are settled (up to the
+ * last one found), or -1 if the ledger holds something else. */
+struct rc__match {
+    const struct ledger_record_buf *recs;
+    size_t n, at;
+    uint8_t *done;
+    bool bad;
+};
+
+static int rc__match_one(void *ctx, uint64_t index, const uint8_t *p, size_t len)
+{
+    struct rc__match *m = ctx;
+    (void)index;
+    while (m->at < m->n && (m->recs[m->at].len != len || memcmp(m->recs[m->at].data, p, len) != 0))
+        m->at++;
+    if (m->at == m->n) {
+        m->bad = true;
+        return 1;
+    }
+    m->done[m->at++] = 1;
+    return 0;
+}
+
+static ssize_t rc__recover(struct rc *rc, const struct ledger_record_buf *recs, size_t n,
+                           uint64_t have, uint8_t *done)
+{
+    struct rc__match m = {.recs = recs, .n = n, .done = done};
+    int rv = ledger_scan(rc->l, rc->meta.size, have, rc__match_one, &m);
+    if (m.bad || (rv != 0 && rv != 1))
+        return -1;
+    return (ssize_t)m.at;
 }
 
 static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
@@ -493,70 +513,136 @@ static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
     }
     if (rc->broken)
         return -1;
-    uint64_t have = ledger_size(rc->l);
-    struct ledger_commit commit;
-    memset(&commit, 0, sizeof commit);
-    if (have != rc->meta.size) {
-        if (have == rc->meta.size + b.n) {
-            /* Appended before a crash that came before the meta write. */
-            LMQ_NOTICE("cluster: entry %" PRIu64 " was in the ledger already (records %" PRIu64
-                       "..%" PRIu64 ")",
-                       index, rc->meta.size, have - 1);
-            o->seq = b.seq;
-            rc->meta.index = index;
-            rc->meta.size = have;
-            rc__meta_save(rc);
-            return 0;
-        }
-        LMQ_ERROR("cluster: the ledger holds %" PRIu64 " records, %s says %" PRIu64
-                  ": it no longer follows the Raft log; ledgered publishes are refused",
-                  have, rc->meta_path, rc->meta.size);
-        rc->broken = true;
-        return -1;
+    bool own = b.origin == rc__cfg.node.id && rc->inflight && b.seq == rc->inflight_seq;
+    if (own && rc->n_app != b.n) {
+        LMQ_ERROR("cluster: entry %" PRIu64 ": our batch %" PRIu64 " has %" PRIu32
+                  " records, %zu proposed",
+                  index, b.seq, b.n, rc->n_app);
+        own = false;
     }
     struct ledger_record_buf *recs = calloc(b.n, sizeof *recs);
-    if (!recs) {
+    struct ledger_record_buf *seg = calloc(b.n, sizeof *seg);
+    uint8_t *flags = calloc(b.n, 1), *done = calloc(b.n, 1);
+    int *st = calloc(b.n, sizeof *st);
+    uint64_t *ix = calloc(b.n, sizeof *ix);
+    if (!recs || !seg || !flags || !done || !st || !ix) {
         LMQ_ERROR("cluster: out of memory applying entry %" PRIu64, index);
         rc->broken = true;
-        return -1;
+        rv = -1;
+        goto out;
     }
-    size_t k = 0;
+    size_t n = 0;
     const uint8_t *rec;
     size_t rl;
     while (lmq_raft_batch_next(&b, &rec, &rl)) {
-        recs[k].data = rec;
-        recs[k++].len = rl;
+        recs[n].data = rec;
+        recs[n].len = rl;
+        flags[n++] = b.flags;
     }
-    uint64_t t0 = rc__now_ns();
-    rv = ledger_append_batch(rc->l, recs, k, rc__wall_ms(), &commit);
-    free(recs);
-    if (rv < 0) {
-        LMQ_ERROR("cluster: appending entry %" PRIu64 " (%zu records) failed: %s; ledgered "
-                  "publishes are refused until restart",
-                  index, k, ledger_strerror(rv));
-        rc->broken = true;
-        if (b.origin == rc__cfg.node.id && rc->inflight && b.seq == rc->inflight_seq)
-            rc__inflight_fail(rc, LMQ_BATCH_ERR_IO);
-        return -1;
+    size_t i = 0;
+    uint64_t have = ledger_size(rc->l);
+    if (have != rc->meta.size) {
+        ssize_t k = have > rc->meta.size ? rc__recover(rc, recs, n, have, done) : -1;
+        if (k < 0) {
+            LMQ_ERROR("cluster: the ledger holds %" PRIu64 " records, %s says %" PRIu64
+                      ": it no longer follows the Raft log; ledgered publishes are refused",
+                      have, rc->meta_path, rc->meta.size);
+            rc->broken = true;
+            rv = -1;
+            goto out;
+        }
+        /* Appended before a crash that came before the meta write: the
+         * rest of the entry is checked against the log as it is now, as
+         * it was then (each record is checked against the log before it). */
+        LMQ_NOTICE("cluster: entry %" PRIu64 " was in the ledger already (records %" PRIu64
+                   "..%" PRIu64 ")",
+                   index, rc->meta.size, have - 1);
+        if (rc->reg)
+            registry_sync(rc->reg, rc->l, NULL, NULL, NULL);
+        rc->fsm.end_records(rc->fsm_ctx, rc->l, NULL, 0, NULL, true);
+        i = (size_t)k;
+        own = false;
+    }
+    /* The state machine on every record, in order; a BARRIER closes a
+     * block (several blocks per entry are possible). */
+    size_t from = i;
+    while (i < n) {
+        size_t na = 0, seg_from = i;
+        for (; i < n; i++) {
+            uint64_t dup = 0;
+            int r = rc->fsm.check_record(rc->fsm_ctx, rc->l, recs[i].data, recs[i].len, flags[i],
+                                         na == 0, &dup);
+            if (r == LMQ_FSM_BARRIER && na > 0)
+                break;
+            if (r == LMQ_FSM_DUPLICATE) {
+                st[i] = LMQ_BATCH_DUPLICATE;
+                ix[i] = dup;
+            } else if (r < 0) {
+                st[i] = r;
+                LMQ_NOTICE("cluster: entry %" PRIu64 " record %zu (batch %" PRIu64
+                           " of node %" PRIu64 ") refused: %s (%d)",
+                           index, i, b.seq, b.origin, rc__refusal_text(r), r);
+            } else {
+                st[i] = LMQ_BATCH_APPENDED;
+                seg[na++] = recs[i];
+            }
+        }
+        struct ledger_commit commit;
+        memset(&commit, 0, sizeof commit);
+        uint64_t t0 = rc__now_ns(), us = 0;
+        if (na) {
+            rv = ledger_append_batch(rc->l, seg, na, rc__wall_ms(), &commit);
+            if (rv < 0) {
+                LMQ_ERROR("cluster: appending entry %" PRIu64 " (%zu records) failed: %s; "
+                          "ledgered publishes are refused until restart",
+                          index, na, ledger_strerror(rv));
+                rc->fsm.end_records(rc->fsm_ctx, rc->l, NULL, 0, NULL, true);
+                rc->broken = true;
+                if (own) {
+                    for (size_t k = seg_from; k < n; k++)
+                        rc->app[k]->status = LMQ_BATCH_ERR_IO;
+                    rc__own_result(rc, seg_from == from ? rc->inflight : NULL, rc->app + seg_from,
+                                   n - seg_from, NULL, 0);
+                    rc->inflight = NULL;
+                    rc->n_app = 0;
+                }
+                rv = -1;
+                goto out;
+            }
+            us = (rc__now_ns() - t0) / 1000;
+            for (size_t k = seg_from, a = 0; k < i; k++)
+                if (st[k] == LMQ_BATCH_APPENDED)
+                    ix[k] = commit.first_index + a++;
+        }
+        rc->fsm.end_records(rc->fsm_ctx, rc->l, na ? seg : NULL, na, na ? &commit : NULL, false);
+        if (own) {
+            for (size_t k = seg_from; k < i; k++) {
+                rc->app[k]->status = st[k];
+                rc->app[k]->index = ix[k];
+            }
+            struct lmq_batch *res = seg_from == from ? rc->inflight : NULL;
+            rc__own_result(rc, res, rc->app + seg_from, i - seg_from, na ? &commit : NULL, us);
+        }
     }
     o->seq = b.seq;
     rc->meta.index = index;
     rc->meta.size = ledger_size(rc->l);
     rc__meta_save(rc);
     rc__set_status(rc);
-    if (b.origin == rc__cfg.node.id && rc->inflight && b.seq == rc->inflight_seq) {
-        rc->inflight->commit_us = (rc__now_ns() - t0) / 1000;
-        rc__own_done(rc, &commit);
+    if (own) {
+        rc->inflight = NULL;
+        rc->n_app = 0;
         uv_async_send(&rc->async);
-    } else {
-        if (rc->reg)
-            registry_sync(rc->reg, rc->l, NULL, NULL, NULL);
-        if (rc->inflight)
-            rc->foreign_seen = true;
-        else
-            rc->fsm.end(rc->fsm_ctx, rc->l, NULL, 0, NULL, true);
     }
-    return 0;
+    rv = 0;
+out:
+    free(recs);
+    free(seg);
+    free(flags);
+    free(done);
+    free(st);
+    free(ix);
+    return rv;
 skipped:
     rc->meta.index = index;
     rc__meta_save(rc);
@@ -663,8 +749,8 @@ static void *rc__start(struct ledger *l, const struct lmq_batcher_options *o,
                        const struct lmq_fsm_ops *fsm, void *fsm_ctx, void (*notify)(void *nctx),
                        void *nctx)
 {
-    if (!rc__configured || !l || !o || !fsm || !fsm->check || !fsm->end || o->batch_max < 1 ||
-        o->batch_max > LEDGER_MAX_BATCH) {
+    if (!rc__configured || !l || !o || !fsm || !fsm->check_record || !fsm->end_records ||
+        o->batch_max < 1 || o->batch_max > LEDGER_MAX_BATCH) {
         errno = EINVAL;
         return NULL;
     }

@@ -20,6 +20,7 @@ struct lmq_batch_item {
     struct lmq_batch_item *next; /* the batcher's while queued, then the batch's list */
     const uint8_t *rec;          /* record bytes (owner's, read by the committer) */
     size_t len;
+    uint8_t flags;      /* LMQ_BATCH_F_*, set by the owner (replicated with the record) */
     void *arg;          /* owner's */
     uint64_t queued_ns; /* set by propose (monotonic) */
     /* Results, valid after the item came back in a polled batch: */
@@ -27,6 +28,10 @@ struct lmq_batch_item {
                        refused by check (its code) or LMQ_BATCH_ERR_IO */
     uint64_t index; /* appended: its index; duplicate: the existing one */
 };
+
+/* Item flags: what the state machine needs besides the record bytes. */
+#define LMQ_BATCH_F_DUP 0x01 /* the PUBLISH carried the MQTT DUP flag (a resend) */
+#define LMQ_BATCH_F_ALL 0x01
 
 #define LMQ_BATCH_APPENDED 0
 #define LMQ_BATCH_DUPLICATE 1
@@ -58,6 +63,26 @@ struct lmq_fsm_ops {
      * appended or the append failed (FAILED true: drop tentative state). */
     void (*end)(void *ctx, struct ledger *l, struct lmq_batch_item *const *items, size_t n,
                 const struct ledger_commit *commit, bool failed);
+
+    /* The same state machine from the record bytes alone, for a committer
+     * that applies records which may come from another node (a cluster:
+     * every node runs these on every replicated record, in log order, so
+     * all decide alike). May be NULL (a committer needing them refuses to
+     * start). check_record: REC[0:LEN] with its item FLAGS; the results
+     * as check's (APPEND, DUPLICATE with *DUP_INDEX, BARRIER, or a
+     * negative refusal code that goes back to the proposer as the item's
+     * status); it must depend only on the log so far and the records
+     * checked since the last end_records. end_records: after the records
+     * it accepted were appended at COMMIT (RECS/N, in order), or with
+     * COMMIT NULL when nothing was appended or the append failed. */
+    int (*check_record)(void *ctx, struct ledger *l, const uint8_t *rec, size_t len, uint8_t flags,
+                        bool first, uint64_t *dup_index);
+    void (*end_records)(void *ctx, struct ledger *l, const struct ledger_record_buf *recs, size_t n,
+                        const struct ledger_commit *commit, bool failed);
+    /* The proposer's own items came back from such a committer with their
+     * results (ITEMS/N in proposal order): per-item bookkeeping of the
+     * owner that is not state machine state. May be NULL. */
+    void (*items_done)(void *ctx, struct lmq_batch_item *const *items, size_t n);
 };
 
 struct lmq_batcher_options {
