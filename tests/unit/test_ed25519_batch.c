@@ -3,7 +3,8 @@
  * against libsodium over random keys, messages and mutations, batches of
  * 1..130 items with invalid ones at random places, and the edge cases of
  * the header: S >= L, non-canonical encodings, small-order keys and R, and
- * the one intentional difference from libsodium (mixed-order R). */
+ * the one intentional difference from libsodium (mixed-order R), and a
+ * pair of invalid signatures whose errors cancel in an unweighted sum. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -466,6 +467,29 @@ static void test_mixed_order_r(void **state)
     check_batch(m, N, want); /* among invalid ones too */
 }
 
+/* Two invalid signatures whose errors cancel in a plain sum (S1 + d and
+ * S2 - d): the random z_i keep them apart, both are rejected. */
+static void test_cancelling_pair(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    struct signed_msg m[N];
+    uint8_t want[N] = {1, 0, 1, 1, 0, 1}, d[32];
+    for (int i = 0; i < N; i++)
+        make_signed(&m[i], NULL);
+    for (int round = 0; round < 20; round++) {
+        crypto_core_ed25519_scalar_random(d);
+        struct signed_msg a = m[1], b = m[4];
+        crypto_core_ed25519_scalar_add(m[1].sig + 32, m[1].sig + 32, d);
+        crypto_core_ed25519_scalar_sub(m[4].sig + 32, m[4].sig + 32, d);
+        assert_false(sodium_ok(&m[1]));
+        assert_false(sodium_ok(&m[4]));
+        check_batch(m, N, want);
+        m[1] = a;
+        m[4] = b;
+    }
+}
+
 int main(void)
 {
     assert_int_equal(crypto_init(), 0);
@@ -479,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_small_order_key),
         cmocka_unit_test(test_small_order_r),
         cmocka_unit_test(test_mixed_order_r),
+        cmocka_unit_test(test_cancelling_pair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
