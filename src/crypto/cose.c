@@ -284,29 +284,48 @@ static int cose__tbs(uint8_t *buf, size_t cap, const uint8_t *prot, size_t plen,
     return cbor_writer_finish(&w, len) == 0 ? 0 : COSE_ERR_SPACE;
 }
 
-int cose_sign1_verify_sig(const struct cose_sign1 *m, const void *aad, size_t aad_len,
-                          const uint8_t pk[32])
+int cose_sign1_tbs(const struct cose_sign1 *m, const void *aad, size_t aad_len, uint8_t *buf,
+                   size_t cap, uint8_t **tbs, size_t *tbs_len)
 {
-    uint8_t stackbuf[COSE__STACK_TBS];
-    uint8_t *tbs = stackbuf;
-    size_t cap, len;
-    int rc;
-
-    if (m == NULL || pk == NULL || (aad == NULL && aad_len != 0))
+    if (m == NULL || tbs == NULL || tbs_len == NULL || (aad == NULL && aad_len != 0) ||
+        (buf == NULL && cap != 0))
         return COSE_ERR_ARGS;
     if (!m->has_alg || m->alg != COSE_ALG_EDDSA)
         return COSE_ERR_ALG;
     if (m->signature_len != CRYPTO_ED25519_SIG_LEN)
         return COSE_ERR_SIG_LEN;
-    cap = cose__tbs_size(m->protected_len, aad_len, m->payload_len);
-    if (cap > sizeof(stackbuf)) {
-        tbs = malloc(cap);
-        if (tbs == NULL)
+    size_t need = cose__tbs_size(m->protected_len, aad_len, m->payload_len);
+    uint8_t *out = buf;
+    if (need > cap) {
+        out = malloc(need);
+        if (out == NULL)
             return COSE_ERR_NOMEM;
+        cap = need;
     }
-    rc = cose__tbs(tbs, cap, m->protected_hdr, m->protected_len, aad, aad_len, m->payload,
-                   m->payload_len, &len);
-    if (rc == 0 && crypto_ed25519_verify(m->signature, tbs, len, pk) != 0)
+    int rc = cose__tbs(out, cap, m->protected_hdr, m->protected_len, aad, aad_len, m->payload,
+                       m->payload_len, tbs_len);
+    if (rc != 0) {
+        if (out != buf)
+            free(out);
+        return rc;
+    }
+    *tbs = out;
+    return 0;
+}
+
+int cose_sign1_verify_sig(const struct cose_sign1 *m, const void *aad, size_t aad_len,
+                          const uint8_t pk[32])
+{
+    uint8_t stackbuf[COSE__STACK_TBS];
+    uint8_t *tbs;
+    size_t len;
+
+    if (pk == NULL)
+        return COSE_ERR_ARGS;
+    int rc = cose_sign1_tbs(m, aad, aad_len, stackbuf, sizeof stackbuf, &tbs, &len);
+    if (rc != 0)
+        return rc;
+    if (crypto_ed25519_verify(m->signature, tbs, len, pk) != 0)
         rc = COSE_ERR_BAD_SIGNATURE;
     if (tbs != stackbuf)
         free(tbs);

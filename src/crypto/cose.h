@@ -88,6 +88,15 @@ int cose_sign1_decode(const uint8_t *buf, size_t len, unsigned flags, struct cos
 int cose_sign1_verify_sig(const struct cose_sign1 *m, const void *aad, size_t aad_len,
                           const uint8_t pk[32]);
 
+/* The bytes cose_sign1_verify_sig checks the signature over, after the
+ * same alg and signature length checks, for a caller that verifies many
+ * signatures at once (crypto/ed25519_batch.h): Sig_structure into
+ * buf[0:cap] when it fits (*tbs = buf), else into a malloc'd buffer
+ * (*tbs != buf: the caller frees it). 0 and *tbs, *tbs_len, or
+ * COSE_ERR_ARGS, COSE_ERR_ALG, COSE_ERR_SIG_LEN, COSE_ERR_NOMEM. */
+int cose_sign1_tbs(const struct cose_sign1 *m, const void *aad, size_t aad_len, uint8_t *buf,
+                   size_t cap, uint8_t **tbs, size_t *tbs_len);
+
 /* Decode (flags as above) + verify_sig in one call; m may be NULL. */
 int cose_sign1_verify(const uint8_t *buf, size_t len, unsigned flags, const void *aad,
                       size_t aad_len, const uint8_t pk[32], struct cose_sign1 *m);

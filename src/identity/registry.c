@@ -885,6 +885,40 @@ int registry_lookup(struct registry *r, const char *id, size_t id_len, struct re
     return rc;
 }
 
+int registry_lookup_pks(struct registry *r, struct registry_pk_query *q, size_t n)
+{
+    MDB_txn *txn;
+    int rc = n ? mdb_txn_begin(r->env, NULL, MDB_RDONLY, &txn) : 0;
+    if (rc != 0) {
+        rc = reg__db(rc, "begin");
+        for (size_t i = 0; i < n; i++)
+            q[i].rc = rc;
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct reg__entry e;
+        MDB_val k = {DEVICE_ID_LEN, (void *)q[i].id}, v;
+        q[i].revoked = false;
+        if (!device_id_valid(q[i].id, DEVICE_ID_LEN)) {
+            q[i].rc = -ENOENT;
+            continue;
+        }
+        rc = mdb_get(txn, r->devices, &k, &v);
+        if (rc == 0)
+            rc = reg__decode_entry(v.mv_data, v.mv_size, &e);
+        else
+            rc = rc == MDB_NOTFOUND ? -ENOENT : reg__db(rc, "get device");
+        if (rc == 0) {
+            q[i].revoked = e.status == REGISTRY_REVOKED;
+            memcpy(q[i].pk, e.pk, 32);
+        }
+        q[i].rc = rc;
+    }
+    if (n)
+        mdb_txn_abort(txn);
+    return 0;
+}
+
 int registry_lookup_key(struct registry *r, const uint8_t pk[32], char id[DEVICE_ID_LEN + 1])
 {
     MDB_txn *txn;

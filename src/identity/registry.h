@@ -146,6 +146,20 @@ int registry_check(struct registry *r, const uint8_t *rec, size_t len);
 
 /* 0 and *out, -ENOENT, or REGISTRY_ERR_DB. */
 int registry_lookup(struct registry *r, const char *id, size_t id_len, struct registry_device *out);
+/* What a signature check needs of a device (registry_lookup_pks). */
+struct registry_pk_query {
+    const char *id; /* DEVICE_ID_LEN characters */
+    int rc;         /* 0, -ENOENT or a REGISTRY_ERR_* */
+    bool revoked;
+    uint8_t pk[32]; /* current key (after rotations), when rc is 0 */
+};
+
+/* Looks q[0..n) up in one read transaction, decoding only the status and
+ * the current key (not the registration record registry_lookup decodes
+ * too): the broker's lookups, one per signed message. Sets every q[i].rc;
+ * returns 0, or the error that left them all unanswered. Any thread. */
+int registry_lookup_pks(struct registry *r, struct registry_pk_query *q, size_t n);
+
 /* The device whose current or former key is pk: 0 and its id, -ENOENT. */
 int registry_lookup_key(struct registry *r, const uint8_t pk[32], char id[DEVICE_ID_LEN + 1]);
 

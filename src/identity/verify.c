@@ -3,6 +3,8 @@
 
 #include "identity/registry.h"
 
+#include "crypto/ed25519_batch.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,13 +54,11 @@ uint8_t verify_reason_code(int res)
     }
 }
 
-int verify_envelope(struct registry *reg, const uint8_t *env, size_t len, uint64_t now_ms,
-                    uint64_t skew_ms, const char *expect_device, struct verify_info *out)
+/* Up to the registry lookup: VERIFY_OK when the device's key is needed. */
+static int verify__decode(const struct verify_req *rq, struct verify_info *vi)
 {
-    struct verify_info tmp;
-    struct verify_info *vi = out ? out : &tmp;
     memset(vi, 0, sizeof *vi);
-    int rc = cose_envelope_decode(env, len, &vi->cose);
+    int rc = cose_envelope_decode(rq->env, rq->len, &vi->cose);
     if (rc < 0) {
         vi->cose_err = rc;
         return VERIFY_MALFORMED;
@@ -71,37 +71,130 @@ int verify_envelope(struct registry *reg, const uint8_t *env, size_t len, uint64
     vi->device_id[DEVICE_ID_LEN] = '\0';
     vi->seq = vi->cose.seq;
     vi->time_ms = vi->cose.time_ms;
-    if (expect_device && strcmp(expect_device, vi->device_id) != 0)
+    if (rq->expect_device && strcmp(rq->expect_device, vi->device_id) != 0)
         return VERIFY_WRONG_DEVICE;
-    if (!reg)
-        return VERIFY_REGISTRY;
-    /* struct registry_device holds a copy of the registration record: too
-     * big for a small worker stack. */
-    struct registry_device *dev = malloc(sizeof *dev);
-    if (!dev)
-        return VERIFY_REGISTRY;
-    rc = registry_lookup(reg, vi->device_id, DEVICE_ID_LEN, dev);
-    int res = VERIFY_OK;
-    if (rc == -ENOENT)
-        res = VERIFY_UNKNOWN;
-    else if (rc < 0)
-        res = VERIFY_REGISTRY;
-    else if (dev->status != REGISTRY_ACTIVE)
-        res = VERIFY_REVOKED;
-    else {
-        rc = cose_sign1_verify_sig(&vi->cose, NULL, 0, dev->public_key);
-        if (rc < 0) {
-            vi->cose_err = rc;
-            res = rc == COSE_ERR_NOMEM ? VERIFY_REGISTRY : VERIFY_BAD_SIGNATURE;
+    return VERIFY_OK;
+}
+
+/* After the lookup (Q answered): the key's status, the Sig_structure. */
+static void verify__keyed(const struct verify_req *rq, const struct registry_pk_query *q,
+                          struct verify_prep *p)
+{
+    if (q->rc == -ENOENT) {
+        p->res = VERIFY_UNKNOWN;
+        return;
+    }
+    if (q->rc < 0) {
+        p->res = VERIFY_REGISTRY;
+        return;
+    }
+    if (q->revoked) {
+        p->res = VERIFY_REVOKED;
+        return;
+    }
+    int rc =
+        cose_sign1_tbs(&p->info.cose, NULL, 0, p->tbs_buf, sizeof p->tbs_buf, &p->tbs, &p->tbs_len);
+    if (rc < 0) {
+        p->info.cose_err = rc;
+        p->res = rc == COSE_ERR_NOMEM ? VERIFY_REGISTRY : VERIFY_BAD_SIGNATURE;
+        return;
+    }
+    memcpy(p->pk, q->pk, 32);
+    p->sig_pending = true;
+    if (rq->skew_ms != UINT64_MAX) {
+        uint64_t t = p->info.time_ms;
+        uint64_t d = t > rq->now_ms ? t - rq->now_ms : rq->now_ms - t;
+        p->skewed = d > rq->skew_ms;
+    }
+}
+
+size_t verify_prepare_many(struct registry *reg, const struct verify_req *req, size_t n,
+                           struct verify_prep *vp)
+{
+    struct registry_pk_query q[16];
+    size_t pending = 0;
+    for (size_t i0 = 0; i0 < n; i0 += sizeof q / sizeof q[0]) {
+        size_t i1 = n - i0 < sizeof q / sizeof q[0] ? n : i0 + sizeof q / sizeof q[0];
+        size_t nq = 0;
+        for (size_t i = i0; i < i1; i++) {
+            struct verify_prep *p = &vp[i];
+            p->sig_pending = p->skewed = false;
+            p->tbs = NULL;
+            p->tbs_len = 0;
+            p->res = verify__decode(&req[i], &p->info);
+            if (p->res == VERIFY_OK && !reg)
+                p->res = VERIFY_REGISTRY;
+            if (p->res == VERIFY_OK)
+                q[nq++].id = p->info.device_id;
+        }
+        if (nq)
+            registry_lookup_pks(reg, q, nq);
+        nq = 0;
+        for (size_t i = i0; i < i1; i++) {
+            if (vp[i].res != VERIFY_OK)
+                continue;
+            verify__keyed(&req[i], &q[nq++], &vp[i]);
+            pending += vp[i].sig_pending;
         }
     }
-    free(dev);
-    if (res != VERIFY_OK)
-        return res;
-    if (skew_ms != UINT64_MAX) {
-        uint64_t d = vi->time_ms > now_ms ? vi->time_ms - now_ms : now_ms - vi->time_ms;
-        if (d > skew_ms)
-            return VERIFY_SKEW;
+    return pending;
+}
+
+size_t verify_signatures(struct verify_prep *vp, size_t n)
+{
+    struct ed25519_batch_item items[ED25519_BATCH_MAX];
+    uint8_t ok[ED25519_BATCH_MAX];
+    size_t idx[ED25519_BATCH_MAX];
+    size_t good = 0, i = 0;
+    while (i < n) {
+        size_t k = 0;
+        for (; i < n && k < ED25519_BATCH_MAX; i++) {
+            if (!vp[i].sig_pending)
+                continue;
+            items[k] = (struct ed25519_batch_item){.pk = vp[i].pk,
+                                                   .sig = vp[i].info.cose.signature,
+                                                   .msg = vp[i].tbs,
+                                                   .msg_len = vp[i].tbs_len};
+            idx[k++] = i;
+        }
+        if (k)
+            ed25519_verify_batch(items, k, ok);
+        for (size_t j = 0; j < k; j++) {
+            struct verify_prep *p = &vp[idx[j]];
+            if (!ok[j]) {
+                p->info.cose_err = COSE_ERR_BAD_SIGNATURE;
+                p->res = VERIFY_BAD_SIGNATURE;
+            } else if (p->skewed) {
+                p->res = VERIFY_SKEW;
+            }
+            p->sig_pending = false;
+            if (p->tbs != p->tbs_buf)
+                free(p->tbs);
+            p->tbs = NULL;
+        }
     }
-    return VERIFY_OK;
+    for (i = 0; i < n; i++)
+        good += vp[i].res == VERIFY_OK;
+    return good;
+}
+
+int verify_envelope(struct registry *reg, const uint8_t *env, size_t len, uint64_t now_ms,
+                    uint64_t skew_ms, const char *expect_device, struct verify_info *out)
+{
+    /* struct verify_prep holds a Sig_structure buffer: too big for a small
+     * worker stack. */
+    struct verify_prep *p = malloc(sizeof *p);
+    if (!p) {
+        if (out)
+            memset(out, 0, sizeof *out);
+        return VERIFY_REGISTRY;
+    }
+    struct verify_req rq = {env, len, now_ms, skew_ms, expect_device};
+    verify_prepare_many(reg, &rq, 1, p);
+    verify_signatures(p, 1);
+    int res = p->res;
+    if (out)
+        *out = p->info;
+    free(p);
+    return res;
 }

@@ -59,9 +59,58 @@ struct verify_info {
  * device id the session authenticated as: the envelope's kid must equal
  * it. Returns VERIFY_OK and fills OUT, or the first check that failed (in
  * the order: malformed, wrong device, unknown, revoked, bad signature,
- * skew). OUT may be NULL. */
+ * skew). OUT may be NULL. The signature is judged by ed25519_verify_one
+ * (crypto/ed25519_batch.h), the rule of the batches below, so a re-check
+ * of an envelope always agrees with the batch that accepted it. */
 int verify_envelope(struct registry *reg, const uint8_t *env, size_t len, uint64_t now_ms,
                     uint64_t skew_ms, const char *expect_device, struct verify_info *out);
+
+/* verify_envelope in two steps, for a caller that checks many envelopes
+ * with one crypto/ed25519_batch.h call (the broker's worker jobs):
+ *
+ *   verify_prepare_many: everything but the signature (decoding, publisher
+ *     binding, one registry read for all, the skew computed but reported
+ *     after the signature as verify_envelope does) and the Sig_structure
+ *     bytes; res is the final refusal, or VERIFY_OK with the signature
+ *     still to check;
+ *   verify_signatures: checks the signatures of the pending ones at once
+ *     and makes every res final (VERIFY_OK, VERIFY_BAD_SIGNATURE or
+ *     VERIFY_SKEW); frees what prepare allocated.
+ *
+ * Results and cose_err are exactly those of verify_envelope for each
+ * envelope alone, whatever else is in the batch (ed25519_verify_batch
+ * judges each signature as ed25519_verify_one does, which verify_envelope
+ * uses). A struct verify_prep is big (an inline Sig_structure buffer):
+ * keep arrays of them off small stacks. */
+#define VERIFY_TBS_INLINE 384 /* larger Sig_structures are malloc'd */
+
+struct verify_req {
+    const uint8_t *env; /* the envelope, ENV[0:LEN], alive until verify_signatures */
+    size_t len;
+    uint64_t now_ms;
+    uint64_t skew_ms;          /* UINT64_MAX: none */
+    const char *expect_device; /* may be NULL */
+};
+
+struct verify_prep {
+    struct verify_info info;
+    int res; /* final, or VERIFY_OK with sig_pending */
+    bool sig_pending;
+    bool skewed; /* refused for skew if the signature verifies */
+    uint8_t pk[32];
+    uint8_t *tbs; /* Sig_structure: tbs_buf or malloc'd */
+    size_t tbs_len;
+    uint8_t tbs_buf[VERIFY_TBS_INLINE];
+};
+
+/* Prepares REQ[0..N) into VP[0..N) (see above); returns how many wait for
+ * their signature. */
+size_t verify_prepare_many(struct registry *reg, const struct verify_req *req, size_t n,
+                           struct verify_prep *vp);
+/* Checks the pending signatures of VP[0..N) with one
+ * ed25519_verify_batch; every VP[i].res is final afterwards. Returns how
+ * many are VERIFY_OK. */
+size_t verify_signatures(struct verify_prep *vp, size_t n);
 
 /* The sequence rule: VERIFY_OK if SEQ is strictly greater than LAST (or
  * there is no last, HAS_LAST false), else VERIFY_REPLAY. */

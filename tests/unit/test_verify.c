@@ -175,6 +175,138 @@ static void test_refusals(void **state)
     assert_int_equal(verify_envelope(NULL, env, n, T0, 1000, NULL, NULL), VERIFY_REGISTRY);
 }
 
+/* verify_prepare_many + verify_signatures on one envelope: the split
+ * steps, the Sig_structure inline or malloc'd, the same result as
+ * verify_envelope. */
+static void test_prepare_split(void **state)
+{
+    (void)state;
+    static uint8_t env[4096], big[3000];
+    struct verify_prep *vp = malloc(2 * sizeof *vp);
+    assert_non_null(vp);
+    size_t n = envelope(&dev1, 9, T0, env, sizeof env);
+    size_t bn;
+    memset(big, 'z', sizeof big);
+    static uint8_t benv[4096];
+    assert_int_equal(cose_envelope_sign(dev1.id, DEVICE_ID_LEN, 10, T0, big, sizeof big, dev1.sk,
+                                        benv, sizeof benv, &bn),
+                     0);
+    struct verify_req rq[2] = {{env, n, T0, 1000, dev1.id}, {benv, bn, T0, 1000, NULL}};
+    assert_int_equal(verify_prepare_many(reg, rq, 2, vp), 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(vp[i].res, VERIFY_OK);
+        assert_true(vp[i].sig_pending);
+        assert_false(vp[i].skewed);
+        assert_memory_equal(vp[i].pk, dev1.pk, 32);
+        assert_string_equal(vp[i].info.device_id, dev1.id);
+    }
+    assert_ptr_equal(vp[0].tbs, vp[0].tbs_buf);
+    assert_true(vp[1].tbs != vp[1].tbs_buf); /* bigger than VERIFY_TBS_INLINE */
+    assert_true(vp[1].tbs_len > sizeof big);
+    /* the bytes signed: the signature verifies over them alone */
+    assert_int_equal(
+        crypto_ed25519_verify(vp[0].info.cose.signature, vp[0].tbs, vp[0].tbs_len, dev1.pk), 0);
+    assert_int_equal(verify_signatures(vp, 2), 2);
+    assert_int_equal(vp[0].info.seq, 9);
+    assert_int_equal(vp[1].info.seq, 10);
+    assert_int_equal(vp[1].info.cose.payload_len, sizeof big);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(vp[i].res, VERIFY_OK);
+        assert_false(vp[i].sig_pending);
+        assert_null(vp[i].tbs); /* released */
+    }
+    /* refused before the signature: final after prepare, nothing pending */
+    rq[0].expect_device = dev3.id;
+    assert_int_equal(verify_prepare_many(reg, rq, 1, vp), 0);
+    assert_int_equal(vp[0].res, VERIFY_WRONG_DEVICE);
+    assert_false(vp[0].sig_pending);
+    assert_int_equal(verify_signatures(vp, 1), 0);
+    assert_int_equal(vp[0].res, VERIFY_WRONG_DEVICE);
+    /* skewed: known after prepare, reported after the signature */
+    rq[0].expect_device = NULL;
+    rq[0].now_ms = T0 + 5000;
+    assert_int_equal(verify_prepare_many(reg, rq, 1, vp), 1);
+    assert_true(vp[0].skewed);
+    assert_int_equal(verify_signatures(vp, 1), 0);
+    assert_int_equal(vp[0].res, VERIFY_SKEW);
+    free(vp);
+}
+
+/* A batch larger than ED25519_BATCH_MAX mixing valid envelopes with every
+ * refusal: each gets its own result and cose_err, those verify_envelope
+ * gives it alone. */
+static void test_batch_mixed(void **state)
+{
+    (void)state;
+    enum { N = 150 };
+    static uint8_t env[N][600];
+    static struct verify_req rq[N];
+    static int want[N];
+    struct verify_prep *vp = malloc(N * sizeof *vp);
+    assert_non_null(vp);
+    size_t n_ok = 0;
+    for (int i = 0; i < N; i++) {
+        size_t n = envelope(&dev1, 100 + (uint64_t)i, T0, env[i], sizeof env[i]);
+        rq[i] = (struct verify_req){env[i], n, T0, 1000, NULL};
+        want[i] = VERIFY_OK;
+        switch (i % 10) {
+        case 1: /* forged */
+            env[i][n - 5] ^= 0x40;
+            want[i] = VERIFY_BAD_SIGNATURE;
+            break;
+        case 3: /* truncated */
+            rq[i].len = n - 3;
+            want[i] = VERIFY_MALFORMED;
+            break;
+        case 4: /* unknown device */
+            rq[i].len = envelope(&dev3, 1, T0, env[i], sizeof env[i]);
+            want[i] = VERIFY_UNKNOWN;
+            break;
+        case 5: /* revoked device */
+            rq[i].len = envelope(&dev2, 1, T0, env[i], sizeof env[i]);
+            want[i] = VERIFY_REVOKED;
+            break;
+        case 6: /* another session's */
+            rq[i].expect_device = dev3.id;
+            want[i] = VERIFY_WRONG_DEVICE;
+            break;
+        case 7: /* skewed */
+            rq[i].now_ms = T0 + 2000;
+            want[i] = VERIFY_SKEW;
+            break;
+        case 8: /* skewed and forged: the signature is reported */
+            rq[i].now_ms = T0 - 2000;
+            env[i][n - 40] ^= 1;
+            want[i] = VERIFY_BAD_SIGNATURE;
+            break;
+        default:
+            if (i % 20 == 9) { /* no clock check (late uploads) */
+                rq[i].now_ms = T0 + 86400000;
+                rq[i].skew_ms = UINT64_MAX;
+            }
+            break;
+        }
+        n_ok += want[i] == VERIFY_OK;
+    }
+    verify_prepare_many(reg, rq, N, vp);
+    assert_int_equal(verify_signatures(vp, N), n_ok);
+    for (int i = 0; i < N; i++) {
+        struct verify_info vi;
+        int alone = verify_envelope(reg, rq[i].env, rq[i].len, rq[i].now_ms, rq[i].skew_ms,
+                                    rq[i].expect_device, &vi);
+        if (vp[i].res != want[i] || alone != want[i] || vp[i].info.cose_err != vi.cose_err)
+            fail_msg("envelope %d: batch %d (cose %d), alone %d (cose %d), want %d", i, vp[i].res,
+                     vp[i].info.cose_err, alone, vi.cose_err, want[i]);
+        if (want[i] == VERIFY_OK)
+            assert_int_equal(vp[i].info.seq, 100 + (uint64_t)i);
+        if (want[i] == VERIFY_BAD_SIGNATURE)
+            assert_int_equal(vp[i].info.cose_err, COSE_ERR_BAD_SIGNATURE);
+        if (want[i] == VERIFY_MALFORMED)
+            assert_true(vp[i].info.cose_err < 0);
+    }
+    free(vp);
+}
+
 static void test_seq_and_codes(void **state)
 {
     (void)state;
@@ -202,6 +334,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_prepare_split),
+        cmocka_unit_test(test_batch_mixed),
         cmocka_unit_test(test_seq_and_codes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
