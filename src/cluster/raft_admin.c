@@ -274,6 +274,17 @@ static void ra__unlink(struct ra__item *it)
         it->next->prev = it->prev;
 }
 
+/* Whether ID is in N's configuration without a vote. */
+static bool ra__is_spare(struct lmq_raft_node *n, uint64_t id)
+{
+    struct lmq_raft_member_info m[LMQ_RAFT_MAX_MEMBERS];
+    size_t k = lmq_raft_members(n, m, LMQ_RAFT_MAX_MEMBERS);
+    for (size_t i = 0; i < k && i < LMQ_RAFT_MAX_MEMBERS; i++)
+        if (m[i].id == id)
+            return m[i].role != 1;
+    return false;
+}
+
 static void ra__change_cb(void *ctx, int status)
 {
     struct ra__item *it = ctx;
@@ -299,13 +310,22 @@ static void ra__change_cb(void *ctx, int status)
                  "see `ledgermq cluster status`)");
     } else if (status == LMQ_RAFT_ERR_SHUTDOWN) {
         ra__fail(it->r, "shutdown", "the node is stopping");
+    } else if (rq->op == LMQ_RAFT_ADMIN_ADD && ra__is_spare(q->node, rq->id)) {
+        /* raft_add committed, the promotion's catch-up rounds failed */
+        ra__fail(it->r, "catchup_failed",
+                 "node %" PRIu64 " was added as a spare but did not catch up (%s): is it "
+                 "running at %s with cluster_join? It stays a spare (no vote) until removed",
+                 rq->id, lmq_raft_strerror(status), rq->address);
     } else {
         ra__fail(it->r, "failed", "%s of node %" PRIu64 " failed: %s", ra__ops[rq->op], rq->id,
                  lmq_raft_strerror(status));
     }
-    if (status != 0)
+    if (status != 0) {
         LMQ_NOTICE("cluster: %s of node %" PRIu64 " failed: %s", ra__ops[rq->op], rq->id,
                    lmq_raft_strerror(status));
+        if (q->changed && status != LMQ_RAFT_ERR_SHUTDOWN)
+            q->changed(q->ctx); /* a failed add may leave a spare */
+    }
     free(it);
 }
 
