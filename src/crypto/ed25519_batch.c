@@ -2,7 +2,8 @@
  * the cofactored equation [8][S]B = [8]R + [8][k]A, alone or for a batch
  * at once as [8]([sum z_i S_i]B - sum [z_i]R_i - sum [z_i k_i]A_i) = 0
  * with random 128-bit z_i, one Straus multi-scalar multiplication sharing
- * the doublings (w-NAF tables per point, a static w = 8 table of B).
+ * the doublings (w-NAF tables per point, a static w = 8 table of B); the
+ * items signed by one key share one A term, [sum z_i k_i]A.
  * A batch that fails is halved until the halves pass; a failing part of
  * four or fewer is judged item by item with the equation of one item,
  * which is exactly ed25519_verify_one's, so a verdict never depends on
@@ -428,17 +429,28 @@ static int ed__cofactor_zero(ge_p2 *p)
 
 /* ---- verification ---- */
 
-/* The checks before the equation, and the equation's inputs: -A, -R and
- * k = SHA-512(R || A || M) mod L. 0 or -1 (reject). */
-static int ed__prepare(const uint8_t sig[64], const void *msg, size_t len, const uint8_t pk[32],
-                       ge_p3 *neg_a, ge_p3 *neg_r, uint8_t k[32])
+/* The checks of a signature before the equation: S below L, R the
+ * canonical encoding of a curve point not of small order. -R into neg_r;
+ * 0 or -1 (reject). */
+static int ed__check_sig(const uint8_t sig[64], ge_p3 *neg_r)
 {
-    if (!sc_canonical(sig + 32))
+    if (!sc_canonical(sig + 32) || ed__small_order_enc(sig))
         return -1;
-    if (ed__small_order_enc(pk) || ed__small_order_enc(sig))
+    return ge_frombytes(neg_r, sig, 1);
+}
+
+/* The same for a public key: -A into neg_a. */
+static int ed__check_key(const uint8_t pk[32], ge_p3 *neg_a)
+{
+    if (ed__small_order_enc(pk))
         return -1;
-    if (ge_frombytes(neg_a, pk, 1) != 0 || ge_frombytes(neg_r, sig, 1) != 0)
-        return -1;
+    return ge_frombytes(neg_a, pk, 1);
+}
+
+/* k = SHA-512(R || A || M) mod L */
+static void ed__challenge(uint8_t k[32], const uint8_t sig[64], const uint8_t pk[32],
+                          const void *msg, size_t len)
+{
     crypto_hash_sha512_state h;
     uint8_t digest[64];
     crypto_hash_sha512_init(&h);
@@ -447,15 +459,15 @@ static int ed__prepare(const uint8_t sig[64], const void *msg, size_t len, const
     crypto_hash_sha512_update(&h, msg, len);
     crypto_hash_sha512_final(&h, digest);
     crypto_core_ed25519_scalar_reduce(k, digest);
-    return 0;
 }
 
 int ed25519_verify_one(const uint8_t sig[64], const void *msg, size_t len, const uint8_t pk[32])
 {
     ge_p3 neg_a, neg_r;
     uint8_t k[32];
-    if (ed__init() != 0 || ed__prepare(sig, msg, len, pk, &neg_a, &neg_r, k) != 0)
+    if (ed__init() != 0 || ed__check_sig(sig, &neg_r) != 0 || ed__check_key(pk, &neg_a) != 0)
         return -EBADMSG;
+    ed__challenge(k, sig, pk, msg, len);
     ge_cached table_a[1 << (ED__WA - 2)], table_r[1];
     int8_t naf_b[ED__NAF], naf_a[ED__NAF], naf_r[ED__NAF];
     ge_odd_multiples(table_a, 1 << (ED__WA - 2), &neg_a);
@@ -480,30 +492,51 @@ int ed25519_point_check(const uint8_t p[32])
     return ge_small_order(&a) ? -ERANGE : 0;
 }
 
+/* A distinct public key of a batch, decoded once however many items of
+ * the batch it signed: their A terms merge into one, [sum z_i k_i](-A). */
+struct ed__key {
+    const uint8_t *pk;
+    ge_cached table[1 << (ED__WA - 2)]; /* odd multiples of -A */
+};
+
 /* One item of a batch that passed the checks before the equation. */
 struct ed__item {
-    size_t idx;       /* into the caller's arrays */
-    uint8_t zs[32];   /* z S mod L */
-    int top_a, top_r; /* of naf_a (z k mod L) and naf_r (z) */
-    int8_t naf_a[ED__NAF], naf_r[ED__NAF];
-    ge_cached table_a[1 << (ED__WA - 2)]; /* odd multiples of -A */
-    ge_cached table_r[1 << (ED__WR - 2)]; /* of -R */
+    size_t idx;     /* into the caller's arrays */
+    size_t key;     /* into the batch's keys */
+    uint8_t zs[32]; /* z S mod L */
+    uint8_t zk[32]; /* z k mod L */
+    int top_r;
+    int8_t naf_r[ED__NAF];                /* of z */
+    ge_cached table_r[1 << (ED__WR - 2)]; /* odd multiples of -R */
 };
 
 /* The batch equation over it[0..n): 1 if it holds. */
-static int ed__batch_holds(const struct ed__item *it, size_t n)
+static int ed__batch_holds(const struct ed__key *keys, const struct ed__item *it, size_t n)
 {
     struct ed__term terms[ED__TERMS_MAX];
-    uint8_t sb[32] = {0};
-    int8_t naf_b[ED__NAF];
+    uint8_t sb[32] = {0}, sa[ED25519_BATCH_MAX][32];
+    int8_t naf_b[ED__NAF], naf_a[ED25519_BATCH_MAX][ED__NAF];
+    int16_t slot[ED25519_BATCH_MAX]; /* key -> index into sa, or -1 */
+    size_t key_of[ED25519_BATCH_MAX], nk = 0, nt = 1;
+    memset(slot, -1, sizeof slot);
     for (size_t i = 0; i < n; i++) {
         crypto_core_ed25519_scalar_add(sb, sb, it[i].zs);
-        terms[1 + 2 * i] = (struct ed__term){it[i].table_a, it[i].naf_a, it[i].top_a};
-        terms[2 + 2 * i] = (struct ed__term){it[i].table_r, it[i].naf_r, it[i].top_r};
+        size_t key = it[i].key;
+        if (slot[key] < 0) {
+            slot[key] = (int16_t)nk;
+            key_of[nk] = key;
+            memcpy(sa[nk++], it[i].zk, 32);
+        } else {
+            crypto_core_ed25519_scalar_add(sa[slot[key]], sa[slot[key]], it[i].zk);
+        }
+        terms[nt++] = (struct ed__term){it[i].table_r, it[i].naf_r, it[i].top_r};
     }
+    for (size_t j = 0; j < nk; j++)
+        terms[nt++] =
+            (struct ed__term){keys[key_of[j]].table, naf_a[j], sc_wnaf(naf_a[j], sa[j], ED__WA)};
     terms[0] = (struct ed__term){ed__base, naf_b, sc_wnaf(naf_b, sb, ED__WB)};
     ge_p2 r;
-    ed__straus(&r, terms, 1 + 2 * n);
+    ed__straus(&r, terms, nt);
     return ed__cofactor_zero(&r);
 }
 
@@ -513,24 +546,24 @@ static int ed__batch_holds(const struct ed__item *it, size_t n)
  * by item. The equation of one item is z ([8]([S]B - R - [k]A)) = 0 with
  * z below L and not 0: exactly ed25519_verify_one's verdict, not a
  * probabilistic one. */
-static void ed__split(const struct ed__item *it, size_t n, uint8_t *ok)
+static void ed__split(const struct ed__key *keys, const struct ed__item *it, size_t n, uint8_t *ok)
 {
     size_t h = n / 2;
     int pass[2] = {0, 0};
     if (n > 4) {
-        pass[0] = ed__batch_holds(it, h);
-        pass[1] = ed__batch_holds(it + h, n - h);
+        pass[0] = ed__batch_holds(keys, it, h);
+        pass[1] = ed__batch_holds(keys, it + h, n - h);
     }
     if (n <= 4 || (!pass[0] && !pass[1] && n <= 32)) {
         for (size_t i = 0; i < n; i++)
-            ok[it[i].idx] = n > 1 && ed__batch_holds(&it[i], 1);
+            ok[it[i].idx] = n > 1 && ed__batch_holds(keys, &it[i], 1);
         return;
     }
     for (int side = 0; side < 2; side++) {
         const struct ed__item *part = side ? it + h : it;
         size_t len = side ? n - h : h;
         if (!pass[side]) {
-            ed__split(part, len, ok);
+            ed__split(keys, part, len, ok);
             continue;
         }
         for (size_t i = 0; i < len; i++)
@@ -541,33 +574,43 @@ static void ed__split(const struct ed__item *it, size_t n, uint8_t *ok)
 /* items[0..n), n <= ED25519_BATCH_MAX */
 static void ed__verify_chunk(const struct ed25519_batch_item *items, size_t n, uint8_t *ok)
 {
+    struct ed__key keys[ED25519_BATCH_MAX];
     struct ed__item it[ED25519_BATCH_MAX];
     uint8_t z[ED25519_BATCH_MAX][16];
-    size_t m = 0;
+    size_t m = 0, nk = 0;
     randombytes_buf(z, sizeof z);
     for (size_t i = 0; i < n; i++) {
         const struct ed25519_batch_item *x = &items[i];
         ge_p3 neg_a, neg_r;
-        uint8_t k[32], zk[32], zz[32] = {0};
+        uint8_t k[32], zz[32] = {0};
         ok[i] = 0;
-        if (ed__prepare(x->sig, x->msg, x->msg_len, x->pk, &neg_a, &neg_r, k) != 0)
+        if (ed__check_sig(x->sig, &neg_r) != 0)
             continue;
+        size_t key = 0;
+        while (key < nk && memcmp(keys[key].pk, x->pk, 32) != 0)
+            key++;
+        if (key == nk) {
+            if (ed__check_key(x->pk, &neg_a) != 0)
+                continue;
+            keys[nk].pk = x->pk;
+            ge_odd_multiples(keys[nk++].table, 1 << (ED__WA - 2), &neg_a);
+        }
         struct ed__item *e = &it[m++];
         e->idx = i;
+        e->key = key;
+        ed__challenge(k, x->sig, x->pk, x->msg, x->msg_len);
         memcpy(zz, z[i], 16);
         zz[0] |= 1; /* z != 0 */
         crypto_core_ed25519_scalar_mul(e->zs, zz, x->sig + 32);
-        crypto_core_ed25519_scalar_mul(zk, zz, k);
-        e->top_a = sc_wnaf(e->naf_a, zk, ED__WA);
+        crypto_core_ed25519_scalar_mul(e->zk, zz, k);
         e->top_r = sc_wnaf(e->naf_r, zz, ED__WR);
-        ge_odd_multiples(e->table_a, 1 << (ED__WA - 2), &neg_a);
         ge_odd_multiples(e->table_r, 1 << (ED__WR - 2), &neg_r);
     }
-    if (m > 0 && ed__batch_holds(it, m)) {
+    if (m > 0 && ed__batch_holds(keys, it, m)) {
         for (size_t i = 0; i < m; i++)
             ok[it[i].idx] = 1;
     } else if (m > 0) {
-        ed__split(it, m, ok);
+        ed__split(keys, it, m, ok);
     }
 }
 

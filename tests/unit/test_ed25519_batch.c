@@ -273,19 +273,28 @@ static void test_differential_libsodium(void **state)
     free(want);
 }
 
-/* Batches of every size 1..130 with no invalid item, one, and several, at
- * random positions: ok[] exact. */
-static void test_batch_sizes(void **state)
+/* Batches of sizes 1..130 (every STEP-th) with no invalid item, one, and
+ * several, at random positions: ok[] exact. KEYS distinct keys sign the
+ * messages in turn (0: each its own key). */
+static void batch_sizes(size_t keys, size_t step)
 {
-    (void)state;
     enum { N = 130 };
     struct signed_msg *good = malloc(N * sizeof *good), *m = malloc(N * sizeof *m);
-    uint8_t want[N];
+    uint8_t want[N], sk[4][64];
+    assert_true(keys <= 4);
     assert_non_null(good);
     assert_non_null(m);
-    for (size_t i = 0; i < N; i++)
-        make_signed(&good[i], NULL);
-    for (size_t n = 1; n <= N; n++) {
+    for (size_t i = 0; i < N; i++) {
+        if (keys == 0 || i < keys) {
+            make_signed(&good[i], keys ? sk[i] : NULL);
+            continue;
+        }
+        memcpy(good[i].pk, good[i % keys].pk, 32);
+        good[i].len = randombytes_uniform(301);
+        randombytes_buf(good[i].msg, good[i].len);
+        crypto_sign_detached(good[i].sig, NULL, good[i].msg, good[i].len, sk[i % keys]);
+    }
+    for (size_t n = 1; n <= N; n += step) {
         for (int bad = 0; bad < 3; bad++) {
             memcpy(m, good, n * sizeof *m);
             memset(want, 1, n);
@@ -303,6 +312,21 @@ static void test_batch_sizes(void **state)
     }
     free(good);
     free(m);
+}
+
+static void test_batch_sizes(void **state)
+{
+    (void)state;
+    batch_sizes(0, 1);
+}
+
+/* The same with four keys (each signing about a quarter of a batch, whose
+ * A terms merge): as a few busy devices send. */
+static void test_batch_sizes_shared_keys(void **state)
+{
+    (void)state;
+    batch_sizes(4, 3);
+    batch_sizes(1, 5);
 }
 
 static void add_scalar_l(uint8_t s[32])
@@ -468,16 +492,21 @@ static void test_mixed_order_r(void **state)
 }
 
 /* Two invalid signatures whose errors cancel in a plain sum (S1 + d and
- * S2 - d): the random z_i keep them apart, both are rejected. */
+ * S2 - d): the random z_i keep them apart, both are rejected; by two keys,
+ * and by one key (whose A terms merge). */
 static void test_cancelling_pair(void **state)
 {
     (void)state;
     enum { N = 6 };
     struct signed_msg m[N];
-    uint8_t want[N] = {1, 0, 1, 1, 0, 1}, d[32];
+    uint8_t want[N] = {1, 0, 1, 1, 0, 1}, d[32], sk[64];
     for (int i = 0; i < N; i++)
-        make_signed(&m[i], NULL);
-    for (int round = 0; round < 20; round++) {
+        make_signed(&m[i], i == 1 ? sk : NULL);
+    for (int round = 0; round < 40; round++) {
+        if (round == 20) { /* m[4] by the key of m[1] from now on */
+            memcpy(m[4].pk, m[1].pk, 32);
+            crypto_sign_detached(m[4].sig, NULL, m[4].msg, m[4].len, sk);
+        }
         crypto_core_ed25519_scalar_random(d);
         struct signed_msg a = m[1], b = m[4];
         crypto_core_ed25519_scalar_add(m[1].sig + 32, m[1].sig + 32, d);
@@ -494,15 +523,11 @@ int main(void)
 {
     assert_int_equal(crypto_init(), 0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rfc8032_vectors),
-        cmocka_unit_test(test_rfc8032_bit_flips),
-        cmocka_unit_test(test_differential_libsodium),
-        cmocka_unit_test(test_batch_sizes),
-        cmocka_unit_test(test_s_not_below_l),
-        cmocka_unit_test(test_noncanonical_encodings),
-        cmocka_unit_test(test_small_order_key),
-        cmocka_unit_test(test_small_order_r),
-        cmocka_unit_test(test_mixed_order_r),
+        cmocka_unit_test(test_rfc8032_vectors),         cmocka_unit_test(test_rfc8032_bit_flips),
+        cmocka_unit_test(test_differential_libsodium),  cmocka_unit_test(test_batch_sizes),
+        cmocka_unit_test(test_batch_sizes_shared_keys), cmocka_unit_test(test_s_not_below_l),
+        cmocka_unit_test(test_noncanonical_encodings),  cmocka_unit_test(test_small_order_key),
+        cmocka_unit_test(test_small_order_r),           cmocka_unit_test(test_mixed_order_r),
         cmocka_unit_test(test_cancelling_pair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
