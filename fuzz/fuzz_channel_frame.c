@@ -42,8 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             for (uint32_t i = 0; i < f.n_items; i++)
                 lmq_channel_result_item(&f, i, &items[i]);
-            rv = lmq_channel_encode_result(f.seq, f.status, f.raft_index, items, f.n_items,
-                                           &again, &again_len);
+            rv = lmq_channel_encode_result(f.seq, f.status, f.raft_index, items, f.n_items, &again,
+                                           &again_len);
             free(items);
         }
         if (rv != 0 || again_len != used || memcmp(again, data + off, used) != 0)

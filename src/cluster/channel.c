@@ -131,8 +131,8 @@ static void ch__write_cb(uv_write_t *req, int status)
     c->q_bytes -= w->len;
     free(w);
     if (status < 0 && !c->closing) {
-        LMQ_NOTICE("channel: node %" PRIu64 ": writing to node %" PRIu64 " failed: %s",
-                   c->ch->o.id, c->peer, uv_strerror(status));
+        LMQ_NOTICE("channel: node %" PRIu64 ": writing to node %" PRIu64 " failed: %s", c->ch->o.id,
+                   c->peer, uv_strerror(status));
         ch__close_conn(c, true);
     }
 }
@@ -282,8 +282,8 @@ static void ch__start_stream(struct ch__conn *c, uv_stream_t *s)
     s->data = c;
     int rv = uv_read_start(s, ch__alloc, ch__read_cb);
     if (rv != 0) {
-        LMQ_NOTICE("channel: node %" PRIu64 ": cannot read from node %" PRIu64 ": %s",
-                   c->ch->o.id, c->peer, uv_strerror(rv));
+        LMQ_NOTICE("channel: node %" PRIu64 ": cannot read from node %" PRIu64 ": %s", c->ch->o.id,
+                   c->peer, uv_strerror(rv));
         ch__close_conn(c, true);
     }
 }

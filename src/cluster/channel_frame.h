@@ -54,11 +54,11 @@ enum lmq_channel_status {
 };
 
 enum lmq_channel_err {
-    LMQ_CHANNEL_ERR_PARTIAL = -3400,  /* not a whole frame yet: read more */
-    LMQ_CHANNEL_ERR_LENGTH = -3401,   /* length below the header or above the maximum */
-    LMQ_CHANNEL_ERR_HEADER = -3402,   /* unknown type, version or non-zero reserved */
-    LMQ_CHANNEL_ERR_SEQ = -3403,      /* seq 0 */
-    LMQ_CHANNEL_ERR_BODY = -3404,     /* a body that does not fit its type */
+    LMQ_CHANNEL_ERR_PARTIAL = -3400, /* not a whole frame yet: read more */
+    LMQ_CHANNEL_ERR_LENGTH = -3401,  /* length below the header or above the maximum */
+    LMQ_CHANNEL_ERR_HEADER = -3402,  /* unknown type, version or non-zero reserved */
+    LMQ_CHANNEL_ERR_SEQ = -3403,     /* seq 0 */
+    LMQ_CHANNEL_ERR_BODY = -3404,    /* a body that does not fit its type */
     LMQ_CHANNEL_ERR_NOMEM = -3405,
 };
 

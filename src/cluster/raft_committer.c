@@ -10,6 +10,7 @@
 
 #include "cluster/raft_admin.h"
 #include "cluster/raft_batch.h"
+#include "cluster/raft_forward.h"
 #include "identity/registry.h"
 #include "identity/verify.h"
 #include "util/log.h"
@@ -75,6 +76,7 @@ struct rc {
     struct rc__meta meta;
     char meta_path[PATH_MAX];
     bool broken; /* an append failed: this ledger no longer follows the log */
+    struct lmq_raft_forward *fwd; /* a follower's batches to the leader; NULL: refused */
     struct lmq_raft_admin *admin; /* $ledger/admin/cluster requests (raft_admin.h) */
 };
 
@@ -288,15 +290,28 @@ static void rc__set_status(struct rc *rc)
 
 static void rc__cut(struct rc *rc);
 
-static void rc__inflight_fail(struct rc *rc, int status)
+/* The batch in flight comes back with STATUS; a refusal's reason string
+ * is WHY, or (NULL) what rc__set_why says now. */
+static void rc__inflight_fail_why(struct rc *rc, int status, const char *why)
 {
     struct lmq_batch *res = rc->inflight;
     rc->inflight = NULL;
     for (size_t i = 0; i < rc->n_app; i++)
         rc->app[i]->status = status;
     rc->n_app = 0;
-    rc__set_why(rc);
+    if (why) {
+        pthread_mutex_lock(&rc->mu);
+        snprintf(rc->why, sizeof rc->why, "%s", why);
+        pthread_mutex_unlock(&rc->mu);
+    } else {
+        rc__set_why(rc);
+    }
     rc__emit(rc, res);
+}
+
+static void rc__inflight_fail(struct rc *rc, int status)
+{
+    rc__inflight_fail_why(rc, status, NULL);
 }
 
 static void rc__propose_cb(void *ctx, int status, uint64_t index, int result)
@@ -327,7 +342,7 @@ static void rc__cut(struct rc *rc)
         return;
     }
     bool leader = !rc->broken && lmq_raft_state(rc->node) == LMQ_RAFT_LEADER;
-    if (!leader) {
+    if (!leader && (rc->broken || !rc->fwd)) { /* else forwarded to the leader */
         rc->q_head = rc->q_tail = NULL;
         rc->q_count = 0;
         pthread_mutex_unlock(&rc->mu);
@@ -379,7 +394,8 @@ static void rc__cut(struct rc *rc)
     rv = lmq_raft_batch_encode(rc__cfg.node.id, seq, items, n_app, &cmd, &cmd_len);
     if (rv == 0) {
         rc->inflight_seq = seq;
-        rv = lmq_raft_propose(rc->node, cmd, cmd_len, rc__propose_cb, rc);
+        rv = leader ? lmq_raft_propose(rc->node, cmd, cmd_len, rc__propose_cb, rc)
+                    : lmq_raft_forward_submit(rc->fwd, seq, cmd, cmd_len);
         free(cmd);
         if (rv == 0)
             return;
@@ -659,8 +675,26 @@ static void rc__on_state(void *ctx, int state, uint64_t term, uint64_t leader)
     (void)leader;
     rc__set_why(rc);
     rc__set_status(rc);
+    lmq_raft_forward_state(rc->fwd);
     if (state == LMQ_RAFT_LEADER)
         uv_async_send(&rc->async);
+}
+
+/* Forwarding (raft_forward.h): is our batch SEQ still unanswered? */
+static bool rc__fwd_pending(void *ctx, uint64_t seq)
+{
+    struct rc *rc = ctx;
+    return rc->inflight && rc->inflight_seq == seq;
+}
+
+/* Forwarding gave up on batch SEQ: its publishers get 0x97 with WHY. */
+static void rc__fwd_failed(void *ctx, uint64_t seq, const char *why)
+{
+    struct rc *rc = ctx;
+    if (!rc__fwd_pending(rc, seq))
+        return;
+    rc__inflight_fail_why(rc, LMQ_BATCH_ERR_NOT_LEADER, why);
+    uv_async_send(&rc->async);
 }
 
 /* A membership change committed (raft_admin.h): $SYS shows the members. */
@@ -678,6 +712,8 @@ static void rc__node_stopped(void *ctx)
 {
     struct rc *rc = ctx;
     rc->node = NULL;
+    lmq_raft_forward_free(rc->fwd); /* its proposals' callbacks have run */
+    rc->fwd = NULL;
     pthread_mutex_lock(&rc->mu);
     struct lmq_batch_item *q = rc->q_head;
     rc->q_head = rc->q_tail = NULL;
@@ -707,6 +743,7 @@ static void rc__async_cb(uv_async_t *a)
             rc->node_stopping = true;
             rc__set_why(rc);
             uv_timer_stop(&rc->timer);
+            lmq_raft_forward_stop(rc->fwd);
             lmq_raft_node_stop(rc->node, rc__node_stopped, rc);
         }
         return;
@@ -811,6 +848,25 @@ static void *rc__start(struct ledger *l, const struct lmq_batcher_options *o,
         uv_run(&rc->loop, UV_RUN_DEFAULT);
         uv_loop_close(&rc->loop);
         goto fail;
+    }
+    if (rc__cfg.forward.enabled) {
+        struct lmq_raft_forward_options fo = {
+            .id = rc__cfg.node.id,
+            .members = rc__cfg.node.members,
+            .n_members = rc__cfg.node.n_members,
+            .tls_certfile = rc__cfg.node.tls_certfile,
+            .tls_keyfile = rc__cfg.node.tls_keyfile,
+            .tls_cafile = rc__cfg.node.tls_cafile,
+            .handshake_ms = rc__cfg.node.tls_handshake_ms,
+            .port_offset = rc__cfg.forward.port_offset,
+            .timeout_ms = rc__cfg.forward.timeout_ms,
+            .max_inflight = rc__cfg.forward.max_inflight,
+            .pending = rc__fwd_pending,
+            .failed = rc__fwd_failed,
+            .ctx = rc,
+        };
+        if (lmq_raft_forward_start(&rc->loop, rc->node, &fo, &rc->fwd) != 0)
+            LMQ_ERROR("cluster: no cluster channel: a follower refuses ledgered publishes");
     }
     rv = pthread_create(&rc->thread, NULL, rc__main, rc);
     if (rv != 0) {

@@ -45,6 +45,15 @@ struct lmq_raft_committer_config {
     /* Brought up to the ledger after records ordered by another node were
      * appended (replay slots, devices), on the raft thread. May be NULL. */
     struct registry *registry;
+    /* Forwarding (cluster/raft_forward.h): a follower sends its batches
+     * to the leader over the cluster channel (Raft port + port_offset, the
+     * node's TLS files) instead of refusing them. */
+    struct {
+        bool enabled;
+        unsigned port_offset;  /* 1..65534 */
+        unsigned timeout_ms;   /* a forwarded batch's bound, then refused */
+        unsigned max_inflight; /* forwarded batches a leader proposes at once */
+    } forward;
 };
 
 /* Stores the configuration lmq_raft_committer's start uses. 0, or -1 if

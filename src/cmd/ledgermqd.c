@@ -154,6 +154,10 @@ static int setup_cluster(const struct lmq_config *cfg, struct registry *registry
         rc.node.tls_cafile = cfg->cluster_tls_ca;
     }
     rc.registry = registry;
+    rc.forward.enabled = cfg->cluster_forward;
+    rc.forward.port_offset = cfg->cluster_channel_port_offset;
+    rc.forward.timeout_ms = cfg->cluster_forward_timeout_ms;
+    rc.forward.max_inflight = cfg->cluster_forward_max;
     if (lmq_raft_committer_setup(&rc) < 0) {
         fprintf(stderr, "ledgermqd: cluster: configuration does not fit\n");
         return -1;

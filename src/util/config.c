@@ -74,6 +74,10 @@ static const struct cfg__key cfg__keys[] = {
     G("cluster_self", T_U64, cluster_self, 1, (uint64_t)INT64_MAX),
     G("cluster_election_ms", T_U32, cluster_election_ms, 100, 60000),
     G("cluster_heartbeat_ms", T_U32, cluster_heartbeat_ms, 10, 30000),
+    G("cluster_forward", T_BOOL, cluster_forward, 0, 1),
+    G("cluster_channel_port_offset", T_U32, cluster_channel_port_offset, 1, 65534),
+    G("cluster_forward_timeout_ms", T_U32, cluster_forward_timeout_ms, 100, 600000),
+    G("cluster_forward_max", T_U32, cluster_forward_max, 1, 65536),
     G("cluster_snapshot_threshold", T_U32, cluster_snapshot_threshold, 1024, 100000000),
     G("cluster_snapshot_trailing", T_U32, cluster_snapshot_trailing, 1024, 100000000),
     G("cluster_tls_cert", T_PATH, cluster_tls_cert, 0, 0),
@@ -130,6 +134,10 @@ void lmq_config_defaults(struct lmq_config *cfg)
     cfg->max_auth_pending = 10000;
     cfg->cluster_election_ms = 1000;
     cfg->cluster_heartbeat_ms = 100;
+    cfg->cluster_forward = true;
+    cfg->cluster_channel_port_offset = 1;
+    cfg->cluster_forward_timeout_ms = 5000;
+    cfg->cluster_forward_max = 64;
     cfg->cluster_snapshot_threshold = 65536;
     cfg->cluster_snapshot_trailing = 32768;
 }

@@ -129,6 +129,10 @@ struct lmq_config {
     uint64_t cluster_self;               /* this node's id; 0 = unset */
     uint32_t cluster_election_ms;        /* Raft election timeout */
     uint32_t cluster_heartbeat_ms;       /* Raft heartbeat interval, < election */
+    bool cluster_forward;                /* followers forward ledgered batches to the leader */
+    uint32_t cluster_channel_port_offset; /* cluster channel port = Raft port + this */
+    uint32_t cluster_forward_timeout_ms; /* a forwarded batch's bound, then 0x97 */
+    uint32_t cluster_forward_max;        /* forwarded batches a leader holds at once */
     uint32_t cluster_snapshot_threshold; /* Raft entries between snapshots */
     uint32_t cluster_snapshot_trailing;  /* Raft entries kept behind a snapshot */
     char cluster_tls_cert[PATH_MAX];     /* mutual TLS between nodes: all three or none */

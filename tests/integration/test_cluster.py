@@ -103,10 +103,29 @@ def records(data_dir, size):
     return out
 
 
+def free_port_pair():
+    """A free port P whose P+1 is free too (a node's Raft port and its
+    cluster channel port at cluster_channel_port_offset 1)."""
+    for _ in range(100):
+        p = free_port()
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise AssertionError("no two free ports in a row")
+
+
 class Cluster:
-    def __init__(self, broker_factory, n=3, tls=None):
-        """TLS: a directory holding ca.crt and node<ID>.crt/.key."""
-        self.raft = [free_port() for _ in range(n)]
+    def __init__(self, broker_factory, n=3, tls=None, forward=False, config=None, more_lines=()):
+        """TLS: a directory holding ca.crt and node<ID>.crt/.key. FORWARD:
+        followers forward ledgered publishes to the leader (cluster_forward;
+        off by default here, so that a follower's refusal tells the leader
+        apart). CONFIG, MORE_LINES: more keys and config lines for every node."""
+        self.raft = [free_port_pair() if forward else free_port() for _ in range(n)]
         lines = ["cluster_node %d 127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(self.raft)]
         self.nodes = []
         for i in range(n):
@@ -115,10 +134,11 @@ class Cluster:
                 extra += ["cluster_tls_cert %s/node%d.crt" % (tls, i + 1),
                           "cluster_tls_key %s/node%d.key" % (tls, i + 1),
                           "cluster_tls_ca %s/ca.crt" % tls]
-            b = broker_factory(config={"ledger_topic": TOPICS, "ledger_batch_ms": 5,
-                                       "cluster_election_ms": 500,
-                                       "cluster_heartbeat_ms": 50, "sys_interval": 1},
-                               start=False, extra_lines=extra)
+            cfg = {"ledger_topic": TOPICS, "ledger_batch_ms": 5, "cluster_election_ms": 500,
+                   "cluster_heartbeat_ms": 50, "sys_interval": 1,
+                   "cluster_forward": "true" if forward else "false"}
+            cfg.update(config or {})
+            b = broker_factory(config=cfg, start=False, extra_lines=extra + list(more_lines))
             self.nodes.append(b)
         for b in self.nodes:
             b.start()

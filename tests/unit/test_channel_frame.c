@@ -48,8 +48,8 @@ static void test_result_roundtrip_and_stream(void **state)
     uint8_t *ok, *no;
     size_t ok_len, no_len, used;
     assert_int_equal(lmq_channel_encode_result(3, LMQ_CHANNEL_OK, 42, items, 2, &ok, &ok_len), 0);
-    assert_int_equal(ok_len, LMQ_CHANNEL_HEADER + LMQ_CHANNEL_RESULT_HEAD +
-                                 2 * LMQ_CHANNEL_RESULT_ITEM);
+    assert_int_equal(ok_len,
+                     LMQ_CHANNEL_HEADER + LMQ_CHANNEL_RESULT_HEAD + 2 * LMQ_CHANNEL_RESULT_ITEM);
     assert_int_equal(
         lmq_channel_encode_result(4, LMQ_CHANNEL_REFUSED_BUSY, 0, NULL, 0, &no, &no_len), 0);
     uint8_t stream[256];
@@ -100,8 +100,7 @@ static void test_defects(void **state)
     struct lmq_channel_frame f;
     size_t used;
     /* a FORWARD without a body */
-    assert_int_equal(lmq_channel_frame_decode(hdr, sizeof hdr, 0, &f, &used),
-                     LMQ_CHANNEL_ERR_BODY);
+    assert_int_equal(lmq_channel_frame_decode(hdr, sizeof hdr, 0, &f, &used), LMQ_CHANNEL_ERR_BODY);
     /* lengths below the header and above the maximum (checked from 4 bytes) */
     hdr[0] = 11;
     assert_int_equal(lmq_channel_frame_decode(hdr, 4, 0, &f, &used), LMQ_CHANNEL_ERR_LENGTH);
