@@ -21,7 +21,10 @@
  * made independent of the batch with the cofactored form, so we accept them.
  *
  * Thread-safe, no allocation beyond the caller's arrays (the batch works
- * on the stack for up to ED25519_BATCH_MAX items; larger batches are cut).
+ * on the stack, about 210 KiB of it, for up to ED25519_BATCH_MAX items;
+ * larger batches are cut). Items signed by the same key cost much less
+ * than items with distinct keys (the key is decoded once per batch and its
+ * terms merge), so a caller gains by batching a busy device's messages.
  * Verification of public data: variable-time arithmetic is fine here. */
 #ifndef LMQ_CRYPTO_ED25519_BATCH_H
 #define LMQ_CRYPTO_ED25519_BATCH_H
