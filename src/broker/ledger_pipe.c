@@ -25,6 +25,7 @@
 #include "broker/ledger_api.h"
 #include "broker/ledger_glue.h"
 #include "broker/paystore.h"
+#include "crypto/ed25519_batch.h"
 #include "crypto/hash.h"
 #include "identity/registry.h"
 #include "identity/verify.h"
@@ -63,6 +64,24 @@ enum lp_state {
 
 struct lp_client;
 
+/* A verification job: the signed messages that arrived while the previous
+ * jobs were queued or running, up to ED25519_BATCH_MAX, verified together
+ * on a worker (one registry read transaction, one ed25519_verify_batch),
+ * one completion wakeup for all. At most one job per worker thread is in
+ * flight, so an idle broker verifies a lone message at once and a busy one
+ * gets fewer, bigger jobs. */
+#define LP_VJOBS_MAX 8
+
+struct lp_vjob {
+    struct lmq_work work;
+    struct bk_lp *lp;
+    unsigned slot; /* in lp->vjobs */
+    size_t n;
+    struct lp_msg *m[ED25519_BATCH_MAX];
+    struct verify_req req[ED25519_BATCH_MAX];
+    struct verify_prep vp[ED25519_BATCH_MAX];
+};
+
 struct lp_msg {
     struct lmq_work work;
     struct lmq_batch_item item;
@@ -70,6 +89,8 @@ struct lp_msg {
     struct lmq_client *c; /* publisher, NULL when gone (or a submit) */
     struct lp_client *lc;
     struct lp_msg *next; /* in lc's FIFO */
+    /* in lp's queue of signed messages waiting for a verification job */
+    struct lp_msg *vnext;
     const struct lmq_ledger_topic *pol;
     bk_submit_cb cb;
     void *cb_ctx;
@@ -167,6 +188,12 @@ struct bk_lp {
     uint64_t commit_us_last, commit_us_max, latency_us_last, latency_us_max;
     uint64_t n_refused, refused[11];
     uint64_t n_io_failed, n_paused_total, n_paused;
+    /* verification (loop thread): signed messages waiting for a job, and
+     * the jobs (one per worker thread, allocated on first use) */
+    struct lp_msg *vq_head, *vq_tail;
+    struct lp_vjob *vjobs[LP_VJOBS_MAX];
+    bool vjob_busy[LP_VJOBS_MAX];
+    uint64_t n_vjobs, n_vjob_msgs, max_vjob; /* counters */
 };
 
 static uint64_t lp__wall_ms(void)
@@ -292,30 +319,42 @@ static int lp__build(struct lp_msg *m, const struct verify_info *vi)
 static void lp__advance(struct bk_lp *lp, struct lp_client *lc);
 static void lp__msg_free(struct bk_lp *lp, struct lp_msg *m);
 
-static void lp__verify_work(struct lmq_work *w)
+/* Worker thread: the verdicts of a job's messages, and the records of
+ * the verified ones. */
+static void lp__vjob_work(struct lmq_work *w)
 {
-    struct lp_msg *m = (struct lp_msg *)((char *)w - offsetof(struct lp_msg, work));
-    struct bk_lp *lp = m->lp;
-    struct verify_info vi;
-    uint64_t skew =
-        m->pol->late_uploads ? UINT64_MAX : (uint64_t)lp->cfg->ledger_clock_skew * 1000u;
-    int res = verify_envelope(lp->reg, m->payload, m->plen, m->now_ms, skew,
-                              m->has_expect ? m->expect : NULL, &vi);
-    if (vi.device_id[0])
-        memcpy(m->device, vi.device_id, sizeof m->device);
-    if (res == VERIFY_OK) {
-        m->seq = vi.seq;
-        int rc = lp__build(m, &vi);
-        if (rc < 0)
-            res = rc == -EMSGSIZE ? LP_TOO_LARGE : VERIFY_REGISTRY;
+    struct lp_vjob *j = (struct lp_vjob *)((char *)w - offsetof(struct lp_vjob, work));
+    struct bk_lp *lp = j->lp;
+    uint64_t skew = (uint64_t)lp->cfg->ledger_clock_skew * 1000u;
+    for (size_t i = 0; i < j->n; i++) {
+        struct lp_msg *m = j->m[i];
+        j->req[i] = (struct verify_req){.env = m->payload,
+                                        .len = m->plen,
+                                        .now_ms = m->now_ms,
+                                        .skew_ms = m->pol->late_uploads ? UINT64_MAX : skew,
+                                        .expect_device = m->has_expect ? m->expect : NULL};
     }
-    m->vres = res;
+    verify_prepare_many(lp->reg, j->req, j->n, j->vp);
+    verify_signatures(j->vp, j->n);
+    for (size_t i = 0; i < j->n; i++) {
+        struct lp_msg *m = j->m[i];
+        const struct verify_info *vi = &j->vp[i].info;
+        int res = j->vp[i].res;
+        if (vi->device_id[0])
+            memcpy(m->device, vi->device_id, sizeof m->device);
+        if (res == VERIFY_OK) {
+            m->seq = vi->seq;
+            int rc = lp__build(m, vi);
+            if (rc < 0)
+                res = rc == -EMSGSIZE ? LP_TOO_LARGE : VERIFY_REGISTRY;
+        }
+        m->vres = res;
+    }
 }
 
-static void lp__verify_done(struct lmq_work *w)
+/* M's verification is over (vres set): READY or REFUSED, then on. */
+static void lp__verified(struct bk_lp *lp, struct lp_msg *m)
 {
-    struct lp_msg *m = (struct lp_msg *)((char *)w - offsetof(struct lp_msg, work));
-    struct bk_lp *lp = m->lp;
     m->state = m->vres == VERIFY_OK ? LP_READY : LP_REFUSED;
     if (!m->lc) {
         /* Publisher gone before its message was proposed: dropped. */
@@ -323,6 +362,84 @@ static void lp__verify_done(struct lmq_work *w)
         return;
     }
     lp__advance(lp, m->lc);
+}
+
+static void lp__vjob_done(struct lmq_work *w);
+
+/* Gives the waiting signed messages to the free jobs; after bk_lp_stop
+ * (no more jobs: the pool may be going) refuses them instead. */
+static void lp__vkick(struct bk_lp *lp)
+{
+    unsigned nj = lp->pool ? lmq_workpool_threads(lp->pool) : 0;
+    if (nj > LP_VJOBS_MAX)
+        nj = LP_VJOBS_MAX;
+    while (lp->vq_head) {
+        struct lp_vjob *j = NULL;
+        bool busy = false;
+        for (unsigned k = 0; k < nj && !lp->stopped; k++) {
+            if (lp->vjob_busy[k]) {
+                busy = true;
+                continue;
+            }
+            if (!lp->vjobs[k]) {
+                lp->vjobs[k] = malloc(sizeof *lp->vjobs[k]);
+                if (!lp->vjobs[k])
+                    continue;
+                lp->vjobs[k]->lp = lp;
+                lp->vjobs[k]->slot = k;
+                lp->vjobs[k]->work.work = lp__vjob_work;
+                lp->vjobs[k]->work.done = lp__vjob_done;
+            }
+            j = lp->vjobs[k];
+            break;
+        }
+        if (!j && busy)
+            return; /* the next job to finish takes them */
+        if (!j) {
+            /* Stopped, or no memory for any job: refused. */
+            while (lp->vq_head) {
+                struct lp_msg *m = lp->vq_head;
+                lp->vq_head = m->vnext;
+                m->vnext = NULL;
+                m->vres = LP_UNAVAILABLE;
+                lp__verified(lp, m);
+            }
+            lp->vq_tail = NULL;
+            return;
+        }
+        j->n = 0;
+        while (lp->vq_head && j->n < ED25519_BATCH_MAX) {
+            struct lp_msg *m = lp->vq_head;
+            lp->vq_head = m->vnext;
+            m->vnext = NULL;
+            j->m[j->n++] = m;
+        }
+        if (!lp->vq_head)
+            lp->vq_tail = NULL;
+        lp->vjob_busy[j->slot] = true;
+        lp->n_vjobs++;
+        lp->n_vjob_msgs += j->n;
+        if (j->n > lp->max_vjob)
+            lp->max_vjob = j->n;
+        lmq_workpool_submit(lp->pool, &j->work);
+    }
+}
+
+static void lp__vjob_done(struct lmq_work *w)
+{
+    struct lp_vjob *j = (struct lp_vjob *)((char *)w - offsetof(struct lp_vjob, work));
+    struct bk_lp *lp = j->lp;
+    size_t n = j->n;
+    struct lp_msg *ms[ED25519_BATCH_MAX];
+    memcpy(ms, j->m, n * sizeof ms[0]);
+    j->n = 0;
+    lp->vjob_busy[j->slot] = false;
+    lp__vkick(lp); /* the workers first */
+    /* One message at a time, as each was verified alone: the job's later
+     * messages are still VERIFYING, so no advance frees them before their
+     * turn (a FIFO stops at a VERIFYING message). */
+    for (size_t i = 0; i < n; i++)
+        lp__verified(lp, ms[i]);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1311,14 +1428,12 @@ int bk_lp_publish(struct bk_lp *lp, struct lmq_client *c, const struct mqtt_publ
     } else if (pol->mode == LMQ_LEDGER_SIGNED) {
         m->kind = LP_SIGNED;
         m->state = LP_VERIFYING;
-        m->work.work = lp__verify_work;
-        m->work.done = lp__verify_done;
-        if (lp->pool) {
-            lmq_workpool_submit(lp->pool, &m->work);
-        } else {
-            lp__verify_work(&m->work);
-            m->state = m->vres == VERIFY_OK ? LP_READY : LP_REFUSED;
-        }
+        if (lp->vq_tail)
+            lp->vq_tail->vnext = m;
+        else
+            lp->vq_head = m;
+        lp->vq_tail = m;
+        lp__vkick(lp);
     } else {
         m->kind = LP_ATTESTED;
         int rc = lp__build(m, NULL);
@@ -1534,6 +1649,8 @@ void bk_lp_free(struct bk_lp *lp)
     paystore_close(lp->ps);
     free(lp->devs);
     free(lp->scratch);
+    for (unsigned k = 0; k < LP_VJOBS_MAX; k++)
+        free(lp->vjobs[k]);
     free(lp->dk);
     free(lp->dk_bucket);
     free(lp);
@@ -1575,6 +1692,9 @@ void bk_lp_sys(struct bk_lp *lp)
     LP_SYS("latency/last_us", lp->latency_us_last);
     LP_SYS("latency/max_us", lp->latency_us_max);
     LP_SYS("duplicates", lp->n_dups);
+    LP_SYS("verify/jobs", lp->n_vjobs);
+    LP_SYS("verify/messages", lp->n_vjob_msgs);
+    LP_SYS("verify/max_job", lp->max_vjob);
     LP_SYS("refused", lp->n_refused);
     for (size_t i = 1; i < sizeof names / sizeof names[0]; i++) {
         char t[64];
