@@ -16,7 +16,7 @@ import subprocess
 import mqttraw as R
 import v5raw as V
 from conftest import free_port, ledgermq_only, wait_for
-from test_cluster import LEDGERMQ, TOPICS, Cluster, audit, log_info
+from test_cluster import LEDGERMQ, TOPICS, Cluster, audit, records
 
 pytestmark = ledgermq_only("tests ledgermqd's cluster administration")
 
@@ -113,6 +113,7 @@ def test_add_transfer_remove(broker_factory, tmp_path):
     size, root = cl.converged()
     assert size == 6  # 5 before, 1 after the add
     audit(cl.nodes[new].data_dir)
+    assert records(cl.nodes[new].data_dir, size) == records(cl.nodes[lead].data_dir, size)
     st = wait_status(cl.nodes[new], lambda s: s.get("member 4") ==
                      "127.0.0.1:%d voter" % cl.raft[new] and s["leader"] == str(lead + 1))
     assert st["role"] == "follower" and st["node"] == "4"
@@ -134,11 +135,19 @@ def test_add_transfer_remove(broker_factory, tmp_path):
     assert cl.nodes[gone].stop() == 0
     for k in range(3):
         assert cl.probe(new, "after-remove-%d" % k)[0] == 0
+    by_id = {i + 1: b for i, b in enumerate(cl.nodes)}
     cl.nodes = [b for i, b in enumerate(cl.nodes) if i != gone]
     size2, _ = cl.converged()
     assert size2 == size + 4
     wait_status(cl.nodes[-1], lambda s: "member %d" % (gone + 1) not in s and
                 sum(1 for k in s if k.startswith("member ")) == 3)
+
+    # transfer without an id: to whichever voter is most up to date
+    rc, out, err = cli(cl.nodes[-1], "transfer")
+    assert rc == 0, err
+    to = int(re.search(r"leader: (\d+)", out).group(1))
+    assert to in (1, 2, 3) and to != gone + 1, out
+    wait_status(by_id[to], lambda s: s["role"] == "leader")
 
 
 def connect_user(port, cid):
