@@ -640,6 +640,7 @@ static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
             rc__own_result(rc, res, rc->app + seg_from, i - seg_from, na ? &commit : NULL, us);
         }
     }
+    lmq_raft_forward_applied(rc->fwd, b.origin, b.seq, st, ix, n); /* a follower's batch */
     o->seq = b.seq;
     rc->meta.index = index;
     rc->meta.size = ledger_size(rc->l);

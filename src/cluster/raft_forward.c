@@ -20,7 +20,10 @@
  * batch proposed here after it became leader: peer 0). */
 struct fw__req {
     struct lmq_raft_forward *fw;
+    struct fw__req *next, *prev; /* leader side: in fw->reqs */
     uint64_t conn, peer, seq;
+    struct lmq_channel_result_item *items; /* the apply's per-record results */
+    uint32_t n_items;
 };
 
 struct lmq_raft_forward {
@@ -30,7 +33,8 @@ struct lmq_raft_forward {
     struct lmq_raft_forward_options o;
     uv_timer_t timer;
     bool timer_open, ch_open, free_asked;
-    unsigned n_reqs; /* leader side: proposed, unanswered */
+    unsigned n_reqs;      /* leader side: proposed, unanswered */
+    struct fw__req *reqs; /* those */
     /* follower side: the batch in flight (frame NULL: none) */
     uint64_t seq;
     uint8_t *frame;
@@ -143,9 +147,9 @@ static void fw__try(struct lmq_raft_forward *fw)
         const uint8_t *cmd = fw->frame + LMQ_CHANNEL_HEADER;
         int rv = r ? 0 : LMQ_RAFT_ERR_NOMEM;
         if (r) {
+            memset(r, 0, sizeof *r);
             r->fw = fw;
             r->seq = fw->seq;
-            r->conn = r->peer = 0;
             rv =
                 lmq_raft_propose(fw->node, cmd, fw->frame_len - LMQ_CHANNEL_HEADER, fw__self_cb, r);
         }
@@ -205,11 +209,11 @@ void lmq_raft_forward_state(struct lmq_raft_forward *fw)
 /* frames */
 
 static void fw__reply(struct lmq_raft_forward *fw, uint64_t conn, uint64_t seq, int32_t status,
-                      uint64_t index)
+                      uint64_t index, const struct lmq_channel_result_item *items, uint32_t n)
 {
     uint8_t *out;
     size_t len;
-    if (!fw->ch || lmq_channel_encode_result(seq, status, index, NULL, 0, &out, &len) != 0)
+    if (!fw->ch || lmq_channel_encode_result(seq, status, index, items, n, &out, &len) != 0)
         return;
     lmq_channel_reply(fw->ch, conn, out, len); /* the forwarder may be gone: it retries */
     free(out);
@@ -221,12 +225,40 @@ static void fw__forwarded_cb(void *ctx, int status, uint64_t index, int result)
     struct lmq_raft_forward *fw = r->fw;
     (void)result;
     fw->n_reqs--;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        fw->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
     int32_t st = status == 0                       ? LMQ_CHANNEL_OK
                  : status == LMQ_RAFT_ERR_LOST     ? LMQ_CHANNEL_REFUSED_LOST
                  : status == LMQ_RAFT_ERR_SHUTDOWN ? LMQ_CHANNEL_REFUSED_UNAVAILABLE
                                                    : LMQ_CHANNEL_REFUSED_LOST;
-    fw__reply(fw, r->conn, r->seq, st, status == 0 ? index : 0);
+    fw__reply(fw, r->conn, r->seq, st, status == 0 ? index : 0, status == 0 ? r->items : NULL,
+              status == 0 ? r->n_items : 0);
+    free(r->items);
     free(r);
+}
+
+void lmq_raft_forward_applied(struct lmq_raft_forward *fw, uint64_t origin, uint64_t seq,
+                              const int *status, const uint64_t *index, size_t n)
+{
+    if (!fw || origin == fw->o.id)
+        return;
+    for (struct fw__req *r = fw->reqs; r; r = r->next) {
+        if (r->peer != origin || r->seq != seq || r->items)
+            continue;
+        r->items = calloc(n ? n : 1, sizeof *r->items);
+        if (!r->items)
+            return; /* the answer goes without them */
+        for (size_t i = 0; i < n; i++) {
+            r->items[i].status = status[i];
+            r->items[i].index = index[i];
+        }
+        r->n_items = (uint32_t)n;
+        return;
+    }
 }
 
 /* The leader's side: a follower's batch. */
@@ -239,30 +271,32 @@ static void fw__on_forward(struct lmq_raft_forward *fw, uint64_t conn, uint64_t 
         LMQ_NOTICE("cluster: node %" PRIu64 " forwarded a batch that is not its own or does "
                    "not decode (%s); refused",
                    peer, rv < 0 ? lmq_raft_batch_strerror(rv) : "origin or seq differ");
-        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_BAD, 0);
+        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_BAD, 0, NULL, 0);
         return;
     }
     if (!fw->node) {
-        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_UNAVAILABLE, 0);
+        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_UNAVAILABLE, 0, NULL, 0);
         return;
     }
     if (lmq_raft_state(fw->node) != LMQ_RAFT_LEADER) {
-        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_NOT_LEADER, 0);
+        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_NOT_LEADER, 0, NULL, 0);
         return;
     }
     if (fw->n_reqs >= fw->o.max_inflight) {
-        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_BUSY, 0);
+        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_BUSY, 0, NULL, 0);
         return;
     }
     struct fw__req *r = malloc(sizeof *r);
     if (!r) {
-        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_BUSY, 0);
+        fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_BUSY, 0, NULL, 0);
         return;
     }
     r->fw = fw;
     r->conn = conn;
     r->peer = peer;
     r->seq = f->seq;
+    r->items = NULL;
+    r->n_items = 0;
     rv = lmq_raft_propose(fw->node, f->body, f->body_len, fw__forwarded_cb, r);
     if (rv < 0) {
         free(r);
@@ -270,10 +304,15 @@ static void fw__on_forward(struct lmq_raft_forward *fw, uint64_t conn, uint64_t 
                   rv == LMQ_RAFT_ERR_NOT_LEADER ? LMQ_CHANNEL_REFUSED_NOT_LEADER
                   : rv == LMQ_RAFT_ERR_BUSY     ? LMQ_CHANNEL_REFUSED_BUSY
                                                 : LMQ_CHANNEL_REFUSED_UNAVAILABLE,
-                  0);
+                  0, NULL, 0);
         return;
     }
     fw->n_reqs++;
+    r->prev = NULL;
+    r->next = fw->reqs;
+    if (fw->reqs)
+        fw->reqs->prev = r;
+    fw->reqs = r;
 }
 
 /* The follower's side: the leader's answer. */

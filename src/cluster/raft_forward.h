@@ -19,7 +19,7 @@
  * well-formed command whose origin is that member (the channel took its id
  * from its certificate with TLS); the leader proposes it unchanged (the
  * records keep their ingress node) and answers RESULT once it is applied
- * here (OK and the Raft index), or why not. At most max_inflight forwarded
+ * here (OK, the Raft index and each record's result), or why not. At most max_inflight forwarded
  * batches are proposed and unanswered at once (more: BUSY).
  *
  * Threads: the loop thread of the Raft node. */
@@ -62,6 +62,13 @@ int lmq_raft_forward_start(uv_loop_t *loop, struct lmq_raft_node *node,
  * before it returns. */
 int lmq_raft_forward_submit(struct lmq_raft_forward *fw, uint64_t seq, const uint8_t *cmd,
                             size_t len);
+
+/* The leader's side: entry (ORIGIN, SEQ) was applied here with the
+ * per-record results STATUS/INDEX[0:N] (LMQ_BATCH_APPENDED with the
+ * record's ledger index, _DUPLICATE with the existing one, or a refusal
+ * code): the RESULT of a batch ORIGIN forwarded carries them. */
+void lmq_raft_forward_applied(struct lmq_raft_forward *fw, uint64_t origin, uint64_t seq,
+                              const int *status, const uint64_t *index, size_t n);
 
 /* Leadership changed (the node's on_state): a batch not yet accepted is
  * sent again to the new leader at once. */

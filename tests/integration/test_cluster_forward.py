@@ -276,8 +276,10 @@ def test_channel_refuses_non_members_over_tls(broker_factory, tmp_path):
     """Over mutual TLS: a certificate of the cluster CA for a node that is
     not a member (9), or one of another CA, gets no answer to a FORWARD
     frame (the connection is closed); a member forwarding a batch whose
-    origin is another member is answered 'bad' (-4); nothing of these is
-    recorded; the cluster goes on forwarding its own batches."""
+    origin is another member is answered 'bad' (-4); the cluster goes on
+    forwarding its own batches; a member's own batch of a record that is
+    not a ledger record is committed and answered with that record's
+    refusal (per-record result), and nothing of these is in any log."""
     pki = str(tmp_path / "pki")
     make_pki(pki)
     cl = Cluster(broker_factory, tls=pki, forward=True)
@@ -316,8 +318,22 @@ def test_channel_refuses_non_members_over_tls(broker_factory, tmp_path):
     publish(c, "att/t", b"tls-forwarded", pid=1)
     assert c.expect5(R.PUBACK, 15).reason == 0
     c.close()
+    # a member's own batch whose record the apply refuses: answered per record
+    s = tls_channel(port, pki, "node%d" % (other + 1))
+    s.settimeout(10)
+    seq = int(time.time() * 1e6) + 10**9  # above its own (it publishes nothing after this)
+    s.sendall(forward_frame(other + 1, seq, rec))
+    f = read_frame(s)
+    s.close()
+    assert f is not None
+    length, typ, ver, _, fseq = struct.unpack_from("<IBBHQ", f)
+    status, n, index = struct.unpack_from("<iIQ", f, 16)
+    assert (typ, fseq, status, n) == (2, seq, 0, 1) and index > 0
+    rstatus, reserved, rindex = struct.unpack_from("<iIQ", f, 32)
+    assert rstatus < 0 and (reserved, rindex) == (0, 0), (rstatus, rindex)
     size, root = cl.converged()
     cl.stop_all()
+    assert [log_info(b.data_dir) for b in cl.nodes] == [(size, root)] * 3
     recs = segment_records(cl.nodes[lead].data_dir)
     assert len(recs) == size
     assert [r[3] for r in recs if r[0] == 1 and r[3] != b"probe"] == [b"tls-forwarded"]
