@@ -97,20 +97,29 @@ def in_netns(name, fn, timeout=30.0):
 
 
 class Net:
-    """The hub namespace with its bridge and one namespace per node."""
+    """One namespace per node. Bridge (default): a hub namespace holds a
+    bridge, node I has "eth0" 10.213.0.(I+1)/24 whose other end is the
+    bridge port vI+1 (isolate/heal set that port down/up). MESH: no hub,
+    node I has 10.213.1.(I+1)/32 on its loopback and one veth "pJ+1" to
+    each other node J with a route to J's address over it, so the link of
+    one pair can be cut alone (cut/join)."""
 
-    def __init__(self, n):
+    def __init__(self, n, mesh=False):
         tag = secrets.token_hex(3)
-        self.hub = "lmqt-%s-hub" % tag
+        self.mesh = mesh
+        self.hub = None if mesh else "lmqt-%s-hub" % tag
         self.ns = ["lmqt-%s-%d" % (tag, i + 1) for i in range(n)]
-        self.addr = ["10.213.0.%d" % (i + 1) for i in range(n)]
+        self.addr = ["10.213.%d.%d" % (1 if mesh else 0, i + 1) for i in range(n)]
         self.made = []
 
     def create(self):
-        for name in [self.hub] + self.ns:
+        for name in ([] if self.mesh else [self.hub]) + self.ns:
             _ip("netns", "add", name)
             self.made.append(name)
             _ip("-n", name, "link", "set", "lo", "up")
+        if self.mesh:
+            self._create_mesh()
+            return
         _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.hub, "link", "set", "br0", "up")
         for i, name in enumerate(self.ns):
@@ -122,11 +131,45 @@ class Net:
             _ip("-n", name, "addr", "add", self.addr[i] + "/24", "dev", "eth0")
             _ip("-n", name, "link", "set", "eth0", "up")
 
+    def _create_mesh(self):
+        for i, name in enumerate(self.ns):
+            _ip("-n", name, "addr", "add", self.addr[i] + "/32", "dev", "lo")
+        for i in range(len(self.ns)):
+            for j in range(i + 1, len(self.ns)):
+                _ip("-n", self.ns[i], "link", "add", "p%d" % (j + 1), "type", "veth", "peer",
+                    "name", "p%d" % (i + 1), "netns", self.ns[j])
+                for a, b in ((i, j), (j, i)):
+                    _ip("-n", self.ns[a], "link", "set", "p%d" % (b + 1), "up")
+                    # a device route: the peer answers ARP for its loopback address
+                    _ip("-n", self.ns[a], "route", "add", self.addr[b] + "/32", "dev",
+                        "p%d" % (b + 1), "src", self.addr[a])
+
     def isolate(self, i):
-        _ip("-n", self.hub, "link", "set", "v%d" % (i + 1), "down")
+        if self.mesh:
+            for j in range(len(self.ns)):
+                if j != i:
+                    self.cut(i, j)
+        else:
+            _ip("-n", self.hub, "link", "set", "v%d" % (i + 1), "down")
 
     def heal(self, i):
-        _ip("-n", self.hub, "link", "set", "v%d" % (i + 1), "up")
+        if self.mesh:
+            for j in range(len(self.ns)):
+                if j != i:
+                    self.join(i, j)
+        else:
+            _ip("-n", self.hub, "link", "set", "v%d" % (i + 1), "up")
+
+    def cut(self, i, j):
+        """Mesh: nothing passes between nodes I and J any more."""
+        _ip("-n", self.ns[i], "link", "set", "p%d" % (j + 1), "down")
+
+    def join(self, i, j):
+        _ip("-n", self.ns[i], "link", "set", "p%d" % (j + 1), "up")
+        # the routes over a link that went down are gone: put them back
+        for a, b in ((i, j), (j, i)):
+            _ip("-n", self.ns[a], "route", "replace", self.addr[b] + "/32", "dev",
+                "p%d" % (b + 1), "src", self.addr[a])
 
     def destroy(self):
         """Kills what still runs in our namespaces (only our daemons and
@@ -147,13 +190,12 @@ class Net:
         self.made = []
 
 
-@pytest.fixture
-def net():
+def _namespaces(mesh):
     if shutil.which("ip") is None:
         pytest.skip("iproute2's ip is missing (make deps installs it)")
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)")
-    n = Net(3)
+    n = Net(3, mesh)
     try:
         n.create()
     except OSError as e:
@@ -165,6 +207,18 @@ def net():
         yield n
     finally:
         n.destroy()
+
+
+@pytest.fixture
+def net():
+    """Three node namespaces on a bridge (Net)."""
+    yield from _namespaces(False)
+
+
+@pytest.fixture
+def mesh():
+    """Three node namespaces linked pair by pair (Net with MESH)."""
+    yield from _namespaces(True)
 
 
 class NsCluster(Cluster):
@@ -274,6 +328,12 @@ def cluster(net, broker_factory):
     """Three started nodes in NET (net's fixture tears down after the
     brokers are stopped: it was set up first)."""
     return NsCluster(net, broker_factory)
+
+
+@pytest.fixture
+def mesh_cluster(mesh, broker_factory):
+    """Three started nodes in MESH."""
+    return NsCluster(mesh, broker_factory)
 
 
 class Stream(threading.Thread):
@@ -501,6 +561,45 @@ def test_forwarded_batches_across_leader_cut(cluster, net):
           "(%d of them yet in the log: %r), %d unanswered when it stopped" % (
               len(s.sent), len(s.acked()), len(refused), len([p for p in refused if p in got]),
               dict(s.why), len(s.sent) - len(s.reason)))
+
+
+def test_partial_cut_leader_keeps_its_term(mesh_cluster, mesh):
+    """Only the link between the leader and one follower is cut (the two
+    followers still reach each other), with nothing published meanwhile
+    so that both followers' logs are equal: the cut-off follower
+    campaigns but cannot disrupt anyone (pre-vote, and the other follower
+    still hears from the leader), so the leader keeps its leadership and
+    term and commits with the other follower; the cut-off follower never
+    leads; rejoined, all logs are identical."""
+    cl = mesh_cluster
+    lead = cl.one_leader()
+    cut_node, other = [i for i in range(3) if i != lead]
+    before = cl.publish_acked(lead, "b")
+    cl.converged()
+    term = {i: cl.status(i)["term"] for i in range(3)}
+    since = [len(b.log()) for b in cl.nodes]
+    mesh.cut(lead, cut_node)
+    b = cl.nodes[cut_node]
+    assert b.wait_log(r"raft: node %d: candidate, term" % (cut_node + 1), since[cut_node],
+                      timeout=15), b.log()[since[cut_node]:]
+    for k in range(6):  # samples over several election timeouts
+        st = {i: cl.status(i) for i in (lead, other)}
+        assert ((st[lead]["role"], st[lead]["term"]), (st[other]["role"], st[other]["leader"],
+                st[other]["term"])) == (("leader", term[lead]), ("follower", str(lead + 1),
+                                                                  term[other])), st
+        time.sleep(0.3)
+    during = cl.publish_acked(lead, "d")
+    cut_at = [len(b.log()) for b in cl.nodes]
+    mesh.join(lead, cut_node)
+    assert cl.one_leader(timeout=HEAL_S) == lead
+    changes = {i: [st for off, st in state_lines(cl.nodes[i].log(), i + 1)
+                   if since[i] <= off < cut_at[i]] for i in range(3)}
+    # while cut: no change on the leader and the other follower, and the
+    # cut-off follower went from follower to candidate, never leader
+    assert (changes[lead], changes[other]) == ([], []), changes
+    assert "leader" not in changes[cut_node], changes
+    assert cl.status(lead)["term"] == term[lead]
+    cl.check_identical(before + during)
 
 
 @pytest.mark.skipif(not os.environ.get("LMQ_SOAK"), reason="a 30 s cut: make soak (LMQ_SOAK=1)")
