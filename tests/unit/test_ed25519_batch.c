@@ -325,8 +325,8 @@ static void test_batch_sizes(void **state)
 static void test_batch_sizes_shared_keys(void **state)
 {
     (void)state;
-    batch_sizes(4, 3);
-    batch_sizes(1, 5);
+    batch_sizes(4, 5);
+    batch_sizes(1, 9);
 }
 
 static void add_scalar_l(uint8_t s[32])
