@@ -95,39 +95,27 @@ static void ge_p3_to_cached(ge_cached *c, const ge_p3 *p)
     fe_mul(&c->T2d, &p->T, &ed__d2);
 }
 
-/* r = p + q ("add-2008-hwcd-3") */
-static void ge_add(ge_p1p1 *r, const ge_p3 *p, const ge_cached *q)
+/* r = p + q ("add-2008-hwcd-3"), or p - q if NEG: the addition with q
+ * negated (x -> -x swaps Y+X and Y-X and negates T, so G and F swap) */
+static void ge_add(ge_p1p1 *r, const ge_p3 *p, const ge_cached *q, int neg)
 {
     fe a, b, c, d, t;
     fe_sub(&t, &p->Y, &p->X);
-    fe_mul(&a, &t, &q->YminusX);
+    fe_mul(&a, &t, neg ? &q->YplusX : &q->YminusX);
     fe_add(&t, &p->Y, &p->X);
-    fe_mul(&b, &t, &q->YplusX);
+    fe_mul(&b, &t, neg ? &q->YminusX : &q->YplusX);
     fe_mul(&c, &p->T, &q->T2d);
     fe_mul(&d, &p->Z, &q->Z);
     fe_add(&d, &d, &d);
     fe_sub(&r->X, &b, &a); /* E */
     fe_add(&r->Y, &b, &a); /* H */
-    fe_add(&r->Z, &d, &c); /* G */
-    fe_sub(&r->T, &d, &c); /* F */
-}
-
-/* r = p - q: the addition with q negated (x -> -x swaps Y+X and Y-X and
- * negates T) */
-static void ge_sub(ge_p1p1 *r, const ge_p3 *p, const ge_cached *q)
-{
-    fe a, b, c, d, t;
-    fe_sub(&t, &p->Y, &p->X);
-    fe_mul(&a, &t, &q->YplusX);
-    fe_add(&t, &p->Y, &p->X);
-    fe_mul(&b, &t, &q->YminusX);
-    fe_mul(&c, &p->T, &q->T2d);
-    fe_mul(&d, &p->Z, &q->Z);
-    fe_add(&d, &d, &d);
-    fe_sub(&r->X, &b, &a);
-    fe_add(&r->Y, &b, &a);
-    fe_sub(&r->Z, &d, &c);
-    fe_add(&r->T, &d, &c);
+    if (neg) {
+        fe_sub(&r->Z, &d, &c);
+        fe_add(&r->T, &d, &c);
+    } else {
+        fe_add(&r->Z, &d, &c); /* G */
+        fe_sub(&r->T, &d, &c); /* F */
+    }
 }
 
 /* r = 2p ("dbl-2008-hwcd" with E, F, G, H all negated, which leaves the
@@ -263,7 +251,7 @@ static void ge_odd_multiples(ge_cached *table, int n, const ge_p3 *p)
     ge_dbl(&t, &pp);
     ge_p1p1_to_p3(&p2, &t);
     for (int i = 1; i < n; i++) {
-        ge_add(&t, &p2, &table[i - 1]);
+        ge_add(&t, &p2, &table[i - 1], 0);
         ge_p1p1_to_p3(&q, &t);
         ge_p3_to_cached(&table[i], &q);
     }
@@ -407,10 +395,7 @@ static void ed__straus(ge_p2 *r, const struct ed__term *terms, size_t n)
             const struct ed__term *x = &terms[list[k].term];
             int d = list[k].d;
             ge_p1p1_to_p3(&u, &t);
-            if (d > 0)
-                ge_add(&t, &u, &x->table[d / 2]);
-            else
-                ge_sub(&t, &u, &x->table[-d / 2]);
+            ge_add(&t, &u, &x->table[(d > 0 ? d : -d) / 2], d < 0);
         }
         ge_p1p1_to_p2(r, &t);
     }

@@ -38,18 +38,20 @@ static inline void fe_add(fe *h, const fe *f, const fe *g)
         h->v[i] = f->v[i] + g->v[i];
 }
 
+/* Propagates carries from limb 0 up to limb 4 (which keeps its own). */
+static inline void fe__propagate(uint64_t t[5])
+{
+    for (int i = 0; i < 4; i++) {
+        t[i + 1] += t[i] >> 51;
+        t[i] &= FE__MASK;
+    }
+}
+
 /* Propagates carries so every limb is below 2^51 + 2^15 (the top carry
  * wraps around times 19). */
 static inline void fe__carry(uint64_t t[5])
 {
-    t[1] += t[0] >> 51;
-    t[0] &= FE__MASK;
-    t[2] += t[1] >> 51;
-    t[1] &= FE__MASK;
-    t[3] += t[2] >> 51;
-    t[2] &= FE__MASK;
-    t[4] += t[3] >> 51;
-    t[3] &= FE__MASK;
+    fe__propagate(t);
     t[0] += 19 * (t[4] >> 51);
     t[4] &= FE__MASK;
 }
@@ -184,14 +186,7 @@ static inline void fe_tobytes(uint8_t s[32], const fe *f)
     q = (t[3] + q) >> 51;
     q = (t[4] + q) >> 51; /* q = 1 iff t >= p */
     t[0] += 19 * q;
-    t[1] += t[0] >> 51;
-    t[0] &= FE__MASK;
-    t[2] += t[1] >> 51;
-    t[1] &= FE__MASK;
-    t[3] += t[2] >> 51;
-    t[2] &= FE__MASK;
-    t[4] += t[3] >> 51;
-    t[3] &= FE__MASK;
+    fe__propagate(t);
     t[4] &= FE__MASK; /* drops q * 2^255 */
     uint64_t w[4] = {t[0] | t[1] << 51, t[1] >> 13 | t[2] << 38, t[2] >> 26 | t[3] << 25,
                      t[3] >> 39 | t[4] << 12};
