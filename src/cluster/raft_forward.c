@@ -81,12 +81,17 @@ static void fw__arm(struct lmq_raft_forward *fw, uint64_t ms)
     uv_timer_start(&fw->timer, fw__timer_cb, ms, 0);
 }
 
-static void fw__give_up(struct lmq_raft_forward *fw)
+/* Batch in flight refused with the last reason (TIMED_OUT: the deadline
+ * passed, else a final answer or the stop). */
+static void fw__give_up(struct lmq_raft_forward *fw, bool timed_out)
 {
     uint64_t seq = fw->seq;
     char why[sizeof fw->why + 64];
-    snprintf(why, sizeof why, "forwarding to the leader failed within %u ms: %s", fw->o.timeout_ms,
-             fw->why);
+    if (timed_out)
+        snprintf(why, sizeof why, "forwarding to the leader failed within %u ms: %s",
+                 fw->o.timeout_ms, fw->why);
+    else
+        snprintf(why, sizeof why, "forwarding to the leader failed: %s", fw->why);
     if (fw->sent_to && !fw->accepted && fw->ch)
         lmq_channel_drop(fw->ch, fw->sent_to); /* it may hang: the next batch connects anew */
     LMQ_NOTICE("cluster: batch %" PRIu64 " not confirmed: %s", seq, why);
@@ -111,7 +116,7 @@ static void fw__self_cb(void *ctx, int status, uint64_t index, int result)
         /* applied here: answered already unless the apply skipped it */
         if (fw->o.pending(fw->o.ctx, fw->seq)) {
             snprintf(fw->why, sizeof fw->why, "its entry was applied without it");
-            fw__give_up(fw);
+            fw__give_up(fw, false);
         } else {
             fw__clear(fw);
         }
@@ -132,7 +137,7 @@ static void fw__try(struct lmq_raft_forward *fw)
         return;
     }
     if (uv_now(fw->loop) >= fw->deadline) {
-        fw__give_up(fw);
+        fw__give_up(fw, true);
         return;
     }
     if (fw->accepted) { /* wait for the local apply, up to the deadline */
@@ -332,7 +337,7 @@ static void fw__on_result(struct lmq_raft_forward *fw, uint64_t peer,
     snprintf(fw->why, sizeof fw->why, "node %" PRIu64 ": %s", peer,
              lmq_channel_status_name(f->status));
     if (f->status == LMQ_CHANNEL_REFUSED_BAD) {
-        fw__give_up(fw);
+        fw__give_up(fw, false);
         return;
     }
     fw->sent_to = 0;
@@ -416,6 +421,11 @@ void lmq_raft_forward_stop(struct lmq_raft_forward *fw)
 {
     if (!fw || !fw->node)
         return;
+    if (fw->frame && fw->o.pending(fw->o.ctx, fw->seq)) {
+        /* never left unanswered: refused (it may still be committed) */
+        snprintf(fw->why, sizeof fw->why, "node stopping");
+        fw__give_up(fw, false);
+    }
     fw->node = NULL;
     fw__clear(fw);
     struct lmq_channel *ch = fw->ch;

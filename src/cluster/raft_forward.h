@@ -74,7 +74,8 @@ void lmq_raft_forward_applied(struct lmq_raft_forward *fw, uint64_t origin, uint
  * sent again to the new leader at once. */
 void lmq_raft_forward_state(struct lmq_raft_forward *fw);
 
-/* The node is being stopped: no more calls on it from here; the channel
+/* The node is being stopped: a batch still forwarded gives up (FAILED,
+ * "node stopping"), no more calls on the node from here; the channel
  * closes. lmq_raft_forward_free once the node has stopped (its proposal
  * callbacks have run) frees FW when the channel has closed too. */
 void lmq_raft_forward_stop(struct lmq_raft_forward *fw);

@@ -337,3 +337,30 @@ def test_channel_refuses_non_members_over_tls(broker_factory, tmp_path):
     recs = segment_records(cl.nodes[lead].data_dir)
     assert len(recs) == size
     assert [r[3] for r in recs if r[0] == 1 and r[3] != b"probe"] == [b"tls-forwarded"]
+
+
+def test_stop_with_a_batch_forwarded(broker_factory):
+    """A follower stopped (SIGTERM) while its batch waits for a leader
+    exits cleanly and its publisher gets 0x97 'forwarding to the leader
+    failed: node stopping' (not an ack, not silence)."""
+    cl = Cluster(broker_factory, forward=True, config={"cluster_forward_timeout_ms": 60000})
+    lead = leader_of(cl)
+    fol = [i for i in range(3) if i != lead]
+    cl.nodes[lead].kill()
+    cl.nodes[fol[1]].kill()
+    c = v5(cl.nodes[fol[0]].port, "waiting")
+    publish(c, "att/x", b"waiting", pid=1)
+    assert c.recv5(timeout=1.0) is None  # waiting for a leader
+    got = []
+    t = threading.Thread(target=lambda: got.append(c.recv5(timeout=15)), daemon=True)
+    t.start()
+    assert cl.nodes[fol[0]].stop() == 0, cl.nodes[fol[0]].log()[-3000:]
+    t.join(20)
+    c.close()
+    assert got and got[0] is not None and got[0].type == R.PUBACK, got
+    assert (got[0].reason, V.pget(got[0].props, V.REASON_STRING)) == (
+        0x97, "forwarding to the leader failed: node stopping")
+    cl.nodes[lead].start()
+    cl.nodes[fol[1]].start()
+    cl.nodes[fol[0]].start()
+    cl.converged()
