@@ -4,18 +4,27 @@ creates (`lmqt-<random>-N`) with one veth ("eth0", 10.213.0.N/24) whose
 other end is a port of a bridge in a fourth namespace the test creates
 too (`lmqt-<random>-hub`); the root namespace's network is never touched.
 A node is cut off by setting its bridge port down (nothing in, nothing
-out) and healed by setting it up. Each daemon's MQTT listener is
-127.0.0.1 inside its own namespace: the test's clients open their
-sockets from a thread that entered that namespace (setns), so a client
-still reaches its node while the node is cut off from the others.
+out) and healed by setting it up. For a partial cut the nodes are linked
+pair by pair instead (a veth per pair, each node's address on its
+loopback, a route per peer) and one pair's link is set down. Each
+daemon's MQTT listener is 127.0.0.1 inside its own namespace: the test's
+clients open their sockets from a thread that entered that namespace
+(setns), so a client still reaches its node while the node is cut off
+from the others. Followers forward ledgered publishes to the leader
+(cluster_forward, the default), with a 2 s forward timeout.
 
-Cases: the leader cut off under a stream of ledgered QoS 1 publishes (the
-majority elects another leader and goes on, the old leader acks nothing
-sent after the cut and refuses with 0x97, rejoins as a follower, every
-acked message is in every node's final log exactly once, the logs are
-identical); a follower cut off (the others go on, it catches up); a
-cut-off node never becomes leader and refuses every ledgered publish
-with 0x97 "not the leader: no leader known".
+Cases: the leader cut off under a stream of ledgered QoS 1 publishes to
+it (the majority elects another leader and goes on, the old leader acks
+nothing sent after the cut and refuses with 0x97, never leads again
+while cut off, rejoins as a follower; every acked message is in every
+node's final log exactly once, the logs are identical); a follower cut
+off (the others go on, it catches up); a cut-off node never becomes
+leader, does not raise its term, and refuses ledgered QoS 1 and QoS 2
+publishes with 0x97 "no leader known"; a follower forwarding a stream
+while the leader is cut off (its batches reach the new leader, applied
+at most once); a partial cut between the leader and one follower (no
+leader change, no term change). make soak adds a 30 s cut (the time a
+healed node needs to be back: TCP backoff, a known defect, xfail).
 
 Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) and iproute2 (make deps);
 skipped with the reason otherwise. Every namespace, link and process is
@@ -231,9 +240,13 @@ class NsCluster(Cluster):
         lines = ["cluster_node %d %s:%d" % (i + 1, a, RAFT_PORT) for i, a in enumerate(net.addr)]
         self.nodes = []
         for i, ns in enumerate(net.ns):
+            # followers forward to the leader (the default), the timeout
+            # short: a node without a leader refuses after it
             b = broker_factory(config={"ledger_topic": TOPICS, "ledger_batch_ms": 5,
                                        "cluster_election_ms": 500,
-                                       "cluster_heartbeat_ms": 50, "sys_interval": 1},
+                                       "cluster_heartbeat_ms": 50, "sys_interval": 1,
+                                       "cluster_forward": "true",
+                                       "cluster_forward_timeout_ms": 2000},
                                start=False, extra_lines=lines + ["cluster_self %d" % (i + 1)])
             b.command = (lambda inner=b.command, ns=ns: ["ip", "netns", "exec", ns] + inner())
             self.nodes.append(b)
@@ -250,7 +263,7 @@ class NsCluster(Cluster):
         c = self.client(i, "probe-%s" % tag)
         try:
             publish(c, "att/probe", tag.encode(), pid=1)
-            p = c.expect5(R.PUBACK, 15)  # > cluster_forward_timeout_ms
+            p = c.expect5(R.PUBACK, 15)  # > cluster_forward_timeout_ms (a batch ahead too)
             return p.reason, V.pget(p.props, V.REASON_STRING)
         finally:
             c.close()
@@ -283,14 +296,6 @@ class NsCluster(Cluster):
 
         assert wait_for(agreed, timeout, 0.3), seen
         return int(seen[among[0]]["leader"]) - 1
-
-    def forwarding(self, follower):
-        """Does FOLLOWER forward ledgered publishes to the leader (and ack
-        them) or refuse them with 0x97 (cluster_forward false, or a build
-        without forwarding)? One probe publish."""
-        reason, why = self.probe(follower, "forwarding-%d" % follower)
-        assert reason in (0, 0x97), (reason, why)
-        return reason == 0
 
     def publish_acked(self, i, tag, n=20):
         """N ledgered QoS 1 publishes TAG1..TAGN to node I, each acked 0."""
@@ -418,7 +423,6 @@ def test_isolated_leader_acks_nothing_majority_goes_on(cluster, net):
     cl = cluster
     old = cl.one_leader()
     others = [i for i in range(3) if i != old]
-    forwarding = cl.forwarding(others[0])
     s = Stream(cl, old, "a")
     s.start()
     try:
@@ -443,14 +447,12 @@ def test_isolated_leader_acks_nothing_majority_goes_on(cluster, net):
     net.heal(old)
     lead = cl.one_leader(timeout=HEAL_S)
     assert lead != old  # its log is behind the majority's: it cannot win a vote
-    # healed, it serves again: through the leader (forwarding), or naming it
-    expect = (0, None) if forwarding else (0x97, "not the leader: node %d at %s:%d" % (
-        lead + 1, net.addr[lead], RAFT_PORT))
-    assert cl.probe(old, "healed") == expect
+    # healed, it serves again, forwarding to the new leader
+    assert cl.probe(old, "healed") == (0, None)
     changes = [st for off, st in state_lines(cl.nodes[old].log(), old + 1)
                if since <= off < healed_at]
     assert changes and "leader" not in changes, changes
-    cl.check_identical(s.acked() + majority + ([b"healed"] if expect[0] == 0 else []))
+    cl.check_identical(s.acked() + majority + [b"healed"])
     got = {r.get(3) for r in segment_records(cl.nodes[lead].data_dir)}
     # figures, not assertions: pytest -s shows them. "Yet in the log": the
     # outcome unknown of a batch in flight when leadership was lost
@@ -539,8 +541,6 @@ def test_forwarded_batches_across_leader_cut(cluster, net):
     cl = cluster
     old = cl.one_leader()
     fol = [i for i in range(3) if i != old][0]
-    if not cl.forwarding(fol):
-        pytest.skip("followers refuse instead of forwarding in this build")
     s = Stream(cl, fol, "f")
     s.start()
     try:
