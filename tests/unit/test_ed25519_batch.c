@@ -4,8 +4,10 @@
  * 1..130 items with invalid ones at random places, and the edge cases of
  * the header: S >= L, non-canonical encodings, small-order keys and R, and
  * the one intentional difference from libsodium (mixed-order R), and a
- * pair of invalid signatures whose errors cancel in an unweighted sum. */
+ * pair of invalid signatures whose errors cancel in an unweighted sum;
+ * two threads verifying at once. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -519,15 +521,67 @@ static void test_cancelling_pair(void **state)
     }
 }
 
+/* Batches verified on two threads at once (the static tables are set up
+ * once, by whichever thread comes first: run first; nothing else is
+ * shared). */
+struct thread_job {
+    struct signed_msg m[16];
+    uint8_t want[16];
+    int rounds_ok;
+};
+
+static void *thread_main(void *arg)
+{
+    struct thread_job *job = arg;
+    struct ed25519_batch_item items[16];
+    uint8_t ok[16];
+    for (int i = 0; i < 16; i++)
+        items[i] = item_of(&job->m[i]);
+    for (int round = 0; round < 30; round++) {
+        size_t good = ed25519_verify_batch(items, 16, ok);
+        job->rounds_ok += good == 15 && memcmp(ok, job->want, 16) == 0;
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    struct thread_job *job = calloc(2, sizeof *job);
+    pthread_t tid[2];
+    assert_non_null(job);
+    for (int t = 0; t < 2; t++) {
+        for (int i = 0; i < 16; i++) {
+            make_signed(&job[t].m[i], NULL);
+            job[t].want[i] = i != 5 + t;
+        }
+        mutate(&job[t].m[5 + t]);
+        assert_false(sodium_ok(&job[t].m[5 + t]));
+    }
+    for (int t = 0; t < 2; t++)
+        assert_int_equal(pthread_create(&tid[t], NULL, thread_main, &job[t]), 0);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(pthread_join(tid[t], NULL), 0);
+        assert_int_equal(job[t].rounds_ok, 30);
+    }
+    free(job);
+}
+
 int main(void)
 {
     assert_int_equal(crypto_init(), 0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rfc8032_vectors),         cmocka_unit_test(test_rfc8032_bit_flips),
-        cmocka_unit_test(test_differential_libsodium),  cmocka_unit_test(test_batch_sizes),
-        cmocka_unit_test(test_batch_sizes_shared_keys), cmocka_unit_test(test_s_not_below_l),
-        cmocka_unit_test(test_noncanonical_encodings),  cmocka_unit_test(test_small_order_key),
-        cmocka_unit_test(test_small_order_r),           cmocka_unit_test(test_mixed_order_r),
+        cmocka_unit_test(test_threads), /* first: both threads set the tables up */
+        cmocka_unit_test(test_rfc8032_vectors),
+        cmocka_unit_test(test_rfc8032_bit_flips),
+        cmocka_unit_test(test_differential_libsodium),
+        cmocka_unit_test(test_batch_sizes),
+        cmocka_unit_test(test_batch_sizes_shared_keys),
+        cmocka_unit_test(test_s_not_below_l),
+        cmocka_unit_test(test_noncanonical_encodings),
+        cmocka_unit_test(test_small_order_key),
+        cmocka_unit_test(test_small_order_r),
+        cmocka_unit_test(test_mixed_order_r),
         cmocka_unit_test(test_cancelling_pair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
