@@ -415,10 +415,12 @@ static void rc__cut(struct rc *rc)
 /* apply: every node, in log order */
 
 /* One block of our in-flight batch was appended at COMMIT (NULL: the
- * records ITEMS..LAST were all refused or duplicates): their results go
- * back as one lmq_batch (RES, or a new one). */
+ * records ITEMS..LAST were all refused or duplicates): their results, as
+ * one lmq_batch (RES, or a new one), are linked at **TAIL, to be emitted
+ * (rc__emit_all) once the entry is recorded in ledger-applied. */
 static void rc__own_result(struct rc *rc, struct lmq_batch *res, struct lmq_batch_item **items,
-                           size_t n, const struct ledger_commit *commit, uint64_t commit_us)
+                           size_t n, const struct ledger_commit *commit, uint64_t commit_us,
+                           struct lmq_batch ***tail)
 {
     if (!res && !(res = calloc(1, sizeof *res))) {
         LMQ_ERROR("cluster: out of memory for a batch result");
@@ -454,7 +456,19 @@ static void rc__own_result(struct rc *rc, struct lmq_batch *res, struct lmq_batc
     }
     if (rc->fsm.items_done)
         rc->fsm.items_done(rc->fsm_ctx, items, n);
-    rc__emit(rc, res);
+    res->next = NULL;
+    **tail = res;
+    *tail = &res->next;
+}
+
+static void rc__emit_all(struct rc *rc, struct lmq_batch *list)
+{
+    while (list) {
+        struct lmq_batch *next = list->next;
+        list->next = NULL;
+        rc__emit(rc, list);
+        list = next;
+    }
 }
 
 /* Why the state machine refused a record (for the log line every node
@@ -582,6 +596,7 @@ static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
     /* The state machine on every record, in order; a BARRIER closes a
      * block (several blocks per entry are possible). */
     size_t from = i;
+    struct lmq_batch *done_list = NULL, **done_tail = &done_list;
     while (i < n) {
         size_t na = 0, seg_from = i;
         for (; i < n; i++) {
@@ -618,10 +633,11 @@ static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
                     for (size_t k = seg_from; k < n; k++)
                         rc->app[k]->status = LMQ_BATCH_ERR_IO;
                     rc__own_result(rc, seg_from == from ? rc->inflight : NULL, rc->app + seg_from,
-                                   n - seg_from, NULL, 0);
+                                   n - seg_from, NULL, 0, &done_tail);
                     rc->inflight = NULL;
                     rc->n_app = 0;
                 }
+                rc__emit_all(rc, done_list);
                 rv = -1;
                 goto out;
             }
@@ -637,7 +653,8 @@ static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
                 rc->app[k]->index = ix[k];
             }
             struct lmq_batch *res = seg_from == from ? rc->inflight : NULL;
-            rc__own_result(rc, res, rc->app + seg_from, i - seg_from, na ? &commit : NULL, us);
+            rc__own_result(rc, res, rc->app + seg_from, i - seg_from, na ? &commit : NULL, us,
+                           &done_tail);
         }
     }
     lmq_raft_forward_applied(rc->fwd, b.origin, b.seq, st, ix, n); /* a follower's batch */
@@ -646,6 +663,7 @@ static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
     rc->meta.size = ledger_size(rc->l);
     rc__meta_save(rc);
     rc__set_status(rc);
+    rc__emit_all(rc, done_list); /* acks once ledger-applied says so too */
     if (own) {
         rc->inflight = NULL;
         rc->n_app = 0;
@@ -822,9 +840,13 @@ static void *rc__start(struct ledger *l, const struct lmq_batcher_options *o,
         goto fail;
     }
     /* Batch sequence numbers only grow, also across restarts (an entry
-     * proposed before a crash may still be in the Raft log unapplied). */
+     * proposed before a crash may still be in the Raft log unapplied, and
+     * ledger-applied may lag the ledger by one entry): from the wall clock
+     * in microseconds, which no run can outpace at one batch each. */
     struct rc__origin *self = rc__origin(rc, rc__cfg.node.id, false);
-    uint64_t t = (uint64_t)time(NULL) * 1000000u;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t t = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
     rc->next_seq = (self && self->seq >= t ? self->seq : t) + 1;
     if (uv_loop_init(&rc->loop) != 0)
         goto fail;

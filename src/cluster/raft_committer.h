@@ -1,14 +1,18 @@
 /* The ledger's ordering/commit service for a cluster (struct
  * lmq_committer_ops, ledger/batch.h) backed by Raft (cluster/raft_node):
- * the leader cuts batches of the records the broker proposes, validates
- * them with the ledger state machine (struct lmq_fsm_ops: sequence,
- * revocation, registry rules) and proposes the accepted records as ONE
- * Raft command (cluster/raft_batch); once a majority committed it, every
- * node appends exactly those records, in log order, to its own ledger
- * (one ledger_append_batch each), so all nodes hold the same records,
- * size and root. The proposer's items come back through poll only after
- * the entry is committed AND appended (fdatasync) locally, so an ack means
- * "durable on a majority and in this node's log".
+ * the leader cuts batches of the records the broker proposes and proposes
+ * each batch, every record with its flags (the MQTT DUP flag), as ONE Raft
+ * command (cluster/raft_batch); once a majority committed it, every node
+ * runs the ledger state machine on each record from its bytes (struct
+ * lmq_fsm_ops check_record/end_records: envelope, registry, sequence,
+ * duplicates), in log order, and appends the accepted ones to its own
+ * ledger (ledger_append_batch; a BARRIER starts another block), so all
+ * nodes decide alike and hold the same records, size and root; a refused
+ * record is appended nowhere and comes back to the proposer with its
+ * code. The proposer's items come back through poll only after the entry
+ * is committed AND appended (fdatasync) locally and recorded in
+ * ledger-applied, so an ack means "durable on a majority and in this
+ * node's log".
  *
  * Invariants:
  *  - one thread (the "raft thread", with its own libuv loop) runs the Raft
@@ -17,9 +21,9 @@
  *  - an entry is applied at most once per ledger: <raft dir>/ledger-applied
  *    holds the last applied Raft index, the ledger size it produced and
  *    the last batch sequence per origin, written (fdatasync + rename)
- *    after each append; an entry at or below that index is skipped, and an
+ *    after each entry; an entry at or below that index is skipped, and an
  *    entry whose records are already in the ledger (a crash between the
- *    append and the meta write) is recognised by the ledger size;
+ *    append and the meta write) is recognised by its records;
  *  - a batch whose (origin, seq) is not above the last one applied from
  *    that origin is a no-op on every node.
  * First slice (docs/CLUSTER.md status): only the leader orders; a

@@ -74,7 +74,9 @@ struct lmq_fsm_ops {
      * status); it must depend only on the log so far and the records
      * checked since the last end_records. end_records: after the records
      * it accepted were appended at COMMIT (RECS/N, in order), or with
-     * COMMIT NULL when nothing was appended or the append failed. */
+     * COMMIT NULL when nothing was appended, or FAILED true when the
+     * append failed or the log holds records the state machine did not
+     * see (found after a crash): then it starts again from the log. */
     int (*check_record)(void *ctx, struct ledger *l, const uint8_t *rec, size_t len, uint8_t flags,
                         bool first, uint64_t *dup_index);
     void (*end_records)(void *ctx, struct ledger *l, const struct ledger_record_buf *recs, size_t n,
