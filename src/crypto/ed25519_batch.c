@@ -5,10 +5,11 @@
  * the doublings (w-NAF tables per point, a static w = 8 table of B); the
  * items signed by one key share one A term, [sum z_i k_i]A.
  * A batch that fails is halved until the halves pass; a failing part of
- * four or fewer is judged item by item with the equation of one item,
- * which is exactly ed25519_verify_one's, so a verdict never depends on
- * the batch. Field arithmetic: crypto/ed25519_field.h; scalars
- * mod L and SHA-512: libsodium. Variable time: public data only. */
+ * four or fewer (or of 32 or fewer whose halves both fail) is judged item
+ * by item with the equation of one item, whose verdict is exactly
+ * ed25519_verify_one's, so a verdict never depends on the batch. Field
+ * arithmetic: crypto/ed25519_field.h; scalars mod L and SHA-512:
+ * libsodium. Variable time: public data only. */
 #include "crypto/ed25519_batch.h"
 
 #include <errno.h>
