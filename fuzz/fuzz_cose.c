@@ -3,8 +3,9 @@
  * src/identity/cwt.c) and the SDK's envelope and receipt parsers
  * (sdk/src, compiled in). Every input goes through all of them; decoded
  * messages are also fed to signature verification so Sig_structure
- * construction over hostile lengths is exercised; identity/verify.c's
- * envelope check runs up to its registry lookup. Seeds:
+ * construction over hostile lengths is exercised (cose_sign1_tbs inline
+ * and malloc'd); identity/verify.c's envelope check runs up to its
+ * registry lookup, alone and as a batch. Seeds:
  * fuzz/corpus/fuzz_cose/. */
 #include <stddef.h>
 #include <stdint.h>
@@ -39,14 +40,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (m.kid == NULL || !m.has_seq || !m.has_time)
             abort();
         (void)cose_sign1_verify_sig(&m, NULL, 0, pk);
+        /* The Sig_structure of the batch path: the same bytes whether
+         * they fit the caller's buffer or are malloc'd. */
+        uint8_t small[16], big[512];
+        uint8_t *t1 = NULL, *t2 = NULL;
+        size_t l1 = 0, l2 = 0;
+        int r1 = cose_sign1_tbs(&m, NULL, 0, small, sizeof small, &t1, &l1);
+        int r2 = cose_sign1_tbs(&m, NULL, 0, big, sizeof big, &t2, &l2);
+        if (r1 != r2 || (r1 == 0 && (l1 != l2 || memcmp(t1, t2, l1) != 0)))
+            abort();
+        if (r1 == 0 && t1 != small)
+            free(t1);
+        if (r2 == 0 && t2 != big)
+            free(t2);
     }
     /* The broker's envelope check up to the registry lookup (no registry
-     * here): decoding, the kid as a device id, the session binding. */
+     * here): decoding, the kid as a device id, the session binding; the
+     * batch steps give each copy the same result. */
     struct verify_info vi;
     int vr = verify_envelope(NULL, data, size, 1767225600000ull, 300000,
                              "d-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &vi);
     if (vr != VERIFY_MALFORMED && vr != VERIFY_UNKNOWN && vr != VERIFY_WRONG_DEVICE &&
         vr != VERIFY_REGISTRY)
+        abort();
+    static struct verify_prep vp[2];
+    struct verify_req rq = {data, size, 1767225600000ull, 300000,
+                            "d-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+    struct verify_req rqs[2] = {rq, rq};
+    if (verify_prepare_many(NULL, rqs, 2, vp) != 0 || verify_signatures(vp, 2) != 0 ||
+        vp[0].res != vr || vp[1].res != vr || vp[0].info.cose_err != vi.cose_err)
         abort();
     if (cwt_decode(data, size, &t) == 0) {
         if (t.sub == NULL || t.cti == NULL || t.sub_len != t.cose.kid_len)
