@@ -242,6 +242,10 @@ static void fw__forwarded_cb(void *ctx, int status, uint64_t index, int result)
                                                    : LMQ_CHANNEL_REFUSED_LOST;
     fw__reply(fw, r->conn, r->seq, st, status == 0 ? index : 0, status == 0 ? r->items : NULL,
               status == 0 ? r->n_items : 0);
+    /* The follower acks once it applied the entry: tell it the commit now
+     * unless other entries in flight will carry it. */
+    if (status == 0 && fw->node && lmq_raft_inflight(fw->node) == 0)
+        lmq_raft_barrier(fw->node);
     free(r->items);
     free(r);
 }

@@ -693,6 +693,29 @@ size_t lmq_raft_inflight(const struct lmq_raft_node *n)
     return n->inflight;
 }
 
+static void rn__barrier_cb(struct raft_barrier *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+int lmq_raft_barrier(struct lmq_raft_node *n)
+{
+    if (n->stopping)
+        return LMQ_RAFT_ERR_SHUTDOWN;
+    if (raft_state(&n->raft) != RAFT_LEADER)
+        return LMQ_RAFT_ERR_NOT_LEADER;
+    struct raft_barrier *req = malloc(sizeof *req);
+    if (req == NULL)
+        return LMQ_RAFT_ERR_NOMEM;
+    int rv = raft_barrier(&n->raft, req, rn__barrier_cb);
+    if (rv != 0) {
+        free(req);
+        return rn__err(rv);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Membership. */
 

@@ -168,6 +168,15 @@ uint64_t lmq_raft_commit_index(struct lmq_raft_node *n);
 /* Proposals awaiting their result. */
 size_t lmq_raft_inflight(const struct lmq_raft_node *n);
 
+/* Leader only: appends a barrier entry (no command: the FSM never sees
+ * it). Followers learn the leader's commit index with the next entry
+ * replicated to them or the next heartbeat; a barrier sends it at once,
+ * so a follower applies what the leader committed without waiting up to
+ * two heartbeats (forwarding: the follower acks its publishers only once
+ * it applied their entry). 0, LMQ_RAFT_ERR_NOT_LEADER, _SHUTDOWN, _NOMEM
+ * or _IO. */
+int lmq_raft_barrier(struct lmq_raft_node *n);
+
 /* Membership, on the leader (else LMQ_RAFT_ERR_NOT_LEADER at once; also
  * _BADID, _CHANGE, _SHUTDOWN). CB(CTX, STATUS) runs exactly once unless
  * the call returned < 0; STATUS 0 = done and committed. */

@@ -590,6 +590,15 @@ static void test_elect_replicate_forward(void **state)
         check_applied(&c, i, 200);
     check_same_indices(&c, 7, 200);
     assert_int_equal(p.done, 0);
+
+    /* A barrier (leader only) takes a Raft index the FSM never sees. */
+    assert_int_equal(lmq_raft_barrier(c.nodes[f].rn), LMQ_RAFT_ERR_NOT_LEADER);
+    assert_int_equal(lmq_raft_barrier(c.nodes[l].rn), 0);
+    propose_range(&c, l, 200, 1);
+    for (int i = 0; i < N_NODES; i++)
+        check_applied(&c, i, 201);
+    check_same_indices(&c, 7, 201);
+    assert_int_equal(c.nodes[l].applied[200].index, c.nodes[l].applied[199].index + 2);
     assert_int_equal(lmq_raft_inflight(c.nodes[l].rn), 0);
     cluster_free(&c);
 }
