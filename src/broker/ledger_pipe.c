@@ -147,6 +147,13 @@ struct lp_dev {
 
 #define LP_DEV_CAP_MAX 65536
 
+/* What begin_records found for one envelope of the entry being applied. */
+struct lp_pre {
+    const uint8_t *rec; /* the record (in the replicated entry) */
+    int res;            /* verify_envelope's result for its envelope */
+    struct verify_info vi;
+};
+
 /* One remembered attested record (lp__dk_*): a ring of the last
  * ledger_dup_window ones (plus a batch), chained per hash bucket. */
 struct lp_dk {
@@ -177,6 +184,13 @@ struct bk_lp {
     size_t dev_cap, dev_n;
     bool reg_in_batch;
     uint32_t seg_n; /* records accepted by check/check_record since the last end */
+    /* begin_records: the envelope verdicts of the entry being applied,
+     * judged in batches against the registry as at its start (dropped
+     * when a registry record changes the registry) */
+    struct lp_pre *pre;
+    size_t pre_n, pre_cap, pre_at;
+    struct verify_req *pre_req; /* ED25519_BATCH_MAX */
+    struct verify_prep *pre_vp; /* ED25519_BATCH_MAX */
     struct registry_device *scratch;
     /* committer thread (and bk_lp_new before it starts): recent attested
      * records, for DUP resends after a lost ack */
@@ -1059,6 +1073,75 @@ static int lp__fsm_check(void *ctx, struct ledger *l, struct lmq_batch_item *it,
     return rc;
 }
 
+/* begin_records: the envelopes of an entry's signed records verified
+ * ED25519_BATCH_MAX at a time (verify_prepare_many + verify_signatures,
+ * whose results are verify_envelope's for each envelope alone), against
+ * the registry as it is now; lp__check_record uses a verdict while no
+ * registry record of the entry has been applied (lp__fsm_end_records
+ * drops them), else verifies alone. Without memory: no verdicts. */
+static void lp__fsm_begin_records(void *ctx, struct ledger *l, const struct ledger_record_buf *recs,
+                                  size_t n)
+{
+    struct bk_lp *lp = ctx;
+    (void)l;
+    lp->pre_n = lp->pre_at = 0;
+    if (!lp->reg || n == 0)
+        return;
+    if (!lp->pre_vp) {
+        lp->pre_req = malloc(ED25519_BATCH_MAX * sizeof *lp->pre_req);
+        lp->pre_vp = malloc(ED25519_BATCH_MAX * sizeof *lp->pre_vp);
+        if (!lp->pre_req || !lp->pre_vp) {
+            free(lp->pre_req);
+            free(lp->pre_vp);
+            lp->pre_req = NULL;
+            lp->pre_vp = NULL;
+            return;
+        }
+    }
+    if (n > lp->pre_cap) {
+        struct lp_pre *np = realloc(lp->pre, n * sizeof *np);
+        if (!np)
+            return;
+        lp->pre = np;
+        lp->pre_cap = n;
+    }
+    size_t k = 0, idx[ED25519_BATCH_MAX];
+    for (size_t i = 0; i <= n; i++) {
+        struct ledger_record r;
+        if (i < n && ledger_record_decode(recs[i].data, recs[i].len, &r) == 0 &&
+            r.kind == LEDGER_KIND_MESSAGE && r.msg.has_device_seq && r.msg.cose.ptr) {
+            lp->pre_req[k] = (struct verify_req){.env = r.msg.cose.ptr,
+                                                 .len = r.msg.cose.len,
+                                                 .now_ms = r.msg.broker_time_ms,
+                                                 .skew_ms = UINT64_MAX};
+            idx[k++] = i;
+        }
+        if (k == ED25519_BATCH_MAX || (i == n && k)) {
+            verify_prepare_many(lp->reg, lp->pre_req, k, lp->pre_vp);
+            verify_signatures(lp->pre_vp, k);
+            for (size_t j = 0; j < k; j++) {
+                struct lp_pre *p = &lp->pre[lp->pre_n++];
+                p->rec = recs[idx[j]].data;
+                p->res = lp->pre_vp[j].res;
+                p->vi = lp->pre_vp[j].info;
+            }
+            k = 0;
+        }
+    }
+}
+
+/* The verdict begin_records left for REC, or NULL (records are checked in
+ * order; the first of a block after a BARRIER is checked twice). */
+static const struct lp_pre *lp__pre_find(struct bk_lp *lp, const uint8_t *rec)
+{
+    for (size_t i = lp->pre_at ? lp->pre_at - 1 : 0; i < lp->pre_n; i++)
+        if (lp->pre[i].rec == rec) {
+            lp->pre_at = i + 1;
+            return &lp->pre[i];
+        }
+    return NULL;
+}
+
 /* The record-bytes check (check_record: a cluster's apply, on every node
  * in log order; docs/CLUSTER.md "Re-validation"). The same rules as
  * lp__fsm_check_item, decided from the record and its flags alone:
@@ -1126,8 +1209,12 @@ static int lp__check_record(struct bk_lp *lp, struct ledger *l, const uint8_t *r
     dev[DEVICE_ID_LEN] = '\0';
     if (r.msg.cose.ptr) {
         struct verify_info vi;
-        int res = verify_envelope(lp->reg, r.msg.cose.ptr, r.msg.cose.len, r.msg.broker_time_ms,
-                                  UINT64_MAX, NULL, &vi);
+        const struct lp_pre *pre = lp__pre_find(lp, rec);
+        int res = pre ? pre->res
+                      : verify_envelope(lp->reg, r.msg.cose.ptr, r.msg.cose.len,
+                                        r.msg.broker_time_ms, UINT64_MAX, NULL, &vi);
+        if (pre)
+            vi = pre->vi;
         if (res != VERIFY_OK)
             return -res;
         const uint8_t *pl = vi.cose.payload;
@@ -1221,6 +1308,8 @@ static void lp__fsm_end_records(void *ctx, struct ledger *l, const struct ledger
         if (lp->reg_in_batch && lp->reg)
             lp__reg_sync(lp, l, commit->height);
     }
+    if (lp->reg_in_batch || failed)
+        lp->pre_n = 0; /* judged against a registry that has changed since */
     lp->reg_in_batch = false;
 }
 
@@ -1597,6 +1686,7 @@ struct bk_lp *bk_lp_new(struct lmq_broker *b, const struct lmq_config *cfg,
         .prepare = lp__fsm_prepare,
         .end = lp__fsm_end,
         .check_record = lp__fsm_check_record,
+        .begin_records = lp__fsm_begin_records,
         .end_records = lp__fsm_end_records,
         .items_done = lp__fsm_items_done,
     };
@@ -1653,6 +1743,9 @@ void bk_lp_free(struct bk_lp *lp)
         free(lp->vjobs[k]);
     free(lp->dk);
     free(lp->dk_bucket);
+    free(lp->pre);
+    free(lp->pre_req);
+    free(lp->pre_vp);
     free(lp);
 }
 

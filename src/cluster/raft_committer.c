@@ -597,6 +597,8 @@ static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
      * block (several blocks per entry are possible). */
     size_t from = i;
     struct lmq_batch *done_list = NULL, **done_tail = &done_list;
+    if (rc->fsm.begin_records)
+        rc->fsm.begin_records(rc->fsm_ctx, rc->l, recs + i, n - i);
     while (i < n) {
         size_t na = 0, seg_from = i;
         for (; i < n; i++) {

@@ -79,6 +79,12 @@ struct lmq_fsm_ops {
      * see (found after a crash): then it starts again from the log. */
     int (*check_record)(void *ctx, struct ledger *l, const uint8_t *rec, size_t len, uint8_t flags,
                         bool first, uint64_t *dup_index);
+    /* Before check_record runs on RECS/N (the records of one replicated
+     * entry, in order, the same pointers check_record then gets): work
+     * for all of them at once (signatures in batches). Must not change
+     * any decision. May be NULL. */
+    void (*begin_records)(void *ctx, struct ledger *l, const struct ledger_record_buf *recs,
+                          size_t n);
     void (*end_records)(void *ctx, struct ledger *l, const struct ledger_record_buf *recs, size_t n,
                         const struct ledger_commit *commit, bool failed);
     /* The proposer's own items came back from such a committer with their
