@@ -291,6 +291,13 @@ static void fw__on_forward(struct lmq_raft_forward *fw, uint64_t conn, uint64_t 
         fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_NOT_LEADER, 0, NULL, 0);
         return;
     }
+    for (struct fw__req *q = fw->reqs; q; q = q->next)
+        if (q->peer == peer && q->seq == f->seq) {
+            /* sent again (its connection failed): one proposal, answered
+             * on the connection it came on last */
+            q->conn = conn;
+            return;
+        }
     if (fw->n_reqs >= fw->o.max_inflight) {
         fw__reply(fw, conn, f->seq, LMQ_CHANNEL_REFUSED_BUSY, 0, NULL, 0);
         return;

@@ -637,6 +637,20 @@ static int cfg__cluster_finish(const struct lmq_config *cfg, char *err, size_t e
                  cfg->source, cfg->cluster_heartbeat_ms, cfg->cluster_election_ms);
         return -1;
     }
+    /* Every member's cluster channel (forwarding) listens at its port +
+     * cluster_channel_port_offset. */
+    for (size_t i = 0; cfg->cluster_forward && i < cfg->n_cluster_nodes; i++) {
+        const char *colon = strrchr(cfg->cluster_nodes[i].address, ':');
+        unsigned long port = colon ? strtoul(colon + 1, NULL, 10) : 0;
+        if (port + cfg->cluster_channel_port_offset > 65535) {
+            cfg__err(err, errlen,
+                     "%s:%u: cluster_node %s: its port %lu + cluster_channel_port_offset %u "
+                     "(its cluster channel) is above 65535",
+                     cfg->source, cfg->cluster_nodes[i].line, cfg->cluster_nodes[i].address, port,
+                     cfg->cluster_channel_port_offset);
+            return -1;
+        }
+    }
     return 0;
 }
 

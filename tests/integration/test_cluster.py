@@ -58,7 +58,10 @@ def run_daemon(tmp_path, text):
     ("cluster_node 1 127.0.0.1:7001\ncluster_node 1 127.0.0.1:7002\n", 3,
      r"id or address already used \(line 2\)"),
     ("cluster_node 1 127.0.0.1:7001\n", 2, r"need cluster_self ID naming one of them"),
-], ids=["ipv6-address", "duplicate-id", "no-self"])
+    ("cluster_self 2\ncluster_node 1 127.0.0.1:7001\ncluster_node 2 127.0.0.1:65535\n", 4,
+     r"cluster_node 127\.0\.0\.1:65535: its port 65535 \+ cluster_channel_port_offset 1 "
+     r"\(its cluster channel\) is above 65535"),
+], ids=["ipv6-address", "duplicate-id", "no-self", "channel-port"])
 def test_bad_cluster_lines(tmp_path, text, lineno, reason):
     rc, err, conf, port = run_daemon(tmp_path, "# line 1\n" + text)
     assert rc == 1, err
