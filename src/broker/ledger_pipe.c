@@ -83,7 +83,6 @@ struct lp_vjob {
 };
 
 struct lp_msg {
-    struct lmq_work work;
     struct lmq_batch_item item;
     struct bk_lp *lp;
     struct lmq_client *c; /* publisher, NULL when gone (or a submit) */
