@@ -72,6 +72,7 @@ struct rc {
     size_t n_app;
     struct lmq_batch *inflight;
     uint64_t inflight_seq;
+    uint64_t own_index; /* Raft index of our last batch that rc__apply answered */
     uint64_t next_seq;
     struct rc__meta meta;
     char meta_path[PATH_MAX];
@@ -317,10 +318,12 @@ static void rc__inflight_fail(struct rc *rc, int status)
 static void rc__propose_cb(void *ctx, int status, uint64_t index, int result)
 {
     struct rc *rc = ctx;
-    (void)index;
     (void)result;
-    if (!rc->inflight)
-        return; /* applied (apply answered it) */
+    /* Applied, and answered by rc__apply. libraft may call this after the
+     * loop ran again, when the next batch is in flight already: that one
+     * is not this callback's. */
+    if (!rc->inflight || (status == 0 && index != 0 && index == rc->own_index))
+        return;
     /* Lost or shut down before it was applied here: the outcome is
      * unknown (it may still commit), so never an ack. */
     LMQ_NOTICE("cluster: batch %" PRIu64 " not confirmed: %s", rc->inflight_seq,
@@ -669,6 +672,7 @@ static int rc__apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
     if (own) {
         rc->inflight = NULL;
         rc->n_app = 0;
+        rc->own_index = index;
         uv_async_send(&rc->async);
     }
     rv = 0;
