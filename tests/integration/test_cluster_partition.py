@@ -229,7 +229,8 @@ def mesh():
 
 class NsCluster(Cluster):
     """test_cluster's Cluster with node I in namespace net.ns[I], Raft on
-    10.213.0.(I+1):7000, MQTT on 127.0.0.1 inside that namespace."""
+    net.addr[I]:7000 (the cluster channel on 7001), MQTT on 127.0.0.1
+    inside that namespace."""
 
     def __init__(self, net, broker_factory):
         self.net = net
