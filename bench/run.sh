@@ -48,10 +48,14 @@ SCENARIOS=(
   "ws-qos1-1to1|--qos 1 --pubs 1 --subs 1 --window 100 --ws"
   # Ledgered topics (docs/BROKER.md "Ledgered topics"): ledgermq with
   # `ledger_topic lmqbench/s/# signed` and `lmqbench/a/# attested`, the
-  # four publishers' device keys registered offline; mosquitto gets the
+  # publishers' device keys registered offline; mosquitto gets the
   # same messages as plain QoS 1. Rate and latency are publish->PUBACK
   # (--ack-latency: an ack means committed to the ledger).
   "ledger-signed-qos1|--qos 1 --pubs 4 --subs 0 --window 100 --ack-latency --topic lmqbench/s --sign-keys @KEYS@ --count 150000"
+  # The same with 64 devices, 10 in flight each (--count is per publisher):
+  # a verification batch then holds many keys (batches signed by few keys
+  # are cheaper to verify).
+  "ledger-signed-qos1-64dev|--qos 1 --pubs 64 --subs 0 --window 10 --ack-latency --topic lmqbench/s --sign-keys @KEYS@ --count 10000"
   "ledger-attested-qos1|--qos 1 --pubs 4 --subs 0 --window 1000 --ack-latency --topic lmqbench/a"
 )
 # The listener a scenario needs: tls-*: TLS, ws-*: websockets, else plain.
@@ -190,20 +194,20 @@ EOF
   fi
 }
 
-# The operator and the four device keys of the ledger-* scenarios.
+# The operator and the 64 device keys of the ledger-* scenarios.
 make_devices() {
-  [ -s "$TMP/ledger/op.vkey" ] && return 0
+  [ -s "$TMP/ledger/op.vkey" ] && [ -s "$TMP/ledger/dev.key.63" ] && return 0
   mkdir -p "$TMP/ledger"
   "$BUILD_DIR/ledgermq" operator keygen --out "$TMP/ledger/op.key" --name bench \
     >"$TMP/ledger/op.vkey" 2>>"$TMP/ledger/log" || return 1
-  for i in 0 1 2 3; do
+  for i in $(seq 0 63); do
     "$BUILD_DIR/ledgermq" device keygen --out "$TMP/ledger/dev.key.$i" >>"$TMP/ledger/log" 2>&1 || return 1
   done
 }
 
 # Registers the devices on a fresh ledgermq data dir DIR.
 register_devices() {
-  for i in 0 1 2 3; do
+  for i in $(seq 0 63); do
     "$BUILD_DIR/ledgermq" -d "$1" device register --operator-key "$TMP/ledger/op.key" \
       --key "$TMP/ledger/dev.key.$i" --name "bench-$i" --trust "$(cat "$TMP/ledger/op.vkey")" \
       >>"$TMP/ledger/log" 2>&1 || return 1
