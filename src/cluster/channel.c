@@ -7,6 +7,7 @@
  * closed. */
 #include "cluster/channel.h"
 
+#include "cluster/raft_tcp.h"
 #include "cluster/raft_tls.h"
 #include "util/log.h"
 
@@ -413,7 +414,7 @@ static void ch__transport_closed(struct raft_uv_transport *t)
     if (ch->tls)
         lmq_raft_tls_close(t);
     else
-        raft_uv_tcp_close(t);
+        lmq_raft_tcp_close(t);
     ch->t_open = false;
     ch__maybe_done(ch);
 }
@@ -477,6 +478,7 @@ int lmq_channel_start(uv_loop_t *loop, const struct lmq_channel_options *o,
             .n_members = ch->n_members,
             .bind_address = NULL,
             .handshake_ms = o->handshake_ms,
+            .stuck_ms = o->stuck_ms,
         };
         if (lmq_raft_tls_init(&ch->t, loop, &to, err, sizeof err) != 0) {
             LMQ_ERROR("channel: TLS: %s", err);
@@ -485,8 +487,8 @@ int lmq_channel_start(uv_loop_t *loop, const struct lmq_channel_options *o,
         }
         ch->tls = true;
     } else {
-        ch->t.version = 1;
-        rv = raft_uv_tcp_init(&ch->t, loop);
+        rv = lmq_raft_tcp_init(&ch->t, loop,
+                               o->stuck_ms > 0 ? o->stuck_ms : lmq_tcp_stuck_timeout_ms(0));
         if (rv != 0) {
             LMQ_ERROR("channel: transport: %s", raft_strerror(rv));
             free(ch);

@@ -41,6 +41,7 @@ struct lmq_channel_options {
     unsigned port_offset; /* channel port = Raft port + this (1..65534) */
     const char *tls_certfile, *tls_keyfile, *tls_cafile; /* all or none */
     unsigned handshake_ms;                               /* 0 = 10000 */
+    unsigned stuck_ms;                                   /* raft_tcp.h; 0 = 4000 */
     size_t max_frame;                                    /* 0 = LMQ_CHANNEL_MAX_FRAME */
     size_t max_queue; /* bytes queued for one peer before send fails; 0 = 2 max_frame */
     /* A whole frame from PEER on connection CONN (an id for

@@ -15,6 +15,7 @@
  * leader every heartbeat interval and reports changes (on_state). */
 #include "cluster/raft_node.h"
 
+#include "cluster/raft_tcp.h"
 #include "cluster/raft_tls.h"
 #include "util/crc32c.h"
 #include "util/log.h"
@@ -435,12 +436,17 @@ static void rn__poll_closed(uv_handle_t *h)
     rn__free(h->data);
 }
 
+unsigned lmq_raft_node_stuck_ms(const struct lmq_raft_node *n)
+{
+    return lmq_tcp_stuck_timeout_ms(n->o.election_timeout_ms);
+}
+
 static void rn__transport_free(struct lmq_raft_node *n)
 {
     if (n->tls)
         lmq_raft_tls_close(&n->transport);
     else
-        raft_uv_tcp_close(&n->transport);
+        lmq_raft_tcp_close(&n->transport);
 }
 
 static void rn__raft_closed(struct raft *r)
@@ -501,6 +507,7 @@ int lmq_raft_node_start(uv_loop_t *loop, const struct lmq_raft_node_options *o,
             .n_members = n->o.n_members,
             .bind_address = o->bind_address,
             .handshake_ms = o->tls_handshake_ms,
+            .stuck_ms = lmq_tcp_stuck_timeout_ms(n->o.election_timeout_ms),
         };
         char err[512];
         if (lmq_raft_tls_init(&n->transport, loop, &to, err, sizeof err) != 0) {
@@ -513,7 +520,8 @@ int lmq_raft_node_start(uv_loop_t *loop, const struct lmq_raft_node_options *o,
         /* libraft checks the struct versions the caller fills in. */
         n->transport.version = 1;
         n->transport.data = n;
-        rv = raft_uv_tcp_init(&n->transport, loop);
+        rv = lmq_raft_tcp_init(&n->transport, loop,
+                               lmq_tcp_stuck_timeout_ms(n->o.election_timeout_ms));
         if (rv != 0) {
             LMQ_ERROR("raft: transport: %s", raft_strerror(rv));
             free(n);
@@ -523,7 +531,7 @@ int lmq_raft_node_start(uv_loop_t *loop, const struct lmq_raft_node_options *o,
                  (unsigned long long)o->id);
     }
     if (!n->tls && o->bind_address != NULL &&
-        (rv = raft_uv_tcp_set_bind_address(&n->transport, o->bind_address)) != 0) {
+        (rv = lmq_raft_tcp_set_bind_address(&n->transport, o->bind_address)) != 0) {
         LMQ_ERROR("raft: bind address %s: %s", o->bind_address, raft_strerror(rv));
         rc = LMQ_RAFT_ERR_CONFIG;
         goto fail_transport;

@@ -130,6 +130,10 @@ struct lmq_raft_node_options {
 
 struct lmq_raft_node;
 
+/* The TCP_USER_TIMEOUT of N's Raft connections (cluster/raft_tcp.h, from
+ * its election timeout), for other connections between the nodes. */
+unsigned lmq_raft_node_stuck_ms(const struct lmq_raft_node *n);
+
 /* Creates and starts a node on LOOP: opens (or bootstraps) the Raft state
  * in o->dir, listens on the node's address, and starts taking part in
  * elections. Options are copied. Returns 0 and *OUT, or an LMQ_RAFT_ERR_*

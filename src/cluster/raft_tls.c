@@ -14,6 +14,7 @@
  * when its handles are closed and no getaddrinfo is outstanding. */
 #include "cluster/raft_tls.h"
 
+#include "cluster/raft_tcp.h"
 #include "util/log.h"
 
 #include <openssl/err.h>
@@ -50,6 +51,7 @@ struct rt {
     struct rt__conn *conns; /* every connection not yet freed */
     unsigned pending;       /* incoming connections not yet established */
     unsigned handshake_ms;
+    unsigned stuck_ms; /* TCP_USER_TIMEOUT of every connection (raft_tcp.h) */
     bool closing;
     raft_uv_transport_close_cb close_cb;
     struct raft_uv_transport *t;
@@ -489,6 +491,15 @@ static void rt__close_conn(struct rt__conn *c)
     }
 }
 
+/* A connection whose peer is cut off is closed after rt->stuck_ms
+ * instead of waiting in TCP's retransmission backoff (raft_tcp.h). */
+static void rt__set_stuck_timeout(struct rt__conn *c)
+{
+    if (lmq_tcp_set_stuck_timeout(&c->tcp, c->rt->stuck_ms) != 0)
+        LMQ_WARN("raft tls: node %llu: cannot set TCP_USER_TIMEOUT/keepalive: %s",
+                 (unsigned long long)c->rt->id, strerror(errno));
+}
+
 /* ------------------------------------------------------------------ */
 /* Client side. */
 
@@ -515,7 +526,16 @@ static void rt__resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res
         return;
     }
     c->connect.data = c;
-    int rc = uv_tcp_connect(&c->connect, &c->tcp, res->ai_addr, rt__connected);
+    /* Our own socket, so that the options hold for the connect too: a SYN
+     * to a cut-off peer fails after rt->stuck_ms instead of backing off. */
+    int rc = UV_EMFILE;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && (rc = uv_tcp_open(&c->tcp, fd)) != 0)
+        close(fd);
+    if (rc == 0) {
+        rt__set_stuck_timeout(c);
+        rc = uv_tcp_connect(&c->connect, &c->tcp, res->ai_addr, rt__connected);
+    }
     uv_freeaddrinfo(res);
     if (rc != 0)
         rt__close_conn(c);
@@ -568,8 +588,12 @@ static void rt__incoming(uv_stream_t *server, int status)
         rt__close_conn(c);
         return;
     }
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
-        uv_read_start((uv_stream_t *)&c->tcp, rt__alloc, rt__tcp_read) != 0)
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        rt__close_conn(c);
+        return;
+    }
+    rt__set_stuck_timeout(c);
+    if (uv_read_start((uv_stream_t *)&c->tcp, rt__alloc, rt__tcp_read) != 0)
         rt__close_conn(c);
 }
 
@@ -667,6 +691,7 @@ int lmq_raft_tls_init(struct raft_uv_transport *t, uv_loop_t *loop,
     memcpy(rt->members, o->members, o->n_members * sizeof *o->members);
     rt->n_members = o->n_members;
     rt->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : 10000;
+    rt->stuck_ms = o->stuck_ms > 0 ? o->stuck_ms : lmq_tcp_stuck_timeout_ms(0);
     if (o->bind_address != NULL)
         snprintf(rt->bind_address, sizeof rt->bind_address, "%s", o->bind_address);
     char why[256];

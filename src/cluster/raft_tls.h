@@ -36,6 +36,7 @@ struct lmq_raft_tls_options {
     size_t n_members;
     const char *bind_address; /* HOST:PORT to listen on; NULL = the address libraft gives */
     unsigned handshake_ms;    /* connect + handshake must finish within; 0 = 10000 */
+    unsigned stuck_ms;        /* TCP_USER_TIMEOUT + keepalive (cluster/raft_tcp.h); 0 = 4000 */
 };
 
 /* Fills T with the TLS transport on LOOP (T->version, impl and the

@@ -134,9 +134,7 @@ class Cluster:
         for i in range(n):
             extra = lines + ["cluster_self %d" % (i + 1)]
             if tls:
-                extra += ["cluster_tls_cert %s/node%d.crt" % (tls, i + 1),
-                          "cluster_tls_key %s/node%d.key" % (tls, i + 1),
-                          "cluster_tls_ca %s/ca.crt" % tls]
+                extra += tls_lines(tls, i)
             cfg = {"ledger_topic": TOPICS, "ledger_batch_ms": 5, "cluster_election_ms": 500,
                    "cluster_heartbeat_ms": 50, "sys_interval": 1,
                    "cluster_forward": "true" if forward else "false"}
@@ -354,19 +352,31 @@ def test_follower_kill9_restart_catches_up(broker_factory):
     assert all(b"a%d" % k in got for k in range(1, 61))
 
 
+def cluster_pki(d, n=3):
+    """Makes directory D with a cluster CA (ca.crt) and node<ID>.crt/.key
+    (CN ledgermq-node-<ID>, keys 0600) for IDs 1..N: Cluster's TLS."""
+    import tlscerts as T
+    os.makedirs(d)
+    T._ca(d, "ca", "cluster CA")
+    for i in range(1, n + 1):
+        T._leaf(d, "node%d" % i, "ca", "/O=ledgermq test/CN=ledgermq-node-%d" % i,
+                "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n")
+        os.chmod(os.path.join(d, "node%d.key" % i), 0o600)
+    return d
+
+
+def tls_lines(d, i):
+    """The cluster_tls_* lines of node I (0-based) for cluster_pki's D."""
+    return ["cluster_tls_cert %s/node%d.crt" % (d, i + 1),
+            "cluster_tls_key %s/node%d.key" % (d, i + 1),
+            "cluster_tls_ca %s/ca.crt" % d]
+
+
 def test_three_nodes_over_tls(broker_factory, tmp_path):
     """With the cluster_tls_* keys the daemons talk mutual TLS (each node's
     certificate of the cluster CA names ledgermq-node-<ID>) and replicate
     as over plain TCP."""
-    import tlscerts as T
-    d = str(tmp_path / "pki")
-    os.makedirs(d)
-    T._ca(d, "ca", "cluster CA")
-    for i in (1, 2, 3):
-        T._leaf(d, "node%d" % i, "ca", "/O=ledgermq test/CN=ledgermq-node-%d" % i,
-                "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n")
-        os.chmod(os.path.join(d, "node%d.key" % i), 0o600)
-    cl = Cluster(broker_factory, tls=d)
+    cl = Cluster(broker_factory, tls=cluster_pki(str(tmp_path / "pki")))
     for i, b in enumerate(cl.nodes):
         assert b.wait_log(r"raft: node %d listening on 127\.0\.0\.1:%d \(TLS\)" %
                           (i + 1, cl.raft[i]), timeout=5), b.log()
