@@ -106,11 +106,14 @@ def records(data_dir, size):
     return out
 
 
-def free_port_pair():
+def free_port_pair(taken=()):
     """A free port P whose P+1 is free too (a node's Raft port and its
-    cluster channel port at cluster_channel_port_offset 1)."""
+    cluster channel port at cluster_channel_port_offset 1), neither of
+    them in TAKEN."""
     for _ in range(100):
         p = free_port()
+        if p in taken or p + 1 in taken:
+            continue
         s = socket.socket()
         try:
             s.bind(("127.0.0.1", p + 1))
@@ -122,13 +125,27 @@ def free_port_pair():
     raise AssertionError("no two free ports in a row")
 
 
+def cluster_ports(n, pairs):
+    """N distinct free Raft ports; PAIRS: free_port_pair's, no port of one
+    node's pair in another's (a port picked twice made a node refuse
+    its config: 'id or address already used')."""
+    taken, out = set(), []
+    while len(out) < n:
+        p = free_port_pair(taken) if pairs else free_port()
+        if p in taken:
+            continue
+        out.append(p)
+        taken.update((p, p + 1) if pairs else (p,))
+    return out
+
+
 class Cluster:
     def __init__(self, broker_factory, n=3, tls=None, forward=False, config=None, more_lines=()):
         """TLS: a directory holding ca.crt and node<ID>.crt/.key. FORWARD:
         followers forward ledgered publishes to the leader (cluster_forward;
         off by default here, so that a follower's refusal tells the leader
         apart). CONFIG, MORE_LINES: more keys and config lines for every node."""
-        self.raft = [free_port_pair() if forward else free_port() for _ in range(n)]
+        self.raft = cluster_ports(n, forward)
         lines = ["cluster_node %d 127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(self.raft)]
         self.nodes = []
         for i in range(n):
