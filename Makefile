@@ -5,7 +5,7 @@ BUILD       ?= build
 ASAN_BUILD  ?= build-asan
 FUZZ_BUILD  ?= build-fuzz
 PY          := /usr/bin/python3
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 15
 RUN_ARGS    ?=
 
 .PHONY: all deps build run test unit asan integration fuzz-smoke fuzz bench soak demo clean format
